@@ -1,0 +1,116 @@
+"""Image preprocessing that travels with a set of weights.
+
+Every pretrained trunk expects its inputs prepared in one exact way: Caffe's
+VGG16 wants BGR values in 0-255 minus a per-channel mean, torchvision's wants
+RGB scaled to 0-1 and standardised. Getting this wrong costs several mean IU
+points without any error, so the choice is a value (:class:`Preprocessing`)
+that is stored in checkpoint metadata and read back by training, evaluation
+and prediction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+# The FCN data layers subtract this mean from BGR images (FCN_SPEC.md §8.1).
+CAFFE_VGG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
+IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
+IMAGENET_STD_RGB = (0.229, 0.224, 0.225)
+
+
+@dataclasses.dataclass(frozen=True)
+class Preprocessing:
+  """How uint8 RGB pixels become network inputs.
+
+  ``output = ((image[..., order] * scale) - mean) / std`` where ``order`` is
+  the channel order (the image is always decoded as RGB), and ``mean`` and
+  ``std`` are given in that channel order.
+
+  Attributes:
+    channel_order: ``"BGR"`` or ``"RGB"``.
+    mean: Per-channel mean, in ``channel_order``, on the scaled values.
+    scale: Multiplier applied to the 0-255 values before the mean.
+    std: Per-channel divisor, in ``channel_order``.
+    name: A short label for logs and metadata.
+  """
+
+  channel_order: str
+  mean: tuple[float, float, float]
+  scale: float = 1.0
+  std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+  name: str = "custom"
+
+  def __post_init__(self):
+    if self.channel_order not in ("RGB", "BGR"):
+      raise ValueError(
+          f"channel_order must be 'RGB' or 'BGR', got {self.channel_order!r}.")
+    if len(self.mean) != 3 or len(self.std) != 3:
+      raise ValueError("mean and std must have 3 values each.")
+    if any(s == 0 for s in self.std):
+      raise ValueError("std values must be non-zero.")
+
+  def __call__(self, image: np.ndarray) -> np.ndarray:
+    """Turns uint8 RGB images ``[..., H, W, 3]`` into float32 network inputs."""
+    image = np.asarray(image)
+    if image.shape[-1] != 3:
+      raise ValueError(f"expected RGB images [..., 3], got shape {image.shape}")
+    x = image.astype(np.float32)
+    if self.channel_order == "BGR":
+      x = x[..., ::-1]
+    x = x * np.float32(self.scale)
+    x = x - np.asarray(self.mean, np.float32)
+    x = x / np.asarray(self.std, np.float32)
+    return x
+
+  def invert(self, inputs: np.ndarray) -> np.ndarray:
+    """Maps network inputs back to uint8 RGB (for visualisation)."""
+    x = np.asarray(inputs, np.float32) * np.asarray(self.std, np.float32)
+    x = (x + np.asarray(self.mean, np.float32)) / np.float32(self.scale)
+    if self.channel_order == "BGR":
+      x = x[..., ::-1]
+    return np.clip(np.rint(x), 0, 255).astype(np.uint8)
+
+  def to_dict(self) -> dict[str, Any]:
+    """A JSON-serialisable form for checkpoint metadata."""
+    return dataclasses.asdict(self)
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "Preprocessing":
+    return cls(channel_order=d["channel_order"], mean=tuple(d["mean"]),
+               scale=float(d.get("scale", 1.0)),
+               std=tuple(d.get("std", (1.0, 1.0, 1.0))),
+               name=d.get("name", "custom"))
+
+  def matches(self, other: "Preprocessing") -> bool:
+    """Whether two preprocessings give the same inputs (ignoring the name)."""
+    return (self.channel_order == other.channel_order
+            and np.allclose(self.mean, other.mean, rtol=0, atol=1e-4)
+            and np.isclose(self.scale, other.scale)
+            and np.allclose(self.std, other.std, rtol=0, atol=1e-6))
+
+
+# Caffe VGG16 and the released FCN models; Keras' VGG16 uses the same.
+CAFFE_VGG = Preprocessing("BGR", CAFFE_VGG_MEAN_BGR, 1.0, (1.0, 1.0, 1.0),
+                          name="caffe_vgg")
+# torchvision's ImageNet models.
+TORCHVISION = Preprocessing("RGB", IMAGENET_MEAN_RGB, 1.0 / 255.0,
+                            IMAGENET_STD_RGB, name="torchvision")
+
+PRESETS: dict[str, Preprocessing] = {
+    "caffe_vgg": CAFFE_VGG,
+    "keras_vgg": dataclasses.replace(CAFFE_VGG, name="keras_vgg"),
+    "torchvision": TORCHVISION,
+}
+
+
+def get_preprocessing(name: str) -> Preprocessing:
+  """Returns a named preset (``caffe_vgg``, ``keras_vgg``, ``torchvision``)."""
+  try:
+    return PRESETS[name]
+  except KeyError:
+    raise ValueError(
+        f"Unknown preprocessing {name!r}; choose one of {sorted(PRESETS)}."
+    ) from None
