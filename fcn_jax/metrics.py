@@ -1,0 +1,90 @@
+"""Segmentation metrics from one confusion matrix over a whole split.
+
+As the reference ``score.py`` does (FCN_SPEC.md §7): pixels whose label is
+outside ``[0, num_classes)`` (255 = void, and padding) are dropped, a histogram
+with rows = ground truth and columns = prediction is summed over every image of
+the split, and the four metrics are computed once from that total.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def confusion_matrix(labels: jax.Array, predictions: jax.Array,
+                     num_classes: int) -> jax.Array:
+  """Counts (label, prediction) pairs over the valid pixels.
+
+  Args:
+    labels: Integer ground truth of any shape; values outside
+      ``[0, num_classes)`` are ignored.
+    predictions: Integer predicted classes, same shape as ``labels``.
+    num_classes: Number of classes ``C``.
+
+  Returns:
+    An int32 ``[C, C]`` matrix, rows = ground truth, columns = prediction.
+  """
+  labels = labels.reshape(-1).astype(jnp.int32)
+  predictions = predictions.reshape(-1).astype(jnp.int32)
+  valid = (labels >= 0) & (labels < num_classes)
+  index = jnp.where(valid, labels * num_classes + predictions, 0)
+  counts = jnp.bincount(index, weights=valid.astype(jnp.int32),
+                        length=num_classes * num_classes)
+  return counts.astype(jnp.int32).reshape(num_classes, num_classes)
+
+
+def segmentation_metrics(hist: Any,
+                         class_names: list[str] | None = None
+                         ) -> dict[str, Any]:
+  """The four FCN metrics and per-class IU from a summed confusion matrix.
+
+  NaN rules follow ``score.py``: mean accuracy skips classes absent from the
+  ground truth; mean IU skips classes absent from both ground truth and
+  predictions (a class only predicted counts as IU 0); frequency-weighted IU
+  sums over classes present in the ground truth.
+
+  Args:
+    hist: ``[C, C]`` counts, rows = ground truth, columns = prediction.
+    class_names: Optional names for the ``per_class_iu`` mapping.
+
+  Returns:
+    A dict with floats ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``
+    (NaN when undefined, e.g. no valid pixel) and ``per_class_iu``, a list of
+    C floats (NaN for undefined classes), or a name -> IU dict when
+    ``class_names`` is given.
+  """
+  hist = np.asarray(hist, np.float64)
+  if hist.ndim != 2 or hist.shape[0] != hist.shape[1]:
+    raise ValueError(f"expected a square confusion matrix, got {hist.shape}")
+  diag = np.diag(hist)
+  gt_total = hist.sum(axis=1)
+  pred_total = hist.sum(axis=0)
+  total = hist.sum()
+  with np.errstate(divide="ignore", invalid="ignore"), warnings.catch_warnings():
+    warnings.simplefilter("ignore", category=RuntimeWarning)
+    pixel_acc = diag.sum() / total if total > 0 else float("nan")
+    class_acc = diag / gt_total
+    iu = diag / (gt_total + pred_total - diag)
+    freq = gt_total / total if total > 0 else np.zeros_like(gt_total)
+    present = freq > 0
+    result = {
+        "pixel_acc": float(pixel_acc),
+        "mean_acc": float(np.nanmean(class_acc)),
+        "mean_iu": float(np.nanmean(iu)),
+        "fw_iu": (float((freq[present] * iu[present]).sum())
+                  if present.any() else float("nan")),
+    }
+  per_class = [float(v) for v in iu]
+  if class_names is not None:
+    if len(class_names) != len(per_class):
+      raise ValueError(f"{len(class_names)} class names for "
+                       f"{len(per_class)} classes")
+    result["per_class_iu"] = dict(zip(class_names, per_class))
+  else:
+    result["per_class_iu"] = per_class
+  return result

@@ -1,0 +1,344 @@
+"""The VGG16 FCN family (FCN-32s, FCN-16s, FCN-8s, FCN-8s at-once) in Flax linen.
+
+A transcription of the reference Caffe nets (FCN_SPEC.md §2-§4):
+
+* The VGG16 trunk pads the (already preprocessed) input by 100 pixels in
+  ``conv1_1`` and uses Caffe's ceil-mode 2x2 max pooling, then ``fc6`` (7x7) and
+  ``fc7`` (1x1) as convolutions with inverted dropout 0.5 in training.
+* Every head scores ``fc7`` with ``score_fr`` and then repeats one step per
+  skip: upsample the coarse scores 2x, score a finer pool layer, crop it at its
+  offset and add. A final upsampler and crop restore the input size. The heads
+  differ only in their :class:`HeadSpec`, a table of layer names, kernel sizes
+  and crop offsets.
+* Upsamplers are ``nn.ConvTranspose`` (VALID, no bias) initialised with the
+  diagonal bilinear kernel of ``surgery.upsample_filt``. They live in
+  ``params`` under their Caffe names so weights map 1:1, and are frozen (Caffe
+  ``lr_mult: 0``): :meth:`FCN.frozen_layers` names them for the optimizer.
+
+Variables are keyed by the Caffe layer names (``conv1_1`` ... ``upscore8``).
+Kernels are HWIO. Score layers start at zero, as Caffe's default filler does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+
+# (output channels, number of 3x3 convolutions) per VGG16 block; each block
+# ends with a 2x2 ceil-mode max pool named pool<block>.
+VGG16_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
+FC_WIDTH = 4096
+FC6_KERNEL = 7
+INPUT_PAD = 100
+DROPOUT_RATE = 0.5
+
+
+# --------------------------------------------------------------------------
+# Geometry helpers.
+# --------------------------------------------------------------------------
+
+
+def bilinear_kernel(size: int, channels: int) -> np.ndarray:
+  """The diagonal bilinear upsampling kernel of FCN's ``surgery.interp``.
+
+  ``filt[i, j] = (1 - |i - c| / f) * (1 - |j - c| / f)`` with
+  ``f = (size + 1) // 2`` and ``c = f - 1`` for odd sizes, ``f - 0.5`` for even
+  (FCN_SPEC.md §6.2). Only the diagonal ``[:, :, k, k]`` is non-zero, so each
+  channel is upsampled on its own.
+
+  Args:
+    size: Kernel height and width.
+    channels: Number of input (= output) channels.
+
+  Returns:
+    A float32 array of shape ``(size, size, channels, channels)`` (HWIO).
+  """
+  factor = (size + 1) // 2
+  center = factor - 1 if size % 2 == 1 else factor - 0.5
+  profile = 1.0 - np.abs(np.arange(size) - center) / factor
+  filt = np.outer(profile, profile).astype(np.float32)
+  kernel = np.zeros((size, size, channels, channels), np.float32)
+  kernel[:, :, np.arange(channels), np.arange(channels)] = filt[..., None]
+  return kernel
+
+
+def convolutionalize(fc_weight: np.ndarray, in_channels: int,
+                     kernel_size: int) -> np.ndarray:
+  """Turns a Caffe InnerProduct weight into the equivalent HWIO conv kernel.
+
+  Caffe flattens a ``(C, k, k)`` input in C order, so the fc weight of shape
+  ``(out, C*k*k)`` is a flattened ``(out, C, k, k)`` convolution and
+  ``kernel[h, w, c, o] = fc_weight[o, c*k*k + h*k + w]`` (FCN_SPEC.md §4.5).
+
+  Args:
+    fc_weight: ``(out_features, in_channels * kernel_size**2)`` weight.
+    in_channels: Channels of the feature map the fc layer reads.
+    kernel_size: Spatial size of that feature map (7 for VGG16 fc6).
+
+  Returns:
+    The kernel, shape ``(kernel_size, kernel_size, in_channels, out)``.
+  """
+  fc_weight = np.asarray(fc_weight)
+  out = fc_weight.shape[0]
+  expected = in_channels * kernel_size * kernel_size
+  if fc_weight.ndim != 2 or fc_weight.shape[1] != expected:
+    raise ValueError(
+        f"fc weight of shape {fc_weight.shape} cannot be convolutionalised to "
+        f"a {kernel_size}x{kernel_size}x{in_channels} kernel: expected "
+        f"(out, {expected}).")
+  return fc_weight.reshape(out, in_channels, kernel_size,
+                           kernel_size).transpose(2, 3, 1, 0)
+
+
+def max_pool_ceil(x: jax.Array) -> jax.Array:
+  """Caffe's 2x2 stride-2 max pooling with ceil rounding (FCN_SPEC.md §4.2).
+
+  An odd height or width gets one extra row/column of -inf at the bottom/right,
+  so the last window hangs over the edge and covers only real pixels.
+  """
+  pad_h, pad_w = x.shape[1] % 2, x.shape[2] % 2
+  return nn.max_pool(x, (2, 2), strides=(2, 2),
+                     padding=((0, pad_h), (0, pad_w)))
+
+
+def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:
+  """Caffe's Crop (axis 2): ``x[:, off:off+height, off:off+width]``."""
+  if x.shape[1] < offset + height or x.shape[2] < offset + width:
+    raise ValueError(
+        f"cannot crop {x.shape[1]}x{x.shape[2]} at offset {offset} to "
+        f"{height}x{width}")
+  return x[:, offset:offset + height, offset:offset + width, :]
+
+
+# --------------------------------------------------------------------------
+# Head specifications: the only thing that differs between the nets.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Upsampler:
+  """A Caffe ``Deconvolution(kernel, stride)`` with a fixed bilinear init."""
+  name: str
+  kernel: int
+  stride: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Skip:
+  """One fusion step: ``upsample(score) + crop(score_layer(source), offset)``.
+
+  Attributes:
+    upsampler: The 2x upsampler applied to the coarser scores.
+    source: The trunk blob the skip reads (``pool4`` or ``pool3``).
+    score_layer: Name of the 1x1 scoring convolution on ``source``.
+    offset: Crop offset of the scored skip in the upsampled grid (§3).
+    scale: A fixed per-channel Scale constant before scoring (at-once only).
+  """
+  upsampler: Upsampler
+  source: str
+  score_layer: str
+  offset: int
+  scale: float | None = None
+
+  @property
+  def scale_layer(self) -> str:
+    return "scale_" + self.source
+
+
+@dataclasses.dataclass(frozen=True)
+class HeadSpec:
+  """The skip steps and the final upsample-and-crop of one FCN variant."""
+  skips: tuple[Skip, ...]
+  final: Upsampler
+  final_offset: int
+
+
+_UPSCORE2 = Upsampler("upscore2", 4, 2)
+_UPSCORE_POOL4 = Upsampler("upscore_pool4", 4, 2)
+
+HEADS: Mapping[str, HeadSpec] = {
+    "fcn32s": HeadSpec(skips=(), final=Upsampler("upscore", 64, 32),
+                       final_offset=19),
+    "fcn16s": HeadSpec(
+        skips=(Skip(_UPSCORE2, "pool4", "score_pool4", 5),),
+        final=Upsampler("upscore16", 32, 16), final_offset=27),
+    "fcn8s": HeadSpec(
+        skips=(Skip(_UPSCORE2, "pool4", "score_pool4", 5),
+               Skip(_UPSCORE_POOL4, "pool3", "score_pool3", 9)),
+        final=Upsampler("upscore8", 16, 8), final_offset=31),
+    "fcn8s_atonce": HeadSpec(
+        skips=(Skip(_UPSCORE2, "pool4", "score_pool4", 5, scale=0.01),
+               Skip(_UPSCORE_POOL4, "pool3", "score_pool3", 9, scale=1e-4)),
+        final=Upsampler("upscore8", 16, 8), final_offset=31),
+}
+
+
+# --------------------------------------------------------------------------
+# Modules.
+# --------------------------------------------------------------------------
+
+
+class Scale(nn.Module):
+  """Caffe's Scale layer without bias: a per-channel constant multiplier."""
+  value: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.initializers.constant(self.value),
+                       (x.shape[-1],), jnp.float32)
+    return x * scale.astype(self.dtype)
+
+
+class FCN(nn.Module):
+  """A VGG16 fully convolutional network with a configurable skip head.
+
+  Attributes:
+    head: Which skips, upsamplers and crops to use (see :data:`HEADS`).
+    num_classes: Output channels (21 for PASCAL VOC).
+    width_divisor: Divides every trunk width (64 ... 512) and the fc width
+      (4096); 1 is VGG16. Larger values give tiny models for tests and demos.
+    dtype: Computation dtype (e.g. ``jnp.bfloat16``). Parameters stay float32
+      and the logits are returned in float32.
+    learn_upsampling: Train the 2x upsamplers (the CVPR variant); the final
+      upsampler stays fixed.
+    dropout_rate: Dropout after fc6 and fc7 in training (inverted dropout).
+  """
+  head: HeadSpec
+  num_classes: int = 21
+  width_divisor: int = 1
+  dtype: Any = jnp.float32
+  learn_upsampling: bool = False
+  dropout_rate: float = DROPOUT_RATE
+
+  def frozen_layers(self) -> tuple[str, ...]:
+    """Names of layers with Caffe ``lr_mult: 0``: fixed upsamplers and scales."""
+    names = [s.scale_layer for s in self.head.skips if s.scale is not None]
+    if not self.learn_upsampling:
+      names += [s.upsampler.name for s in self.head.skips]
+    names.append(self.head.final.name)
+    return tuple(names)
+
+  def _width(self, channels: int) -> int:
+    return max(1, channels // self.width_divisor)
+
+  def _conv(self, features: int, kernel: int, padding: int, name: str,
+            zero_init: bool = False) -> nn.Conv:
+    init = {}
+    if zero_init:
+      init = dict(kernel_init=nn.initializers.zeros,
+                  bias_init=nn.initializers.zeros)
+    return nn.Conv(features, (kernel, kernel), padding=padding, name=name,
+                   dtype=self.dtype, param_dtype=jnp.float32, **init)
+
+  def _upsample(self, up: Upsampler, x: jax.Array,
+                blobs: dict[str, jax.Array]) -> jax.Array:
+    c = self.num_classes
+    kernel_init = lambda *_: jnp.asarray(bilinear_kernel(up.kernel, c))
+    y = nn.ConvTranspose(c, (up.kernel, up.kernel), (up.stride, up.stride),
+                         padding="VALID", use_bias=False,
+                         kernel_init=kernel_init, dtype=self.dtype,
+                         param_dtype=jnp.float32, name=up.name)(x)
+    blobs[up.name] = y
+    return y
+
+  def _trunk(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
+    """VGG16 through fc7; returns the pool and fc7 blobs by Caffe name."""
+    blobs = {}
+    for block, (channels, depth) in enumerate(VGG16_BLOCKS, start=1):
+      for i in range(1, depth + 1):
+        pad = INPUT_PAD if (block, i) == (1, 1) else 1
+        x = nn.relu(self._conv(self._width(channels), 3, pad,
+                               f"conv{block}_{i}")(x))
+      x = max_pool_ceil(x)
+      blobs[f"pool{block}"] = x
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+    fc_width = self._width(FC_WIDTH)
+    x = dropout(nn.relu(self._conv(fc_width, FC6_KERNEL, 0, "fc6")(x)))
+    x = dropout(nn.relu(self._conv(fc_width, 1, 0, "fc7")(x)))
+    blobs["fc7"] = x
+    return blobs
+
+  @nn.compact
+  def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
+    """Scores every pixel.
+
+    Args:
+      images: Preprocessed float images ``[N, H, W, 3]`` (any H, W >= 1).
+      train: Enables dropout (needs a ``'dropout'`` rng).
+
+    Returns:
+      Float32 logits ``[N, H, W, num_classes]``.
+    """
+    if images.ndim != 4:
+      raise ValueError(f"expected NHWC images, got shape {images.shape}")
+    height, width = images.shape[1:3]
+    blobs = self._trunk(images.astype(self.dtype), train)
+    score = self._conv(self.num_classes, 1, 0, "score_fr",
+                       zero_init=True)(blobs["fc7"])
+    blobs["score_fr"] = score
+    for skip in self.head.skips:
+      upscored = self._upsample(skip.upsampler, score, blobs)
+      features = blobs[skip.source]
+      if skip.scale is not None:
+        features = Scale(skip.scale, self.dtype, name=skip.scale_layer)(features)
+      skip_score = self._conv(self.num_classes, 1, 0, skip.score_layer,
+                              zero_init=True)(features)
+      blobs[skip.score_layer] = skip_score
+      cropped = crop_like(skip_score, skip.offset, upscored.shape[1],
+                          upscored.shape[2])
+      blobs[skip.score_layer + "c"] = cropped
+      score = upscored + cropped
+    score = self._upsample(self.head.final, score, blobs)
+    score = crop_like(score, self.head.final_offset, height, width)
+    blobs["score"] = score
+    # Every named blob, for inspection: apply(..., mutable=["intermediates"]).
+    self.sow("intermediates", "blobs", blobs)
+    return score.astype(jnp.float32)
+
+
+def create_model(name: str, num_classes: int = 21, **options: Any) -> FCN:
+  """Builds one of the VOC FCNs by its reference name.
+
+  Args:
+    name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s_atonce``.
+    num_classes: Output classes (21 VOC, 40 NYUD, 60 PASCAL-Context, ...).
+    **options: :class:`FCN` attributes: ``width_divisor``, ``dtype``,
+      ``learn_upsampling``, ``dropout_rate``.
+
+  Returns:
+    An unbound :class:`FCN`; ``model.init(rng, images)`` creates its variables.
+  """
+  if name not in HEADS:
+    raise ValueError(f"Unknown model {name!r}; choose one of {MODEL_NAMES}.")
+  allowed = {"width_divisor", "dtype", "learn_upsampling", "dropout_rate"}
+  unknown = set(options) - allowed
+  if unknown:
+    raise ValueError(f"Unknown model options {sorted(unknown)}; allowed: "
+                     f"{sorted(allowed)}.")
+  if num_classes < 1:
+    raise ValueError(f"num_classes must be positive, got {num_classes}.")
+  dtype = options.pop("dtype", jnp.float32)
+  if isinstance(dtype, str):
+    dtype = jnp.dtype(dtype)
+  return FCN(head=HEADS[name], num_classes=num_classes, dtype=dtype, **options)
+
+
+def init_variables(model: FCN, rng: jax.Array | None = None,
+                   image_size: int = 32) -> dict[str, Any]:
+  """Initialises a model's variables on a small dummy input.
+
+  The variables do not depend on the input size, so a small one keeps start-up
+  cheap. Trunk weights are Flax's default init (LeCun normal); train from
+  pretrained weights (see :mod:`fcn_jax.weights`) to reproduce the paper.
+  """
+  rng = jax.random.key(0) if rng is None else rng
+  dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  return model.init(rng, dummy, train=False)
