@@ -197,8 +197,58 @@ class Scale(nn.Module):
     return x * scale.astype(self.dtype)
 
 
+def _conv(features: int, kernel: int, padding: int, name: str, dtype: Any,
+          zero_init: bool = False) -> nn.Conv:
+  """A Caffe convolution: HWIO float32 parameters, computation in ``dtype``."""
+  init = {}
+  if zero_init:  # Caffe's default (constant 0) filler.
+    init = dict(kernel_init=nn.initializers.zeros,
+                bias_init=nn.initializers.zeros)
+  return nn.Conv(features, (kernel, kernel), padding=padding, name=name,
+                 dtype=dtype, param_dtype=jnp.float32, **init)
+
+
+class VGG16(nn.Module):
+  """The VGG16 trunk through fc7, with fc6/fc7 as convolutions.
+
+  Attributes:
+    width_divisor: Divides every width (64 ... 512 and 4096); 1 is VGG16.
+    dtype: Computation dtype.
+    input_pad: Zero padding of ``conv1_1``. Every FCN uses 100 (so that the
+      crops are valid for any input size); 1 is VGG16's own geometry, where a
+      224x224 image gives a single fc7 cell (the convolutionalised classifier).
+    dropout_rate: Inverted dropout after fc6 and fc7 in training.
+  """
+  width_divisor: int = 1
+  dtype: Any = jnp.float32
+  input_pad: int = INPUT_PAD
+  dropout_rate: float = DROPOUT_RATE
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """Returns the pool1 ... pool5 and fc7 blobs, keyed by Caffe name."""
+    width = lambda channels: max(1, channels // self.width_divisor)
+    blobs = {}
+    for block, (channels, depth) in enumerate(VGG16_BLOCKS, start=1):
+      for i in range(1, depth + 1):
+        pad = self.input_pad if (block, i) == (1, 1) else 1
+        x = nn.relu(_conv(width(channels), 3, pad, f"conv{block}_{i}",
+                          self.dtype)(x))
+      x = max_pool_ceil(x)
+      blobs[f"pool{block}"] = x
+    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
+    x = dropout(nn.relu(_conv(width(FC_WIDTH), FC6_KERNEL, 0, "fc6",
+                              self.dtype)(x)))
+    x = dropout(nn.relu(_conv(width(FC_WIDTH), 1, 0, "fc7", self.dtype)(x)))
+    blobs["fc7"] = x
+    return blobs
+
+
 class FCN(nn.Module):
   """A VGG16 fully convolutional network with a configurable skip head.
+
+  The trunk's parameters sit at the top level next to the head's, so the
+  variable tree is flat and keyed by Caffe layer names.
 
   Attributes:
     head: Which skips, upsamplers and crops to use (see :data:`HEADS`).
@@ -226,18 +276,6 @@ class FCN(nn.Module):
     names.append(self.head.final.name)
     return tuple(names)
 
-  def _width(self, channels: int) -> int:
-    return max(1, channels // self.width_divisor)
-
-  def _conv(self, features: int, kernel: int, padding: int, name: str,
-            zero_init: bool = False) -> nn.Conv:
-    init = {}
-    if zero_init:
-      init = dict(kernel_init=nn.initializers.zeros,
-                  bias_init=nn.initializers.zeros)
-    return nn.Conv(features, (kernel, kernel), padding=padding, name=name,
-                   dtype=self.dtype, param_dtype=jnp.float32, **init)
-
   def _upsample(self, up: Upsampler, x: jax.Array,
                 blobs: dict[str, jax.Array]) -> jax.Array:
     c = self.num_classes
@@ -249,22 +287,11 @@ class FCN(nn.Module):
     blobs[up.name] = y
     return y
 
-  def _trunk(self, x: jax.Array, train: bool) -> dict[str, jax.Array]:
-    """VGG16 through fc7; returns the pool and fc7 blobs by Caffe name."""
-    blobs = {}
-    for block, (channels, depth) in enumerate(VGG16_BLOCKS, start=1):
-      for i in range(1, depth + 1):
-        pad = INPUT_PAD if (block, i) == (1, 1) else 1
-        x = nn.relu(self._conv(self._width(channels), 3, pad,
-                               f"conv{block}_{i}")(x))
-      x = max_pool_ceil(x)
-      blobs[f"pool{block}"] = x
-    dropout = nn.Dropout(self.dropout_rate, deterministic=not train)
-    fc_width = self._width(FC_WIDTH)
-    x = dropout(nn.relu(self._conv(fc_width, FC6_KERNEL, 0, "fc6")(x)))
-    x = dropout(nn.relu(self._conv(fc_width, 1, 0, "fc7")(x)))
-    blobs["fc7"] = x
-    return blobs
+  def _score(self, name: str, x: jax.Array,
+             blobs: dict[str, jax.Array]) -> jax.Array:
+    y = _conv(self.num_classes, 1, 0, name, self.dtype, zero_init=True)(x)
+    blobs[name] = y
+    return y
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -280,20 +307,18 @@ class FCN(nn.Module):
     if images.ndim != 4:
       raise ValueError(f"expected NHWC images, got shape {images.shape}")
     height, width = images.shape[1:3]
-    blobs = self._trunk(images.astype(self.dtype), train)
-    score = self._conv(self.num_classes, 1, 0, "score_fr",
-                       zero_init=True)(blobs["fc7"])
-    blobs["score_fr"] = score
+    trunk = VGG16(self.width_divisor, self.dtype,
+                  dropout_rate=self.dropout_rate)
+    nn.share_scope(trunk, self)
+    blobs = trunk(images.astype(self.dtype), train)
+    score = self._score("score_fr", blobs["fc7"], blobs)
     for skip in self.head.skips:
       upscored = self._upsample(skip.upsampler, score, blobs)
       features = blobs[skip.source]
       if skip.scale is not None:
         features = Scale(skip.scale, self.dtype, name=skip.scale_layer)(features)
-      skip_score = self._conv(self.num_classes, 1, 0, skip.score_layer,
-                              zero_init=True)(features)
-      blobs[skip.score_layer] = skip_score
-      cropped = crop_like(skip_score, skip.offset, upscored.shape[1],
-                          upscored.shape[2])
+      cropped = crop_like(self._score(skip.score_layer, features, blobs),
+                          skip.offset, upscored.shape[1], upscored.shape[2])
       blobs[skip.score_layer + "c"] = cropped
       score = upscored + cropped
     score = self._upsample(self.head.final, score, blobs)
