@@ -63,7 +63,6 @@ depend on ``num_workers``, but the saved state's format does.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import sys
 from typing import Any, Iterator, Sequence
@@ -266,19 +265,6 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
 # --------------------------------------------------------------------------
 
 
-def _open_image(data: bytes) -> Image.Image:
-  image = Image.open(io.BytesIO(data))
-  return image if image.mode == "RGB" else image.convert("RGB")
-
-
-def _open_label(data: bytes) -> Image.Image:
-  label = Image.open(io.BytesIO(data))
-  if label.mode not in ("L", "P"):
-    raise common.InvalidExampleError(
-        f"segmentation mask has PIL mode {label.mode!r}; expected 'L'.")
-  return label
-
-
 def decode_record(record: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
   """``(uint8 [H, W, 3] RGB image, uint8 [H, W] label)`` from a record."""
   return (common.decode_image(record[common.IMAGE]),
@@ -453,8 +439,8 @@ class TrainAugmentation:
     values, e.g. one example of a batch); otherwise the native (rescaled)
     size.
     """
-    image = _open_image(record[common.IMAGE])
-    label = _open_label(record[common.MASK])
+    image = common.open_image(record[common.IMAGE])
+    label = common.open_mask(record[common.MASK])
     width, height = label.size
     if self.scale_range != (1.0, 1.0):
       scale = rng.uniform(*self.scale_range)
@@ -534,6 +520,10 @@ class EvalBatchTransform(grain.transforms.Map):
   pad_size: int
   preprocessing: preprocessing_lib.Preprocessing
   include_ids: bool = False
+
+  def __post_init__(self):
+    if not self.pad_size and self.batch_size != 1:
+      raise ValueError("Native-size evaluation (pad_size 0) needs batch 1.")
 
   def _read(self, position: int) -> tuple[np.ndarray, np.ndarray, str]:
     record = self.records[self.start + position]
@@ -683,7 +673,7 @@ def create_train_dataset(config: ml_collections.ConfigDict,
   ds = ds.batch(local_batch, drop_remainder=True, batch_fn=list)
   ds = ds.map_with_index(TrainBatchTransform(
       TrainAugmentation(preprocessing, cfg.crop_size, cfg.random_mirror,
-                        cfg.scale_range), seed=cfg.seed))
+                        cfg.scale_range), seed=_seed32(cfg.seed)))
   source.log(
       "train, host %d/%d has examples [%d, %d) of %d; mode=%s, local batch "
       "%d, crop %s, mirror=%s, scale=%s, %d workers, preprocessing %s.",

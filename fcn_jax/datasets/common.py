@@ -67,22 +67,30 @@ def skip_decoding_decoders() -> dict[str, Any]:
   return {IMAGE: tfds.decode.SkipDecoding(), MASK: tfds.decode.SkipDecoding()}
 
 
+def open_image(data: bytes) -> Image.Image:
+  """Opens JPEG/PNG bytes as an RGB PIL image."""
+  image = Image.open(io.BytesIO(data))
+  return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def open_mask(data: bytes) -> Image.Image:
+  """Opens a stored ``segmentation_mask`` PNG (class indices, mode ``L``)."""
+  mask = Image.open(io.BytesIO(data))
+  if mask.mode not in ("L", "P"):
+    raise InvalidExampleError(
+        f"segmentation mask has PIL mode {mask.mode!r}; expected 'L' "
+        "(class indices)")
+  return mask
+
+
 def decode_image(data: bytes) -> np.ndarray:
   """Decodes JPEG/PNG bytes to ``uint8 [H, W, 3]`` RGB with PIL."""
-  with Image.open(io.BytesIO(data)) as image:
-    if image.mode != "RGB":
-      image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8)
+  return np.asarray(open_image(data), dtype=np.uint8)
 
 
 def decode_mask(data: bytes) -> np.ndarray:
   """Decodes a stored ``segmentation_mask`` PNG to ``uint8 [H, W]`` indices."""
-  with Image.open(io.BytesIO(data)) as image:
-    if image.mode not in ("L", "P"):
-      raise InvalidExampleError(
-          f"segmentation mask has PIL mode {image.mode!r}; expected 'L' "
-          "(class indices)")
-    return np.asarray(image, dtype=np.uint8)
+  return np.asarray(open_mask(data), dtype=np.uint8)
 
 
 def decode_palette_png(data: bytes, image_id: str) -> np.ndarray:
