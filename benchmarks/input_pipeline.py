@@ -66,6 +66,21 @@ def _images_per_second(source: input_pipeline.SplitSource,
       iterator.close()
 
 
+def _cpu_ms_per_image(source: input_pipeline.SplitSource,
+                      args: argparse.Namespace) -> float:
+  """CPU time of the batch transform alone, one thread: load-independent."""
+  transform = input_pipeline.TrainBatchTransform(
+      input_pipeline.TrainAugmentation(preprocessing.CAFFE_VGG, args.crop_size,
+                                       True, (0.5, 2.0)), seed=0)
+  records = source.records
+  start = time.process_time()
+  for index in range(args.batches):
+    transform.map_with_index(index, [
+        records[(index * args.batch_size + j) % len(records)]
+        for j in range(args.batch_size)])
+  return (time.process_time() - start) * 1000 / (args.batches * args.batch_size)
+
+
 def main(argv: list[str]) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
   parser.add_argument("--workers", default=f"0,1,2,{os.cpu_count()}",
@@ -98,6 +113,9 @@ def main(argv: list[str]) -> int:
         f"{os.getloadavg()[0]:.1f} at start.")
   print(f"epochs: scale 0.5-2.0, mirror, crop {args.crop_size}, batch "
         f"{args.batch_size}; reference: native size, batch 1.")
+  cpu_ms = _cpu_ms_per_image(source, args)
+  print(f"epochs transform alone, one thread: {cpu_ms:.2f} CPU ms/image = "
+        f"{1000 / cpu_ms:.0f} images/s per busy core.")
   print(f"{'mode':>10} {'workers':>8} {'images/s':>10} {'per worker':>11}")
   for workers in (int(w) for w in args.workers.split(",")):
     for reference in (False, True):

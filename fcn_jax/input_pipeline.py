@@ -9,7 +9,9 @@ Training (:func:`create_train_iterator`) yields host-local batches forever::
   {'image': float32 [local_batch, H, W, 3],   # preprocessed, pad value 0
    'label': int32   [local_batch, H, W]}      # 255 = ignore (void and pad)
 
-with ``local_batch = config.batch_size // process_count``. Two orders:
+with ``local_batch = config.batch_size // process_count``. Each host reads
+its own contiguous shard of the split (:func:`host_shard_bounds`: disjoint,
+together complete, sizes within one). Two orders:
 
 * ``config.input.train_mode = 'reference'``: ``solve.py`` (FCN_SPEC.md §5.3):
   each step draws one image uniformly at random *with replacement* from this
@@ -35,7 +37,7 @@ Config fields read (all required unless a default is given):
 =============================== ======= ========================================
 ``dataset.name``                str     ``'voc_seg'``, ``'synthetic_shapes'`` or
                                         ``'synthetic_shapes/tiny'`` ...
-``dataset.data_dir``            str     TFDS data dir; ``''`` = TFDS default
+``dataset.data_dir``            str     TFDS data dir; ``''`` (default) = TFDS's
 ``dataset.train_split``         str     e.g. ``'sbd_train'``, ``'train_aug'``
 ``dataset.eval_split``          str     e.g. ``'seg11valid'``
 ``batch_size``                  int     global train batch
@@ -241,7 +243,13 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
     if base_name == "synthetic_shapes" and prepare_synthetic:
       logging.info("[SYNTHETIC DATA, not VOC] Generating %s in %s.",
                    dataset_name, builder.data_dir)
-      builder.download_and_prepare()
+      try:
+        builder.download_and_prepare()
+      except OSError:
+        # Several hosts sharing a file system: another one finished first.
+        builder = tfds.builder(dataset_name, data_dir=data_dir or None)
+        if not builder.is_prepared():
+          raise
     else:
       raise FileNotFoundError(
           f"Dataset {dataset_name} is not prepared in {builder.data_dir}. Run "
