@@ -176,8 +176,10 @@ def _process_info(process_index: int | None,
                   process_count: int | None) -> tuple[int, int]:
   if process_index is None or process_count is None:
     import jax  # pylint: disable=g-import-not-at-top
-    process_index = jax.process_index() if process_index is None else process_index
-    process_count = jax.process_count() if process_count is None else process_count
+    if process_index is None:
+      process_index = jax.process_index()
+    if process_count is None:
+      process_count = jax.process_count()
   if not 0 <= process_index < process_count:
     raise ValueError(f"process_index {process_index} is not in "
                      f"[0, {process_count}).")
@@ -452,7 +454,8 @@ class TrainAugmentation:
     width, height = label.size
     if self.scale_range != (1.0, 1.0):
       scale = rng.uniform(*self.scale_range)
-      height, width = max(1, round(height * scale)), max(1, round(width * scale))
+      height = max(1, round(height * scale))
+      width = max(1, round(width * scale))
     mirror = self.random_mirror and rng.random() < 0.5
     top = left = 0
     crop_height, crop_width = height, width

@@ -294,7 +294,8 @@ def test_skip_invalid_counts_and_leaves_out(tmp_path, seg11valid_file):
 def test_corrupt_jpeg_names_the_id(tmp_path, seg11valid_file):
   image, mask = _draw("2008_000100", "sbd")
   jpeg = _jpeg_bytes(image)
-  overrides = {("2008_000100", "sbd"): (jpeg[:len(jpeg) // 3], _mat_bytes(mask))}
+  overrides = {("2008_000100", "sbd"): (jpeg[:len(jpeg) // 3],
+                                        _mat_bytes(mask))}
   make_mini_tree(tmp_path / "manual", overrides=overrides)
   with pytest.raises(common.InvalidExampleError,
                      match="2008_000100: cannot decode the image"):

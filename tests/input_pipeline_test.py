@@ -105,16 +105,13 @@ def _assert_aligned(rgb, label, margin=2):
   label = np.asarray(label)
   height, width = label.shape
   interior = np.zeros_like(label, bool)
-  checked = 0
   for y in range(margin, height - margin):
     for x in range(margin, width - margin):
       window = label[y - margin:y + margin + 1, x - margin:x + margin + 1]
       if label[y, x] != 255 and (window == label[y, x]).all():
         interior[y, x] = True
-  labels = label[interior]
-  checked = interior.sum()
-  assert checked > 0.1 * label.size, "too few interior pixels to test"
-  np.testing.assert_allclose(rgb[interior], COLORS[labels], atol=1)
+  assert interior.sum() > 0.1 * label.size, "too few interior pixels to test"
+  np.testing.assert_allclose(rgb[interior], COLORS[label[interior]], atol=1)
 
 
 @pytest.mark.parametrize("scale", [0.5, 0.77, 1.0, 1.6, 2.0])
@@ -130,7 +127,8 @@ def test_rescale_keeps_alignment(scale):
 
 def test_rescale_window_is_the_window_of_the_rescaled_image():
   label = _block_label(np.random.default_rng(8), 48, 56)
-  for size, window in [((96, 112), (10, 20, 60, 90)), ((30, 35), (0, 0, 30, 35)),
+  for size, window in [((96, 112), (10, 20, 60, 90)),
+                       ((30, 35), (0, 0, 30, 35)),
                        ((71, 83), (5, 7, 45, 50))]:
     image, window_label = (np.asarray(x) for x in input_pipeline.rescale_window(
         Image.fromarray(COLORS[label]), Image.fromarray(label), size, window))
@@ -363,7 +361,8 @@ def test_resume_through_grains_orbax_checkpoint_handler(tmp_path):
       config, CAFFE, process_index=0, process_count=1, source=source)
   _take(first, 5)
   handler = grain.checkpoint.CheckpointHandler()
-  handler.save(epath.Path(tmp_path), args=grain.checkpoint.CheckpointSave(first))
+  handler.save(epath.Path(tmp_path),
+               args=grain.checkpoint.CheckpointSave(first))
   expected = _take(first, 6)
   resumed = input_pipeline.create_train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)

@@ -190,11 +190,13 @@ def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
       width, height = image.size
   except Exception as e:  # PIL raises several types for corrupt files.
     raise InvalidExampleError(
-        f"{image_id}: cannot decode the image ({type(e).__name__}: {e}).") from e
+        f"{image_id}: cannot decode the image ({type(e).__name__}: {e})."
+    ) from e
   mask = np.asarray(mask)
   if mask.ndim != 2:
     raise InvalidExampleError(
-        f"{image_id}: mask {mask_where} has shape {mask.shape}; expected [H, W].")
+        f"{image_id}: mask {mask_where} has shape {mask.shape}; expected "
+        "[H, W].")
   if mask.shape != (height, width):
     raise InvalidExampleError(
         f"{image_id}: image is {height}x{width} but mask {mask_where} is "

@@ -105,7 +105,8 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
   # declare as a dependency; naming it here avoids that import.
   code_path = epath.Path(__file__)
   BUILDER_CONFIGS = [
-      SyntheticShapesConfig(name="small", description="256/64 images, 64..128 px"),
+      SyntheticShapesConfig(name="small",
+                            description="256/64 images, 64..128 px"),
       SyntheticShapesConfig(name="tiny", description="16/10 images, 32..48 px",
                             num_train=16, num_val=10, min_size=32,
                             max_size=48),

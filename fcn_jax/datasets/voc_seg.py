@@ -77,7 +77,8 @@ manual_dir:
   {SBD_ARCHIVE}  (Semantic Boundaries Dataset) from {SBD_URL}
 Layout:
 {MANUAL_LAYOUT}
-Then run: python -m fcn_jax.prepare_data --dataset voc_seg --manual_dir <manual_dir>
+Then run:
+  python -m fcn_jax.prepare_data --dataset voc_seg --manual_dir <manual_dir>
 """
 
 _CITATION = """\
@@ -201,7 +202,8 @@ def _extract_sbd(archive: epath.Path, extract_dir: epath.Path) -> epath.Path:
   extract_dir.mkdir(parents=True, exist_ok=True)
   count = 0
   try:
-    with archive.open("rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+    with archive.open("rb") as raw, tarfile.open(fileobj=raw,
+                                                 mode="r|*") as tar:
       for member in tar:
         if not (member.isfile() and _SBD_MEMBER.match(member.name)):
           continue
