@@ -704,7 +704,7 @@ def test_cli_caffemodel_read_as_keras(tmp_path, capsys):
              "fcn32s", match="net.caffemodel")
 
 
-def test_cli_file_name_checks(tmp_path, capsys):
+def test_cli_torchvision_caffe_file_name_check(tmp_path, capsys):
   torch = _torch()
   path = tmp_path / "vgg16_from_caffe.pth"
   torch.save(_torchvision_vgg16(torch, 3).state_dict(), path)
@@ -715,6 +715,9 @@ def test_cli_file_name_checks(tmp_path, capsys):
                  "fcn32s", "--preprocessing", "caffe_vgg", "--output", out,
                  "--width_divisor", DIVISOR) == 0
   assert weights.load_metadata(str(out))["preprocessing"]["name"] == "caffe_vgg"
+
+
+def test_cli_at_once_file_name_check(tmp_path, capsys):
   blobs = caffe_blobs("fcn8s_atonce")
   atonce = write_caffemodel(tmp_path / "fcn8s-atonce-pascal.caffemodel", blobs)
   _cli_fails(tmp_path, capsys, "--input", atonce, "--format", "caffemodel",
