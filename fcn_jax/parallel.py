@@ -8,9 +8,9 @@ returned replicated (``out_axes=None``), batches are split along a leading
 device axis, and reduced outputs come back as single values. Moving to
 ``jax.jit`` + ``NamedSharding`` only needs this file to change.
 
-Host helpers: process index/count, multi-host initialisation (a no-op on one
-host), summing host-side arrays across processes, and fetching replicated
-values to NumPy.
+Host helpers: process index/count, summing host-side arrays across processes,
+and fetching replicated values to NumPy. (Multi-process start-up is in
+:mod:`fcn_jax.distributed`.)
 """
 
 from __future__ import annotations
@@ -55,16 +55,6 @@ def device_count_in_step() -> int:
 # --------------------------------------------------------------------------
 # Processes and devices.
 # --------------------------------------------------------------------------
-
-
-def initialize_distributed(enabled: bool) -> None:
-  """Connects the processes of a multi-host run (a no-op when not enabled).
-
-  ``jax.distributed.initialize()`` detects the cluster (Cloud TPU, SLURM,
-  Open MPI, ...) from the environment. It must run before any other JAX call.
-  """
-  if enabled:
-    jax.distributed.initialize()
 
 
 def process_index() -> int:

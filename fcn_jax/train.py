@@ -28,6 +28,7 @@ import optax
 
 from fcn_jax import checkpointing
 from fcn_jax import default_config
+from fcn_jax import distributed
 from fcn_jax import logging_utils
 from fcn_jax import losses
 from fcn_jax import metrics as metrics_lib
@@ -469,6 +470,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   eval_every = int(config.eval_every_steps)
 
   pending = []  # (step, device metrics) not yet checked for finiteness.
+  preemption = distributed.PreemptionWatcher()
   try:
     for step in range(start_step + 1, num_steps + 1):
       for _ in range(iter_size):
@@ -478,9 +480,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                                  len(train_devices)))
         pending.append((step, step_metrics))
       is_last = step == num_steps
+      preempted = preemption.should_stop(step)
       do_eval = evaluate_during_training and (
           is_last or (eval_every > 0 and step % eval_every == 0))
-      do_save = (is_last or do_eval
+      do_save = (is_last or do_eval or preempted
                  or step % config.checkpoint.every_steps == 0)
       do_log = is_last or step % config.log_every_steps == 0
       if step == start_step + 1:  # Exclude compilation from the rates.
@@ -511,7 +514,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         checkpointer.save(step, parallel.to_host(state.to_dict()),
                           metadata=metadata, data_iterator=train_iter,
                           metrics=eval_results)
+      if preempted:
+        logging.warning("Preempted: saved step %d; rerun the same command to "
+                        "resume.", step)
+        break
   finally:
+    preemption.close()
     checkpointer.wait()
     checkpointer.close()
     writer.close()
