@@ -1,0 +1,148 @@
+"""Shared defaults for every training/evaluation config, with every field.
+
+The defaults reproduce the reference "heavy" VOC solver of FCN-32s
+(FCN_SPEC.md §5): batch 1 at native image size, a loss summed over the valid
+pixels, SGD with momentum 0.99, a fixed learning rate of 1e-10, weight decay
+5e-4 on weights only, biases at twice the learning rate, 100k iterations and an
+evaluation every 4000. Config files in ``configs/`` import this module and
+override a few fields::
+
+  from fcn_jax import default_config
+
+  def get_config():
+    config = default_config.get_config()
+    config.model.name = "fcn16s"
+    return config
+
+Any field can be overridden on the command line with ``--config.<field>=...``;
+an unknown field is an error.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+MODES = ("train", "eval", "train_and_eval")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """Returns the default config (reference voc-fcn32s training)."""
+  config = ml_collections.ConfigDict()
+
+  # What to run: "train", "eval" (the workdir's checkpoint, or init_from) or
+  # "train_and_eval" (train, evaluating every eval_every_steps and at the end).
+  config.mode = "train_and_eval"
+  # Seeds parameter init, dropout and loss sampling (the data order has its own
+  # seed, input.sampling_seed).
+  config.seed = 0
+  # Global batch sizes (summed over all devices and hosts).
+  config.batch_size = 1
+  config.eval_batch_size = 1
+  # Optimizer updates (Caffe iterations). With optim.iter_size = k each update
+  # consumes k batches.
+  config.num_train_steps = 100_000
+  # Evaluate on dataset.eval_split every this many updates (<= 0: only at the
+  # end of training).
+  config.eval_every_steps = 4000
+  # Console, TensorBoard and JSON-lines training scalars every this many
+  # updates (the loss shown is the mean over the interval).
+  config.log_every_steps = 20
+  # Initial weights: a weights-export directory (fcn_jax_weights.json), a
+  # training workdir or one of its checkpoint step directories. Layers are
+  # copied by name (32s -> 16s -> 8s staging); others keep their init. Empty:
+  # from scratch (the trunk is randomly initialised).
+  config.init_from = ""
+  # Input preprocessing preset ("caffe_vgg", "keras_vgg", "torchvision").
+  # Empty: the one stored with the init_from weights, else "caffe_vgg".
+  config.preprocessing = ""
+  # Allow a preprocessing that differs from the one the weights were trained
+  # with (otherwise that is an error).
+  config.force_preprocessing = False
+  # Validation image tiles (image | label | prediction) written to TensorBoard
+  # at each evaluation.
+  config.num_eval_tiles = 4
+
+  config.model = ml_collections.ConfigDict()
+  # "fcn32s", "fcn16s", "fcn8s" or "fcn8s_atonce".
+  config.model.name = "fcn32s"
+  config.model.num_classes = 21
+  # Divides every trunk width (64..512) and the fc width (4096); 1 = VGG16.
+  config.model.width_divisor = 1
+  # Computation dtype ("float32" or "bfloat16"); parameters stay float32.
+  config.model.dtype = "float32"
+  # Train the 2x upsamplers (the CVPR variant); the reference freezes all.
+  config.model.learn_upsampling = False
+  # Dropout after fc6 and fc7 in training (inverted dropout, as Caffe).
+  config.model.dropout_rate = 0.5
+
+  # Data (read by fcn_jax.input_pipeline).
+  config.dataset = ml_collections.ConfigDict()
+  # "voc_seg" (VOC2011 seg11valid + SBD) or "synthetic_shapes".
+  config.dataset.name = "voc_seg"
+  # TFDS data directory; empty = the TFDS default (~/tensorflow_datasets).
+  config.dataset.data_dir = ""
+  config.dataset.train_split = "train"
+  config.dataset.eval_split = "seg11valid"
+
+  config.input = ml_collections.ConfigDict()
+  # "reference": draw one image uniformly at random with replacement per
+  # example, as the Caffe data layer (seeded by sampling_seed); "epochs":
+  # shuffled passes.
+  config.input.train_mode = "reference"
+  # Square training crop (padded with the ignore label when smaller); 0 = the
+  # native image size (the reference; needs a per-device batch of 1).
+  config.input.crop_size = 0
+  config.input.random_mirror = False
+  # Random rescaling range (min, max) before cropping; (1, 1) = none.
+  config.input.scale_range = (1.0, 1.0)
+  # Pad evaluation images to this square size (padding never counts in the
+  # metrics); 0 = native size, exactly as the reference.
+  config.input.eval_pad_size = 0
+  # Grain worker processes (0 = in the main process).
+  config.input.num_workers = 0
+  # Seed of the reference data order (Python random seeded with 1337).
+  config.input.sampling_seed = 1337
+  config.input.prefetch_buffer_size = 2
+
+  config.optim = ml_collections.ConfigDict()
+  # Learning rate of the weights (FCN_SPEC.md §5.1): 1e-10 for 32s, 1e-12 for
+  # 16s, 1e-14 for 8s with the summed loss.
+  config.optim.base_lr = 1e-10
+  config.optim.momentum = 0.99
+  # L2 decay added to the gradient before momentum (Caffe), times the layer's
+  # decay multiplier.
+  config.optim.weight_decay = 5e-4
+  # Caffe's lr_mult / decay_mult of biases (weights have 1 / 1; frozen layers
+  # 0 / 0).
+  config.optim.bias_lr_mult = 2.0
+  config.optim.bias_decay_mult = 0.0
+  # "fixed" (Caffe), "poly" ((1 - t/T)^poly_power) or "cosine", after an
+  # optional linear warmup from 0.
+  config.optim.schedule = "fixed"
+  config.optim.warmup_steps = 0
+  # Final learning rate of poly/cosine as a fraction of base_lr.
+  config.optim.end_lr_factor = 0.0
+  config.optim.poly_power = 0.9
+  # Gradient accumulation (Caffe iter_size): the mean of this many batches'
+  # gradients per update.
+  config.optim.iter_size = 1
+  # "sum": summed over the valid pixels of each image, averaged over the images
+  # of the batch (Caffe normalize: false, i.e. BATCH_SIZE normalisation; with
+  # batch 1 this is the plain sum). "valid": mean over the valid pixels of the
+  # global batch (Caffe normalize: true).
+  config.optim.loss_normalization = "sum"
+  # Keep each pixel in the loss with this probability (the paper's §4.3 loss
+  # sampling experiment); 1 = every pixel.
+  config.optim.loss_sampling_p = 1.0
+  # Per-class loss weights (num_classes floats); empty = unweighted.
+  config.optim.class_weights = ()
+
+  config.checkpoint = ml_collections.ConfigDict()
+  # Keep the latest N checkpoints ...
+  config.checkpoint.max_to_keep = 2
+  # ... saved every this many updates (and at the end) ...
+  config.checkpoint.every_steps = 4000
+  # ... plus the best N by mean IU among the evaluated ones (0 = none).
+  config.checkpoint.keep_best = 1
+
+  return config

@@ -1,0 +1,192 @@
+"""Training output: console progress, TensorBoard, JSON lines, metric tables.
+
+Only process 0 writes; on the other processes every method is a no-op.
+
+* Console: one progress line per logging interval (step, loss, images/s, ETA)
+  through absl logging, and the metrics table after each evaluation.
+* ``WORKDIR/tensorboard/``: TensorBoard event files (tensorboardX, no
+  TensorFlow) with scalars ``train/*`` and ``eval/*`` and validation image
+  tiles (image | label | prediction).
+* ``WORKDIR/metrics.jsonl``: one JSON object per log or evaluation, e.g.
+  ``{"step": 4000, "split": "eval", "mean_iu": 0.63, ...}``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any, Mapping, Sequence
+
+from absl import logging
+import numpy as np
+
+from fcn_jax import voc
+
+METRICS_FILE = "metrics.jsonl"
+TENSORBOARD_DIR = "tensorboard"
+SUMMARY_METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."),
+                   ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
+
+
+def to_json(value: Any) -> Any:
+  """Converts NumPy scalars and non-finite floats for strict JSON."""
+  if isinstance(value, Mapping):
+    return {str(k): to_json(v) for k, v in value.items()}
+  if isinstance(value, (list, tuple)):
+    return [to_json(v) for v in value]
+  if isinstance(value, (np.integer,)):
+    return int(value)
+  if isinstance(value, (float, np.floating)):
+    value = float(value)
+    return value if math.isfinite(value) else None
+  return value
+
+
+class MetricWriter:
+  """Writes scalars, images and JSON lines to a workdir (process 0 only).
+
+  Args:
+    workdir: Output directory.
+    enabled: Whether this process writes (``jax.process_index() == 0``).
+  """
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.enabled = enabled
+    self._summary = None
+    self._jsonl = None
+    if enabled:
+      os.makedirs(workdir, exist_ok=True)
+      import tensorboardX  # pylint: disable=g-import-not-at-top
+      self._summary = tensorboardX.SummaryWriter(
+          os.path.join(workdir, TENSORBOARD_DIR))
+      self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
+
+  def write_scalars(self, step: int, split: str,
+                    scalars: Mapping[str, Any]) -> None:
+    """Writes numeric values as ``split/name`` scalars and one JSON line.
+
+    Lists and dicts (e.g. per-class IU) go to the JSON line only.
+    """
+    if not self.enabled:
+      return
+    for name, value in scalars.items():
+      if isinstance(value, (int, float, np.number)) and math.isfinite(value):
+        self._summary.add_scalar(f"{split}/{name}", float(value), step)
+    record = {"step": int(step), "split": split, "time": time.time()}
+    record.update(to_json(dict(scalars)))
+    self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
+    self._jsonl.flush()
+
+  def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
+    """Writes uint8 ``[H, W, 3]`` images."""
+    if not self.enabled:
+      return
+    for name, image in images.items():
+      self._summary.add_image(name, np.asarray(image), step,
+                              dataformats="HWC")
+
+  def flush(self) -> None:
+    if self.enabled:
+      self._summary.flush()
+      self._jsonl.flush()
+
+  def close(self) -> None:
+    if self.enabled:
+      self._summary.close()
+      self._jsonl.close()
+      self.enabled = False
+
+
+class Progress:
+  """Formats the console progress line: step, loss, images/s and ETA.
+
+  Args:
+    total_steps: The last step of the run.
+    images_per_step: Images consumed per step (global batch x iter_size).
+    start_step: The step training starts (or resumes) from.
+  """
+
+  def __init__(self, total_steps: int, images_per_step: int,
+               start_step: int = 0):
+    self.total_steps = total_steps
+    self.images_per_step = images_per_step
+    self._last_step = start_step
+    self._last_time = time.perf_counter()
+
+  def restart(self, step: int) -> None:
+    """Measures rates from now and ``step`` (e.g. after compilation)."""
+    self._last_step, self._last_time = step, time.perf_counter()
+
+  def update(self, step: int, loss: float, learning_rate: float
+             ) -> dict[str, float]:
+    """Returns the rates since the previous update and logs the line."""
+    now = time.perf_counter()
+    steps = max(step - self._last_step, 1)
+    seconds = max(now - self._last_time, 1e-9)
+    self._last_step, self._last_time = step, now
+    steps_per_second = steps / seconds
+    images_per_second = steps_per_second * self.images_per_step
+    eta = (self.total_steps - step) / steps_per_second
+    logging.info(
+        "step %d/%d  loss %.6g  lr %.3g  %.2f img/s  ETA %s", step,
+        self.total_steps, loss, learning_rate, images_per_second,
+        format_duration(eta))
+    return {"steps_per_second": steps_per_second,
+            "images_per_second": images_per_second}
+
+
+def format_duration(seconds: float) -> str:
+  """``3725`` -> ``1:02:05``."""
+  seconds = int(round(max(seconds, 0)))
+  hours, rest = divmod(seconds, 3600)
+  minutes, seconds = divmod(rest, 60)
+  return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+def format_metrics_table(metrics: Mapping[str, Any],
+                         class_names: Sequence[str] | None = None) -> str:
+  """The four FCN metrics and per-class IU as a text table (percentages)."""
+  fmt = lambda v: "  n/a" if v is None or not math.isfinite(v) else (
+      f"{100 * v:5.1f}")
+  lines = ["  ".join(f"{title:>10}" for _, title in SUMMARY_METRICS),
+           "  ".join(f"{fmt(metrics.get(key)):>10}"
+                     for key, _ in SUMMARY_METRICS)]
+  per_class = metrics.get("per_class_iu")
+  if per_class is not None:
+    if isinstance(per_class, Mapping):
+      names, values = list(per_class), list(per_class.values())
+    else:
+      values = list(per_class)
+      names = (list(class_names) if class_names is not None
+               else [f"class_{i}" for i in range(len(values))])
+    width = max(len(n) for n in names)
+    lines.append("per-class IU:")
+    lines += [f"  {n:<{width}}  {fmt(v)}" for n, v in zip(names, values)]
+  return "\n".join(lines)
+
+
+def colorize(labels: np.ndarray) -> np.ndarray:
+  """Integer labels ``[H, W]`` -> VOC palette colours ``uint8 [H, W, 3]``."""
+  return voc.voc_colormap()[np.asarray(labels).astype(np.int64) % 256]
+
+
+def make_tile(image: np.ndarray, label: np.ndarray,
+              prediction: np.ndarray, gap: int = 4) -> np.ndarray:
+  """Side by side: image | label | prediction, separated by white gaps.
+
+  Args:
+    image: uint8 RGB ``[H, W, 3]``.
+    label: Ground truth ``[H, W]`` (255 = void, drawn in its palette colour).
+    prediction: Predicted classes ``[H, W]``.
+    gap: Pixels between panels.
+
+  Returns:
+    uint8 ``[H, 3W + 2*gap, 3]``.
+  """
+  height = image.shape[0]
+  spacer = np.full((height, gap, 3), 255, np.uint8)
+  return np.concatenate([np.asarray(image, np.uint8), spacer,
+                         colorize(label), spacer, colorize(prediction)],
+                        axis=1)

@@ -1,0 +1,45 @@
+r"""Trains and/or evaluates an FCN: the command-line entry point.
+
+  python -m fcn_jax.main --config configs/voc_fcn32s.py --workdir runs/voc_fcn32s
+  python -m fcn_jax.main --config configs/quickstart.py --workdir runs/qs \
+      --config.num_train_steps=100 --config.mode=train
+
+``--config`` is an ml_collections config file (``configs/*.py``); any field can
+be overridden with ``--config.<field>=<value>`` and unknown fields are errors.
+``config.mode`` picks train, eval or train_and_eval. Re-running the same
+command resumes from the workdir's latest checkpoint (also after a SIGTERM,
+which saves a checkpoint and exits 0). Multi-process runs are configured from
+the environment (see ``launch/README.md``). The logic lives in
+:mod:`fcn_jax.train`; this file only parses flags.
+"""
+
+from __future__ import annotations
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+from ml_collections import config_flags
+
+from fcn_jax import distributed
+from fcn_jax import train
+
+_WORKDIR = flags.DEFINE_string(
+    "workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
+config_flags.DEFINE_config_file(
+    "config", None, "Path to a config file (configs/*.py).", lock_config=True)
+
+
+def main(argv: list[str]) -> None:
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}")
+  # Before anything touches a device; a no-op on one host (see launch/).
+  distributed.maybe_initialize()
+  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
+               jax.process_count(), jax.local_devices())
+  train.run(flags.FLAGS.config, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config", "workdir"])
+  app.run(main)

@@ -1,0 +1,192 @@
+"""Data parallelism: the only module that knows how steps are replicated.
+
+Step functions are written for one device's shard of the batch and use the
+collectives below (:func:`pmean`, :func:`psum`, :func:`device_index`) over one
+named axis. This module wraps them with ``jax.pmap`` in the current Flax
+ImageNet idiom: the train state is passed unreplicated (``in_axes=None``) and
+returned replicated (``out_axes=None``), batches are split along a leading
+device axis, and reduced outputs come back as single values. Moving to
+``jax.jit`` + ``NamedSharding`` only needs this file to change.
+
+Host helpers: process index/count, summing host-side arrays across processes,
+and fetching replicated values to NumPy. (Multi-process start-up is in
+:mod:`fcn_jax.distributed`.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+from absl import logging
+import jax
+from jax import lax
+from jax.experimental import multihost_utils
+import numpy as np
+
+AXIS_NAME = "batch"
+
+
+# --------------------------------------------------------------------------
+# Collectives, for use inside wrapped step functions.
+# --------------------------------------------------------------------------
+
+
+def pmean(tree: Any) -> Any:
+  """Mean over the devices of the data-parallel axis."""
+  return lax.pmean(tree, AXIS_NAME)
+
+
+def psum(tree: Any) -> Any:
+  """Sum over the devices of the data-parallel axis."""
+  return lax.psum(tree, AXIS_NAME)
+
+
+def device_index() -> jax.Array:
+  """This device's index along the data-parallel axis (over all hosts)."""
+  return lax.axis_index(AXIS_NAME)
+
+
+def device_count_in_step() -> int:
+  """The number of devices along the data-parallel axis (a static int)."""
+  return lax.psum(1, AXIS_NAME)
+
+
+# --------------------------------------------------------------------------
+# Processes and devices.
+# --------------------------------------------------------------------------
+
+
+def process_index() -> int:
+  return jax.process_index()
+
+
+def process_count() -> int:
+  return jax.process_count()
+
+
+def is_main_process() -> bool:
+  """Whether this process writes logs, metrics and checkpoint metadata."""
+  return jax.process_index() == 0
+
+
+def devices_for_batch(global_batch_size: int, what: str = "batch_size"
+                      ) -> list[jax.Device]:
+  """The local devices a global batch is split over.
+
+  Every example of a step must have the same shape on every device, so a
+  host's batch is split evenly. On one host, a batch that the local devices do
+  not divide (e.g. the reference batch of 1) runs on the largest number of
+  devices that divides it; with several hosts the batch must divide evenly.
+
+  Args:
+    global_batch_size: Examples per step over all hosts.
+    what: The config field, for error messages.
+
+  Returns:
+    The local devices to use.
+  """
+  count = jax.process_count()
+  if global_batch_size < count or global_batch_size % count:
+    raise ValueError(
+        f"{what}={global_batch_size} must be a multiple of the number of "
+        f"processes ({count}).")
+  local_batch = global_batch_size // count
+  local = jax.local_devices()
+  if count > 1 and local_batch % len(local):
+    raise ValueError(
+        f"{what}={global_batch_size} gives {local_batch} examples per host, "
+        f"which the {len(local)} local devices do not divide; use a multiple "
+        f"of {count * len(local)}.")
+  used = math.gcd(local_batch, len(local))
+  if used < len(local):
+    logging.warning(
+        "%s=%d: using %d of the %d local devices (the batch must split evenly "
+        "over devices).", what, global_batch_size, used, len(local))
+  return local[:used]
+
+
+# --------------------------------------------------------------------------
+# Wrapping steps and moving data.
+# --------------------------------------------------------------------------
+
+
+def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
+                   devices: Sequence[jax.Device], *,
+                   per_device_outputs: Sequence[bool],
+                   donate_state: bool = False) -> Callable[..., Any]:
+  """Runs ``step_fn(state, batch)`` data-parallel over ``devices``.
+
+  Args:
+    step_fn: ``(state, batch) -> tuple of outputs``, written for one device's
+      shard of the batch; it reduces with :func:`pmean` / :func:`psum`.
+    devices: Devices from :func:`devices_for_batch`.
+    per_device_outputs: One flag per output of ``step_fn``: False for outputs
+      that are identical on every device (the new state, reduced metrics;
+      returned once), True for per-device outputs (returned with a leading
+      device axis, see :func:`unshard`).
+    donate_state: Reuse the state's buffers for the new state (ignored on CPU,
+      where XLA does not support donation).
+
+  Returns:
+    A compiled function ``(state, sharded_batch) -> outputs``: ``state`` on
+    the host or replicated, the batch from :func:`shard`.
+  """
+  donate = donate_state and devices[0].platform != "cpu"
+  if jax.process_count() > 1:
+    # Multi-host pmap runs over every device of every host.
+    devices = None
+  return jax.pmap(
+      step_fn, axis_name=AXIS_NAME, in_axes=(None, 0),
+      out_axes=tuple(0 if d else None for d in per_device_outputs),
+      devices=devices, donate_argnums=(0,) if donate else ())
+
+
+def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
+  """Places a copy of ``tree`` on every device, as replicated step outputs are.
+
+  Passing the initial state in this form avoids a second compilation of the
+  step for host inputs.
+  """
+  mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS_NAME,))
+  return jax.device_put(tree, jax.sharding.NamedSharding(
+      mesh, jax.sharding.PartitionSpec()))
+
+
+def shard(batch: Any, num_devices: int) -> Any:
+  """Splits host arrays ``[local_batch, ...]`` into ``[devices, b, ...]``."""
+
+  def split(x):
+    x = np.asarray(x)
+    if x.shape[0] % num_devices:
+      raise ValueError(
+          f"a host batch of {x.shape[0]} examples cannot be split over "
+          f"{num_devices} devices")
+    return x.reshape((num_devices, x.shape[0] // num_devices) + x.shape[1:])
+
+  return jax.tree_util.tree_map(split, batch)
+
+
+def unshard(x: Any) -> np.ndarray:
+  """Fetches a per-device output ``[devices, b, ...]`` as ``[devices*b, ...]``."""
+  x = np.asarray(x)
+  return x.reshape((-1,) + x.shape[2:])
+
+
+def to_host(tree: Any) -> Any:
+  """Fetches replicated (or host) values as NumPy arrays (0-d for scalars)."""
+  return jax.tree_util.tree_map(np.asarray, jax.device_get(tree))
+
+
+def sum_across_processes(x: np.ndarray) -> np.ndarray:
+  """Sums a host-side array over all processes (identity on one host)."""
+  x = np.asarray(x)
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.process_allgather(x)).sum(axis=0)
+
+
+def sync_processes(name: str) -> None:
+  """A barrier across processes (no-op on one host)."""
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(name)

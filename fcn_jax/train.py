@@ -1,0 +1,582 @@
+"""Training and evaluation: the train state, the steps and the loops.
+
+``train_and_evaluate(config, workdir)`` trains a model as the config says
+(FCN_SPEC.md §5 by default), evaluating on the whole evaluation split every
+``eval_every_steps`` updates, checkpointing, and resuming from the workdir's
+latest checkpoint when there is one. ``evaluate_checkpoint(config, workdir)``
+only evaluates. ``run`` dispatches on ``config.mode``.
+
+The steps are written for one device's shard of a batch; :mod:`fcn_jax.parallel`
+runs them data-parallel. The train state is replicated, gradients are
+averaged over devices, and the loss is normalised over the global batch, so N
+devices give the same update as one device with the whole batch.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from fcn_jax import checkpointing
+from fcn_jax import default_config
+from fcn_jax import distributed
+from fcn_jax import logging_utils
+from fcn_jax import losses
+from fcn_jax import metrics as metrics_lib
+from fcn_jax import models
+from fcn_jax import optim
+from fcn_jax import parallel
+from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax import voc
+
+try:  # TODO(train): plain imports once the data and weights branches land.
+  from fcn_jax import input_pipeline
+except ImportError:
+  input_pipeline = None
+try:
+  from fcn_jax import weights
+except ImportError:
+  from fcn_jax import _weights_interim as weights
+
+CONFIG_FILE = "config.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything that changes during training.
+
+  Attributes:
+    step: Batches consumed so far (optimizer updates x ``iter_size``).
+    params: Model parameters, keyed by Caffe layer name.
+    opt_state: The optax state (momentum, schedule counts, accumulators).
+    rng: Raw PRNG key for dropout and loss sampling; each batch folds in the
+      step and the device index.
+  """
+  step: jax.Array
+  params: Any
+  opt_state: Any
+  rng: jax.Array
+
+  def to_dict(self) -> dict[str, Any]:
+    return {"step": self.step, "params": self.params,
+            "opt_state": self.opt_state, "rng": self.rng}
+
+  @classmethod
+  def from_dict(cls, d: Mapping[str, Any]) -> "TrainState":
+    return cls(step=jnp.asarray(d["step"], jnp.int32), params=d["params"],
+               opt_state=d["opt_state"], rng=jnp.asarray(d["rng"]))
+
+
+# --------------------------------------------------------------------------
+# Config, model and state.
+# --------------------------------------------------------------------------
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Rejects inconsistent or unknown values with a message naming the field."""
+  if config.mode not in default_config.MODES:
+    raise ValueError(f"config.mode must be one of {default_config.MODES}, "
+                     f"got {config.mode!r}")
+  if config.optim.loss_normalization not in losses.NORMALIZATIONS:
+    raise ValueError(f"config.optim.loss_normalization must be one of "
+                     f"{losses.NORMALIZATIONS}, got "
+                     f"{config.optim.loss_normalization!r}")
+  if config.optim.schedule not in optim.SCHEDULES:
+    raise ValueError(f"config.optim.schedule must be one of "
+                     f"{optim.SCHEDULES}, got {config.optim.schedule!r}")
+  if not 0.0 < config.optim.loss_sampling_p <= 1.0:
+    raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
+                     f"{config.optim.loss_sampling_p}")
+  weights_ = tuple(config.optim.class_weights)
+  if weights_ and len(weights_) != config.model.num_classes:
+    raise ValueError(f"config.optim.class_weights has {len(weights_)} values "
+                     f"for {config.model.num_classes} classes")
+  for field in ("batch_size", "eval_batch_size", "log_every_steps",
+                "optim.iter_size", "checkpoint.every_steps"):
+    value = config
+    for part in field.split("."):
+      value = getattr(value, part)
+    if value < 1:
+      raise ValueError(f"config.{field} must be >= 1, got {value}")
+  if config.num_train_steps < 0:
+    raise ValueError(f"config.num_train_steps must be >= 0, got "
+                     f"{config.num_train_steps}")
+
+
+def create_model(model_config: ml_collections.ConfigDict) -> models.FCN:
+  """The FCN described by ``config.model``."""
+  return models.create_model(
+      model_config.name, model_config.num_classes,
+      width_divisor=model_config.width_divisor, dtype=model_config.dtype,
+      learn_upsampling=model_config.learn_upsampling,
+      dropout_rate=model_config.dropout_rate)
+
+
+def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
+                   rng: jax.Array) -> tuple[Any, dict[str, Any] | None]:
+  """Fresh parameters, overwritten by name from ``config.init_from``.
+
+  Returns:
+    ``(params, source_metadata)``; the metadata is None without init_from.
+  """
+  params = models.init_variables(model, rng)["params"]
+  if not config.init_from:
+    logging.warning("No init_from: the trunk starts from random weights.")
+    return params, None
+  source_params, metadata = checkpointing.load_params(config.init_from)
+  params, report = weights.copy_by_name(source_params, params)
+  logging.info("Initialised from %s: %s", config.init_from, report)
+  return params, metadata
+
+
+def resolve_preprocessing(config: ml_collections.ConfigDict,
+                          metadata: Mapping[str, Any] | None
+                          ) -> preprocessing_lib.Preprocessing:
+  """``config.preprocessing``, checked against the weights' own."""
+  stored = (metadata or {}).get("preprocessing")
+  return weights.resolve_preprocessing(config.preprocessing or None, stored,
+                                       config.force_preprocessing)
+
+
+def create_train_state(params: Any, tx: optax.GradientTransformation,
+                       rng: jax.Array) -> TrainState:
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                    opt_state=tx.init(params), rng=rng)
+
+
+# --------------------------------------------------------------------------
+# Steps (one device's shard; collectives through fcn_jax.parallel).
+# --------------------------------------------------------------------------
+
+
+def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
+               model: models.FCN, tx: optax.GradientTransformation,
+               loss_normalization: str = "sum",
+               loss_sampling_p: float = 1.0,
+               class_weights: Sequence[float] | None = None
+               ) -> tuple[TrainState, dict[str, jax.Array]]:
+  """One SGD step (one ``iter_size`` micro-step) on a shard of the batch.
+
+  The loss is normalised over the global batch: the summed loss by the
+  global number of images, or the valid-pixel loss by the global (weighted)
+  number of valid pixels. Each device differentiates its share of that global
+  loss, scaled by the device count so that ``pmean`` of the gradients is the
+  gradient of the global loss.
+
+  Args:
+    state: The replicated train state.
+    batch: ``image`` float32 ``[b, H, W, 3]`` and ``label`` int ``[b, H, W]``
+      (255 = ignored).
+    model: The FCN.
+    tx: The optimizer.
+    loss_normalization: ``"sum"`` or ``"valid"`` (see :mod:`fcn_jax.losses`).
+    loss_sampling_p: Keep probability of each pixel in the loss.
+    class_weights: Optional per-class loss weights.
+
+  Returns:
+    ``(new_state, metrics)`` with the global ``loss``, ``valid_pixels`` and
+    training ``pixel_acc`` of the batch.
+  """
+  rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
+                           parallel.device_index())
+  dropout_rng, sampling_rng = jax.random.split(rng)
+  labels = batch["label"]
+  num_classes = model.num_classes
+  keep = losses.sample_keep_mask(sampling_rng, labels.shape, loss_sampling_p)
+  pixel_weights = losses.pixel_weights(labels, num_classes,
+                                       class_weights=class_weights,
+                                       keep_mask=keep)
+  total_normalizer = parallel.psum(losses.normalizer(
+      pixel_weights, labels.shape[0], loss_normalization))
+  num_devices = parallel.device_count_in_step()
+
+  def loss_fn(params):
+    logits = model.apply({"params": params}, batch["image"], train=True,
+                         rngs={"dropout": dropout_rng})
+    loss_sum = losses.weighted_loss_sum(logits, labels, pixel_weights)
+    share = losses.normalized_loss(loss_sum, total_normalizer) * num_devices
+    return share, (loss_sum, logits)
+
+  grads, (loss_sum, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
+  grads = parallel.pmean(grads)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+
+  valid = (labels >= 0) & (labels < num_classes)
+  correct = valid & (jnp.argmax(logits, axis=-1) == labels)
+  totals = parallel.psum({
+      "loss_sum": loss_sum,
+      "valid": jnp.sum(valid).astype(jnp.float32),
+      "correct": jnp.sum(correct).astype(jnp.float32),
+  })
+  metrics = {
+      "loss": losses.normalized_loss(totals["loss_sum"], total_normalizer),
+      "valid_pixels": totals["valid"],
+      "pixel_acc": totals["correct"] / jnp.maximum(totals["valid"], 1.0),
+  }
+  new_state = state.replace(step=state.step + 1, params=params,
+                            opt_state=opt_state)
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
+              model: models.FCN, loss_normalization: str = "sum"
+              ) -> tuple[dict[str, jax.Array], jax.Array]:
+  """Scores a shard of an evaluation batch.
+
+  Padding examples (``valid`` False) and pixels labelled outside
+  ``[0, num_classes)`` (255: void and padding) never count.
+
+  Args:
+    params: Model parameters (replicated).
+    batch: ``image``, ``label`` and optionally ``valid`` bool ``[b]``.
+    model: The FCN.
+    loss_normalization: How each image's loss is normalised (``"sum"``: the
+      sum over its valid pixels, as score.py reports; ``"valid"``: the mean).
+
+  Returns:
+    ``(totals, predictions)``: totals summed over devices — the int32
+    ``confusion`` matrix ``[C, C]`` (rows = ground truth), ``loss_sum`` over
+    the images and ``num_images`` — and this device's argmax predictions
+    ``[b, H, W]``.
+  """
+  num_classes = model.num_classes
+  labels = batch["label"].astype(jnp.int32)
+  image_valid = batch.get("valid")
+  if image_valid is None:
+    image_valid = jnp.ones(labels.shape[:1], bool)
+  labels = jnp.where(image_valid[:, None, None], labels, voc.IGNORE_LABEL)
+  logits = model.apply({"params": params}, batch["image"], train=False)
+  predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+  pixel_weights = losses.pixel_weights(labels, num_classes)
+  per_image = jnp.sum(pixel_weights * losses.pixel_cross_entropy(
+      logits, labels), axis=(1, 2))
+  if loss_normalization == "valid":
+    per_image = per_image / jnp.maximum(jnp.sum(pixel_weights, (1, 2)), 1.0)
+  totals = parallel.psum({
+      "confusion": metrics_lib.confusion_matrix(labels, predictions,
+                                                num_classes),
+      "loss_sum": jnp.sum(jnp.where(image_valid, per_image, 0.0)),
+      "num_images": jnp.sum(image_valid).astype(jnp.int32),
+  })
+  return totals, predictions
+
+
+# --------------------------------------------------------------------------
+# Evaluation over a split.
+# --------------------------------------------------------------------------
+
+
+def class_names_for(config: ml_collections.ConfigDict) -> list[str]:
+  """Class names for tables: VOC's for 21 classes, else ``class_<i>``."""
+  num_classes = config.model.num_classes
+  if num_classes == len(voc.VOC_CLASSES):
+    return list(voc.VOC_CLASSES)
+  return [f"class_{i}" for i in range(num_classes)]
+
+
+def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict
+                 ) -> tuple[Callable[..., Any], list[jax.Device]]:
+  """The data-parallel eval step and the devices it runs on."""
+  devices = parallel.devices_for_batch(config.eval_batch_size,
+                                       "eval_batch_size")
+  step = functools.partial(eval_step, model=model,
+                           loss_normalization=config.optim.loss_normalization)
+  return parallel.replicate_step(step, devices,
+                                 per_device_outputs=(False, True)), devices
+
+
+def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
+             params: Any, batches: Iterable[Mapping[str, np.ndarray]], *,
+             num_classes: int,
+             class_names: Sequence[str] | None = None,
+             preprocessing: preprocessing_lib.Preprocessing | None = None,
+             num_tiles: int = 0
+             ) -> tuple[dict[str, Any], list[np.ndarray]]:
+  """Evaluates on every batch of a split; metrics from the summed matrix.
+
+  Args:
+    p_eval_step: From :func:`make_eval_fn`.
+    devices: Its devices.
+    params: The parameters to evaluate.
+    batches: One pass over the split (host-local batches).
+    num_classes: ``C``.
+    class_names: Names for ``per_class_iu``.
+    preprocessing: To turn inputs back into images for the tiles.
+    num_tiles: How many image | label | prediction tiles to return (from the
+      first valid examples of this process).
+
+  Returns:
+    ``(metrics, tiles)``: ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
+    ``per_class_iu``, ``loss`` (mean per image) and ``num_images``, computed
+    once from the confusion matrix of the whole split over all hosts.
+  """
+  hist = np.zeros((num_classes, num_classes), np.int64)
+  loss_sum, num_images = 0.0, 0
+  tiles = []
+  for batch in batches:
+    totals, predictions = p_eval_step(
+        params, _device_batch(batch, ("image", "label", "valid"),
+                              len(devices)))
+    totals = jax.device_get(totals)
+    hist += np.asarray(totals["confusion"], np.int64)
+    loss_sum += float(totals["loss_sum"])
+    num_images += int(totals["num_images"])
+    if len(tiles) < num_tiles and preprocessing is not None:
+      predictions = parallel.unshard(predictions)
+      valid = np.asarray(batch.get("valid", np.ones(len(predictions), bool)))
+      for i in np.flatnonzero(valid)[:num_tiles - len(tiles)]:
+        tiles.append(logging_utils.make_tile(
+            preprocessing.invert(np.asarray(batch["image"][i])),
+            np.asarray(batch["label"][i]), predictions[i]))
+  hist = parallel.sum_across_processes(hist)
+  loss_sum, num_images = parallel.sum_across_processes(
+      np.asarray([loss_sum, num_images], np.float64)).tolist()
+  results = metrics_lib.segmentation_metrics(hist, class_names)
+  results["loss"] = loss_sum / num_images if num_images else float("nan")
+  results["num_images"] = int(num_images)
+  return results, tiles
+
+
+def _report_eval(writer: logging_utils.MetricWriter, step: int,
+                 results: Mapping[str, Any], tiles: Sequence[np.ndarray],
+                 class_names: Sequence[str]) -> None:
+  logging.info("Evaluation at step %d on %d images:\n%s", step,
+               results["num_images"],
+               logging_utils.format_metrics_table(results, class_names))
+  writer.write_scalars(step, "eval", results)
+  writer.write_images(step, {f"eval/tile_{i}": tile
+                             for i, tile in enumerate(tiles)})
+  writer.flush()
+
+
+# --------------------------------------------------------------------------
+# Loops.
+# --------------------------------------------------------------------------
+
+
+def _check_finite(pending: list[tuple[int, Any]],
+                  checkpointer: checkpointing.Checkpointer) -> list[float]:
+  """Fetches pending step losses; raises on the first non-finite one."""
+  values = [float(v) for v in jax.device_get([m["loss"] for _, m in pending])]
+  for (step, _), value in zip(pending, values):
+    if not np.isfinite(value):
+      checkpointer.wait()
+      latest = checkpointer.latest_step()
+      kept = (f"the last good checkpoint, step {latest}, is intact"
+              if latest is not None else "no checkpoint had been saved")
+      raise NonFiniteLossError(
+          f"Training loss became {value} at step {step}. Stopped without "
+          f"saving this state; {kept}. Lower optim.base_lr, and check that it "
+          f"suits optim.loss_normalization (the summed loss needs a rate "
+          f"~1e-10, the normalised one ~1e-4).")
+  return values
+
+
+def _device_batch(batch: Mapping[str, Any], keys: Sequence[str],
+                  num_devices: int) -> dict[str, np.ndarray]:
+  """The arrays a step needs from a host batch, split over the devices."""
+  return parallel.shard({k: batch[k] for k in keys if k in batch},
+                        num_devices)
+
+
+def _workdir_metadata(config: ml_collections.ConfigDict,
+                      preprocessing: preprocessing_lib.Preprocessing,
+                      step: int) -> dict[str, Any]:
+  metadata = checkpointing.model_metadata(config.model, preprocessing)
+  metadata.update(source="fcn_jax training checkpoint", step=int(step),
+                  config=config.to_json_best_effort())
+  return metadata
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> TrainState:
+  """Trains (and evaluates) as the config says; resumes from the workdir.
+
+  Args:
+    config: A config from ``fcn_jax.default_config`` (see ``configs/``).
+    workdir: Where checkpoints, metrics and TensorBoard files go.
+
+  Returns:
+    The final train state.
+  """
+  validate_config(config)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = parallel.is_main_process()
+  evaluate_during_training = config.mode == "train_and_eval"
+  num_steps = int(config.num_train_steps)
+  iter_size = int(config.optim.iter_size)
+
+  model = create_model(config.model)
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  checkpointer = checkpointing.Checkpointer(
+      workdir, max_to_keep=config.checkpoint.max_to_keep,
+      keep_best=config.checkpoint.keep_best if evaluate_during_training else 0)
+  latest = checkpointer.latest_step()
+  if latest is None:
+    params, source_metadata = initial_params(config, model, init_rng)
+  else:  # Resuming: the checkpoint has the parameters and preprocessing.
+    params = models.init_variables(model, init_rng)["params"]
+    source_metadata = checkpointer.read_metadata(latest)
+  preprocessing = resolve_preprocessing(config, source_metadata)
+  tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
+                              num_steps)
+  state = create_train_state(params, tx, state_rng)
+  train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+  start_step = 0
+  if latest is not None:
+    restored, _ = checkpointer.restore(
+        latest, parallel.to_host(state.to_dict()), data_iterator=train_iter)
+    state = TrainState.from_dict(restored)
+    start_step = latest
+    logging.info("Resumed from %s/%d.", checkpointer.directory, latest)
+  if is_main:
+    checkpointing.write_json(os.path.join(workdir, CONFIG_FILE),
+                             _workdir_metadata(config, preprocessing,
+                                               start_step))
+  logging.info("Model %s (%d classes), preprocessing %s; training steps "
+               "%d -> %d.", config.model.name, config.model.num_classes,
+               preprocessing.name, start_step, num_steps)
+
+  train_devices = parallel.devices_for_batch(config.batch_size)
+  p_train_step = parallel.replicate_step(
+      functools.partial(
+          train_step, model=model, tx=tx,
+          loss_normalization=config.optim.loss_normalization,
+          loss_sampling_p=float(config.optim.loss_sampling_p),
+          class_weights=tuple(config.optim.class_weights) or None),
+      train_devices, per_device_outputs=(False, False), donate_state=True)
+  p_eval_step, eval_devices = make_eval_fn(model, config)
+  class_names = class_names_for(config)
+  lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
+  writer = logging_utils.MetricWriter(workdir, enabled=is_main)
+  progress = logging_utils.Progress(num_steps,
+                                    config.batch_size * iter_size, start_step)
+  eval_every = int(config.eval_every_steps)
+
+  pending = []  # (step, device metrics) not yet checked for finiteness.
+  preemption = distributed.PreemptionWatcher()
+  try:
+    for step in range(start_step + 1, num_steps + 1):
+      for _ in range(iter_size):
+        batch = next(train_iter)
+        state, step_metrics = p_train_step(
+            state, _device_batch(batch, ("image", "label"),
+                                 len(train_devices)))
+        pending.append((step, step_metrics))
+      is_last = step == num_steps
+      preempted = preemption.should_stop(step)
+      do_eval = evaluate_during_training and (
+          is_last or (eval_every > 0 and step % eval_every == 0))
+      do_save = (is_last or do_eval or preempted
+                 or step % config.checkpoint.every_steps == 0)
+      do_log = is_last or step % config.log_every_steps == 0
+      if step == start_step + 1:  # Exclude compilation from the rates.
+        jax.block_until_ready(state)
+        progress.restart(step)
+      if not (do_log or do_eval or do_save):
+        continue
+      step_losses = _check_finite(pending, checkpointer)
+      if do_log:
+        loss = float(np.mean(step_losses))
+        scalars = {"loss": loss, "learning_rate": float(lr_fn(step - 1)),
+                   "pixel_acc": float(pending[-1][1]["pixel_acc"])}
+        scalars.update(progress.update(step, loss, scalars["learning_rate"]))
+        writer.write_scalars(step, "train", scalars)
+      pending = []
+      eval_results = None
+      if do_eval:
+        eval_results, tiles = evaluate(
+            p_eval_step, eval_devices, state.params,
+            input_pipeline.create_eval_iterator(config, preprocessing),
+            num_classes=config.model.num_classes, class_names=class_names,
+            preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
+        _report_eval(writer, step, eval_results, tiles, class_names)
+      if do_save:
+        metadata = _workdir_metadata(config, preprocessing, step)
+        if eval_results is not None:
+          metadata["metrics"] = logging_utils.to_json(eval_results)
+        checkpointer.save(step, parallel.to_host(state.to_dict()),
+                          metadata=metadata, data_iterator=train_iter,
+                          metrics=eval_results)
+      if preempted:
+        logging.warning("Preempted: saved step %d; rerun the same command to "
+                        "resume.", step)
+        break
+  finally:
+    preemption.close()
+    checkpointer.wait()
+    checkpointer.close()
+    writer.close()
+  return state
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict,
+                        workdir: str) -> dict[str, Any]:
+  """Evaluates the workdir's latest checkpoint (else ``config.init_from``).
+
+  Prints the metrics table and writes ``eval_results.json`` and a JSON line.
+  """
+  validate_config(config)
+  workdir = os.path.abspath(workdir)
+  checkpoint_dir = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
+  if os.path.isdir(checkpoint_dir):
+    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+    step = checkpointer.latest_step()
+    checkpointer.close()
+    source = os.path.join(checkpoint_dir, str(step)) if step is not None else ""
+  else:
+    step, source = None, ""
+  source = source or config.init_from
+  if not source:
+    raise FileNotFoundError(
+        f"nothing to evaluate: {checkpoint_dir} has no checkpoint and "
+        f"config.init_from is empty")
+  params, metadata = checkpointing.load_params(source)
+  model = checkpointing.model_from_metadata(metadata)
+  preprocessing = resolve_preprocessing(config, metadata)
+  if model.num_classes != config.model.num_classes:
+    raise ValueError(f"{source} has {model.num_classes} classes but "
+                     f"config.model.num_classes is "
+                     f"{config.model.num_classes}")
+  p_eval_step, devices = make_eval_fn(model, config)
+  class_names = class_names_for(config)
+  results, tiles = evaluate(
+      p_eval_step, devices, params,
+      input_pipeline.create_eval_iterator(config, preprocessing),
+      num_classes=model.num_classes, class_names=class_names,
+      preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
+  step = int(metadata.get("step", step or 0))
+  writer = logging_utils.MetricWriter(workdir,
+                                      enabled=parallel.is_main_process())
+  try:
+    _report_eval(writer, step, results, tiles, class_names)
+  finally:
+    writer.close()
+  checkpointing.write_json(os.path.join(workdir, EVAL_RESULTS_FILE), {
+      "source": source, "step": step,
+      "split": config.dataset.eval_split,
+      "metrics": logging_utils.to_json(results)})
+  return results
+
+
+def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
+  """Runs ``config.mode``: train, eval or train_and_eval."""
+  if config.mode == "eval":
+    return evaluate_checkpoint(config, workdir)
+  return train_and_evaluate(config, workdir)

@@ -1,0 +1,250 @@
+"""Train/eval steps on 8 fake CPU devices, checkpoints and init_from."""
+
+import functools
+import math
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from fcn_jax import checkpointing
+from fcn_jax import default_config
+from fcn_jax import losses
+from fcn_jax import models
+from fcn_jax import optim
+from fcn_jax import parallel
+from fcn_jax import preprocessing
+from fcn_jax import train
+
+NUM_CLASSES = 4
+IMAGE_SIZE = 32
+GLOBAL_BATCH = 8
+
+
+def _config(model_name="fcn8s", **optim_overrides):
+  config = default_config.get_config()
+  config.model.name = model_name
+  config.model.num_classes = NUM_CLASSES
+  config.model.width_divisor = 64
+  config.model.dropout_rate = 0.0  # Per-device dropout keys differ.
+  config.optim.base_lr = 1e-3
+  config.optim.momentum = 0.9
+  for key, value in optim_overrides.items():
+    setattr(config.optim, key, value)
+  return config
+
+
+def _batch(seed=0, batch=GLOBAL_BATCH):
+  rng = np.random.default_rng(seed)
+  shape = (batch, IMAGE_SIZE, IMAGE_SIZE)
+  labels = rng.integers(0, NUM_CLASSES, size=shape).astype(np.int32)
+  labels[rng.random(shape) < 0.3] = 255
+  labels[0] = 255  # One image without any valid pixel.
+  images = (rng.normal(size=shape + (3,)) * 40).astype(np.float32)
+  return {"image": images, "label": labels}
+
+
+def _train(config, num_devices, batches):
+  """Runs train_step data-parallel on the first ``num_devices`` devices."""
+  model = train.create_model(config.model)
+  params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
+  tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
+                              num_train_steps=len(batches))
+  devices = jax.local_devices()[:num_devices]
+  step = parallel.replicate_step(
+      functools.partial(train.train_step, model=model, tx=tx,
+                        loss_normalization=config.optim.loss_normalization),
+      devices, per_device_outputs=(False, False))
+  state = parallel.replicate(
+      train.create_train_state(params, tx, jax.random.PRNGKey(1)), devices)
+  step_metrics = []
+  for batch in batches:
+    state, m = step(state, parallel.shard(batch, num_devices))
+    step_metrics.append(jax.device_get(m))
+  return model, params, parallel.to_host(state.to_dict()), step_metrics
+
+
+@pytest.fixture(scope="module", params=["valid", "sum"])
+def runs(request):
+  config = _config(loss_normalization=request.param)
+  batches = [_batch(seed) for seed in range(2)]
+  model, params0, state8, metrics8 = _train(config, 8, batches)
+  _, _, state1, metrics1 = _train(config, 1, batches)
+  return dict(normalization=request.param, model=model, params0=params0,
+              state8=state8, state1=state1, metrics8=metrics8,
+              metrics1=metrics1, batches=batches)
+
+
+def test_eight_devices_equal_one_device(runs):
+  assert jax.device_count() == 8
+  p8, p1 = runs["state8"]["params"], runs["state1"]["params"]
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(p8),
+                          jax.tree_util.tree_leaves(p1)):
+    np.testing.assert_allclose(a, b, rtol=0, atol=1e-6,
+                               err_msg=jax.tree_util.keystr(path))
+  # Training actually moved the parameters.
+  moved = [not np.array_equal(a, b) for a, b in zip(
+      jax.tree_util.tree_leaves(p8),
+      jax.tree_util.tree_leaves(runs["params0"]))]
+  assert sum(moved) > 10
+  for m8, m1 in zip(runs["metrics8"], runs["metrics1"]):
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-6)
+  assert int(runs["state8"]["step"]) == 2
+
+
+def test_reported_loss_is_the_global_batch_loss(runs):
+  """Step 1 loss equals the loss of the whole batch at the initial params."""
+  model, batch = runs["model"], runs["batches"][0]
+  logits = model.apply({"params": runs["params0"]}, jnp.asarray(batch["image"]))
+  want = losses.segmentation_loss(logits, jnp.asarray(batch["label"]),
+                                  normalization=runs["normalization"])
+  np.testing.assert_allclose(runs["metrics8"][0]["loss"], float(want),
+                             rtol=1e-5)
+  assert runs["metrics8"][0]["valid_pixels"] == np.sum(batch["label"] != 255)
+
+
+def test_frozen_layers_are_bit_identical_after_training(runs):
+  frozen = runs["model"].frozen_layers()
+  assert set(frozen) == {"upscore2", "upscore_pool4", "upscore8"}
+  for layer in frozen:
+    for name, value in runs["params0"][layer].items():
+      assert np.array_equal(runs["state8"]["params"][layer][name],
+                            np.asarray(value)), layer
+
+
+def test_eval_step_counts_only_valid_pixels_of_valid_examples():
+  config = _config("fcn32s")
+  model = train.create_model(config.model)
+  rng = np.random.default_rng(3)
+  params = models.init_variables(model, jax.random.PRNGKey(2))["params"]
+  # Non-zero scores, so predictions vary.
+  params["score_fr"]["kernel"] = rng.normal(
+      size=params["score_fr"]["kernel"].shape).astype(np.float32)
+  batch = _batch(seed=4)
+  batch["valid"] = np.array([True] * 6 + [False] * 2)
+  p_eval, devices = train.make_eval_fn(model, config)
+  assert len(devices) == 1  # eval_batch_size 1 -> one device.
+  config.eval_batch_size = 8
+  p_eval, devices = train.make_eval_fn(model, config)
+  assert len(devices) == 8
+  totals, predictions = p_eval(params, parallel.shard(batch, 8))
+  predictions = parallel.unshard(predictions)
+
+  logits = np.asarray(model.apply({"params": params},
+                                  jnp.asarray(batch["image"])))
+  np.testing.assert_array_equal(predictions, logits.argmax(-1))
+  want = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+  loss_sum = 0.0
+  for i in range(6):
+    for a, b in zip(batch["label"][i].ravel(), predictions[i].ravel()):
+      if a != 255:
+        want[a, b] += 1
+    loss_sum += float(losses.segmentation_loss(
+        jnp.asarray(logits[i:i + 1]), jnp.asarray(batch["label"][i:i + 1])))
+  np.testing.assert_array_equal(np.asarray(totals["confusion"]), want)
+  assert int(totals["num_images"]) == 6
+  np.testing.assert_allclose(float(totals["loss_sum"]), loss_sum, rtol=1e-5)
+
+  results, tiles = train.evaluate(
+      p_eval, devices, params, [batch], num_classes=NUM_CLASSES,
+      preprocessing=preprocessing.CAFFE_VGG, num_tiles=2)
+  assert results["num_images"] == 6
+  np.testing.assert_allclose(results["pixel_acc"],
+                             np.trace(want) / want.sum())
+  np.testing.assert_allclose(results["loss"], loss_sum / 6, rtol=1e-5)
+  assert len(tiles) == 2 and tiles[0].shape == (32, 3 * 32 + 8, 3)
+
+
+def _save_checkpoint(workdir, config, params, step, metrics=None):
+  model = train.create_model(config.model)
+  tx = optim.create_optimizer(config.optim, params, model.frozen_layers(), 10)
+  state = train.create_train_state(params, tx, jax.random.PRNGKey(0))
+  state = state.replace(step=jnp.asarray(step, jnp.int32))
+  checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=2,
+                                            keep_best=1)
+  checkpointer.save(step, parallel.to_host(state.to_dict()),
+                    metadata=checkpointing.model_metadata(
+                        config.model, preprocessing.CAFFE_VGG),
+                    metrics=metrics)
+  checkpointer.wait()
+  checkpointer.close()
+
+
+def test_checkpoints_keep_latest_and_best(tmp_path):
+  config = _config("fcn32s")
+  model = train.create_model(config.model)
+  params = models.init_variables(model)["params"]
+  for step, mean_iu in [(1, 0.5), (2, None), (3, 0.2), (4, 0.3), (5, None)]:
+    _save_checkpoint(str(tmp_path), config, params, step,
+                     None if mean_iu is None else {"mean_iu": mean_iu})
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), read_only=True)
+  assert checkpointer.all_steps() == [1, 4, 5]
+  assert checkpointer.best_step() == 1
+  assert checkpointer.latest_step() == 5
+  checkpointer.close()
+
+
+def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
+  source_config = _config("fcn32s")
+  source_model = train.create_model(source_config.model)
+  rng = np.random.default_rng(0)
+  source_params = jax.tree_util.tree_map(
+      lambda x: rng.normal(size=x.shape).astype(np.float32),
+      models.init_variables(source_model)["params"])
+  _save_checkpoint(str(tmp_path), source_config, source_params, 7,
+                   {"mean_iu": 0.1})
+
+  for path in (str(tmp_path), os.path.join(str(tmp_path), "checkpoints", "7")):
+    model, variables, prep, metadata = checkpointing.load_inference_bundle(path)
+    assert model.head == models.HEADS["fcn32s"]
+    assert model.width_divisor == 64 and model.num_classes == NUM_CLASSES
+    assert prep.matches(preprocessing.CAFFE_VGG)
+    assert metadata["model"] == "fcn32s"
+    for a, b in zip(jax.tree_util.tree_leaves(variables["params"]),
+                    jax.tree_util.tree_leaves(source_params)):
+      np.testing.assert_array_equal(a, b)
+
+  config = _config("fcn16s")
+  config.init_from = str(tmp_path)
+  target_model = train.create_model(config.model)
+  params, metadata = train.initial_params(config, target_model,
+                                          jax.random.PRNGKey(5))
+  assert metadata["model"] == "fcn32s"
+  for layer in source_params:
+    if layer == "upscore":
+      continue
+    for name in source_params[layer]:
+      np.testing.assert_array_equal(np.asarray(params[layer][name]),
+                                    source_params[layer][name])
+  assert not np.any(np.asarray(params["score_pool4"]["kernel"]))
+  np.testing.assert_array_equal(np.asarray(params["upscore16"]["kernel"]),
+                                models.bilinear_kernel(32, NUM_CLASSES))
+  assert "upscore" not in params
+
+
+def test_non_finite_loss_names_the_step(tmp_path):
+  checkpointer = checkpointing.Checkpointer(str(tmp_path))
+  pending = [(11, {"loss": jnp.float32(1.0)}),
+             (12, {"loss": jnp.float32(math.nan)}),
+             (13, {"loss": jnp.float32(math.inf)})]
+  with pytest.raises(train.NonFiniteLossError, match="at step 12"):
+    train._check_finite(pending, checkpointer)
+  assert train._check_finite(pending[:1], checkpointer) == [1.0]
+  checkpointer.close()
+
+
+def test_config_validation_names_the_field():
+  config = _config()
+  config.optim.loss_normalization = "mean"
+  with pytest.raises(ValueError, match="loss_normalization"):
+    train.validate_config(config)
+  config = _config()
+  config.mode = "predict"
+  with pytest.raises(ValueError, match="config.mode"):
+    train.validate_config(config)
+  config = _config()
+  config.optim.class_weights = (1.0, 2.0)
+  with pytest.raises(ValueError, match="class_weights"):
+    train.validate_config(config)
