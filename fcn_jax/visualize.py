@@ -176,14 +176,16 @@ def class_name(index: int, class_names: Sequence[str],
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
             class_names: Sequence[str] = voc.VOC_CLASSES,
             colormap: np.ndarray | None = None, legend: bool = True,
-            ignore_label: int | None = voc.IGNORE_LABEL) -> Image.Image:
+            ignore_label: int | None = voc.IGNORE_LABEL,
+            outline: bool = True) -> Image.Image:
   """Blends an image with its colour mask and adds a legend of present classes.
 
   Each pixel becomes ``(1 - alpha) * image + alpha * colour``, except that
   background (index 0) and ignored pixels keep more of the image
-  (``alpha / 2``) so the scene stays readable. The legend is a panel to the
-  right of the image listing every class present, with its colour and its share
-  of the pixels.
+  (``alpha / 2``) so the scene stays readable, and (with ``outline``) pixels
+  on a boundary between classes take their class colour in full. The legend
+  is a panel to the right of the image listing every class present, with its
+  colour and its share of the pixels.
 
   Args:
     image: ``uint8 [H, W, 3]`` RGB image.
@@ -193,6 +195,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
     colormap: Colours (VOC's by default).
     legend: Whether to add the legend panel.
     ignore_label: Index shown as ``void`` (None: no such index).
+    outline: Draw class boundaries (pixels with a differently labelled
+      4-neighbour) in the full class colour.
 
   Returns:
     An RGB PIL image, ``W`` (plus the legend width) by ``H``.
@@ -213,6 +217,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
   if ignore_label is not None:
     faint |= labels == ignore_label
   weight[faint] = alpha / 2
+  if outline:
+    weight[_boundaries(labels)] = 1.0
   weight = weight[..., None]
   blended = (1.0 - weight) * image.astype(np.float32) + weight * colors
   picture = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
@@ -220,6 +226,18 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
     return picture
   return _add_legend(picture, labels, class_names, _palette(colormap),
                      ignore_label)
+
+
+def _boundaries(labels: np.ndarray) -> np.ndarray:
+  """Pixels with a 4-neighbour of another label."""
+  edge = np.zeros(labels.shape, bool)
+  vertical = labels[1:] != labels[:-1]
+  horizontal = labels[:, 1:] != labels[:, :-1]
+  edge[1:] |= vertical
+  edge[:-1] |= vertical
+  edge[:, 1:] |= horizontal
+  edge[:, :-1] |= horizontal
+  return edge
 
 
 def _add_legend(picture: Image.Image, labels: np.ndarray,
@@ -230,8 +248,10 @@ def _add_legend(picture: Image.Image, labels: np.ndarray,
   # Scale the text with the image, within readable bounds.
   font_size = int(np.clip(picture.height / 22, 11, 18))
   font = _font(font_size)
+  shares = 100.0 * counts / labels.size
   entries = [f"{class_name(int(i), class_names, ignore_label)} "
-             f"{100.0 * n / labels.size:.0f}%" for i, n in zip(present, counts)]
+             + (f"{share:.0f}%" if share >= 0.5 else "<1%")
+             for i, share in zip(present, shares)]
   text_w = max(_text_size(text, font)[0] for text in entries)
   _, text_h = _text_size("Ag%", font)
   swatch = text_h + 4

@@ -109,11 +109,17 @@ def test_overlay_blends_and_lists_present_classes():
   np.testing.assert_allclose(blended[20, 20], expect, atol=0.5)
   expect = (1 - alpha / 2) * image[0, 0] + alpha / 2 * np.array(BACKGROUND)
   np.testing.assert_allclose(blended[0, 0], expect, atol=0.5)
+  # Class boundaries are outlined in the full class colour, on both sides.
+  assert tuple(picture[20, 10]) == PERSON and tuple(picture[20, 9]) == BACKGROUND
+  assert tuple(picture[45, 50]) == BICYCLE
   # The legend shows swatches of exactly the present classes.
   legend = {tuple(c) for c in picture[:, 80:].reshape(-1, 3)}
   assert {PERSON, BICYCLE, BACKGROUND} <= legend
   assert AEROPLANE not in legend
   assert visualize.overlay(image, labels, legend=False).size == (80, 60)
+  plain = np.asarray(visualize.overlay(image, labels, alpha, outline=False))
+  expect = (1 - alpha) * image[20, 10] + alpha * np.array(PERSON)
+  np.testing.assert_allclose(plain[20, 10], expect, atol=0.5)
 
 
 def test_overlay_rejects_mismatched_sizes():
