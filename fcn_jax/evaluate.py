@@ -171,7 +171,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
-  from fcn_jax import input_pipeline, predict  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from fcn_jax import input_pipeline, predict
   config = load_config(args.config)
   overrides = {("dataset", "name"): args.dataset,
                ("dataset", "eval_split"): args.split,

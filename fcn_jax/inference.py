@@ -164,7 +164,7 @@ def shift_and_stitch(apply_fn: Callable[[jax.Array], jax.Array],
   interleaved so that every output pixel comes from the pass whose shift
   aligns it::
 
-    out[n, f*a + dy, f*b + dx, :] = apply_fn(x_shifted_by(u*dy, u*dx))[n, a, b, :]
+    out[n, f*a + dy, f*b + dx] = apply_fn(x_shifted_by(u*dy, u*dx))[n, a, b]
 
   so ``out`` has shape ``[N, f*h, f*w, K]`` and output stride ``stride / f``
   (1 when ``f == stride``: a prediction for every pixel, the paper's setting).

@@ -1,4 +1,4 @@
-"""Label maps as pictures: palette PNGs, colour masks, overlays, confusion plots.
+"""Label maps as pictures: palette PNGs, colour masks, overlays, confusion.
 
 * Label maps are written as palette ("P" mode) PNGs with the VOC devkit colour
   map (:func:`fcn_jax.voc.voc_colormap`), the format of VOC's
@@ -341,8 +341,8 @@ def confusion_matrix_image(hist: np.ndarray,
   for k, name in enumerate(class_names):
     text_w, text_h = _text_size(name, font)
     # Row names, right-aligned against the grid.
-    _draw_text(draw, (left - pad - text_w, top + k * cell + (cell - text_h) // 2),
-               name, font)
+    row_top = top + k * cell + (cell - text_h) // 2
+    _draw_text(draw, (left - pad - text_w, row_top), name, font)
     # Column names, reading bottom-up, ending just above the grid.
     label = _vertical_text(name, font)
     canvas.paste(label, (left + k * cell + (cell - label.width) // 2,

@@ -27,7 +27,8 @@ def test_confusion_over_batches_skips_padding_examples_and_void():
               "valid": np.array([False])}]
   hist, num_images = evaluate.confusion_over(batches, model, variables, 5)
   assert num_images == 2
-  predictions = np.asarray(model.apply(variables, jnp.asarray(images))).argmax(-1)
+  logits = np.asarray(model.apply(variables, jnp.asarray(images)))
+  predictions = logits.argmax(-1)
   want = np.zeros((5, 5), np.int64)
   for n in range(2):  # The third example is padding.
     for label, prediction in zip(labels[n].ravel(), predictions[n].ravel()):

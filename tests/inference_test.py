@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcn_jax import inference, models
+from fcn_jax import inference
 from fcn_jax.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import random_image, tiny_fcn
 

@@ -69,7 +69,8 @@ def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
     want = predictor.predict([image])[0]
     np.testing.assert_array_equal(labels, want)
     logits = np.load(out / f"{stem}.npz")["logits"]
-    assert logits.dtype == np.float16 and logits.shape == image.shape[:2] + (21,)
+    assert logits.dtype == np.float16
+    assert logits.shape == image.shape[:2] + (21,)
     with Image.open(out / f"{stem}_overlay.jpg") as overlay:
       assert overlay.height >= image.shape[0]
       assert overlay.width > image.shape[1]  # Image plus legend.
@@ -81,7 +82,8 @@ def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
 def test_find_inputs_takes_globs_and_reports_no_match(tmp_path):
   for name in ["x.jpg", "y.png", "z.txt"]:
     (tmp_path / name).write_bytes(b"")
-  found = predict.find_inputs([str(tmp_path / "*.jpg"), str(tmp_path / "y.png")])
+  found = predict.find_inputs([str(tmp_path / "*.jpg"),
+                               str(tmp_path / "y.png")])
   assert [p.name for p in found] == ["x.jpg", "y.png"]
   with pytest.raises(predict.InputError, match="matches no file"):
     predict.find_inputs([str(tmp_path / "*.webp")])

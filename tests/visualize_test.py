@@ -110,7 +110,8 @@ def test_overlay_blends_and_lists_present_classes():
   expect = (1 - alpha / 2) * image[0, 0] + alpha / 2 * np.array(BACKGROUND)
   np.testing.assert_allclose(blended[0, 0], expect, atol=0.5)
   # Class boundaries are outlined in the full class colour, on both sides.
-  assert tuple(picture[20, 10]) == PERSON and tuple(picture[20, 9]) == BACKGROUND
+  assert tuple(picture[20, 10]) == PERSON
+  assert tuple(picture[20, 9]) == BACKGROUND
   assert tuple(picture[45, 50]) == BICYCLE
   # The legend shows swatches of exactly the present classes.
   legend = {tuple(c) for c in picture[:, 80:].reshape(-1, 3)}
