@@ -171,6 +171,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  try:
+    return evaluate_checkpoint(args)
+  except (OSError, ValueError) as e:  # Missing data or checkpoint, bad config.
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+
+
+def evaluate_checkpoint(args: argparse.Namespace) -> int:
+  """Runs the evaluation the command-line ``args`` describe."""
   # pylint: disable-next=g-import-not-at-top
   from fcn_jax import input_pipeline, predict
   config = load_config(args.config)

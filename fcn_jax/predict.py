@@ -303,8 +303,12 @@ def main(argv: Sequence[str] | None = None) -> int:
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  model, variables, preprocessing, metadata = load_bundle(args.checkpoint)
-  predictor = make_predictor(args, model, variables, preprocessing)
+  try:
+    model, variables, preprocessing, metadata = load_bundle(args.checkpoint)
+    predictor = make_predictor(args, model, variables, preprocessing)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
   num_classes = getattr(model, "num_classes", None) or len(voc.VOC_CLASSES)
   summary = run(predictor, paths, args.output,
                 class_names_for(num_classes, metadata),
