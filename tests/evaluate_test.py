@@ -7,10 +7,14 @@ import pathlib
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import pytest
 
 from fcn_jax import evaluate, metrics, visualize, voc
 from fcn_jax.preprocessing import CAFFE_VGG
-from tests.tiny_fcn import random_image, tiny_fcn
+from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
+                            tiny_fcn)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 DEMO = pathlib.Path(__file__).parent / "fixtures" / "demo"
 
@@ -68,3 +72,26 @@ def test_report_and_files_for_the_demo(tmp_path):
   assert saved["split"] == "x"
   with Image.open(tmp_path / "confusion.png") as plot:
     assert plot.format == "PNG" and plot.width > 21 * 20
+
+
+def test_evaluate_command_end_to_end(tmp_path):
+  pytest.importorskip("fcn_jax.checkpointing")
+  pytest.importorskip("fcn_jax.input_pipeline")
+  save_tiny_checkpoint(tmp_path / "run")
+  result = run_module(
+      ["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),
+       "--dataset", "synthetic_shapes/tiny", "--split", "synthetic_val",
+       "--data-dir", str(tmp_path / "data"), "--output",
+       str(tmp_path / "eval"), "--no-progress"], tmp_path, ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "10 images" in result.stdout and "mean IU" in result.stdout
+  saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  hist = np.asarray(saved["confusion_matrix"])
+  assert hist.shape == (21, 21) and saved["num_images"] == 10
+  np.testing.assert_allclose(saved["pixel_acc"], np.trace(hist) / hist.sum(),
+                             rtol=1e-9)
+  assert (tmp_path / "eval" / "confusion.png").is_file()
+  bad = run_module(["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),
+                    "--dataset", "synthetic_shapes/tiny", "--split", "nope",
+                    "--data-dir", str(tmp_path / "data")], tmp_path, ROOT)
+  assert bad.returncode == 2 and "nope" in bad.stderr

@@ -8,7 +8,10 @@ from PIL import Image
 
 from fcn_jax import inference, predict, voc
 from fcn_jax.preprocessing import CAFFE_VGG
-from tests.tiny_fcn import random_image, tiny_fcn
+from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
+                            tiny_fcn)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 
 def _decoded(path: pathlib.Path) -> np.ndarray:
@@ -96,3 +99,33 @@ def test_output_names_disambiguate_clashing_stems():
   paths = [pathlib.Path("a/x.jpg"), pathlib.Path("a/x.png"),
            pathlib.Path("b/y.jpg")]
   assert predict.output_names(paths) == ["x_jpg", "x_png", "y"]
+
+
+def test_predict_command_end_to_end(tmp_path):
+  pytest.importorskip("fcn_jax.checkpointing")
+  model, variables = save_tiny_checkpoint(tmp_path / "run")
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  rng = np.random.default_rng(0)
+  sizes = {"a.jpg": (37, 50), "b.png": (40, 60), "c.jpg": (70, 33)}
+  for name, (h, w) in sizes.items():
+    Image.fromarray(random_image(rng, h, w)).save(inputs / name)
+  (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  result = run_module(
+      ["fcn_jax.predict", "--checkpoint", str(tmp_path / "run"), "--input",
+       str(inputs), "--output", str(tmp_path / "out"), "--no-progress",
+       "--batch-size", "2"], tmp_path, ROOT)
+  assert result.returncode == 1, result.stderr[-3000:]  # One input failed.
+  assert "FAILED" in result.stdout and "broken.png" in result.stdout
+  assert "Segmented 3 image(s)" in result.stdout
+  # Buckets 64x64 (a, b) and 96x64 (c): one compile each.
+  assert "2 compile(s) for 2 run shape(s)" in result.stdout
+  predictor = inference.Predictor(model, variables, CAFFE_VGG)
+  for name, (h, w) in sizes.items():
+    stem = pathlib.Path(name).stem
+    with Image.open(tmp_path / "out" / f"{stem}.png") as png:
+      assert png.mode == "P" and png.size == (w, h)
+      labels = np.asarray(png)
+    np.testing.assert_array_equal(
+        labels, predictor.predict([_decoded(inputs / name)])[0])
+    assert (tmp_path / "out" / f"{stem}_overlay.jpg").is_file()
