@@ -174,18 +174,37 @@ def measured_matmul_peak(dtype: str, size: int | None = None,
   return best
 
 
-def peak_flops(dtype: str) -> tuple[float | None, str]:
-  """Peak FLOP/s for MFU and a label saying where it comes from."""
-  name = device_name()
-  if on_cpu():
-    peak = measured_matmul_peak(dtype)
-    return peak, (f"measured: best {CPU_PEAK_MATMUL_SIZE}^3 {dtype} matmul (jax/torch) on this "
-                  f"CPU, {peak / 1e9:.0f} GFLOP/s")
-  peak = gpu_peak_flops(name, dtype)
-  if peak is None:
-    return None, f"unknown device {name!r}: add it to GPU_PEAK_TFLOPS"
-  basis = "TF32 tensor-core" if dtype == "float32" else "bf16 tensor-core"
-  return peak, f"datasheet {basis} dense peak of {name}, {peak / 1e12:.1f} TFLOP/s"
+class Peaks:
+  """Peak FLOP/s per dtype, for MFU.
+
+  On a GPU, the datasheet number of :data:`GPU_PEAK_TFLOPS`. On a CPU, the
+  best matmul throughput measured on this machine: measured again before
+  every row and the best kept, since other load only ever lowers it.
+  """
+
+  def __init__(self):
+    self.flops: dict[str, float | None] = {}
+    self.basis: dict[str, str] = {}
+
+  def update(self, dtype: str) -> None:
+    name = device_name()
+    if on_cpu():
+      peak = max(measured_matmul_peak(dtype), self.flops.get(dtype) or 0.0)
+      self.flops[dtype] = peak
+      self.basis[dtype] = (
+          f"measured: best {CPU_PEAK_MATMUL_SIZE}^3 {dtype} matmul (jax or "
+          f"torch) on this CPU during the run, {peak / 1e9:.0f} GFLOP/s")
+    elif dtype not in self.flops:
+      peak = gpu_peak_flops(name, dtype)
+      self.flops[dtype] = peak
+      kind = "TF32 tensor-core" if dtype == "float32" else "bf16 tensor-core"
+      self.basis[dtype] = (
+          f"datasheet {kind} dense peak of {name}, {peak / 1e12:.1f} TFLOP/s"
+          if peak else f"unknown device {name!r}: add it to GPU_PEAK_TFLOPS")
+
+  def to_json(self) -> dict[str, Any]:
+    return {d: {"flops": self.flops[d], "basis": self.basis[d]}
+            for d in self.flops}
 
 
 def time_interleaved(runners: list[Runner], repeats: int,
@@ -275,18 +294,23 @@ def rows_from_flags(args: argparse.Namespace) -> list[Row]:
   return rows
 
 
-def summarise(samples: list[float], batch: int,
-              step_flops: float | None, peak: float | None) -> dict[str, Any]:
-  """img/s, MFU and the raw samples of one runner in one row."""
+def summarise(samples: list[float], batch: int) -> dict[str, Any]:
+  """img/s and the raw samples of one runner in one row."""
   median = statistics.median(samples)
-  result = {
+  return {
       "seconds_per_step_median": median,
       "seconds_per_step_samples": samples,
       "images_per_second": batch / median,
   }
-  if step_flops and peak:
-    result["mfu"] = step_flops / median / peak
-  return result
+
+
+def add_mfu(entry: dict[str, Any], peak: float | None) -> None:
+  """MFU of every runner of a row: the fcn_jax step's XLA FLOPs per second."""
+  per_image = entry.get("xla_flops_per_image")
+  for result in entry["runners"].values():
+    result.pop("mfu", None)
+    if per_image and peak:
+      result["mfu"] = per_image * result["images_per_second"] / peak
 
 
 def run_sweep(kind: str, args: argparse.Namespace,
@@ -304,12 +328,10 @@ def run_sweep(kind: str, args: argparse.Namespace,
     ``{'kind', 'environment', 'peak', 'rows': [...]}``.
   """
   env = environment()
-  peaks = {}
+  peaks = Peaks()
   results = []
   for row in rows_from_flags(args):
-    if row.dtype not in peaks:
-      peaks[row.dtype] = peak_flops(row.dtype)
-    peak, _ = peaks[row.dtype]
+    peaks.update(row.dtype)
     runners = make_runners(row, args)
     try:
       for runner in runners:
@@ -319,18 +341,17 @@ def run_sweep(kind: str, args: argparse.Namespace,
     finally:
       for runner in runners:
         runner.teardown()
-    facts = runners[0].row_facts
-    step_flops = facts.get("xla_flops_per_image")
-    step_flops = step_flops * row.batch if step_flops else None
-    entry = dataclasses.asdict(row) | facts
+    entry = dataclasses.asdict(row) | runners[0].row_facts
     entry["runners"] = {
-        runner.label: summarise(samples[runner.label], row.batch, step_flops,
-                                peak) | getattr(runner, "facts", {})
-        for runner in runners}
+        runner.label: summarise(samples[runner.label], row.batch)
+        | getattr(runner, "facts", {}) for runner in runners}
+    add_mfu(entry, peaks.flops[row.dtype])  # Provisional on a CPU.
     results.append(entry)
     print(format_row(entry), flush=True)
-  return {"kind": kind, "environment": env,
-          "peak": {d: {"flops": p, "basis": b} for d, (p, b) in peaks.items()},
+  for entry in results:  # With the final (best measured) CPU peak.
+    add_mfu(entry, peaks.flops[entry["dtype"]])
+  env["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
+  return {"kind": kind, "environment": env, "peak": peaks.to_json(),
           "rows": results}
 
 
@@ -366,12 +387,18 @@ def format_row(entry: dict[str, Any]) -> str:
 
 
 def print_table(results: dict[str, Any]) -> None:
+  """Prints a result set as Markdown: a line of context, then the table."""
   env = results["environment"]
-  print(f"\n{results['kind']} on {env['device']} | jax {env['jax']} | "
-        f"flax {env['flax']} | torch {env['torch']} | {env['date']} | "
-        f"load {env['load_average_1_5_15']}")
+  load = env["load_average_1_5_15"]
+  load_end = env.get("load_average_1_5_15_at_end", load)
+  flags = env.get("xla_cpu_flags", "tuned") if env["platform"] == "cpu" else ""
+  print(f"\n**{results['kind']}** on {env['device']}; jax {env['jax']}, "
+        f"flax {env['flax']}, torch {env['torch']}; {env['date'][:16]} UTC; "
+        f"load average {load[0]} at start, {load_end[0]} at end"
+        + (f"; XLA:CPU flags {flags}" if flags else "") + ".")
   for dtype, peak in results["peak"].items():
-    print(f"peak {dtype}: {peak['basis']}")
+    print(f"MFU peak ({dtype}): {peak['basis']}.")
+  print()
   print(TABLE_HEADER)
   print("|" + "---|" * (TABLE_HEADER.count("|") - 1))
   for entry in results["rows"]:
@@ -393,7 +420,9 @@ def write_results(results: dict[str, Any], output: str | None) -> Path:
 
 def main(kind: str, default_sizes: str,
          make_runners: Callable[[Row, argparse.Namespace], list[Runner]],
-         xla_cpu_flags: str, argv: list[str] | None = None) -> dict[str, Any]:
+         xla_cpu_flags: str, argv: list[str] | None = None,
+         extra_flags: Callable[[argparse.ArgumentParser], None] | None = None
+         ) -> dict[str, Any]:
   """Parses flags, runs the sweep, prints the table and writes the JSON.
 
   Args:
@@ -402,12 +431,15 @@ def main(kind: str, default_sizes: str,
     make_runners: See :func:`run_sweep`.
     xla_cpu_flags: What :func:`benchmarks.xla_env.configure` applied.
     argv: Flags (default ``sys.argv[1:]``).
+    extra_flags: Adds the benchmark's own flags to the parser.
 
   Returns:
     The results written to the JSON.
   """
   parser = argparse.ArgumentParser(description=f"fcn_jax {kind} benchmark")
   add_flags(parser, default_sizes)
+  if extra_flags is not None:
+    extra_flags(parser)
   args = parser.parse_args(argv)
   results = run_sweep(kind, args, make_runners)
   results["environment"]["xla_cpu_flags"] = xla_cpu_flags

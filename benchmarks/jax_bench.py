@@ -51,7 +51,8 @@ def pixel_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
 
 
 def make_train_step(model: models.FCN, variables: dict[str, Any],
-                    learning_rate: float = 1e-3, momentum: float = 0.9
+                    learning_rate: float = 1e-3, momentum: float = 0.9,
+                    donate: bool = True
                     ) -> tuple[TrainState, Callable[..., Any]]:
   """A jitted SGD-momentum train step with the frozen layers held fixed.
 
@@ -60,10 +61,11 @@ def make_train_step(model: models.FCN, variables: dict[str, Any],
     variables: Its ``{'params': ...}``.
     learning_rate: SGD learning rate.
     momentum: SGD momentum.
+    donate: Donate the state's buffers to the step (updated in place).
 
   Returns:
     ``(state, step)`` where ``step(state, images, labels) -> (state,
-    metrics)`` is jitted with the state donated.
+    metrics)`` is jitted.
   """
   frozen = set(model.frozen_layers())
   labels = {name: "frozen" if name in frozen else "train"
@@ -92,7 +94,7 @@ def make_train_step(model: models.FCN, variables: dict[str, Any],
                               opt_state=opt_state)
     return new_state, {"loss": loss}
 
-  return state, jax.jit(step, donate_argnums=0)
+  return state, jax.jit(step, donate_argnums=0 if donate else ())
 
 
 # --------------------------------------------------------------------------
@@ -115,10 +117,12 @@ class JaxRunner:
   """fcn_jax forward pass (``train=False``) or train step for one row."""
   label = "fcn_jax"
 
-  def __init__(self, row: common.Row, train: bool, feed: str = "device"):
+  def __init__(self, row: common.Row, train: bool, feed: str = "device",
+               donate: bool = True):
     self.row = row
     self.train = train
     self.feed = feed
+    self.donate = donate
     self.facts: dict[str, Any] = {}
     self.row_facts: dict[str, Any] = {}
 
@@ -133,13 +137,17 @@ class JaxRunner:
     self.batch = jax.device_put(self.host_batch)
     start = time.perf_counter()
     if self.train:
-      self.state, step = make_train_step(model, variables)
+      self.state, step = make_train_step(model, variables,
+                                         donate=self.donate)
       self.compiled = step.lower(self.state, *self.batch).compile()
     else:
       self.state = variables
       apply = jax.jit(functools.partial(model.apply, train=False))
       self.compiled = apply.lower(variables, self.batch[0]).compile()
     self.facts["compile_seconds"] = time.perf_counter() - start
+    self.facts["feed"] = self.feed
+    if self.train:
+      self.facts["donate"] = self.donate
     xla = flops.xla_flops(self.compiled)
     self.row_facts = {
         "xla_flops_per_image": xla and xla / row.batch,

@@ -10,7 +10,8 @@ variable tree into it so both frameworks compute the same function
 
 Upsampling is either ``dense`` (a ``C x C`` transposed convolution, as Caffe and
 pytorch-fcn do) or ``depthwise`` (``groups=C``, the same function when the
-kernel is diagonal, as FCN's bilinear kernels are).
+kernel is diagonal, as FCN's bilinear kernels are). ReLUs are in place, as in
+pytorch-fcn.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 from fcn_jax import models
 
@@ -96,11 +98,11 @@ class TorchFCN(nn.Module):
     x = images
     for block, names in enumerate(self.blocks, start=1):
       for layer in names:
-        x = torch.relu(self.trunk[layer](x))
+        x = F.relu(self.trunk[layer](x), inplace=True)
       x = self.pool(x)
       blobs[f"pool{block}"] = x
-    x = self.dropout(torch.relu(self.trunk["fc6"](x)))
-    x = self.dropout(torch.relu(self.trunk["fc7"](x)))
+    x = self.dropout(F.relu(self.trunk["fc6"](x), inplace=True))
+    x = self.dropout(F.relu(self.trunk["fc7"](x), inplace=True))
     score = self.score["score_fr"](x)
     for skip in self.head.skips:
       upscored = self.upsample[skip.upsampler.name](score)

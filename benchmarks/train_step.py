@@ -22,8 +22,15 @@ from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-impor
 from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
+def add_train_flags(parser):
+  parser.add_argument("--no-donate", action="store_true",
+                      help="do not donate the train state to the step (to "
+                      "measure what donation saves)")
+
+
 def make_runners(row, args):
-  runners = [jax_bench.JaxRunner(row, train=True, feed=args.feed)]
+  runners = [jax_bench.JaxRunner(row, train=True, feed=args.feed,
+                                 donate=not args.no_donate)]
   if args.torch:
     from benchmarks import torch_bench  # pylint: disable=g-import-not-at-top
     runners += torch_bench.torch_runners(row, True, args)
@@ -32,4 +39,4 @@ def make_runners(row, args):
 
 if __name__ == "__main__":
   common.main("train", "224" if common.on_cpu() else "500", make_runners,
-              XLA_CPU_FLAGS)
+              XLA_CPU_FLAGS, extra_flags=add_train_flags)
