@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
+UPSAMPLE_MODES = ("dense", "depthwise")
 
 # (output channels, number of 3x3 convolutions) per VGG16 block; each block
 # ends with a 2x2 ceil-mode max pool named pool<block>.
@@ -185,6 +186,57 @@ HEADS: Mapping[str, HeadSpec] = {
 # --------------------------------------------------------------------------
 
 
+class DepthwiseConvTranspose(nn.Module):
+  """A per-channel (``groups = C``) VALID transposed convolution, no bias.
+
+  The same function as ``nn.ConvTranspose(C, (k, k), (s, s), "VALID",
+  transpose_kernel=False)`` whose ``(k, k, C, C)`` kernel is zero off the
+  diagonal, with only the diagonal stored: kernel ``(k, k, 1, C)`` and
+  ``dense[:, :, c, c] == depthwise[:, :, 0, c]``.
+
+  It is computed by output phase rather than as a convolution of the
+  stride-dilated input (which XLA's CPU backend runs slowly when grouped):
+  with the Caffe kernel ``w`` (the stored one flipped) zero-padded to ``m * s``
+  taps, ``y[s*q + r] = sum_{a < m} x[q - a] * w[s*a + r]`` for every phase
+  ``r < s``, i.e. ``m * m`` shifted, broadcast multiply-adds in 2-D followed by
+  an interleave -- exactly ``k * k`` multiply-adds per input pixel and channel.
+
+  Attributes:
+    kernel_size: Kernel height and width ``k``.
+    stride: Upsampling factor ``s``.
+    kernel_init: Initialiser of the ``(k, k, 1, C)`` kernel.
+    dtype: Computation dtype; the kernel is stored in float32 and the sums
+      are accumulated in float32.
+  """
+  kernel_size: int
+  stride: int
+  kernel_init: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, height, width, channels = x.shape
+    k, s = self.kernel_size, self.stride
+    kernel = self.param("kernel", self.kernel_init, (k, k, 1, channels),
+                        jnp.float32)
+    taps = -(-k // s)  # m = ceil(k / s).
+    caffe = jnp.pad(kernel[::-1, ::-1, 0, :],
+                    ((0, taps * s - k), (0, taps * s - k), (0, 0)))
+    phases = caffe.reshape(taps, s, taps, s, channels)  # [a, r_h, b, r_w, c]
+    pad = taps - 1
+    padded = jnp.pad(x.astype(jnp.float32),
+                     ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out_h, out_w = height + pad, width + pad
+    y = 0.0
+    for a in range(taps):
+      for b in range(taps):
+        shifted = padded[:, pad - a:pad - a + out_h, pad - b:pad - b + out_w]
+        y = y + (shifted[:, :, None, :, None, :]
+                 * phases[a, :, b, :, :][None, None, :, None, :, :])
+    y = y.reshape(batch, out_h * s, out_w * s, channels)
+    return y[:, :s * (height - 1) + k, :s * (width - 1) + k].astype(self.dtype)
+
+
 class Scale(nn.Module):
   """Caffe's Scale layer without bias: a per-channel constant multiplier."""
   value: float
@@ -260,6 +312,11 @@ class FCN(nn.Module):
     learn_upsampling: Train the 2x upsamplers (the CVPR variant); the final
       upsampler stays fixed.
     dropout_rate: Dropout after fc6 and fc7 in training (inverted dropout).
+    upsample_mode: ``"dense"`` (default) stores each upsampler as Caffe does,
+      a ``(k, k, C, C)`` kernel whose off-diagonal is zero, so parameter counts
+      match FCN_SPEC.md §10; ``"depthwise"`` stores only the diagonal
+      ``(k, k, 1, C)`` (:class:`DepthwiseConvTranspose`): the same function
+      for FCN's per-class kernels, ``C`` times cheaper to compute.
   """
   head: HeadSpec
   num_classes: int = 21
@@ -267,6 +324,7 @@ class FCN(nn.Module):
   dtype: Any = jnp.float32
   learn_upsampling: bool = False
   dropout_rate: float = DROPOUT_RATE
+  upsample_mode: str = "dense"
 
   def frozen_layers(self) -> tuple[str, ...]:
     """Names of layers with Caffe ``lr_mult: 0``: fixed upsamplers and scales."""
@@ -279,11 +337,18 @@ class FCN(nn.Module):
   def _upsample(self, up: Upsampler, x: jax.Array,
                 blobs: dict[str, jax.Array]) -> jax.Array:
     c = self.num_classes
-    kernel_init = lambda *_: jnp.asarray(bilinear_kernel(up.kernel, c))
-    y = nn.ConvTranspose(c, (up.kernel, up.kernel), (up.stride, up.stride),
-                         padding="VALID", use_bias=False,
-                         kernel_init=kernel_init, dtype=self.dtype,
-                         param_dtype=jnp.float32, name=up.name)(x)
+    dense = bilinear_kernel(up.kernel, c)
+    if self.upsample_mode == "depthwise":
+      diagonal = dense[:, :, np.arange(c), np.arange(c)][:, :, None, :]
+      y = DepthwiseConvTranspose(up.kernel, up.stride,
+                                 lambda *_: jnp.asarray(diagonal),
+                                 self.dtype, name=up.name)(x)
+    else:
+      y = nn.ConvTranspose(c, (up.kernel, up.kernel), (up.stride, up.stride),
+                           padding="VALID", use_bias=False,
+                           kernel_init=lambda *_: jnp.asarray(dense),
+                           dtype=self.dtype, param_dtype=jnp.float32,
+                           name=up.name)(x)
     blobs[up.name] = y
     return y
 
@@ -336,20 +401,25 @@ def create_model(name: str, num_classes: int = 21, **options: Any) -> FCN:
     name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s_atonce``.
     num_classes: Output classes (21 VOC, 40 NYUD, 60 PASCAL-Context, ...).
     **options: :class:`FCN` attributes: ``width_divisor``, ``dtype``,
-      ``learn_upsampling``, ``dropout_rate``.
+      ``learn_upsampling``, ``dropout_rate``, ``upsample_mode``.
 
   Returns:
     An unbound :class:`FCN`; ``model.init(rng, images)`` creates its variables.
   """
   if name not in HEADS:
     raise ValueError(f"Unknown model {name!r}; choose one of {MODEL_NAMES}.")
-  allowed = {"width_divisor", "dtype", "learn_upsampling", "dropout_rate"}
+  allowed = {"width_divisor", "dtype", "learn_upsampling", "dropout_rate",
+             "upsample_mode"}
   unknown = set(options) - allowed
   if unknown:
     raise ValueError(f"Unknown model options {sorted(unknown)}; allowed: "
                      f"{sorted(allowed)}.")
   if num_classes < 1:
     raise ValueError(f"num_classes must be positive, got {num_classes}.")
+  upsample_mode = options.get("upsample_mode", "dense")
+  if upsample_mode not in UPSAMPLE_MODES:
+    raise ValueError(f"Unknown upsample_mode {upsample_mode!r}; choose one of "
+                     f"{UPSAMPLE_MODES}.")
   dtype = options.pop("dtype", jnp.float32)
   if isinstance(dtype, str):
     dtype = jnp.dtype(dtype)

@@ -1,0 +1,1 @@
+"""Speed benchmarks for fcn_jax (training and inference throughput, MFU)."""

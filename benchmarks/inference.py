@@ -1,0 +1,33 @@
+r"""Inference throughput and MFU of fcn_jax, with a PyTorch peer in the run.
+
+Times the forward pass (logits of the input's size, batch of random images
+already on the device) for a sweep of models, sizes, dtypes, upsample modes and
+batch sizes; prints a Markdown table and writes JSON. See benchmarks/README.md.
+
+  python benchmarks/inference.py --models fcn8s --sizes 500 \
+      --dtypes bfloat16,float32 --batch-sizes 1,2,4,8,16 --torch
+"""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks import xla_env  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+XLA_CPU_FLAGS = xla_env.configure(sys.argv)  # Before JAX initialises.
+
+from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def make_runners(row, args):
+  runners = [jax_bench.JaxRunner(row, train=False, feed=args.feed)]
+  if args.torch:
+    from benchmarks import torch_bench  # pylint: disable=g-import-not-at-top
+    runners += torch_bench.torch_runners(row, False, args)
+  return runners
+
+
+if __name__ == "__main__":
+  common.main("inference", "224" if common.on_cpu() else "500", make_runners,
+              XLA_CPU_FLAGS)

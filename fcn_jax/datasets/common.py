@@ -1,0 +1,212 @@
+"""Features, decoding and validation shared by the segmentation builders.
+
+Both builders (:mod:`fcn_jax.datasets.voc_seg` and
+:mod:`fcn_jax.datasets.synthetic_shapes`) write the same features, so the
+input pipeline reads either one the same way:
+
+* ``image``: the JPEG bytes (for VOC and SBD, the original file, byte for
+  byte, so decoding gives exactly the pixels Caffe's ``voc_layers.py`` saw);
+* ``segmentation_mask``: class indices ``0..20`` with ``255`` for void,
+  stored as a single-channel (mode ``L``) PNG, so it is lossless and decodes
+  to the indices directly (no palette involved);
+* ``image_id``, ``height``, ``width``;
+* ``label_source``: where the mask came from (``voc2012``, ``sbd`` or
+  ``synthetic``).
+
+Images are encoded and decoded with PIL here, never with TensorFlow: TFDS
+only needs TensorFlow to encode NumPy images, so the builders hand it bytes.
+"""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import numpy as np
+from PIL import Image
+import tensorflow_datasets as tfds
+
+from fcn_jax import voc
+
+NUM_CLASSES = len(voc.VOC_CLASSES)
+IGNORE_LABEL = voc.IGNORE_LABEL
+
+# Feature keys.
+IMAGE = "image"
+MASK = "segmentation_mask"
+IMAGE_ID = "image_id"
+HEIGHT = "height"
+WIDTH = "width"
+LABEL_SOURCE = "label_source"
+
+
+class InvalidExampleError(ValueError):
+  """An image or mask that cannot be used as it is; the message names the id."""
+
+
+def segmentation_features() -> tfds.features.FeaturesDict:
+  """The feature spec both builders write."""
+  return tfds.features.FeaturesDict({
+      IMAGE: tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
+      MASK: tfds.features.Image(shape=(None, None, 1), encoding_format="png",
+                                doc="class indices 0..20, 255 = void"),
+      IMAGE_ID: tfds.features.Text(),
+      HEIGHT: tfds.features.Scalar(np.int32),
+      WIDTH: tfds.features.Scalar(np.int32),
+      LABEL_SOURCE: tfds.features.Text(),
+  })
+
+
+def skip_decoding_decoders() -> dict[str, Any]:
+  """TFDS decoders that leave ``image`` and ``segmentation_mask`` as bytes.
+
+  The input pipeline decodes them itself with :func:`decode_image` and
+  :func:`decode_mask`, so the pixels do not depend on whether OpenCV happens
+  to be installed (TFDS prefers it when it is).
+  """
+  return {IMAGE: tfds.decode.SkipDecoding(), MASK: tfds.decode.SkipDecoding()}
+
+
+def open_image(data: bytes) -> Image.Image:
+  """Opens JPEG/PNG bytes as an RGB PIL image."""
+  image = Image.open(io.BytesIO(data))
+  return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def open_mask(data: bytes) -> Image.Image:
+  """Opens a stored ``segmentation_mask`` PNG (class indices, mode ``L``)."""
+  mask = Image.open(io.BytesIO(data))
+  if mask.mode not in ("L", "P"):
+    raise InvalidExampleError(
+        f"segmentation mask has PIL mode {mask.mode!r}; expected 'L' "
+        "(class indices)")
+  return mask
+
+
+def decode_image(data: bytes) -> np.ndarray:
+  """Decodes JPEG/PNG bytes to ``uint8 [H, W, 3]`` RGB with PIL."""
+  return np.asarray(open_image(data), dtype=np.uint8)
+
+
+def decode_mask(data: bytes) -> np.ndarray:
+  """Decodes a stored ``segmentation_mask`` PNG to ``uint8 [H, W]`` indices."""
+  return np.asarray(open_mask(data), dtype=np.uint8)
+
+
+def decode_palette_png(data: bytes, image_id: str) -> np.ndarray:
+  """Reads a VOC ``SegmentationClass`` PNG as class indices.
+
+  VOC masks are palette (mode ``P``) PNGs whose pixel values *are* the class
+  indices; the palette only colours them for viewing. Converting to RGB would
+  give colours, not classes, so this reads the raw indices and refuses
+  anything that is not a palette or greyscale image.
+
+  Args:
+    data: The PNG file's bytes.
+    image_id: The VOC id, for error messages.
+
+  Returns:
+    ``uint8 [H, W]`` class indices.
+
+  Raises:
+    InvalidExampleError: The file is not a readable palette/greyscale PNG.
+  """
+  try:
+    with Image.open(io.BytesIO(data)) as image:
+      if image.mode not in ("P", "L"):
+        raise InvalidExampleError(
+            f"{image_id}: SegmentationClass PNG has PIL mode {image.mode!r}; "
+            "expected a palette ('P') PNG of class indices as in the VOC "
+            "devkit. Colour (RGB) masks are not accepted because mapping "
+            "colours back to classes is ambiguous; use the original VOC file.")
+      return np.asarray(image, dtype=np.uint8)
+  except InvalidExampleError:
+    raise
+  except Exception as e:  # PIL raises several types for corrupt files.
+    raise InvalidExampleError(
+        f"{image_id}: cannot decode the SegmentationClass PNG ({e}).") from e
+
+
+def check_mask_values(mask: np.ndarray, image_id: str, where: str) -> None:
+  """Raises unless every value is a class index ``0..20`` or void ``255``.
+
+  Args:
+    mask: Integer mask of any dtype (checked before any cast).
+    image_id: Named in the error.
+    where: The file the mask came from, named in the error.
+
+  Raises:
+    InvalidExampleError: With the id, the file and the offending values.
+  """
+  values = np.unique(np.asarray(mask))
+  bad = [v for v in values.tolist()
+         if not (0 <= v < NUM_CLASSES or v == IGNORE_LABEL)]
+  if bad:
+    shown = ", ".join(str(v) for v in bad[:10])
+    raise InvalidExampleError(
+        f"{image_id}: mask {where} has values outside {{0..{NUM_CLASSES - 1}, "
+        f"{IGNORE_LABEL}}}: {shown}{' ...' if len(bad) > 10 else ''}.")
+
+
+def encode_mask_png(mask: np.ndarray) -> bytes:
+  """Encodes ``uint8 [H, W]`` class indices as a greyscale PNG (lossless)."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(mask, np.uint8)).save(buffer, "PNG")
+  return buffer.getvalue()
+
+
+def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
+  """Encodes ``uint8 [H, W, 3]`` RGB as JPEG bytes."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(image, np.uint8)).save(
+      buffer, "JPEG", quality=quality)
+  return buffer.getvalue()
+
+
+def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
+                 label_source: str, mask_where: str) -> dict[str, Any]:
+  """Checks one image/mask pair and returns the feature dict to write.
+
+  The JPEG is decoded completely (a truncated or corrupt file fails here,
+  with its id), its size must equal the mask's, and the mask values must be
+  valid class indices.
+
+  Args:
+    image_id: Dataset id, e.g. ``2007_000032``.
+    jpeg_bytes: The image file's bytes, written unchanged.
+    mask: ``[H, W]`` integer class indices.
+    label_source: ``voc2012``, ``sbd`` or ``synthetic``.
+    mask_where: The mask's file, for error messages.
+
+  Returns:
+    A dict with the :func:`segmentation_features` keys.
+
+  Raises:
+    InvalidExampleError: Corrupt image, size mismatch or bad mask values.
+  """
+  try:
+    with Image.open(io.BytesIO(jpeg_bytes)) as image:
+      image.load()
+      width, height = image.size
+  except Exception as e:  # PIL raises several types for corrupt files.
+    raise InvalidExampleError(
+        f"{image_id}: cannot decode the image ({type(e).__name__}: {e})."
+    ) from e
+  mask = np.asarray(mask)
+  if mask.ndim != 2:
+    raise InvalidExampleError(
+        f"{image_id}: mask {mask_where} has shape {mask.shape}; expected "
+        "[H, W].")
+  if mask.shape != (height, width):
+    raise InvalidExampleError(
+        f"{image_id}: image is {height}x{width} but mask {mask_where} is "
+        f"{mask.shape[0]}x{mask.shape[1]}.")
+  check_mask_values(mask, image_id, mask_where)
+  return {
+      IMAGE: jpeg_bytes,
+      MASK: encode_mask_png(mask.astype(np.uint8)),
+      IMAGE_ID: image_id,
+      HEIGHT: height,
+      WIDTH: width,
+      LABEL_SOURCE: label_source,
+  }

@@ -1,0 +1,417 @@
+"""Inference on images of any size: shape buckets, test-time augmentation and
+shift-and-stitch.
+
+Two inference modes (:class:`Predictor`):
+
+* ``exact``: every image runs at its native size, as the reference deploy net
+  does (batch 1, no padding). A jitted network compiles once per distinct
+  image size, so a folder of many sizes compiles many times.
+* ``fast``: every image is preprocessed, zero-padded at the bottom/right to a
+  *bucket* shape (its size rounded up to a multiple of ``buckets``, or the
+  smallest of a given list of sizes that fits), run in batches of images of the
+  same bucket, and the logits are cropped back. Compiles happen once per bucket.
+  Zeros are added *after* preprocessing, i.e. mean-colour pixels, like the
+  network's own 100-pixel pad. FCN's receptive field (404 px) sees the padding,
+  so logits near the bottom/right edges differ slightly from ``exact``.
+
+Test-time augmentation (both modes): ``flip`` adds the horizontally flipped
+image; ``scales`` runs resized copies (bilinear) and resizes their logits back
+(linear interpolation, half-pixel centres). The logits of all variants are
+**averaged** (logits, not probabilities: the argmax of the mean logits is the
+argmax of the geometric mean of the softmax probabilities, and the saved logits
+stay logits).
+
+Shift-and-stitch (CVPR §3.2) is in :func:`shift_and_stitch` for any function
+of images, and in :func:`stitched_scores` (``Predictor(shift_stitch=f)``) for
+the FCN nets, where it replaces the final upsampler.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from fcn_jax import models
+from fcn_jax.preprocessing import Preprocessing
+
+MODES = ("fast", "exact")
+Buckets = int | Sequence[tuple[int, int]]
+# Bucket sizes rounded up to this multiple when no size in a bucket list fits.
+FALLBACK_MULTIPLE = 32
+
+
+def bucket_shape(height: int, width: int, buckets: Buckets) -> tuple[int, int]:
+  """The padded shape an image of ``height x width`` runs at in fast mode.
+
+  Args:
+    height: Image height.
+    width: Image width.
+    buckets: A multiple to round both sides up to, or a list of ``(H, W)``
+      sizes; the smallest (by area, then by height) that fits is chosen. If none
+      fits, the sides are rounded up to a multiple of 32.
+
+  Returns:
+    ``(bucket_height, bucket_width)``.
+  """
+  if isinstance(buckets, int):
+    if buckets < 1:
+      raise ValueError(f"the bucket multiple must be >= 1, got {buckets}")
+    return (-(-height // buckets) * buckets, -(-width // buckets) * buckets)
+  fitting = [(h * w, h, w) for h, w in buckets if h >= height and w >= width]
+  if fitting:
+    _, h, w = min(fitting)
+    return h, w
+  return bucket_shape(height, width, FALLBACK_MULTIPLE)
+
+
+def parse_buckets(text: str) -> Buckets:
+  """Parses ``"32"`` (a multiple) or ``"384x512,512x384"`` (H x W sizes)."""
+  text = text.strip()
+  try:
+    if "x" not in text:
+      return int(text)
+    sizes = []
+    for item in text.split(","):
+      h, w = item.lower().split("x")
+      sizes.append((int(h), int(w)))
+    return sizes
+  except ValueError:
+    raise ValueError(
+        f"cannot parse buckets {text!r}: give a multiple such as 32, or sizes "
+        "such as 384x512,512x384") from None
+
+
+# --------------------------------------------------------------------------
+# Resampling.
+# --------------------------------------------------------------------------
+
+
+def linear_resample(x: Any, coords: np.ndarray, axis: int) -> Any:
+  """Samples ``x`` along ``axis`` at fractional ``coords`` by linear
+  interpolation; coordinates outside ``[0, n - 1]`` take the edge value.
+
+  Works on NumPy and JAX arrays (the indices are NumPy constants).
+  """
+  n = x.shape[axis]
+  coords = np.clip(np.asarray(coords, np.float64), 0, n - 1)
+  low = np.floor(coords).astype(np.int32)
+  high = np.minimum(low + 1, n - 1)
+  frac = (coords - low).astype(np.float32)
+  shape = [1] * x.ndim
+  shape[axis] = len(coords)
+  frac = frac.reshape(shape)
+  take = jnp.take if isinstance(x, jax.Array) else np.take
+  return take(x, low, axis=axis) * (1 - frac) + take(x, high, axis=axis) * frac
+
+
+def resize_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes ``[h, w, C]`` logits to ``[height, width, C]`` (linear, pixel
+  centres aligned: output ``i`` samples input ``(i + 0.5) * h / height - 0.5``).
+  """
+  h, w = logits.shape[:2]
+  rows = (np.arange(height) + 0.5) * h / height - 0.5
+  cols = (np.arange(width) + 0.5) * w / width - 0.5
+  return linear_resample(linear_resample(logits, rows, 0), cols, 1)
+
+
+def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
+  """Resizes a uint8 RGB image with PIL's bilinear filter."""
+  if image.shape[:2] == (height, width):
+    return image
+  resized = Image.fromarray(image).resize((width, height), Image.BILINEAR)
+  return np.asarray(resized)
+
+
+# --------------------------------------------------------------------------
+# Shift-and-stitch.
+# --------------------------------------------------------------------------
+
+
+def shift_images(images: jax.Array, dy: Any, dx: Any) -> jax.Array:
+  """``out[:, i, j] = images[:, i + dy, j + dx]``, zero past the bottom/right.
+
+  The shift may be traced (``dy``, ``dx`` scalars in ``[0, H)``, ``[0, W)``).
+  """
+  n, height, width, channels = images.shape
+  padded = jnp.pad(images, ((0, 0), (0, height), (0, width), (0, 0)))
+  zero = jnp.zeros((), jnp.int32)
+  return jax.lax.dynamic_slice(
+      padded, (zero, jnp.asarray(dy, jnp.int32), jnp.asarray(dx, jnp.int32),
+               zero), (n, height, width, channels))
+
+
+def shift_and_stitch(apply_fn: Callable[[jax.Array], jax.Array],
+                     images: jax.Array, f: int,
+                     stride: int | None = None) -> jax.Array:
+  """Shift-and-stitch (Long et al., CVPR 2015, §3.2): a denser output from
+  ``f x f`` shifted passes of a strided network.
+
+  ``apply_fn`` maps images ``[N, H, W, C]`` to a coarse output
+  ``[N, h, w, K]`` of output stride ``stride`` (cell ``(a, b)`` looks at input
+  pixel ``(stride*a, stride*b)`` plus a constant offset). Let
+  ``u = stride // f`` and, for each shift ``(dy, dx)`` in
+  ``{0..f-1} x {0..f-1}``, let pass ``(dy, dx)`` see the image moved up and
+  left by ``(u*dy, u*dx)`` pixels: ``x'[i, j] = x[i + u*dy, j + u*dx]``,
+  zero past the bottom/right edge (zero = the mean colour after
+  preprocessing). Its cell ``(a, b)`` then looks at original pixel
+  ``(stride*a + u*dy, stride*b + u*dx)`` (plus the offset). The passes are
+  interleaved so that every output pixel comes from the pass whose shift
+  aligns it::
+
+    out[n, f*a + dy, f*b + dx] = apply_fn(x_shifted_by(u*dy, u*dx))[n, a, b]
+
+  so ``out`` has shape ``[N, f*h, f*w, K]`` and output stride ``stride / f``
+  (1 when ``f == stride``: a prediction for every pixel, the paper's setting).
+
+  The passes run one after another (``jax.lax.map``), so memory stays that of
+  one pass and the time is ``f**2`` passes.
+
+  Args:
+    apply_fn: The coarse network, a JAX-traceable function of images.
+    images: Preprocessed images ``[N, H, W, C]``.
+    f: Shifts per axis (``>= 1``).
+    stride: Output stride of ``apply_fn``; must be a multiple of ``f``.
+      Defaults to ``f``.
+
+  Returns:
+    The stitched output ``[N, f*h, f*w, K]``.
+  """
+  stride = f if stride is None else stride
+  if f < 1 or stride % f:
+    raise ValueError(
+        f"shift-and-stitch needs f >= 1 dividing the output stride; got f={f}, "
+        f"stride={stride}")
+  step = stride // f
+  shifts = np.array([(dy * step, dx * step) for dy in range(f)
+                     for dx in range(f)], np.int32)
+  passes = jax.lax.map(
+      lambda shift: apply_fn(shift_images(images, shift[0], shift[1])),
+      jnp.asarray(shifts))
+  _, n, h, w, k = passes.shape
+  passes = passes.reshape(f, f, n, h, w, k).transpose(2, 3, 0, 4, 1, 5)
+  return passes.reshape(n, h * f, w * f, k)
+
+
+@dataclasses.dataclass(frozen=True)
+class CoarseHead:
+  """Where an FCN's scores are before its final upsampler.
+
+  Attributes:
+    stride: Output stride of the coarse scores (32, 16 or 8).
+    center: Input coordinate of coarse cell 0 (cell ``a`` is at
+      ``stride * a + center``); from Caffe's coordinate maps: the final
+      ``Deconvolution(k, s)`` puts cell ``a`` at upscore ``s*a + (k-1)/2`` and
+      the crop subtracts its offset (FCN_SPEC.md §3, §6.2).
+  """
+  stride: int
+  center: float
+
+
+def coarse_head(model: models.FCN) -> CoarseHead:
+  """The stride and alignment of an FCN's last scores before upsampling."""
+  final = model.head.final
+  return CoarseHead(final.stride,
+                    (final.kernel - 1) / 2 - model.head.final_offset)
+
+
+def coarse_scores(model: models.FCN, variables: Any,
+                  images: jax.Array) -> jax.Array:
+  """The input of an FCN's final upsampler: ``score_fr`` (32s), ``fuse_pool4``
+  (16s) or ``fuse_pool3`` (8s), as float32 ``[N, h, w, C]``."""
+  _, state = model.apply(variables, images, train=False,
+                         mutable=["intermediates"])
+  blobs = state["intermediates"]["blobs"][0]
+  if not model.head.skips:
+    return blobs["score_fr"].astype(jnp.float32)
+  last = model.head.skips[-1]
+  fused = blobs[last.upsampler.name] + blobs[last.score_layer + "c"]
+  return fused.astype(jnp.float32)
+
+
+def stitched_scores(model: models.FCN, variables: Any, images: jax.Array,
+                    f: int) -> jax.Array:
+  """Dense FCN scores by shift-and-stitch instead of the final upsampler.
+
+  The coarse scores before the final upsampler (stride ``s``: 32 for FCN-32s,
+  16 for 16s, 8 for 8s) are shift-and-stitched with ``f`` (which must divide
+  ``s``) into a map of stride ``s / f``; its cell ``m`` sits at input
+  coordinate ``(s / f) * m + center`` (see :class:`CoarseHead`). Each output
+  pixel ``i`` takes that map linearly interpolated at ``(i - center) / (s/f)``
+  (edge values beyond the ends). With ``f = s`` every value is computed by the
+  network and the interpolation only bridges the half-pixel ``center``; with
+  ``f = 1`` this is the bilinear upsampling of the reference deconvolution,
+  equal to the model's output away from the borders.
+
+  Args:
+    model: An FCN from :func:`fcn_jax.models.create_model`.
+    variables: Its variables.
+    images: Preprocessed ``[N, H, W, 3]``.
+    f: Shifts per axis.
+
+  Returns:
+    Float32 scores ``[N, H, W, C]``.
+  """
+  if not hasattr(model, "head"):
+    raise TypeError(
+        "stitched_scores needs an fcn_jax.models.FCN; for another network use "
+        "shift_and_stitch(apply_fn, images, f, stride).")
+  head = coarse_head(model)
+  if head.stride % f:
+    raise ValueError(f"shift-and-stitch f={f} must divide the output stride "
+                     f"{head.stride} of {type(model).__name__}")
+  stitched = shift_and_stitch(lambda x: coarse_scores(model, variables, x),
+                              images, f, head.stride)
+  step = head.stride // f
+  height, width = images.shape[1:3]
+  rows = (np.arange(height) - head.center) / step
+  cols = (np.arange(width) - head.center) / step
+  return linear_resample(linear_resample(stitched, rows, 1), cols, 2)
+
+
+# --------------------------------------------------------------------------
+# The predictor.
+# --------------------------------------------------------------------------
+
+
+class Predictor:
+  """Runs an FCN on uint8 RGB images of any size.
+
+  Attributes:
+    num_compiles: How many executables were compiled (one per distinct
+      ``(batch, height, width)`` run shape).
+  """
+
+  def __init__(self, model: Any, variables: Any, preprocessing: Preprocessing,
+               mode: str = "fast", buckets: Buckets = 32, batch_size: int = 1,
+               flip: bool = False, scales: Sequence[float] = (1.0,),
+               shift_stitch: int = 1):
+    """Sets up a predictor.
+
+    Args:
+      model: A Flax module called as ``model.apply(variables, x, train=False)``
+        returning logits of the input's size.
+      variables: The model's variables.
+      preprocessing: How uint8 RGB becomes network input.
+      mode: ``fast`` (padded buckets, batched) or ``exact`` (native size).
+      buckets: Fast mode: a multiple to round sizes up to, or ``(H, W)`` sizes.
+      batch_size: Images per forward pass. Fast mode batches images of one
+        bucket; exact mode batches images of identical size. A short batch is
+        filled with blank images so each shape compiles once.
+      flip: Also predict the horizontally flipped image and average.
+      scales: Also predict resized copies and average (1.0 is the image).
+      shift_stitch: ``f > 1`` replaces the final upsampler by shift-and-stitch
+        with ``f x f`` passes (:func:`stitched_scores`; FCN models only).
+    """
+    if mode not in MODES:
+      raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if not scales or any(s <= 0 for s in scales):
+      raise ValueError(f"scales must be positive, got {scales}")
+    if shift_stitch < 1:
+      raise ValueError(f"shift_stitch must be >= 1, got {shift_stitch}")
+    if shift_stitch > 1:
+      stride = coarse_head(model).stride if hasattr(model, "head") else None
+      if stride is None or stride % shift_stitch:
+        raise ValueError(
+            f"shift_stitch={shift_stitch} needs an FCN model whose output "
+            f"stride it divides (got stride {stride})")
+    if isinstance(buckets, int):
+      bucket_shape(1, 1, buckets)  # Validates.
+    self.model = model
+    self.variables = jax.device_put(variables)
+    self.preprocessing = preprocessing
+    self.mode = mode
+    self.buckets = buckets
+    self.batch_size = batch_size
+    self.flip = flip
+    self.scales = tuple(float(s) for s in scales)
+    self.shift_stitch = shift_stitch
+    self._compiled: dict[tuple[int, int, int], Any] = {}
+    if shift_stitch > 1:
+      forward = lambda v, x: stitched_scores(model, v, x, shift_stitch)
+    else:
+      forward = lambda v, x: model.apply(v, x, train=False)
+    self._forward = jax.jit(lambda v, x: forward(v, x).astype(jnp.float32))
+
+  @property
+  def num_compiles(self) -> int:
+    return len(self._compiled)
+
+  def run_shape(self, height: int, width: int) -> tuple[int, int]:
+    """The shape an image of this size runs at (its bucket, or itself)."""
+    if self.mode == "exact":
+      return height, width
+    return bucket_shape(height, width, self.buckets)
+
+  def _executable(self, shape: tuple[int, int, int]) -> Any:
+    if shape not in self._compiled:
+      spec = jax.ShapeDtypeStruct(shape + (3,), jnp.float32)
+      self._compiled[shape] = self._forward.lower(self.variables,
+                                                  spec).compile()
+    return self._compiled[shape]
+
+  def _run(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Logits of each image at its own size: bucketed, batched, cropped."""
+    groups = collections.defaultdict(list)
+    for index, image in enumerate(images):
+      groups[self.run_shape(*image.shape[:2])].append(index)
+    results: list[np.ndarray | None] = [None] * len(images)
+    for (height, width), indices in groups.items():
+      for start in range(0, len(indices), self.batch_size):
+        chunk = indices[start:start + self.batch_size]
+        batch = np.zeros((self.batch_size, height, width, 3), np.float32)
+        for slot, index in enumerate(chunk):
+          h, w = images[index].shape[:2]
+          batch[slot, :h, :w] = self.preprocessing(images[index])
+        logits = np.asarray(self._executable(batch.shape[:3])(self.variables,
+                                                              batch))
+        for slot, index in enumerate(chunk):
+          h, w = images[index].shape[:2]
+          results[index] = logits[slot, :h, :w]
+    return results
+
+  def predict_logits(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """Float32 logits ``[H, W, C]`` for each uint8 RGB image ``[H, W, 3]``,
+    averaged over the test-time augmentations."""
+    images = [_check_image(image) for image in images]
+    totals: list[np.ndarray | None] = [None] * len(images)
+    count = 0
+    for scale in self.scales:
+      for flipped in ((False, True) if self.flip else (False,)):
+        variant = []
+        for image in images:
+          h, w = image.shape[:2]
+          size = (max(1, round(h * scale)), max(1, round(w * scale)))
+          x = resize_image(image, *size)
+          variant.append(x[:, ::-1] if flipped else x)
+        for k, logits in enumerate(self._run(variant)):
+          if flipped:
+            logits = logits[:, ::-1]
+          h, w = images[k].shape[:2]
+          if logits.shape[:2] != (h, w):
+            logits = resize_logits(logits, h, w)
+          totals[k] = logits if totals[k] is None else totals[k] + logits
+        count += 1
+    return [np.asarray(t / count, np.float32) for t in totals]
+
+  def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    """``uint8 [H, W]`` class maps (argmax of :meth:`predict_logits`)."""
+    return [logits.argmax(-1).astype(np.uint8)
+            for logits in self.predict_logits(images)]
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+  image = np.asarray(image)
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} "
+                     f"{image.shape}")
+  if min(image.shape[:2]) < 1:
+    raise ValueError(f"empty image of shape {image.shape}")
+  return image

@@ -1,0 +1,323 @@
+r"""Segments images with a trained FCN: class-index PNGs and overlays.
+
+  python -m fcn_jax.predict --checkpoint DIR --input PATH_OR_GLOB --output DIR
+
+For every input image ``NAME.ext`` this writes, under ``--output``:
+
+* ``NAME.png``: the predicted classes as a palette PNG with the VOC colour map
+  (viewers show colours; ``np.asarray(PIL.Image.open(...))`` and the VOC devkit
+  read class indices);
+* ``NAME_overlay.jpg``: the image blended with the colour mask, with a legend
+  of the classes present;
+* ``NAME.npz`` with ``--save-logits``: ``logits``, float16 ``[H, W, C]``.
+
+``--input`` takes files, folders (their images, not recursive) and glob
+patterns, and may be repeated. Images are grouped by run shape (see
+``--mode`` and ``--buckets``) and batched, so a folder of mixed sizes compiles
+once per bucket. An unreadable file is reported and skipped; a summary ends the
+run, and the exit status is 1 if any input failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import dataclasses
+import glob
+import os
+import pathlib
+import sys
+import time
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageOps
+
+from fcn_jax import inference, visualize, voc
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
+                  ".webp", ".ppm", ".pgm")
+# EXIF orientations that swap width and height.
+_TRANSPOSING_ORIENTATIONS = (5, 6, 7, 8)
+
+
+class InputError(ValueError):
+  """An input that cannot be used (missing, not an image, corrupt)."""
+
+
+def find_inputs(patterns: Sequence[str]) -> list[pathlib.Path]:
+  """Expands files, folders (their images) and glob patterns, in order.
+
+  Raises:
+    InputError: If a pattern matches nothing.
+  """
+  paths: list[pathlib.Path] = []
+  for pattern in patterns:
+    path = pathlib.Path(pattern)
+    if path.is_dir():
+      found = sorted(p for p in path.iterdir()
+                     if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+      if not found:
+        raise InputError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in folder "
+                         f"{path}")
+    elif path.is_file():
+      found = [path]
+    else:
+      found = sorted(pathlib.Path(p) for p in glob.glob(pattern)
+                     if os.path.isfile(p))
+      if not found:
+        raise InputError(f"--input {pattern!r} matches no file")
+    paths.extend(p for p in found if p not in paths)
+  return paths
+
+
+def output_names(paths: Sequence[pathlib.Path]) -> list[str]:
+  """Output base names: the file stem, or ``stem_ext`` where stems clash."""
+  stems = collections.Counter(p.stem for p in paths)
+  names = []
+  for p in paths:
+    name = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.')}"
+    if name in names:  # Same name in two folders.
+      name = f"{name}_{len(names)}"
+    names.append(name)
+  return names
+
+
+def image_size(path: pathlib.Path) -> tuple[int, int]:
+  """``(height, width)`` as the image will be decoded, from its header."""
+  try:
+    with Image.open(path) as image:
+      width, height = image.size
+      if image.getexif().get(0x0112) in _TRANSPOSING_ORIENTATIONS:
+        width, height = height, width
+  except (OSError, SyntaxError, ValueError) as e:
+    raise InputError(f"cannot read image {path}: {e}") from e
+  return height, width
+
+
+def load_image(path: pathlib.Path) -> np.ndarray:
+  """Decodes an image as uint8 RGB ``[H, W, 3]``, upright per its EXIF tag."""
+  try:
+    with Image.open(path) as image:
+      image = ImageOps.exif_transpose(image)
+      return np.asarray(image.convert("RGB"))
+  except (OSError, SyntaxError, ValueError) as e:
+    raise InputError(f"cannot decode image {path}: {e}") from e
+
+
+@dataclasses.dataclass
+class Summary:
+  """What a prediction run did."""
+  num_images: int = 0
+  failures: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+  num_compiles: int = 0
+  run_shapes: set[tuple[int, int]] = dataclasses.field(default_factory=set)
+  seconds: float = 0.0
+
+  def report(self) -> str:
+    lines = [f"Segmented {self.num_images} image(s) in {self.seconds:.1f} s; "
+             f"{len(self.failures)} failed; {self.num_compiles} compile(s) for "
+             f"{len(self.run_shapes)} run shape(s)."]
+    lines += [f"  FAILED {path}: {message}" for path, message in self.failures]
+    return "\n".join(lines)
+
+
+def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
+                  logits: np.ndarray, class_names: Sequence[str],
+                  save_logits: bool = False, overlay_alpha: float = 0.5,
+                  write_overlay: bool = True) -> None:
+  """Writes ``NAME.png``, ``NAME_overlay.jpg`` and (optionally) ``NAME.npz``."""
+  labels = logits.argmax(-1).astype(np.uint8)
+  visualize.write_label_png(output_dir / f"{name}.png", labels)
+  if write_overlay:
+    picture = visualize.overlay(image, labels, alpha=overlay_alpha,
+                                class_names=class_names)
+    picture.save(output_dir / f"{name}_overlay.jpg", quality=90)
+  if save_logits:
+    np.savez(output_dir / f"{name}.npz", logits=logits.astype(np.float16))
+
+
+def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
+        output_dir: str | os.PathLike, class_names: Sequence[str],
+        save_logits: bool = False, overlay_alpha: float = 0.5,
+        write_overlay: bool = True, progress: bool = True) -> Summary:
+  """Segments ``paths`` with ``predictor`` and writes the outputs.
+
+  Images are grouped by their run shape (bucket) from their headers, decoded a
+  batch at a time and written as they finish. Files that cannot be read are
+  recorded in the summary; the rest carry on.
+  """
+  start = time.time()
+  output_dir = pathlib.Path(output_dir)
+  output_dir.mkdir(parents=True, exist_ok=True)
+  summary = Summary()
+  names = dict(zip(paths, output_names(paths)))
+  groups = collections.defaultdict(list)
+  for path in paths:
+    try:
+      groups[predictor.run_shape(*image_size(path))].append(path)
+    except InputError as e:
+      summary.failures.append((str(path), str(e)))
+  bar = _progress_bar(len(paths), progress)
+  bar.update(len(summary.failures))
+  for shape, group in groups.items():
+    summary.run_shapes.add(shape)
+    for first in range(0, len(group), predictor.batch_size):
+      batch_paths, images = [], []
+      for path in group[first:first + predictor.batch_size]:
+        try:
+          images.append(load_image(path))
+          batch_paths.append(path)
+        except InputError as e:
+          summary.failures.append((str(path), str(e)))
+          bar.update(1)
+      if not images:
+        continue
+      for path, image, logits in zip(batch_paths, images,
+                                     predictor.predict_logits(images)):
+        write_outputs(output_dir, names[path], image, logits, class_names,
+                      save_logits, overlay_alpha, write_overlay)
+        summary.num_images += 1
+        bar.update(1)
+  bar.close()
+  summary.num_compiles = predictor.num_compiles
+  summary.seconds = time.time() - start
+  return summary
+
+
+class _Counter:
+  """A minimal progress display when tqdm is missing."""
+
+  def __init__(self, total: int):
+    self.total, self.done = total, 0
+
+  def update(self, n: int) -> None:
+    self.done += n
+    if n:
+      print(f"\r{self.done}/{self.total} images", end="", file=sys.stderr)
+
+  def close(self) -> None:
+    print(file=sys.stderr)
+
+
+class _Silent:
+  def update(self, n: int) -> None:
+    del n
+
+  def close(self) -> None:
+    pass
+
+
+def _progress_bar(total: int, enabled: bool):
+  if not enabled:
+    return _Silent()
+  try:
+    import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return _Counter(total)
+  return tqdm.tqdm(total=total, unit="img", desc="segmenting")
+
+
+def class_names_for(num_classes: int, metadata: dict | None) -> list[str]:
+  """Class names from checkpoint metadata, VOC's for 21 classes, or numbers."""
+  names = (metadata or {}).get("class_names")
+  if names and len(names) == num_classes:
+    return list(names)
+  if num_classes == len(voc.VOC_CLASSES):
+    return list(voc.VOC_CLASSES)
+  return [f"class {i}" for i in range(num_classes)]
+
+
+def load_bundle(checkpoint: str):
+  """``(model, variables, preprocessing, metadata)`` from a checkpoint or
+  weights directory (``fcn_jax.checkpointing.load_inference_bundle``)."""
+  try:
+    from fcn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise SystemExit(f"fcn_jax.checkpointing is not available ({e}).") from e
+  return checkpointing.load_inference_bundle(checkpoint)
+
+
+def add_inference_flags(parser: argparse.ArgumentParser) -> None:
+  """Flags shared by predict and evaluate that configure a Predictor."""
+  parser.add_argument(
+      "--mode", choices=inference.MODES, default="fast",
+      help="fast: pad to shape buckets and batch; exact: native size, batch 1 "
+      "(the reference deploy net). Default: fast.")
+  parser.add_argument(
+      "--buckets", default="32", type=inference.parse_buckets,
+      help="fast mode: round sizes up to this multiple (default 32), or a list "
+      "of HxW sizes such as 384x512,512x384.")
+  parser.add_argument("--batch-size", type=int, default=4,
+                      help="images per forward pass (default 4; exact mode "
+                      "batches only images of identical size).")
+  parser.add_argument("--flip", action="store_true",
+                      help="test-time augmentation: average with the "
+                      "horizontally flipped image.")
+  parser.add_argument(
+      "--scales", default="1.0",
+      type=lambda s: tuple(float(v) for v in s.split(",")),
+      help="test-time augmentation: comma-separated scales whose logits are "
+      "averaged, e.g. 0.75,1.0,1.25 (default 1.0).")
+  parser.add_argument(
+      "--shift-stitch", type=int, default=1, metavar="F",
+      help="replace the final upsampler by shift-and-stitch with FxF shifted "
+      "passes (F must divide the net's stride 32/16/8; default 1: off).")
+
+
+def make_predictor(args: argparse.Namespace, model, variables,
+                   preprocessing) -> inference.Predictor:
+  """A Predictor configured by :func:`add_inference_flags`' flags."""
+  return inference.Predictor(
+      model, variables, preprocessing, mode=args.mode, buckets=args.buckets,
+      batch_size=args.batch_size, flip=args.flip, scales=args.scales,
+      shift_stitch=args.shift_stitch)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="python -m fcn_jax.predict",
+      description="Segment images with a trained FCN.")
+  parser.add_argument("--checkpoint", required=True,
+                      help="training workdir, checkpoint dir or weights "
+                      "export dir.")
+  parser.add_argument("--input", required=True, action="append",
+                      help="image file, folder or glob pattern (repeatable).")
+  parser.add_argument("--output", required=True, help="output folder.")
+  parser.add_argument("--save-logits", action="store_true",
+                      help="also write NAME.npz with float16 logits [H, W, C].")
+  parser.add_argument("--alpha", type=float, default=0.5,
+                      help="overlay opacity of the colour mask (default 0.5).")
+  parser.add_argument("--no-overlay", action="store_true",
+                      help="do not write NAME_overlay.jpg.")
+  parser.add_argument("--no-progress", action="store_true",
+                      help="no progress bar.")
+  add_inference_flags(parser)
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  try:
+    paths = find_inputs(args.input)
+  except InputError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  try:
+    model, variables, preprocessing, metadata = load_bundle(args.checkpoint)
+    predictor = make_predictor(args, model, variables, preprocessing)
+  except (OSError, ValueError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 2
+  num_classes = getattr(model, "num_classes", None) or len(voc.VOC_CLASSES)
+  summary = run(predictor, paths, args.output,
+                class_names_for(num_classes, metadata),
+                save_logits=args.save_logits, overlay_alpha=args.alpha,
+                write_overlay=not args.no_overlay,
+                progress=not args.no_progress)
+  print(summary.report())
+  return 1 if summary.failures else 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

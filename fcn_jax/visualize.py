@@ -1,0 +1,363 @@
+"""Label maps as pictures: palette PNGs, colour masks, overlays, confusion.
+
+* Label maps are written as palette ("P" mode) PNGs with the VOC devkit colour
+  map (:func:`fcn_jax.voc.voc_colormap`), the format of VOC's
+  ``SegmentationClass`` files: image viewers show colours, while
+  ``np.asarray(PIL.Image.open(path))`` (and the devkit) read class indices.
+* RGB colour masks (such as the reference ``demo/output.png``) are decoded back
+  to indices by exact colour lookup; a colour outside the palette is an error.
+* Overlays blend an image with its colour mask and add a legend of the classes
+  present. Confusion matrices are drawn as heat maps. Everything is drawn with
+  PIL and NumPy and Pillow's built-in font (nothing is downloaded; matplotlib
+  is not needed).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+
+from fcn_jax import voc
+
+PathLike = str | os.PathLike
+
+
+def _palette(colormap: np.ndarray | None) -> np.ndarray:
+  """A ``uint8 [256, 3]`` palette, defaulting to the VOC colour map."""
+  colormap = voc.voc_colormap() if colormap is None else np.asarray(colormap)
+  if colormap.ndim != 2 or colormap.shape[1] != 3 or len(colormap) > 256:
+    raise ValueError(f"a colour map must be [<=256, 3], got {colormap.shape}")
+  palette = np.zeros((256, 3), np.uint8)
+  palette[:len(colormap)] = colormap
+  return palette
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+  labels = np.asarray(labels)
+  if labels.ndim != 2:
+    raise ValueError(f"expected a [H, W] label map, got shape {labels.shape}")
+  if labels.size and (labels.min() < 0 or labels.max() > 255):
+    raise ValueError(
+        f"label values must be in [0, 255] for a palette PNG, got "
+        f"[{labels.min()}, {labels.max()}]")
+  return labels.astype(np.uint8)
+
+
+def label_image(labels: np.ndarray,
+                colormap: np.ndarray | None = None) -> Image.Image:
+  """A palette ("P" mode) PIL image of a ``[H, W]`` label map (values 0-255)."""
+  image = Image.fromarray(_check_labels(labels), mode="P")
+  image.putpalette(_palette(colormap).reshape(-1).tolist())
+  return image
+
+
+def write_label_png(path: PathLike, labels: np.ndarray,
+                    colormap: np.ndarray | None = None) -> None:
+  """Writes a label map as a VOC-style palette PNG (indices + colour table)."""
+  label_image(labels, colormap).save(path, format="PNG")
+
+
+def colorize(labels: np.ndarray,
+             colormap: np.ndarray | None = None) -> np.ndarray:
+  """Maps a ``[H, W]`` label map to ``uint8 [H, W, 3]`` RGB colours."""
+  return _palette(colormap)[_check_labels(labels)]
+
+
+def colors_to_labels(rgb: np.ndarray,
+                     colormap: np.ndarray | None = None) -> np.ndarray:
+  """Decodes an RGB colour mask back to class indices by exact colour lookup.
+
+  Args:
+    rgb: ``uint8 [H, W, 3]`` colours.
+    colormap: ``[K, 3]`` colours of indices ``0..K-1`` (VOC's 256 by default).
+      If a colour appears more than once, its first index is used.
+
+  Returns:
+    ``uint8 [H, W]`` indices.
+
+  Raises:
+    ValueError: If a pixel's colour is not in the colour map (names the
+      colours and their pixel counts).
+  """
+  rgb = np.asarray(rgb)
+  if rgb.ndim != 3 or rgb.shape[-1] != 3:
+    raise ValueError(f"expected an RGB mask [H, W, 3], got shape {rgb.shape}")
+  colormap = voc.voc_colormap() if colormap is None else np.asarray(colormap)
+  codes = lambda c: ((c[..., 0].astype(np.int64) << 16)
+                     | (c[..., 1].astype(np.int64) << 8) | c[..., 2])
+  lookup = np.full(1 << 24, -1, np.int32)
+  map_codes = codes(colormap.astype(np.uint8))
+  # Assign in reverse so that the first index of a repeated colour wins.
+  lookup[map_codes[::-1]] = np.arange(len(colormap))[::-1]
+  labels = lookup[codes(rgb)]
+  unknown = labels < 0
+  if unknown.any():
+    colors, counts = np.unique(rgb[unknown], axis=0, return_counts=True)
+    listed = ", ".join(f"{tuple(int(v) for v in c)}: {n} px"
+                       for c, n in list(zip(colors, counts))[:8])
+    raise ValueError(
+        f"{int(unknown.sum())} pixels have colours outside the colour map "
+        f"({listed}{', ...' if len(colors) > 8 else ''}); is this a lossy "
+        "(JPEG) or resized mask, or one drawn with another palette?")
+  return labels.astype(np.uint8)
+
+
+def read_label_png(path: PathLike,
+                   colormap: np.ndarray | None = None) -> np.ndarray:
+  """Reads a label map: palette/greyscale PNG indices, or decoded RGB colours.
+
+  Palette ("P") and greyscale ("L") images are read as their stored values, as
+  the VOC devkit does. RGB images are decoded with :func:`colors_to_labels`.
+
+  Returns:
+    ``uint8 [H, W]`` indices.
+  """
+  try:
+    with Image.open(path) as image:
+      image.load()
+      mode = image.mode
+      if mode in ("P", "L"):
+        return np.asarray(image, np.uint8)
+      if mode in ("RGB", "RGBA"):
+        return colors_to_labels(np.asarray(image.convert("RGB")), colormap)
+  except (OSError, SyntaxError) as e:
+    raise ValueError(f"cannot read label image {path}: {e}") from e
+  raise ValueError(
+      f"{path}: label images must be palette, greyscale or RGB, got mode "
+      f"{mode!r}.")
+
+
+# --------------------------------------------------------------------------
+# Drawing.
+# --------------------------------------------------------------------------
+
+
+def _font(size: int) -> ImageFont.ImageFont:
+  """Pillow's built-in font (a scalable one on Pillow >= 10.1)."""
+  try:
+    return ImageFont.load_default(size=size)
+  except TypeError:  # Pillow < 10.1: fixed-size bitmap font.
+    return ImageFont.load_default()
+
+
+def _text_size(text: str, font: ImageFont.ImageFont) -> tuple[int, int]:
+  """Width and height of the ink of ``text``."""
+  left, top, right, bottom = font.getbbox(text)
+  return right - left, bottom - top
+
+
+def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str,
+               font: ImageFont.ImageFont,
+               fill: tuple[int, int, int] = (0, 0, 0)) -> None:
+  """Draws ``text`` with the top-left corner of its ink at ``xy``."""
+  left, top, _, _ = font.getbbox(text)
+  draw.text((xy[0] - left, xy[1] - top), text, fill=fill, font=font)
+
+
+def _vertical_text(text: str, font: ImageFont.ImageFont) -> Image.Image:
+  """``text`` rendered black on white, rotated to read bottom to top."""
+  width, height = _text_size(text, font)
+  image = Image.new("RGB", (width + 1, height + 1), (255, 255, 255))
+  _draw_text(ImageDraw.Draw(image), (0, 0), text, font)
+  return image.rotate(90, expand=True)
+
+
+def class_name(index: int, class_names: Sequence[str],
+               ignore_label: int | None = voc.IGNORE_LABEL) -> str:
+  """A printable name for class ``index`` (``void`` for the ignore label)."""
+  if ignore_label is not None and index == ignore_label:
+    return "void"
+  return class_names[index] if index < len(class_names) else f"class {index}"
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
+            class_names: Sequence[str] = voc.VOC_CLASSES,
+            colormap: np.ndarray | None = None, legend: bool = True,
+            ignore_label: int | None = voc.IGNORE_LABEL,
+            outline: bool = True) -> Image.Image:
+  """Blends an image with its colour mask and adds a legend of present classes.
+
+  Each pixel becomes ``(1 - alpha) * image + alpha * colour``, except that
+  background (index 0) and ignored pixels keep more of the image
+  (``alpha / 2``) so the scene stays readable, and (with ``outline``) pixels
+  on a boundary between classes take their class colour in full. The legend
+  is a panel to the right of the image listing every class present, with its
+  colour and its share of the pixels.
+
+  Args:
+    image: ``uint8 [H, W, 3]`` RGB image.
+    labels: ``[H, W]`` class indices (0-255).
+    alpha: Opacity of the colour mask, in ``[0, 1]``.
+    class_names: Names for the legend (VOC's 21 by default).
+    colormap: Colours (VOC's by default).
+    legend: Whether to add the legend panel.
+    ignore_label: Index shown as ``void`` (None: no such index).
+    outline: Draw class boundaries (pixels with a differently labelled
+      4-neighbour) in the full class colour.
+
+  Returns:
+    An RGB PIL image, ``W`` (plus the legend width) by ``H``.
+  """
+  image = np.asarray(image)
+  labels = _check_labels(labels)
+  if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+    raise ValueError(f"expected a uint8 RGB image [H, W, 3], got "
+                     f"{image.dtype} {image.shape}")
+  if image.shape[:2] != labels.shape:
+    raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} "
+                     "differ in size")
+  if not 0.0 <= alpha <= 1.0:
+    raise ValueError(f"alpha must be in [0, 1], got {alpha}")
+  colors = colorize(labels, colormap).astype(np.float32)
+  weight = np.full(labels.shape, alpha, np.float32)
+  faint = labels == 0
+  if ignore_label is not None:
+    faint |= labels == ignore_label
+  weight[faint] = alpha / 2
+  if outline:
+    weight[_boundaries(labels)] = 1.0
+  weight = weight[..., None]
+  blended = (1.0 - weight) * image.astype(np.float32) + weight * colors
+  picture = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+  if not legend:
+    return picture
+  return _add_legend(picture, labels, class_names, _palette(colormap),
+                     ignore_label)
+
+
+def _boundaries(labels: np.ndarray) -> np.ndarray:
+  """Pixels with a 4-neighbour of another label."""
+  edge = np.zeros(labels.shape, bool)
+  vertical = labels[1:] != labels[:-1]
+  horizontal = labels[:, 1:] != labels[:, :-1]
+  edge[1:] |= vertical
+  edge[:-1] |= vertical
+  edge[:, 1:] |= horizontal
+  edge[:, :-1] |= horizontal
+  return edge
+
+
+def _add_legend(picture: Image.Image, labels: np.ndarray,
+                class_names: Sequence[str], palette: np.ndarray,
+                ignore_label: int | None) -> Image.Image:
+  """Appends a panel listing the classes present, with colour swatches."""
+  present, counts = np.unique(labels, return_counts=True)
+  # Scale the text with the image, within readable bounds.
+  font_size = int(np.clip(picture.height / 22, 11, 18))
+  font = _font(font_size)
+  shares = 100.0 * counts / labels.size
+  entries = [f"{class_name(int(i), class_names, ignore_label)} "
+             + (f"{share:.0f}%" if share >= 0.5 else "<1%")
+             for i, share in zip(present, shares)]
+  text_w = max(_text_size(text, font)[0] for text in entries)
+  _, text_h = _text_size("Ag%", font)
+  swatch = text_h + 4
+  row = swatch + font_size // 2
+  margin = font_size // 2
+  panel_w = margin * 3 + swatch + text_w
+  panel_h = max(picture.height, margin * 2 + row * len(entries))
+  canvas = Image.new("RGB", (picture.width + panel_w, panel_h),
+                     (255, 255, 255))
+  canvas.paste(picture, (0, 0))
+  draw = ImageDraw.Draw(canvas)
+  x0 = picture.width + margin
+  for k, (index, text) in enumerate(zip(present, entries)):
+    y = margin + k * row
+    color = tuple(int(v) for v in palette[int(index)])
+    draw.rectangle((x0, y, x0 + swatch, y + swatch), fill=color,
+                   outline=(0, 0, 0))
+    _draw_text(draw, (x0 + swatch + margin, y + (swatch - text_h) // 2), text,
+               font)
+  return canvas
+
+
+def _heat_color(values: np.ndarray) -> np.ndarray:
+  """White (0) to dark blue (1) for values in [0, 1]; grey for NaN."""
+  low = np.array([255.0, 255.0, 255.0])
+  high = np.array([8.0, 48.0, 107.0])
+  v = np.nan_to_num(np.clip(values, 0.0, 1.0))[..., None]
+  rgb = (1 - v) * low + v * high
+  rgb[np.isnan(values)] = (200, 200, 200)
+  return np.rint(rgb).astype(np.uint8)
+
+
+def normalize_confusion(hist: np.ndarray) -> np.ndarray:
+  """Divides each row (ground-truth class) by its total; empty rows are NaN."""
+  hist = np.asarray(hist, np.float64)
+  totals = hist.sum(axis=1, keepdims=True)
+  with np.errstate(divide="ignore", invalid="ignore"):
+    return np.where(totals > 0, hist / totals, np.nan)
+
+
+def confusion_matrix_image(hist: np.ndarray,
+                           class_names: Sequence[str] = voc.VOC_CLASSES,
+                           cell: int = 28,
+                           title: str | None = None) -> Image.Image:
+  """Draws a row-normalised confusion matrix as a labelled heat map.
+
+  Row ``i`` is ground-truth class ``i``; column ``j`` is the fraction of its
+  pixels predicted as ``j`` (rows sum to 1). Cells show the percentage when it
+  rounds to at least 1. Rows of classes absent from the ground truth are grey.
+
+  Args:
+    hist: ``[C, C]`` counts (rows = ground truth, columns = prediction).
+    class_names: ``C`` names for the axes.
+    cell: Cell size in pixels.
+    title: Optional title above the matrix.
+
+  Returns:
+    An RGB PIL image.
+  """
+  hist = np.asarray(hist)
+  num_classes = hist.shape[0]
+  if hist.shape != (num_classes, num_classes):
+    raise ValueError(f"expected a square confusion matrix, got {hist.shape}")
+  if len(class_names) != num_classes:
+    raise ValueError(f"{len(class_names)} class names for {num_classes} "
+                     "classes")
+  norm = normalize_confusion(hist)
+  font = _font(max(10, cell // 2))
+  small = _font(max(8, cell // 3 + 1))
+  name_w = max(_text_size(n, font)[0] for n in class_names)
+  _, name_h = _text_size("Ag", font)
+  pad = cell // 2
+  title_h = (name_h + pad) if title else 0
+  left = pad + name_h + pad + name_w + pad   # Axis title, then row names.
+  top = pad + title_h + name_h + pad + name_w + pad
+  size = num_classes * cell
+  canvas = Image.new("RGB", (left + size + pad, top + size + pad),
+                     (255, 255, 255))
+  grid = np.kron(_heat_color(norm), np.ones((cell, cell, 1), np.uint8))
+  canvas.paste(Image.fromarray(grid), (left, top))
+  draw = ImageDraw.Draw(canvas)
+  if title:
+    _draw_text(draw, (pad, pad), title, font)
+  _draw_text(draw, (left, pad + title_h), "predicted class", font)
+  canvas.paste(_vertical_text("ground truth (rows sum to 100%)", font),
+               (pad, top))
+  for k, name in enumerate(class_names):
+    text_w, text_h = _text_size(name, font)
+    # Row names, right-aligned against the grid.
+    row_top = top + k * cell + (cell - text_h) // 2
+    _draw_text(draw, (left - pad - text_w, row_top), name, font)
+    # Column names, reading bottom-up, ending just above the grid.
+    label = _vertical_text(name, font)
+    canvas.paste(label, (left + k * cell + (cell - label.width) // 2,
+                         top - pad // 2 - label.height))
+  for i in range(num_classes):
+    for j in range(num_classes):
+      value = norm[i, j]
+      if np.isnan(value) or round(100 * value) < 1:
+        continue
+      text = f"{100 * value:.0f}"
+      text_w, text_h = _text_size(text, small)
+      ink = (255, 255, 255) if value > 0.5 else (0, 0, 0)
+      _draw_text(draw, (left + j * cell + (cell - text_w) // 2,
+                        top + i * cell + (cell - text_h) // 2), text, small,
+                 ink)
+  draw.rectangle((left - 1, top - 1, left + size, top + size),
+                 outline=(0, 0, 0))
+  return canvas

@@ -1,0 +1,168 @@
+"""The benchmark machinery: FLOP counts, interleaved timing, the train step."""
+
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+# pylint: disable=g-import-not-at-top
+from benchmarks import common
+from benchmarks import flops
+from benchmarks import jax_bench
+from fcn_jax import models
+
+# FCN_SPEC.md §10: weights per layer (21 classes).
+SPEC_WEIGHTS = {
+    "conv1_1": 1_728, "conv1_2": 36_864, "conv2_1": 73_728,
+    "conv2_2": 147_456, "conv3_1": 294_912, "conv3_2": 589_824,
+    "conv3_3": 589_824, "conv4_1": 1_179_648, "conv4_2": 2_359_296,
+    "conv4_3": 2_359_296, "conv5_1": 2_359_296, "conv5_2": 2_359_296,
+    "conv5_3": 2_359_296, "fc6": 102_760_448, "fc7": 16_777_216,
+    "score_fr": 86_016, "score_pool4": 10_752, "score_pool3": 5_376,
+    "upscore2": 7_056, "upscore_pool4": 7_056, "upscore8": 112_896,
+}
+# FCN_SPEC.md §11, FCN-8s at H = W = 500: the side of each layer's output
+# (convolutions) or input (upsamplers: every input pixel scatters a kernel).
+SPEC_SIDES_500 = {
+    "conv1": 698, "conv2": 349, "conv3": 175, "conv4": 88, "conv5": 44,
+    "fc6": 16, "fc7": 16, "score_fr": 16, "score_pool4": 44,
+    "score_pool3": 88, "upscore2": 16, "upscore_pool4": 34, "upscore8": 70,
+}
+
+
+def test_fcn8s_forward_flops_from_the_spec_tables():
+  want = 0
+  for layer, weights in SPEC_WEIGHTS.items():
+    side = SPEC_SIDES_500.get(layer, SPEC_SIDES_500.get(layer[:5]))
+    want += 2 * weights * side * side
+  got = flops.model_flops("fcn8s", 500, 500)
+  assert got == want
+  assert 360e9 < got < 366e9  # "about 362 GFLOP" (issue 8).
+
+
+def test_layer_shapes_follow_the_spec_at_500():
+  layers = {l.name: l for l in flops.fcn_layers("fcn8s", 500, 500)}
+  assert layers["fc7"].out_size == (16, 16)
+  assert layers["upscore2"].out_size == (34, 34)
+  assert layers["upscore_pool4"].out_size == (70, 70)
+  assert layers["upscore8"].out_size == (568, 568)
+  assert {l.name: l for l in flops.fcn_layers("fcn32s", 500, 375)
+         }["upscore"].out_size == (544, 416)
+
+
+def test_depthwise_upsamplers_count_one_channel_per_class():
+  dense = {l.name: l.macs for l in flops.fcn_layers("fcn16s", 224, 224)}
+  depthwise = {l.name: l.macs for l in flops.fcn_layers(
+      "fcn16s", 224, 224, upsample_mode="depthwise")}
+  for name in ("upscore2", "upscore16"):
+    assert dense[name] == 21 * depthwise[name]
+  assert dense["fc6"] == depthwise["fc6"]
+
+
+def test_train_flops_skip_image_gradient_and_frozen_kernels():
+  layers = flops.fcn_layers("fcn8s", 64, 64)
+  forward = flops.forward_flops(layers)
+  macs = {l.name: l.macs for l in layers}
+  frozen = macs["upscore2"] + macs["upscore_pool4"] + macs["upscore8"]
+  assert flops.train_flops(layers) == 3 * forward - 2 * macs["conv1_1"] - 2 * frozen
+  learned = flops.fcn_layers("fcn8s", 64, 64, learn_upsampling=True)
+  assert flops.train_flops(learned) == flops.train_flops(layers) + 2 * (
+      macs["upscore2"] + macs["upscore_pool4"])
+
+
+@pytest.mark.parametrize("upsample_mode", ["dense", "depthwise"])
+def test_xla_cost_analysis_agrees_with_analytic_count(upsample_mode):
+  # XLA skips the taps that fall in the zero padding; at 224x224 they are
+  # under 3% of the work, so both counts agree within that.
+  model = models.create_model("fcn8s", upsample_mode=upsample_mode)
+  variables = jax.eval_shape(lambda: models.init_variables(model))
+  images = jax.ShapeDtypeStruct((1, 224, 224, 3), jnp.float32)
+  compiled = jax.jit(model.apply).lower(variables, images).compile()
+  xla = flops.xla_flops(compiled)
+  analytic = flops.model_flops("fcn8s", 224, 224,
+                               upsample_mode=upsample_mode)
+  assert xla is not None
+  assert 0.97 < xla / analytic <= 1.0
+
+
+class _SleepyRunner:
+  """A runner whose step sleeps; records the order it is called in."""
+
+  def __init__(self, label, seconds, log):
+    self.label, self.seconds, self.log = label, seconds, log
+
+  def run(self, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+      time.sleep(self.seconds)
+    self.log.append(self.label)
+    return time.perf_counter() - start
+
+
+def test_interleaved_timing_takes_turns_and_reports_per_step_seconds():
+  log = []
+  runners = [_SleepyRunner("a", 0.004, log), _SleepyRunner("b", 0.012, log)]
+  samples = common.time_interleaved(runners, repeats=3,
+                                    min_repeat_seconds=0.03)
+  assert log == ["a", "b"] + ["a", "b"] * 3  # Sizing run, then rounds.
+  assert len(samples["a"]) == len(samples["b"]) == 3
+  assert all(0.004 <= s < 0.012 for s in samples["a"])
+  assert all(0.012 <= s < 0.036 for s in samples["b"])
+
+
+def test_train_step_learns_and_keeps_frozen_layers_fixed():
+  model = models.create_model("fcn8s", num_classes=3, width_divisor=16)
+  variables = common.random_variables(model)
+  state, step = jax_bench.make_train_step(model, variables,
+                                          learning_rate=1e-3)
+  frozen = {name: np.asarray(state.params[name]["kernel"])
+            for name in model.frozen_layers()}
+  score_before = np.asarray(state.params["score_fr"]["kernel"])
+  images = jnp.asarray(common.random_images(2, 40))
+  labels = np.asarray(common.random_labels(2, 40, num_classes=3))
+  labels[:, :20] = 255  # Ignored pixels.
+  losses = []
+  for _ in range(4):
+    state, metrics = step(state, images, jnp.asarray(labels))
+    losses.append(float(metrics["loss"]))
+  assert losses[-1] < losses[0]
+  assert int(state.step) == 4
+  for name, kernel in frozen.items():
+    np.testing.assert_array_equal(state.params[name]["kernel"], kernel)
+  assert not np.array_equal(state.params["score_fr"]["kernel"], score_before)
+
+
+def test_pixel_cross_entropy_ignores_label_255():
+  logits = jnp.asarray(np.random.RandomState(0).randn(1, 2, 2, 3),
+                       jnp.float32)
+  labels = jnp.asarray([[[0, 255], [2, 255]]])
+  log_probs = jax.nn.log_softmax(logits)
+  want = -(log_probs[0, 0, 0, 0] + log_probs[0, 1, 0, 2]) / 2
+  np.testing.assert_allclose(jax_bench.pixel_cross_entropy(logits, labels),
+                             want, rtol=1e-6)
+  all_ignored = jnp.full((1, 2, 2), 255)
+  assert float(jax_bench.pixel_cross_entropy(logits, all_ignored)) == 0.0
+
+
+def test_inference_benchmark_end_to_end(tmp_path, monkeypatch):
+  monkeypatch.setattr(common, "CPU_PEAK_MATMUL_SIZE", 256)
+  output = tmp_path / "result.json"
+  argv = ["--models", "fcn8s", "--sizes", "48", "--batch-sizes", "1,2",
+          "--width-divisor", "16", "--repeats", "2",
+          "--min-repeat-seconds", "0", "--output", str(output)]
+  from benchmarks import inference
+  common.main("inference", "48", inference.make_runners, "default", argv)
+  results = json.loads(output.read_text())
+  assert results["kind"] == "inference"
+  assert [row["batch"] for row in results["rows"]] == [1, 2]
+  for row in results["rows"]:
+    jax_result = row["runners"]["fcn_jax"]
+    assert len(jax_result["seconds_per_step_samples"]) == 2
+    assert jax_result["images_per_second"] == pytest.approx(
+        row["batch"] / jax_result["seconds_per_step_median"])
+    assert 0 < jax_result["mfu"]
+    assert row["xla_flops_per_image"] <= row["analytic_flops_per_image"]
+  assert results["environment"]["jax"] == jax.__version__

@@ -1,0 +1,97 @@
+"""Tests of fcn_jax.evaluate's scoring and reports (the CLI needs the data
+pipeline; see the end-to-end test in predict_test.py)."""
+
+import json
+import pathlib
+
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+import pytest
+
+from fcn_jax import evaluate, metrics, visualize, voc
+from fcn_jax.preprocessing import CAFFE_VGG
+from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
+                            tiny_fcn)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+DEMO = pathlib.Path(__file__).parent / "fixtures" / "demo"
+
+
+def test_confusion_over_batches_skips_padding_examples_and_void():
+  model, variables = tiny_fcn("fcn32s", num_classes=5)
+  rng = np.random.default_rng(0)
+  images = np.stack([CAFFE_VGG(random_image(rng, 24, 32)) for _ in range(3)])
+  labels = rng.integers(0, 5, (3, 24, 32)).astype(np.int32)
+  labels[:, :4] = 255
+  batches = [{"image": images[:2], "label": labels[:2],
+              "valid": np.array([True, True])},
+             {"image": images[2:], "label": labels[2:],
+              "valid": np.array([False])}]
+  hist, num_images = evaluate.confusion_over(batches, model, variables, 5)
+  assert num_images == 2
+  logits = np.asarray(model.apply(variables, jnp.asarray(images)))
+  predictions = logits.argmax(-1)
+  want = np.zeros((5, 5), np.int64)
+  for n in range(2):  # The third example is padding.
+    for label, prediction in zip(labels[n].ravel(), predictions[n].ravel()):
+      if label < 5:
+        want[label, prediction] += 1
+  np.testing.assert_array_equal(hist, want)
+  flipped, _ = evaluate.confusion_over(batches[:1], model, variables, 5,
+                                       flip=True)
+  logits = np.asarray(model.apply(variables, jnp.asarray(images[:2])))
+  mirrored = np.asarray(model.apply(variables,
+                                    jnp.asarray(images[:2, :, ::-1])))
+  mean = (logits + mirrored[:, :, ::-1]) / 2
+  np.testing.assert_array_equal(
+      flipped, np.asarray(metrics.confusion_matrix(labels[:2], mean.argmax(-1),
+                                                   5)))
+
+
+def test_report_and_files_for_the_demo(tmp_path):
+  labels = visualize.read_label_png(DEMO / "label.png")
+  prediction = visualize.read_label_png(DEMO / "output.png")
+  hist = np.asarray(metrics.confusion_matrix(labels, prediction, 21))
+  names = list(voc.VOC_CLASSES)
+  results = metrics.segmentation_metrics(hist, names)
+  report = evaluate.format_report(results, hist, names)
+  # FCN_SPEC.md §12, as percentages.
+  for text in ["84.25", "84.55", "71.96", "72.74"]:
+    assert text in report
+  person = next(line for line in report.splitlines()
+                if line.startswith("person"))
+  assert "71.95" in person
+  evaluate.write_results(tmp_path, results, hist, names, extra={"split": "x"})
+  saved = json.loads((tmp_path / "metrics.json").read_text())
+  assert round(saved["mean_iu"], 4) == 0.7196
+  assert round(saved["per_class_iu"]["bicycle"], 4) == 0.6621
+  assert saved["per_class_iu"]["cat"] is None  # NaN: absent everywhere.
+  assert np.asarray(saved["confusion_matrix"]).sum() == 149715
+  assert saved["split"] == "x"
+  with Image.open(tmp_path / "confusion.png") as plot:
+    assert plot.format == "PNG" and plot.width > 21 * 20
+
+
+def test_evaluate_command_end_to_end(tmp_path):
+  pytest.importorskip("fcn_jax.checkpointing")
+  pytest.importorskip("fcn_jax.input_pipeline")
+  save_tiny_checkpoint(tmp_path / "run")
+  result = run_module(
+      ["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),
+       "--dataset", "synthetic_shapes/tiny", "--split", "synthetic_val",
+       "--data-dir", str(tmp_path / "data"), "--output",
+       str(tmp_path / "eval"), "--no-progress"], tmp_path, ROOT)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "10 images" in result.stdout and "mean IU" in result.stdout
+  saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  hist = np.asarray(saved["confusion_matrix"])
+  assert hist.shape == (21, 21) and saved["num_images"] == 10
+  np.testing.assert_allclose(saved["pixel_acc"], np.trace(hist) / hist.sum(),
+                             rtol=1e-9)
+  assert (tmp_path / "eval" / "confusion.png").is_file()
+  bad = run_module(["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),
+                    "--dataset", "synthetic_shapes/tiny", "--split", "nope",
+                    "--data-dir", str(tmp_path / "data")], tmp_path, ROOT)
+  assert bad.returncode == 2 and "nope" in bad.stderr

@@ -1,0 +1,131 @@
+"""Tests of the prediction command (fcn_jax.predict)."""
+
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fcn_jax import inference, predict, voc
+from fcn_jax.preprocessing import CAFFE_VGG
+from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
+                            tiny_fcn)
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+
+def _decoded(path: pathlib.Path) -> np.ndarray:
+  with Image.open(path) as image:
+    return np.asarray(image.convert("RGB"))
+
+
+def _write_folder(folder: pathlib.Path, rng) -> dict[str, np.ndarray]:
+  """Mixed-size JPEG/PNG images, a grey PNG, a rotated JPEG, a corrupt file.
+
+  Returns the upright RGB pixels of each image as a decoder gives them.
+  """
+  folder.mkdir()
+  images = {}
+  for name, (h, w) in {"a.jpg": (37, 50), "b.png": (40, 60),
+                       "c.png": (64, 64), "d.jpg": (33, 70)}.items():
+    Image.fromarray(random_image(rng, h, w)).save(folder / name)
+    images[name] = _decoded(folder / name)
+  grey = random_image(rng, 30, 20)[..., 0]
+  Image.fromarray(grey).save(folder / "grey.png")
+  images["grey.png"] = np.repeat(grey[..., None], 3, -1)
+  # A 20x30 (HxW) JPEG whose EXIF says "rotate 90 degrees": upright 30x20.
+  exif = Image.Exif()
+  exif[0x0112] = 6
+  Image.fromarray(random_image(rng, 20, 30)).save(folder / "rotated.jpg",
+                                                   exif=exif)
+  # Orientation 6: the stored pixels are shown turned 90 degrees clockwise.
+  images["rotated.jpg"] = np.rot90(_decoded(folder / "rotated.jpg"), k=-1)
+  (folder / "corrupt.jpg").write_bytes(b"\xff\xd8\xff\xe0 this is not a JPEG")
+  (folder / "notes.txt").write_text("not an image, not picked from a folder")
+  return images
+
+
+def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
+  model, variables = tiny_fcn("fcn32s")
+  images = _write_folder(tmp_path / "in", np.random.default_rng(0))
+  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="fast",
+                                  buckets=32, batch_size=2)
+  paths = predict.find_inputs([str(tmp_path / "in")])
+  assert [p.name for p in paths] == ["a.jpg", "b.png", "c.png", "corrupt.jpg",
+                                     "d.jpg", "grey.png", "rotated.jpg"]
+  out = tmp_path / "out"
+  summary = predict.run(predictor, paths, out, voc.VOC_CLASSES,
+                        save_logits=True, progress=False)
+  assert summary.num_images == 6
+  assert [pathlib.Path(p).name for p, _ in summary.failures] == ["corrupt.jpg"]
+  assert "corrupt.jpg" in summary.report()
+  # Buckets: 64x64 (a, b, c), 64x96 (d), 32x32 (grey, rotated).
+  assert summary.run_shapes == {(64, 64), (64, 96), (32, 32)}
+  assert summary.num_compiles == 3
+  for name, image in images.items():
+    stem = pathlib.Path(name).stem
+    with Image.open(out / f"{stem}.png") as png:
+      assert png.mode == "P"
+      labels = np.asarray(png)
+    assert labels.shape == image.shape[:2]
+    # The same as predicting the upright decoded image directly.
+    want = predictor.predict([image])[0]
+    np.testing.assert_array_equal(labels, want)
+    logits = np.load(out / f"{stem}.npz")["logits"]
+    assert logits.dtype == np.float16
+    assert logits.shape == image.shape[:2] + (21,)
+    with Image.open(out / f"{stem}_overlay.jpg") as overlay:
+      assert overlay.height >= image.shape[0]
+      assert overlay.width > image.shape[1]  # Image plus legend.
+  with Image.open(out / "rotated.png") as png:
+    assert png.size == (20, 30)  # Upright: 30 high, 20 wide.
+  assert not (out / "corrupt.png").exists()
+
+
+def test_find_inputs_takes_globs_and_reports_no_match(tmp_path):
+  for name in ["x.jpg", "y.png", "z.txt"]:
+    (tmp_path / name).write_bytes(b"")
+  found = predict.find_inputs([str(tmp_path / "*.jpg"),
+                               str(tmp_path / "y.png")])
+  assert [p.name for p in found] == ["x.jpg", "y.png"]
+  with pytest.raises(predict.InputError, match="matches no file"):
+    predict.find_inputs([str(tmp_path / "*.webp")])
+  with pytest.raises(predict.InputError, match="no images"):
+    (tmp_path / "empty").mkdir()
+    predict.find_inputs([str(tmp_path / "empty")])
+
+
+def test_output_names_disambiguate_clashing_stems():
+  paths = [pathlib.Path("a/x.jpg"), pathlib.Path("a/x.png"),
+           pathlib.Path("b/y.jpg")]
+  assert predict.output_names(paths) == ["x_jpg", "x_png", "y"]
+
+
+def test_predict_command_end_to_end(tmp_path):
+  pytest.importorskip("fcn_jax.checkpointing")
+  model, variables = save_tiny_checkpoint(tmp_path / "run")
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  rng = np.random.default_rng(0)
+  sizes = {"a.jpg": (37, 50), "b.png": (40, 60), "c.jpg": (70, 33)}
+  for name, (h, w) in sizes.items():
+    Image.fromarray(random_image(rng, h, w)).save(inputs / name)
+  (inputs / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+  result = run_module(
+      ["fcn_jax.predict", "--checkpoint", str(tmp_path / "run"), "--input",
+       str(inputs), "--output", str(tmp_path / "out"), "--no-progress",
+       "--batch-size", "2"], tmp_path, ROOT)
+  assert result.returncode == 1, result.stderr[-3000:]  # One input failed.
+  assert "FAILED" in result.stdout and "broken.png" in result.stdout
+  assert "Segmented 3 image(s)" in result.stdout
+  # Buckets 64x64 (a, b) and 96x64 (c): one compile each.
+  assert "2 compile(s) for 2 run shape(s)" in result.stdout
+  predictor = inference.Predictor(model, variables, CAFFE_VGG)
+  for name, (h, w) in sizes.items():
+    stem = pathlib.Path(name).stem
+    with Image.open(tmp_path / "out" / f"{stem}.png") as png:
+      assert png.mode == "P" and png.size == (w, h)
+      labels = np.asarray(png)
+    np.testing.assert_array_equal(
+        labels, predictor.predict([_decoded(inputs / name)])[0])
+    assert (tmp_path / "out" / f"{stem}_overlay.jpg").is_file()

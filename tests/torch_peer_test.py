@@ -1,0 +1,108 @@
+"""The PyTorch peer of the benchmarks computes the same function as fcn_jax.
+
+Given the same (random) weights, the PyTorch FCN of ``benchmarks/torch_fcn.py``
+returns the same logits as the fcn_jax model, so the speed comparison is
+between two implementations of one network.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip(
+    "torch", reason="the PyTorch peer needs the optional extra: "
+    "pip install 'fcn_jax[torch]'")
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import torch_fcn
+from fcn_jax import models
+
+NUM_CLASSES = 5
+WIDTH_DIVISOR = 16
+
+
+def _random_variables(model, seed):
+  """He-scaled random values for every parameter, upsamplers included.
+
+  The upsamplers get random, asymmetric kernels (not the symmetric bilinear
+  ones) so that a wrong flip or transposition of their layout would show.
+  """
+  shapes = jax.eval_shape(lambda: models.init_variables(model))
+  rng = np.random.RandomState(seed)
+  fan_in = lambda shape: max(1, int(np.prod(shape[:-1])))
+  return jax.tree_util.tree_map(
+      lambda leaf: (rng.randn(*leaf.shape) * np.sqrt(
+          2.0 / fan_in(leaf.shape))).astype(np.float32), shapes)
+
+
+def _logits(name, upsample_mode, torch_mode, variables=None, seed=0):
+  model = models.create_model(name, NUM_CLASSES, width_divisor=WIDTH_DIVISOR,
+                              upsample_mode=upsample_mode)
+  if variables is None:
+    variables = _random_variables(model, seed)
+  images = np.random.RandomState(seed + 1).normal(
+      0, 50, (2, 37, 45, 3)).astype(np.float32)
+  want = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(images)))
+  net = torch_fcn.TorchFCN(name, NUM_CLASSES, WIDTH_DIVISOR,
+                           upsample_mode=torch_mode).eval()
+  torch_fcn.load_flax_variables(net, variables)
+  with torch.no_grad():
+    got = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
+  return got.numpy().transpose(0, 2, 3, 1), want
+
+
+def _relative_error(got, want):
+  return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
+
+
+@pytest.mark.parametrize("name", models.MODEL_NAMES)
+def test_same_logits_as_fcn_jax(name):
+  got, want = _logits(name, "dense", "dense")
+  assert got.shape == want.shape == (2, 37, 45, NUM_CLASSES)
+  assert np.max(np.abs(want)) > 0
+  assert _relative_error(got, want) < 1e-4
+
+
+@pytest.mark.parametrize("jax_mode,torch_mode", [("depthwise", "depthwise"),
+                                                 ("depthwise", "dense")])
+def test_depthwise_upsampling_matches(jax_mode, torch_mode):
+  got, want = _logits("fcn8s", jax_mode, torch_mode)
+  assert _relative_error(got, want) < 1e-4
+
+
+def test_bilinear_dense_weights_load_into_depthwise_torch():
+  # The real (diagonal, bilinear) upsamplers of a dense fcn_jax model.
+  model = models.create_model("fcn16s", NUM_CLASSES,
+                              width_divisor=WIDTH_DIVISOR)
+  variables = _random_variables(model, seed=3)
+  params = dict(variables["params"])
+  for layer in model.frozen_layers():
+    size = params[layer]["kernel"].shape[0]
+    params[layer] = {"kernel": models.bilinear_kernel(size, NUM_CLASSES)}
+  got, want = _logits("fcn16s", "dense", "depthwise", {"params": params})
+  assert _relative_error(got, want) < 1e-4
+
+
+def test_dense_kernel_with_off_diagonal_cannot_be_depthwise():
+  model = models.create_model("fcn32s", NUM_CLASSES,
+                              width_divisor=WIDTH_DIVISOR)
+  variables = _random_variables(model, seed=4)
+  net = torch_fcn.TorchFCN("fcn32s", NUM_CLASSES, WIDTH_DIVISOR,
+                           upsample_mode="depthwise")
+  with pytest.raises(ValueError, match="off-diagonal"):
+    torch_fcn.load_flax_variables(net, variables)
+
+
+# FCN_SPEC.md §10: (trainable, fixed) parameters with 21 classes.
+@pytest.mark.parametrize("name,trainable,frozen", [
+    ("fcn32s", 134_346_581, 1_806_336), ("fcn8s", 134_362_751, 127_008),
+    ("fcn8s_atonce", 134_362_751, 127_776)])
+def test_torch_net_has_the_spec_parameters(name, trainable, frozen):
+  net = torch_fcn.TorchFCN(name)
+  names = {n.split(".")[1] for n, _ in net.named_parameters()}
+  assert names >= {"conv1_1", "conv5_3", "fc6", "fc7", "score_fr",
+                   "upscore" if name == "fcn32s" else "upscore8"}
+  count = lambda grad: sum(p.numel() for p in net.parameters()
+                           if p.requires_grad == grad)
+  assert (count(True), count(False)) == (trainable, frozen)
