@@ -29,6 +29,7 @@ import optax
 from fcn_jax import checkpointing
 from fcn_jax import default_config
 from fcn_jax import distributed
+from fcn_jax import input_pipeline
 from fcn_jax import logging_utils
 from fcn_jax import losses
 from fcn_jax import metrics as metrics_lib
@@ -37,15 +38,8 @@ from fcn_jax import optim
 from fcn_jax import parallel
 from fcn_jax import preprocessing as preprocessing_lib
 from fcn_jax import voc
+from fcn_jax import weights
 
-try:  # TODO(train): plain imports once the data and weights branches land.
-  from fcn_jax import input_pipeline
-except ImportError:
-  input_pipeline = None
-try:
-  from fcn_jax import weights
-except ImportError:
-  from fcn_jax import _weights_interim as weights
 
 CONFIG_FILE = "config.json"
 EVAL_RESULTS_FILE = "eval_results.json"
@@ -169,7 +163,8 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
     return scratch_init(params, config.scratch_init, rng), None
   source_params, metadata = checkpointing.load_params(config.init_from)
   params, report = weights.copy_by_name(source_params, params)
-  logging.info("Initialised from %s: %s", config.init_from, report)
+  logging.info("Initialised from %s: %s\n%s", config.init_from,
+               report.summary(), report.table())
   return params, metadata
 
 
@@ -178,8 +173,9 @@ def resolve_preprocessing(config: ml_collections.ConfigDict,
                           ) -> preprocessing_lib.Preprocessing:
   """``config.preprocessing``, checked against the weights' own."""
   stored = (metadata or {}).get("preprocessing")
-  return weights.resolve_preprocessing(config.preprocessing or None, stored,
-                                       config.force_preprocessing)
+  return weights.resolve_preprocessing(
+      config.preprocessing or None, stored, config.force_preprocessing,
+      force_flag="config.force_preprocessing")
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation,
@@ -428,8 +424,7 @@ def _workdir_metadata(config: ml_collections.ConfigDict,
                       preprocessing: preprocessing_lib.Preprocessing,
                       step: int) -> dict[str, Any]:
   metadata = checkpointing.model_metadata(config.model, preprocessing)
-  metadata.update(source="fcn_jax training checkpoint", step=int(step),
-                  config=config.to_json_best_effort())
+  metadata.update(step=int(step), config=config.to_json_best_effort())
   return metadata
 
 
@@ -578,7 +573,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
         f"nothing to evaluate: {checkpoint_dir} has no checkpoint and "
         f"config.init_from is empty")
   params, metadata = checkpointing.load_params(source)
-  model = checkpointing.model_from_metadata(metadata)
+  model = weights.model_from_metadata(metadata, dtype=config.model.dtype)
   preprocessing = resolve_preprocessing(config, metadata)
   if model.num_classes != config.model.num_classes:
     raise ValueError(f"{source} has {model.num_classes} classes but "

@@ -299,9 +299,10 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
   moved = parallel.to_host(full.params)["fc6"]["kernel"]
   checkpointer = checkpointing.Checkpointer(str(tmp_path / "split"),
                                             read_only=True)
-  first, _ = checkpointer.restore_params(1)
+  assert checkpointer.all_steps() == [2, 3]  # max_to_keep 2.
+  earlier, _ = checkpointer.restore_params(2)
   checkpointer.close()
-  assert not np.array_equal(first["fc6"]["kernel"], moved)
+  assert not np.array_equal(earlier["fc6"]["kernel"], moved)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
