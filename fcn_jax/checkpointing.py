@@ -35,9 +35,9 @@ from orbax.checkpoint import checkpoint_managers
 
 from fcn_jax import models
 from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax import weights
 
 CHECKPOINT_DIR = "checkpoints"
-WEIGHTS_METADATA_FILE = "fcn_jax_weights.json"
 PARAMS_ITEM = "params"
 TRAIN_STATE_ITEM = "train_state"
 DATA_ITER_ITEM = "data_iter"
@@ -55,31 +55,15 @@ def model_metadata(model_config: ml_collections.ConfigDict,
                    ) -> dict[str, Any]:
   """The description of a model that travels with its parameters.
 
-  The keys are shared with weights exports (``fcn_jax_weights.json``).
+  The same keys as a weights export's ``fcn_jax_weights.json``
+  (:func:`fcn_jax.weights.make_metadata`).
   """
-  return {
-      "model": model_config.name,
-      "num_classes": int(model_config.num_classes),
-      "model_options": {
-          "width_divisor": int(model_config.width_divisor),
-          "dtype": str(model_config.dtype),
-          "learn_upsampling": bool(model_config.learn_upsampling),
-          "dropout_rate": float(model_config.dropout_rate),
-      },
-      "preprocessing": preprocessing.to_dict(),
-  }
-
-
-def model_from_metadata(metadata: Mapping[str, Any]) -> models.FCN:
-  """Rebuilds the model a checkpoint or weights export describes."""
-  try:
-    name = metadata["model"]
-    num_classes = metadata["num_classes"]
-  except KeyError as e:
-    raise ValueError(f"model metadata lacks {e}; got keys "
-                     f"{sorted(metadata)}") from None
-  return models.create_model(name, num_classes,
-                             **dict(metadata.get("model_options") or {}))
+  return weights.make_metadata(
+      model_config.name, model_config.num_classes,
+      {"width_divisor": int(model_config.width_divisor),
+       "learn_upsampling": bool(model_config.learn_upsampling),
+       "dropout_rate": float(model_config.dropout_rate)},
+      preprocessing, source={"format": "fcn_jax training checkpoint"})
 
 
 class Checkpointer:
@@ -139,6 +123,7 @@ class Checkpointer:
       metrics: Evaluation metrics of this step (ranks it for ``keep_best``);
         only JSON-able scalar values are kept.
     """
+    state = jax.tree_util.tree_map(np.asarray, dict(state))
     items = {
         PARAMS_ITEM: ocp.args.StandardSave(state["params"]),
         TRAIN_STATE_ITEM: ocp.args.StandardSave(
@@ -208,10 +193,6 @@ class Checkpointer:
     self._manager.close()
 
 
-def _is_weights_export(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, WEIGHTS_METADATA_FILE))
-
-
 def _is_step_dir(path: str) -> bool:
   return (os.path.isdir(os.path.join(path, PARAMS_ITEM))
           and os.path.isdir(os.path.join(path, METADATA_ITEM))
@@ -234,8 +215,7 @@ def load_params(path: str) -> tuple[Any, dict[str, Any]]:
   path = os.path.abspath(os.path.expanduser(path))
   if not os.path.exists(path):
     raise FileNotFoundError(f"no such weights or checkpoint: {path}")
-  if _is_weights_export(path):
-    from fcn_jax import weights  # pylint: disable=g-import-not-at-top
+  if weights.is_params_checkpoint(path):
     return weights.load_params(path)
   if _is_step_dir(path):
     checkpoints_dir, step = os.path.split(os.path.normpath(path))
@@ -247,7 +227,8 @@ def load_params(path: str) -> tuple[Any, dict[str, Any]]:
     step = None
   if os.path.basename(checkpoints_dir) != CHECKPOINT_DIR:
     raise ValueError(
-        f"{path} is neither a weights export (no {WEIGHTS_METADATA_FILE}), a "
+        f"{path} is neither a weights export (no "
+        f"{weights.METADATA_FILENAME}), a "
         f"training workdir (no {CHECKPOINT_DIR}/) nor a checkpoint step "
         f"directory")
   checkpointer = Checkpointer(os.path.dirname(checkpoints_dir),
@@ -260,7 +241,8 @@ def load_params(path: str) -> tuple[Any, dict[str, Any]]:
     params, metadata = checkpointer.restore_params(step)
   finally:
     checkpointer.close()
-  metadata.setdefault("source", f"{checkpoints_dir}/{step}")
+  metadata["source"] = {**(metadata.get("source") or {}),
+                        "checkpoint": f"{checkpoints_dir}/{step}"}
   logging.info("Loaded parameters of step %d from %s", step, checkpoints_dir)
   return params, metadata
 
@@ -279,7 +261,7 @@ def load_inference_bundle(path: str) -> tuple[
     preprocessing the weights expect, and the metadata.
   """
   params, metadata = load_params(path)
-  model = model_from_metadata(metadata)
+  model = weights.model_from_metadata(metadata)
   if "preprocessing" not in metadata:
     raise ValueError(f"{path}: metadata does not record the preprocessing")
   preprocessing = preprocessing_lib.Preprocessing.from_dict(

@@ -52,6 +52,9 @@ def get_config() -> ml_collections.ConfigDict:
   # copied by name (32s -> 16s -> 8s staging); others keep their init. Empty:
   # from scratch (the trunk is randomly initialised).
   config.init_from = ""
+  # Without init_from: "he_normal" (trunk kernels drawn for ReLU nets, see
+  # train.scratch_init) or "flax_default" (LeCun normal).
+  config.scratch_init = "he_normal"
   # Input preprocessing preset ("caffe_vgg", "keras_vgg", "torchvision").
   # Empty: the one stored with the init_from weights, else "caffe_vgg".
   config.preprocessing = ""
@@ -81,7 +84,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.name = "voc_seg"
   # TFDS data directory; empty = the TFDS default (~/tensorflow_datasets).
   config.dataset.data_dir = ""
-  config.dataset.train_split = "train"
+  config.dataset.train_split = "sbd_train"
   config.dataset.eval_split = "seg11valid"
 
   config.input = ml_collections.ConfigDict()

@@ -14,6 +14,7 @@ Only process 0 writes; on the other processes every method is a no-op.
 from __future__ import annotations
 
 import json
+import logging as std_logging
 import math
 import os
 import time
@@ -135,6 +136,30 @@ class Progress:
         format_duration(eta))
     return {"steps_per_second": steps_per_second,
             "images_per_second": images_per_second}
+
+
+class _OwnInfoOnly(std_logging.Filter):
+  """Keeps warnings and errors from everywhere, INFO only from fcn_jax."""
+
+  def __init__(self):
+    super().__init__()
+    self._package_dir = os.path.dirname(os.path.abspath(__file__))
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return (record.levelno >= std_logging.WARNING
+            or os.path.abspath(record.pathname).startswith(self._package_dir))
+
+
+def quiet_library_logs() -> None:
+  """Hides the INFO chatter of Orbax, TFDS, grain and JAX on the console.
+
+  Run with ``--verbosity=1`` to see it again.
+  """
+  if logging.get_verbosity() >= 1:
+    return
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
+    handler.addFilter(_OwnInfoOnly())
 
 
 def format_duration(seconds: float) -> str:

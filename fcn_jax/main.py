@@ -22,6 +22,7 @@ import jax
 from ml_collections import config_flags
 
 from fcn_jax import distributed
+from fcn_jax import logging_utils
 from fcn_jax import train
 
 _WORKDIR = flags.DEFINE_string(
@@ -33,6 +34,7 @@ config_flags.DEFINE_config_file(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}")
+  logging_utils.quiet_library_logs()
   # Before anything touches a device; a no-op on one host (see launch/).
   distributed.maybe_initialize()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),

@@ -29,6 +29,7 @@ import optax
 from fcn_jax import checkpointing
 from fcn_jax import default_config
 from fcn_jax import distributed
+from fcn_jax import input_pipeline
 from fcn_jax import logging_utils
 from fcn_jax import losses
 from fcn_jax import metrics as metrics_lib
@@ -37,18 +38,12 @@ from fcn_jax import optim
 from fcn_jax import parallel
 from fcn_jax import preprocessing as preprocessing_lib
 from fcn_jax import voc
+from fcn_jax import weights
 
-try:  # TODO(train): plain imports once the data and weights branches land.
-  from fcn_jax import input_pipeline
-except ImportError:
-  input_pipeline = None
-try:
-  from fcn_jax import weights
-except ImportError:
-  from fcn_jax import _weights_interim as weights
 
 CONFIG_FILE = "config.json"
 EVAL_RESULTS_FILE = "eval_results.json"
+SCRATCH_INITS = ("he_normal", "flax_default")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -101,6 +96,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if not 0.0 < config.optim.loss_sampling_p <= 1.0:
     raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
                      f"{config.optim.loss_sampling_p}")
+  if config.scratch_init not in SCRATCH_INITS:
+    raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
+                     f"got {config.scratch_init!r}")
   weights_ = tuple(config.optim.class_weights)
   if weights_ and len(weights_) != config.model.num_classes:
     raise ValueError(f"config.optim.class_weights has {len(weights_)} values "
@@ -126,6 +124,31 @@ def create_model(model_config: ml_collections.ConfigDict) -> models.FCN:
       dropout_rate=model_config.dropout_rate)
 
 
+def scratch_init(params: Any, scheme: str, rng: jax.Array) -> Any:
+  """Re-draws trainable trunk kernels for training without pretrained weights.
+
+  ``"he_normal"`` draws every ``conv*``/``fc*`` kernel from
+  ``N(0, 2 / fan_in)`` (He et al. 2015), which keeps ReLU activations at a
+  constant scale through the 15 layers; Flax's default (LeCun normal) halves
+  their variance at every layer, so a deep trunk without normalisation barely
+  learns from scratch. Score layers stay at zero and upsamplers bilinear, as
+  in the reference. ``"flax_default"`` keeps the model's own init.
+  """
+  if scheme == "flax_default":
+    return params
+  if scheme != "he_normal":
+    raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
+                     f"got {scheme!r}")
+  init = jax.nn.initializers.he_normal(in_axis=(0, 1, 2), out_axis=3)
+  params = dict(params)
+  for index, layer in enumerate(sorted(params)):
+    if layer.startswith(("conv", "fc")):
+      kernel = params[layer]["kernel"]
+      params[layer] = {**params[layer], "kernel": init(
+          jax.random.fold_in(rng, index), kernel.shape, kernel.dtype)}
+  return params
+
+
 def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
                    rng: jax.Array) -> tuple[Any, dict[str, Any] | None]:
   """Fresh parameters, overwritten by name from ``config.init_from``.
@@ -135,11 +158,13 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
   """
   params = models.init_variables(model, rng)["params"]
   if not config.init_from:
-    logging.warning("No init_from: the trunk starts from random weights.")
-    return params, None
+    logging.warning("No init_from: the trunk starts from random weights "
+                    "(%s).", config.scratch_init)
+    return scratch_init(params, config.scratch_init, rng), None
   source_params, metadata = checkpointing.load_params(config.init_from)
   params, report = weights.copy_by_name(source_params, params)
-  logging.info("Initialised from %s: %s", config.init_from, report)
+  logging.info("Initialised from %s: %s\n%s", config.init_from,
+               report.summary(), report.table())
   return params, metadata
 
 
@@ -148,8 +173,9 @@ def resolve_preprocessing(config: ml_collections.ConfigDict,
                           ) -> preprocessing_lib.Preprocessing:
   """``config.preprocessing``, checked against the weights' own."""
   stored = (metadata or {}).get("preprocessing")
-  return weights.resolve_preprocessing(config.preprocessing or None, stored,
-                                       config.force_preprocessing)
+  return weights.resolve_preprocessing(
+      config.preprocessing or None, stored, config.force_preprocessing,
+      force_flag="config.force_preprocessing")
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation,
@@ -398,8 +424,7 @@ def _workdir_metadata(config: ml_collections.ConfigDict,
                       preprocessing: preprocessing_lib.Preprocessing,
                       step: int) -> dict[str, Any]:
   metadata = checkpointing.model_metadata(config.model, preprocessing)
-  metadata.update(source="fcn_jax training checkpoint", step=int(step),
-                  config=config.to_json_best_effort())
+  metadata.update(step=int(step), config=config.to_json_best_effort())
   return metadata
 
 
@@ -548,7 +573,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
         f"nothing to evaluate: {checkpoint_dir} has no checkpoint and "
         f"config.init_from is empty")
   params, metadata = checkpointing.load_params(source)
-  model = checkpointing.model_from_metadata(metadata)
+  model = weights.model_from_metadata(metadata, dtype=config.model.dtype)
   preprocessing = resolve_preprocessing(config, metadata)
   if model.num_classes != config.model.num_classes:
     raise ValueError(f"{source} has {model.num_classes} classes but "

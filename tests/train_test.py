@@ -248,3 +248,77 @@ def test_config_validation_names_the_field():
   config.optim.class_weights = (1.0, 2.0)
   with pytest.raises(ValueError, match="class_weights"):
     train.validate_config(config)
+
+
+# --------------------------------------------------------------------------
+# The training loop on synthetic data.
+# --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+  return str(tmp_path_factory.mktemp("tfds"))
+
+
+def _loop_config(data_dir, num_train_steps):
+  config = default_config.get_config()
+  config.mode = "train"
+  config.model.name = "fcn32s"
+  config.model.width_divisor = 64  # Dropout stays on: its keys must resume.
+  config.dataset.name = "synthetic_shapes/tiny"
+  config.dataset.data_dir = data_dir
+  config.dataset.train_split = "synthetic_train"
+  config.dataset.eval_split = "synthetic_val"
+  config.preprocessing = "torchvision"
+  config.batch_size = 8
+  config.eval_batch_size = 8
+  config.num_train_steps = num_train_steps
+  config.log_every_steps = 1
+  config.checkpoint.every_steps = 1
+  config.input.train_mode = "epochs"
+  config.input.crop_size = 32
+  config.input.random_mirror = True
+  config.input.scale_range = (0.75, 1.25)
+  config.optim.loss_normalization = "valid"
+  config.optim.base_lr = 1e-2
+  config.optim.momentum = 0.9
+  return config
+
+
+def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
+  full = train.train_and_evaluate(_loop_config(data_dir, 3),
+                                  str(tmp_path / "full"))
+  train.train_and_evaluate(_loop_config(data_dir, 1), str(tmp_path / "split"))
+  resumed = train.train_and_evaluate(_loop_config(data_dir, 3),
+                                     str(tmp_path / "split"))
+  assert int(full.step) == int(resumed.step) == 3
+  for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(parallel.to_host(full.params)),
+      jax.tree_util.tree_leaves(parallel.to_host(resumed.params))):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  moved = parallel.to_host(full.params)["fc6"]["kernel"]
+  checkpointer = checkpointing.Checkpointer(str(tmp_path / "split"),
+                                            read_only=True)
+  assert checkpointer.all_steps() == [2, 3]  # max_to_keep 2.
+  earlier, _ = checkpointer.restore_params(2)
+  checkpointer.close()
+  assert not np.array_equal(earlier["fc6"]["kernel"], moved)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+    data_dir, tmp_path):
+  config = _loop_config(data_dir, 5)
+  config.optim.base_lr = 1e30  # Diverges after the first update.
+  workdir = str(tmp_path / "nan")
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"at step (\d+).*step (\d+), is intact") as error:
+    train.train_and_evaluate(config, workdir)
+  import re  # pylint: disable=g-import-not-at-top
+  bad, kept = map(int, re.search(r"at step (\d+).*step (\d+), is intact",
+                                 str(error.value)).groups())
+  assert kept == bad - 1
+  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+  assert checkpointer.latest_step() == kept
+  params, _ = checkpointer.restore_params(kept)
+  checkpointer.close()
+  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))

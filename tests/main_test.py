@@ -1,0 +1,84 @@
+"""The real CLI in a subprocess: 2 train steps and one eval on synthetic data."""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _run(args, tmp_path, timeout=300):
+  env = dict(os.environ)
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.run(
+      [sys.executable, "-m", "fcn_jax.main", *args], cwd=tmp_path, env=env,
+      capture_output=True, text=True, timeout=timeout)
+
+
+def _tiny_overrides(data_dir):
+  return [
+      "--config.dataset.name=synthetic_shapes/tiny",
+      f"--config.dataset.data_dir={data_dir}",
+      "--config.model.width_divisor=64",
+      "--config.num_train_steps=2",
+      "--config.eval_every_steps=2",
+      "--config.log_every_steps=1",
+      "--config.batch_size=2",
+      "--config.eval_batch_size=2",
+      "--config.input.crop_size=32",
+      "--config.input.eval_pad_size=48",
+  ]
+
+
+def test_main_trains_evaluates_and_checkpoints(tmp_path):
+  workdir = tmp_path / "run"
+  result = _run(["--config", str(REPO / "configs" / "quickstart.py"),
+                 "--workdir", str(workdir),
+                 *_tiny_overrides(tmp_path / "tfds")], tmp_path)
+  assert result.returncode == 0, result.stderr[-5000:]
+  log = result.stdout + result.stderr
+  assert "mean IU" in log and "per-class IU" in log
+  assert "step 2/2" in log
+
+  step_dir = workdir / "checkpoints" / "2"
+  for item in ("params", "train_state", "data_iter", "metadata"):
+    assert (step_dir / item).is_dir(), item
+  records = [json.loads(line)
+             for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  train_records = [r for r in records if r["split"] == "train"]
+  eval_records = [r for r in records if r["split"] == "eval"]
+  assert [r["step"] for r in train_records] == [1, 2]
+  assert len(eval_records) == 1 and eval_records[0]["step"] == 2
+  assert eval_records[0]["num_images"] == 10  # synthetic_shapes/tiny val.
+  assert 0.0 <= eval_records[0]["pixel_acc"] <= 1.0
+  assert len(eval_records[0]["per_class_iu"]) == 21
+  assert list((workdir / "tensorboard").iterdir())
+  config = json.loads((workdir / "config.json").read_text())
+  assert config["model"] == "fcn8s" and config["num_classes"] == 21
+
+  # Evaluation only, of the checkpoint just written.
+  result = _run(["--config", str(REPO / "configs" / "quickstart.py"),
+                 "--workdir", str(workdir), "--config.mode=eval",
+                 *_tiny_overrides(tmp_path / "tfds")], tmp_path)
+  assert result.returncode == 0, result.stderr[-5000:]
+  results = json.loads((workdir / "eval_results.json").read_text())
+  assert results["step"] == 2
+  assert results["metrics"]["mean_iu"] == pytest.approx(
+      eval_records[0]["mean_iu"], rel=1e-6)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config.no_such_field=1"], "no_such_field"),
+    (["stray"], "Unexpected command-line arguments"),
+    (["--config.mode=predict"], "config.mode"),
+])
+def test_main_rejects_bad_arguments(tmp_path, args, message):
+  result = _run(["--config", str(REPO / "configs" / "quickstart.py"),
+                 "--workdir", str(tmp_path / "run"), *args], tmp_path)
+  assert result.returncode != 0
+  assert message in result.stderr
