@@ -314,7 +314,8 @@ def add_mfu(entry: dict[str, Any], peak: float | None) -> None:
 
 
 def run_sweep(kind: str, args: argparse.Namespace,
-              make_runners: Callable[[Row, argparse.Namespace], list[Runner]]
+              make_runners: Callable[[Row, argparse.Namespace], list[Runner]],
+              after_row: Callable[[dict[str, Any]], None] | None = None
               ) -> dict[str, Any]:
   """Runs every row and returns the JSON-ready results.
 
@@ -323,6 +324,8 @@ def run_sweep(kind: str, args: argparse.Namespace,
     args: Parsed flags (:func:`add_flags`).
     make_runners: Builds a row's runners, fcn_jax first; after ``setup`` the
       fcn_jax runner's ``row_facts`` (FLOPs per image) go into the row.
+    after_row: Called with the results so far after every row (to save them
+      should a later row fail or the run be cut short).
 
   Returns:
     ``{'kind', 'environment', 'peak', 'rows': [...]}``.
@@ -330,6 +333,8 @@ def run_sweep(kind: str, args: argparse.Namespace,
   env = environment()
   peaks = Peaks()
   results = []
+  partial = lambda: {"kind": kind, "environment": env,
+                     "peak": peaks.to_json(), "rows": results}
   for row in rows_from_flags(args):
     peaks.update(row.dtype)
     runners = make_runners(row, args)
@@ -348,11 +353,12 @@ def run_sweep(kind: str, args: argparse.Namespace,
     add_mfu(entry, peaks.flops[row.dtype])  # Provisional on a CPU.
     results.append(entry)
     print(format_row(entry), flush=True)
+    if after_row is not None:
+      after_row(partial())
   for entry in results:  # With the final (best measured) CPU peak.
     add_mfu(entry, peaks.flops[entry["dtype"]])
   env["load_average_1_5_15_at_end"] = [round(x, 2) for x in os.getloadavg()]
-  return {"kind": kind, "environment": env, "peak": peaks.to_json(),
-          "rows": results}
+  return partial()
 
 
 TABLE_HEADER = ("| model | size | dtype | upsample | batch | fcn_jax img/s | "
@@ -405,7 +411,8 @@ def print_table(results: dict[str, Any]) -> None:
     print(format_row(entry))
 
 
-def write_results(results: dict[str, Any], output: str | None) -> Path:
+def write_results(results: dict[str, Any], output: str | None,
+                  quiet: bool = False) -> Path:
   """Writes the JSON (default ``benchmarks/results/<platform>_<kind>.json``)."""
   if output is None:
     platform_name = results["environment"]["platform"]
@@ -414,7 +421,8 @@ def write_results(results: dict[str, Any], output: str | None) -> Path:
   path = Path(output)
   path.parent.mkdir(parents=True, exist_ok=True)
   path.write_text(json.dumps(results, indent=1) + "\n")
-  print(f"wrote {path}")
+  if not quiet:
+    print(f"wrote {path}")
   return path
 
 
@@ -441,7 +449,11 @@ def main(kind: str, default_sizes: str,
   if extra_flags is not None:
     extra_flags(parser)
   args = parser.parse_args(argv)
-  results = run_sweep(kind, args, make_runners)
+  def save(results):
+    results["environment"]["xla_cpu_flags"] = xla_cpu_flags
+    write_results(results, args.output, quiet=True)
+
+  results = run_sweep(kind, args, make_runners, after_row=save)
   results["environment"]["xla_cpu_flags"] = xla_cpu_flags
   print_table(results)
   write_results(results, args.output)

@@ -1,8 +1,9 @@
 r"""Plots images/s against batch size from the benchmarks' JSON files.
 
-One panel per JSON file (e.g. inference and training), one line per
-implementation (fcn_jax, PyTorch eager, PyTorch best) and per (model, size,
-dtype, upsample) series. Drawn with Pillow, so it needs no matplotlib.
+One panel per kind (inference, training) and device, merging the rows of files
+of the same kind (e.g. one file per dtype); one line per implementation
+(fcn_jax, PyTorch eager, PyTorch best) and per (model, size, dtype, upsample)
+series. Drawn with Pillow, so it needs no matplotlib.
 
   python benchmarks/plot.py benchmarks/results/cpu_inference.json \
       benchmarks/results/cpu_train.json --output docs/throughput_cpu.png
@@ -150,9 +151,21 @@ def draw_panel(results: dict[str, Any]) -> Image.Image:
   return image
 
 
+def merge_by_kind(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+  """Joins the rows of result sets of the same kind on the same device."""
+  merged: dict[tuple[str, str], dict[str, Any]] = {}
+  for result in results:
+    key = (result["kind"], result["environment"]["device"])
+    if key in merged:
+      merged[key]["rows"] = merged[key]["rows"] + result["rows"]
+    else:
+      merged[key] = dict(result)
+  return list(merged.values())
+
+
 def plot(results: Iterable[dict[str, Any]], output: Path) -> Path:
-  """Draws one panel per result set side by side and saves a PNG."""
-  panels = [draw_panel(r) for r in results]
+  """Draws one panel per kind and device side by side and saves a PNG."""
+  panels = [draw_panel(r) for r in merge_by_kind(results)]
   canvas = Image.new("RGB", (sum(p.width for p in panels),
                              max(p.height for p in panels)), "white")
   x = 0
