@@ -71,7 +71,8 @@ def _cpu_ms_per_image(source: input_pipeline.SplitSource,
   """CPU time of the batch transform alone, one thread: load-independent."""
   transform = input_pipeline.TrainBatchTransform(
       input_pipeline.TrainAugmentation(preprocessing.CAFFE_VGG, args.crop_size,
-                                       True, (0.5, 2.0)), seed=0)
+                                       True, (0.5, 2.0)), seed=0,
+      global_batch_size=args.batch_size)
   records = source.records
   start = time.process_time()
   for index in range(args.batches):

@@ -1,4 +1,4 @@
-"""grain input pipeline: per-host sharded, deterministic, checkpointable.
+"""grain input pipeline: host-count independent, deterministic, checkpointable.
 
 Reads the ``array_record`` files of a TFDS builder from
 :mod:`fcn_jax.datasets` with ``tfds`` data sources (no TensorFlow), decodes
@@ -9,23 +9,31 @@ Training (:func:`create_train_iterator`) yields host-local batches forever::
   {'image': float32 [local_batch, H, W, 3],   # preprocessed, pad value 0
    'label': int32   [local_batch, H, W]}      # 255 = ignore (void and pad)
 
-with ``local_batch = config.batch_size // process_count``. Each host reads
-its own contiguous shard of the split (:func:`host_shard_bounds`: disjoint,
-together complete, sizes within one). Two orders:
+with ``local_batch = config.batch_size // process_count``. The training
+stream is defined once for the whole run, independent of the number of hosts:
+global batch ``i`` is examples ``[i * batch_size, (i + 1) * batch_size)`` of
+one global sequence, and host ``p`` yields its part ``[p * local_batch,
+(p + 1) * local_batch)`` of each global batch (:class:`HostSlice`), which its
+devices split in order, so the device at data-parallel index ``d`` always sees
+the same examples. Each example's augmentation is seeded by its position in
+the global sequence. Hence 1 host x 4 devices and 2 hosts x 2 devices train
+on the same batches and compute the same updates. Two sequences:
 
 * ``config.input.train_mode = 'reference'``: ``solve.py`` (FCN_SPEC.md §5.3):
-  each step draws one image uniformly at random *with replacement* from this
-  host's shard, at native size, without augmentation. The ``i``-th draw of
-  host ``p`` is ``np.random.default_rng((sampling_seed, p, i)).integers(n)``:
+  each example is one image drawn uniformly at random *with replacement*
+  from the split, at native size, without augmentation. Draw ``g`` is
+  ``np.random.default_rng((sampling_seed, 0, g)).integers(n)``:
   deterministic and seeded by ``config.input.sampling_seed`` (1337 like
   ``solve.py``), though not Python ``random``'s exact sequence.
-* ``'epochs'``: shuffled passes over the host's shard (a new permutation each
+* ``'epochs'``: shuffled passes over the split (a new permutation each
   pass), with random scale, random mirror and a random crop (padded where the
   image is smaller) to ``crop_size`` x ``crop_size``, so every batch has the
-  same shape and the train step compiles once.
+  same shape and the train step compiles once. When the split size is not a
+  multiple of the batch size, batches straddle the passes.
 
 Evaluation (:func:`create_eval_iterator`) visits every example exactly once
-across hosts. Each batch adds ``'valid': bool [local_batch]``; padding
+across hosts, each host reading its own contiguous shard
+(:func:`host_shard_bounds`; the metrics are sums, so order does not matter). Each batch adds ``'valid': bool [local_batch]``; padding
 examples (image 0, label all 255, ``valid`` False) fill the last batch and
 make every host yield the same number of batches. Images are padded to
 ``eval_pad_size`` squared (bottom and right; label 255 there), or, with
@@ -483,31 +491,37 @@ class TrainAugmentation:
 
 @dataclasses.dataclass(frozen=True)
 class TrainBatchTransform(grain.transforms.MapWithIndex):
-  """Batch ``index`` (a list of records) -> the augmented batch arrays.
+  """Host batch ``index`` (a list of records) -> the augmented batch arrays.
 
-  Example ``j`` of batch ``i`` is augmented with
-  ``np.random.default_rng((seed, i * batch_size + j))``: the randomness
-  depends only on the seed and the example's position in this host's
-  stream. Examples are written straight into the batch arrays.
+  Example ``j`` of host batch ``i`` is augmented with
+  ``np.random.default_rng((seed, g))`` where ``g`` is its position in the
+  global training sequence (:func:`global_position`): the randomness
+  depends only on the seed and the example, not on the number of hosts.
+  Examples are written straight into the batch arrays.
   """
 
   augmentation: TrainAugmentation
   seed: int
+  global_batch_size: int
+  process_index: int = 0
 
   def map_with_index(self, index: int, records: Sequence[dict[str, Any]]
                      ) -> dict[str, np.ndarray]:
     size = len(records)
+
+    def rng(j: int) -> np.random.Generator:
+      return np.random.default_rng((self.seed, global_position(
+          index * size + j, self.global_batch_size, size,
+          self.process_index)))
+
     crop = self.augmentation.crop_size
     if not crop:  # Native sizes: one example per batch.
-      image, label = self.augmentation(
-          records[0], np.random.default_rng((self.seed, index)))
+      image, label = self.augmentation(records[0], rng(0))
       return {"image": image[None], "label": label[None]}
     images = image_canvas((size, crop, crop))
     labels = label_canvas((size, crop, crop))
     for j, record in enumerate(records):
-      self.augmentation(
-          record, np.random.default_rng((self.seed, index * size + j)),
-          images[j], labels[j])
+      self.augmentation(record, rng(j), images[j], labels[j])
     return {"image": images, "label": labels}
 
 
@@ -585,33 +599,80 @@ def _as_str(value: Any) -> str:
 class SampleWithReplacement(grain.MapDataset):
   """Infinite dataset: element ``i`` is a uniform draw from ``parent``.
 
-  Draw ``i`` is ``np.random.default_rng((seed, stream, i)).integers(n)``:
+  Draw ``i`` is ``np.random.default_rng((seed, 0, i)).integers(n)``:
   independent of every other draw, so random access and checkpointing are
-  exact, and different ``stream`` values (hosts) draw independently.
+  exact. (The 0 was the host index when each host drew its own stream; it
+  keeps single-host draws as they were.)
   """
 
-  def __init__(self, parent: grain.MapDataset, *, seed: int, stream: int):
+  def __init__(self, parent: grain.MapDataset, *, seed: int):
     super().__init__(parent)
     if not len(parent):  # pylint: disable=g-explicit-length-test
       raise ValueError("Cannot sample from an empty dataset.")
     self._seed = seed
-    self._stream = stream
 
   def __len__(self) -> int:
     return sys.maxsize
 
   def __str__(self) -> str:
-    return f"SampleWithReplacement(seed={self._seed}, stream={self._stream})"
+    return f"SampleWithReplacement(seed={self._seed})"
 
   def draw(self, index: int) -> int:
     """The parent index of element ``index``."""
-    rng = np.random.default_rng((self._seed, self._stream, index))
+    rng = np.random.default_rng((self._seed, 0, index))
     return int(rng.integers(len(self._parent)))
 
   def __getitem__(self, index):
     if isinstance(index, slice):
       return self.slice(index)
     return self._parent[self.draw(index)]
+
+
+def global_position(host_position: int, global_batch_size: int,
+                    local_batch_size: int, process_index: int) -> int:
+  """Where a host's ``host_position``-th training example is globally.
+
+  Host ``p`` takes examples ``[p * local, (p + 1) * local)`` of every global
+  batch of ``global_batch_size = process_count * local`` examples.
+  """
+  batch, offset = divmod(host_position, local_batch_size)
+  return (batch * global_batch_size + process_index * local_batch_size
+          + offset)
+
+
+class HostSlice(grain.MapDataset):
+  """This host's part of every global batch of ``parent``.
+
+  Element ``k`` is ``parent[global_position(k, ...)]``: batching this
+  dataset by ``local_batch_size`` gives host ``process_index`` its slice of
+  each global batch of ``parent``, so all hosts together consume
+  ``parent`` in order, whatever their number.
+  """
+
+  def __init__(self, parent: grain.MapDataset, *, global_batch_size: int,
+               local_batch_size: int, process_index: int):
+    super().__init__(parent)
+    if global_batch_size % local_batch_size or not (
+        0 <= process_index < global_batch_size // local_batch_size):
+      raise ValueError(
+          f"process {process_index} cannot take {local_batch_size} examples "
+          f"of each global batch of {global_batch_size}.")
+    self._global = global_batch_size
+    self._local = local_batch_size
+    self._process = process_index
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __str__(self) -> str:
+    return (f"HostSlice(process={self._process}, local={self._local}, "
+            f"global={self._global})")
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[global_position(index, self._global, self._local,
+                                        self._process)]
 
 
 # --------------------------------------------------------------------------
@@ -671,25 +732,27 @@ def create_train_dataset(config: ml_collections.ConfigDict,
         f"scale_range={cfg.scale_range}. Use train_mode='epochs' to augment.")
   source = source or open_split(cfg.dataset_name, cfg.train_split,
                                 cfg.data_dir)
-  start, end = host_shard_bounds(len(source.records), process_index,
-                                 process_count)
-  if end == start:
-    raise ValueError(f"{source.description} has {len(source.records)} "
-                     f"examples, too few for {process_count} hosts.")
-  ds = grain.MapDataset.source(source.records)[start:end]
+  ds = grain.MapDataset.source(source.records)
+  if not len(ds):  # pylint: disable=g-explicit-length-test
+    raise ValueError(f"{source.description} has no examples to train on.")
   if cfg.train_mode == "reference":
-    ds = SampleWithReplacement(ds, seed=cfg.sampling_seed, stream=process_index)
+    ds = SampleWithReplacement(ds, seed=cfg.sampling_seed)
   else:
     ds = ds.shuffle(seed=_seed32(cfg.seed)).repeat()
+  ds = HostSlice(ds, global_batch_size=cfg.batch_size,
+                 local_batch_size=local_batch, process_index=process_index)
   ds = ds.batch(local_batch, drop_remainder=True, batch_fn=list)
   ds = ds.map_with_index(TrainBatchTransform(
       TrainAugmentation(preprocessing, cfg.crop_size, cfg.random_mirror,
-                        cfg.scale_range), seed=_seed32(cfg.seed)))
+                        cfg.scale_range), seed=_seed32(cfg.seed),
+      global_batch_size=cfg.batch_size, process_index=process_index))
   source.log(
-      "train, host %d/%d has examples [%d, %d) of %d; mode=%s, local batch "
-      "%d, crop %s, mirror=%s, scale=%s, %d workers, preprocessing %s.",
-      process_index, process_count, start, end, len(source.records),
-      cfg.train_mode, local_batch, cfg.crop_size or "native",
+      "train, host %d/%d takes examples [%d, %d) of each global batch of %d "
+      "from %d; mode=%s, crop %s, mirror=%s, scale=%s, %d workers, "
+      "preprocessing %s.",
+      process_index, process_count, process_index * local_batch,
+      (process_index + 1) * local_batch, cfg.batch_size, len(source.records),
+      cfg.train_mode, cfg.crop_size or "native",
       cfg.random_mirror, cfg.scale_range, cfg.num_workers, preprocessing.name)
   return _to_iter_dataset(ds, cfg)
 

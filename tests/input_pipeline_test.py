@@ -249,25 +249,46 @@ def _ids_from_batches(batches):
   return [int(b[0, 0]) for batch in batches for b in batch["label"]]
 
 
-@pytest.mark.parametrize("process_count", [1, 2, 3])
-def test_epoch_mode_host_shards_are_disjoint_complete_passes(process_count):
+@pytest.mark.parametrize("batch_size", [1, 4, 6])
+def test_epoch_mode_gives_complete_passes(batch_size):
   source = _constant_source(20)
-  seen = []
-  for process_index in range(process_count):
-    start, end = input_pipeline.host_shard_bounds(20, process_index,
-                                                  process_count)
-    iterator = input_pipeline.create_train_iterator(
-        _config(batch_size=process_count, **{"input.crop_size": 8}), CAFFE,
-        process_index=process_index, process_count=process_count,
-        source=source)
-    ids = _ids_from_batches(_take(iterator, 2 * (end - start)))
-    first_pass, second_pass = ids[:end - start], ids[end - start:]
-    assert sorted(first_pass) == list(range(start, end))
-    assert sorted(second_pass) == list(range(start, end))
-    if end - start > 3:
-      assert first_pass != second_pass  # A new permutation each pass.
-    seen.extend(first_pass)
-  assert sorted(seen) == list(range(20))
+  iterator = input_pipeline.create_train_iterator(
+      _config(batch_size=batch_size, **{"input.crop_size": 8}), CAFFE,
+      process_index=0, process_count=1, source=source)
+  ids = _ids_from_batches(_take(iterator, 40 // batch_size + 1))
+  first_pass, second_pass = ids[:20], ids[20:40]
+  assert sorted(first_pass) == list(range(20))
+  assert sorted(second_pass) == list(range(20))
+  assert first_pass != second_pass  # A new permutation each pass.
+
+
+@pytest.mark.parametrize("overrides,single_batch", [
+    ({"input.scale_range": (0.7, 1.4), "input.random_mirror": True}, 4),
+    (REFERENCE, 1),  # Native sizes: one image per host and step.
+])
+@pytest.mark.parametrize("process_count", [2, 4])
+def test_hosts_together_yield_the_single_host_examples(
+    overrides, single_batch, process_count):
+  # Whatever the number of hosts, the run consumes one global sequence of
+  # examples (with the same augmentation), host p holding part p of each
+  # global batch. Native sizes need one image per host: the single host then
+  # takes the same examples one per step.
+  source = _source([_record(_block_label(np.random.default_rng(k), 20, 22),
+                            f"id{k}") for k in range(7)])
+  global_batch = 4 if single_batch == 4 else process_count
+  single = _take(input_pipeline.create_train_iterator(
+      _config(**{**overrides, "batch_size": single_batch}), CAFFE,
+      process_index=0, process_count=1, source=source),
+                 12 // single_batch)
+  per_host = [_take(input_pipeline.create_train_iterator(
+      _config(**{**overrides, "batch_size": global_batch}), CAFFE,
+      process_index=p, process_count=process_count, source=source),
+                    12 // global_batch) for p in range(process_count)]
+  for key in ("image", "label"):
+    want = np.concatenate([batch[key] for batch in single])
+    got = np.concatenate([batches[i][key] for i in range(12 // global_batch)
+                          for batches in per_host])
+    np.testing.assert_array_equal(got, want)
 
 
 def test_batches_have_fixed_shapes_and_dtypes():
@@ -282,8 +303,9 @@ def test_batches_have_fixed_shapes_and_dtypes():
     assert batch["label"].dtype == np.int32
 
 
-def test_reference_mode_samples_uniformly_with_replacement_from_own_shard():
+def test_reference_mode_samples_uniformly_with_replacement():
   source = _constant_source(20)
+  ids = []
   for process_index in range(2):
     iterator = input_pipeline.create_train_iterator(
         _config(**{**REFERENCE, "batch_size": 2}), CAFFE,
@@ -291,16 +313,17 @@ def test_reference_mode_samples_uniformly_with_replacement_from_own_shard():
     batches = _take(iterator, 400)
     for batch in batches[:3]:  # Native size, no augmentation.
       assert batch["image"].shape == (1, 12, 14, 3)
-    ids = _ids_from_batches(batches)
-    start = 10 * process_index
-    counts = np.bincount(np.array(ids) - start, minlength=10)
-    assert counts.size == 10 and counts.sum() == 400  # Only its own shard.
-    assert counts.min() >= 20 and counts.max() <= 65  # Uniform (mean 40).
-    assert len(set(ids[:10])) < 10  # With replacement: early repeats.
+    ids.append(_ids_from_batches(batches))
     first = batches[0]
     k = int(first["label"][0, 0, 0])
     np.testing.assert_array_equal(
         first["image"][0], CAFFE(np.broadcast_to(COLORS[k], (12, 14, 3))))
+  assert ids[0] != ids[1]  # The hosts draw different examples.
+  for host_ids in ids:  # Each host draws from the whole split, uniformly.
+    counts = np.bincount(host_ids, minlength=20)
+    assert counts.size == 20 and counts.sum() == 400
+    assert counts.min() >= 6 and counts.max() <= 40  # Mean 20.
+    assert len(set(host_ids[:10])) < 10  # With replacement: early repeats.
 
 
 def test_reference_mode_is_seeded_by_sampling_seed():
