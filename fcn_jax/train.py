@@ -349,7 +349,8 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   Returns:
     ``(metrics, tiles)``: ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
     ``per_class_iu``, ``loss`` (mean per image) and ``num_images``, computed
-    once from the confusion matrix of the whole split over all hosts.
+    once from the confusion matrix of the whole split over all hosts, and
+    that ``confusion_matrix`` (``[C][C]`` ints, rows = ground truth).
   """
   hist = np.zeros((num_classes, num_classes), np.int64)
   loss_sum, num_images = 0.0, 0
@@ -369,12 +370,11 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
         tiles.append(logging_utils.make_tile(
             preprocessing.invert(np.asarray(batch["image"][i])),
             np.asarray(batch["label"][i]), predictions[i]))
-  hist = parallel.sum_across_processes(hist)
-  loss_sum, num_images = parallel.sum_across_processes(
-      np.asarray([loss_sum, num_images], np.float64)).tolist()
+  # The step's psum spans every device of every host: the totals are global.
   results = metrics_lib.segmentation_metrics(hist, class_names)
   results["loss"] = loss_sum / num_images if num_images else float("nan")
   results["num_images"] = int(num_images)
+  results["confusion_matrix"] = hist.tolist()
   return results, tiles
 
 
@@ -479,6 +479,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                preprocessing.name, start_step, num_steps)
 
   train_devices = parallel.devices_for_batch(config.batch_size)
+  state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
   p_train_step = parallel.replicate_step(
       functools.partial(
           train_step, model=model, tx=tx,
@@ -533,10 +534,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
         _report_eval(writer, step, eval_results, tiles, class_names)
       if do_save:
+        host_state = parallel.to_host(state.to_dict())
+        parallel.check_same_across_processes(host_state, "train states")
+        logging.info("Saving step %d (parameters fingerprint %s).", step,
+                     parallel.fingerprint(host_state["params"]))
         metadata = _workdir_metadata(config, preprocessing, step)
         if eval_results is not None:
           metadata["metrics"] = logging_utils.to_json(eval_results)
-        checkpointer.save(step, parallel.to_host(state.to_dict()),
+        checkpointer.save(step, host_state,
                           metadata=metadata, data_iterator=train_iter,
                           metrics=eval_results)
       if preempted:
