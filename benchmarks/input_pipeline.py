@@ -17,9 +17,12 @@ import os
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import ml_collections
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax import input_pipeline
 from fcn_jax import preprocessing
 from fcn_jax.datasets import common

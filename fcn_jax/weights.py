@@ -477,7 +477,7 @@ def _describe(p: Preprocessing) -> str:
 def resolve_preprocessing(requested: str | Preprocessing | None,
                           metadata_preprocessing: Mapping[str, Any] | None,
                           force: bool = False, *,
-                          force_flag: str = "config.input.force_preprocessing",
+                          force_flag: str = "config.force_preprocessing",
                           ) -> Preprocessing:
   """The preprocessing to use: the weights', unless deliberately overridden.
 

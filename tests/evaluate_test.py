@@ -75,8 +75,6 @@ def test_report_and_files_for_the_demo(tmp_path):
 
 
 def test_evaluate_command_end_to_end(tmp_path):
-  pytest.importorskip("fcn_jax.checkpointing")
-  pytest.importorskip("fcn_jax.input_pipeline")
   save_tiny_checkpoint(tmp_path / "run")
   result = run_module(
       ["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),

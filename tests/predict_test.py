@@ -102,7 +102,6 @@ def test_output_names_disambiguate_clashing_stems():
 
 
 def test_predict_command_end_to_end(tmp_path):
-  pytest.importorskip("fcn_jax.checkpointing")
   model, variables = save_tiny_checkpoint(tmp_path / "run")
   inputs = tmp_path / "in"
   inputs.mkdir()
