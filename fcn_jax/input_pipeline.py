@@ -33,9 +33,10 @@ on the same batches and compute the same updates. Two sequences:
 
 Evaluation (:func:`create_eval_iterator`) visits every example exactly once
 across hosts, each host reading its own contiguous shard
-(:func:`host_shard_bounds`; the metrics are sums, so order does not matter). Each batch adds ``'valid': bool [local_batch]``; padding
-examples (image 0, label all 255, ``valid`` False) fill the last batch and
-make every host yield the same number of batches. Images are padded to
+(:func:`host_shard_bounds`; the metrics are sums, so the order does not
+matter). Each batch adds ``'valid': bool [local_batch]``; padding examples
+(image 0, label all 255, ``valid`` False) fill the last batch and make every
+host yield the same number of batches. Images are padded to
 ``eval_pad_size`` squared (bottom and right; label 255 there), or, with
 ``eval_pad_size = 0`` (exact mode), kept at native size with one image per
 host and batch.
