@@ -22,59 +22,53 @@ import sys
 import time
 from typing import Any, Iterable, Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from fcn_jax import metrics, visualize, voc
+from fcn_jax import train, visualize
 
 METRIC_NAMES = (("pixel_acc", "pixel accuracy"), ("mean_acc", "mean accuracy"),
                 ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
 
 
-def make_confusion_fn(model: Any, num_classes: int, flip: bool = False):
-  """A jitted ``(variables, batch) -> [C, C]`` confusion matrix of a batch.
+def _with_progress(batches: Iterable[Any], enabled: bool) -> Iterable[Any]:
+  """``batches`` behind a tqdm progress bar when tqdm is installed."""
+  if not enabled:
+    return batches
+  try:
+    import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return batches
+  return tqdm.tqdm(batches, unit="batch", desc="evaluating",
+                   total=len(batches) if hasattr(batches, "__len__") else None)
 
-  Padding examples (``valid`` False) and labels outside ``[0, C)`` (255: void
-  and padding) do not count. With ``flip`` the logits are averaged with those
-  of the horizontally flipped batch.
+
+def score_split(config: Any, model: Any, params: Any, batches: Iterable[Any],
+                class_names: Sequence[str], flip: bool = False,
+                progress: bool = False) -> tuple[dict[str, Any], np.ndarray]:
+  """Scores every batch with the training code's evaluation.
+
+  The same data-parallel step and confusion-matrix sum as evaluation during
+  training (:func:`fcn_jax.train.evaluate`): padded examples and pixels
+  labelled 255 never count, and the metrics come once from the summed matrix.
+
+  Args:
+    config: Reads ``eval_batch_size`` and ``optim.loss_normalization``.
+    model: The FCN.
+    params: Its parameters.
+    batches: One pass over the split (``image``, ``label``, ``valid``).
+    class_names: Names for the per-class results.
+    flip: Average with the logits of the flipped images.
+    progress: Show a progress bar.
+
+  Returns:
+    ``(results, hist)``: the metrics of :func:`fcn_jax.train.evaluate` and the
+    confusion matrix ``[C, C]`` (rows = ground truth).
   """
-
-  def confusion(variables, image, label, valid):
-    logits = model.apply(variables, image, train=False)
-    if flip:
-      flipped = model.apply(variables, image[:, :, ::-1], train=False)
-      logits = (logits + flipped[:, :, ::-1]) / 2
-    label = jnp.where(valid[:, None, None], label, voc.IGNORE_LABEL)
-    return metrics.confusion_matrix(label, jnp.argmax(logits, -1), num_classes)
-
-  return jax.jit(confusion)
-
-
-def confusion_over(batches: Iterable[Mapping[str, np.ndarray]], model: Any,
-                   variables: Any, num_classes: int, flip: bool = False,
-                   progress: bool = False) -> tuple[np.ndarray, int]:
-  """Sums the confusion matrix over ``batches``; returns it and the number of
-  valid images."""
-  confusion = make_confusion_fn(model, num_classes, flip)
-  hist = np.zeros((num_classes, num_classes), np.int64)
-  num_images = 0
-  iterator = batches
-  if progress:
-    try:
-      import tqdm  # pylint: disable=g-import-not-at-top
-      iterator = tqdm.tqdm(batches, unit="batch", desc="evaluating",
-                           total=len(batches) if hasattr(batches, "__len__")
-                           else None)
-    except ImportError:
-      pass
-  for batch in iterator:
-    valid = np.asarray(batch.get("valid",
-                                 np.ones(len(batch["label"]), bool)))
-    hist += np.asarray(confusion(variables, batch["image"], batch["label"],
-                                 valid), np.int64)
-    num_images += int(valid.sum())
-  return hist, num_images
+  p_eval_step, devices = train.make_eval_fn(model, config, flip=flip)
+  results, _ = train.evaluate(
+      p_eval_step, devices, params, _with_progress(batches, progress),
+      num_classes=model.num_classes, class_names=class_names)
+  return results, np.asarray(results["confusion_matrix"], np.int64)
 
 
 def _percent(value: float) -> str:
@@ -197,10 +191,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
   class_names = predict.class_names_for(num_classes, metadata)
   start = time.time()
   batches = input_pipeline.create_eval_iterator(config, preprocessing)
-  hist, num_images = confusion_over(batches, model, variables, num_classes,
-                                    flip=args.flip,
-                                    progress=not args.no_progress)
-  results = metrics.segmentation_metrics(hist, class_names)
+  results, hist = score_split(config, model, variables["params"], batches,
+                              class_names, flip=args.flip,
+                              progress=not args.no_progress)
+  num_images = results["num_images"]
   split = f"{config.dataset.name}/{config.dataset.eval_split}"
   print(f"{split}: {num_images} images, {int(hist.sum())} scored pixels, "
         f"{time.time() - start:.1f} s")

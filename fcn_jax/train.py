@@ -260,7 +260,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
 
 
 def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
-              model: models.FCN, loss_normalization: str = "sum"
+              model: models.FCN, loss_normalization: str = "sum",
+              flip: bool = False
               ) -> tuple[dict[str, jax.Array], jax.Array]:
   """Scores a shard of an evaluation batch.
 
@@ -273,6 +274,8 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
     model: The FCN.
     loss_normalization: How each image's loss is normalised (``"sum"``: the
       sum over its valid pixels, as score.py reports; ``"valid"``: the mean).
+    flip: Average the logits with those of the horizontally flipped images
+      (test-time augmentation; the reference used none).
 
   Returns:
     ``(totals, predictions)``: totals summed over devices — the int32
@@ -287,6 +290,10 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
     image_valid = jnp.ones(labels.shape[:1], bool)
   labels = jnp.where(image_valid[:, None, None], labels, voc.IGNORE_LABEL)
   logits = model.apply({"params": params}, batch["image"], train=False)
+  if flip:
+    mirrored = model.apply({"params": params}, batch["image"][:, :, ::-1],
+                           train=False)
+    logits = (logits + mirrored[:, :, ::-1]) / 2
   predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   pixel_weights = losses.pixel_weights(labels, num_classes)
   per_image = jnp.sum(pixel_weights * losses.pixel_cross_entropy(
@@ -315,13 +322,21 @@ def class_names_for(config: ml_collections.ConfigDict) -> list[str]:
   return [f"class_{i}" for i in range(num_classes)]
 
 
-def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict
+def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
+                 flip: bool = False
                  ) -> tuple[Callable[..., Any], list[jax.Device]]:
-  """The data-parallel eval step and the devices it runs on."""
+  """The data-parallel eval step and the devices it runs on.
+
+  Args:
+    model: The FCN.
+    config: Reads ``eval_batch_size`` and ``optim.loss_normalization``.
+    flip: Flip test-time augmentation (see :func:`eval_step`).
+  """
   devices = parallel.devices_for_batch(config.eval_batch_size,
                                        "eval_batch_size")
   step = functools.partial(eval_step, model=model,
-                           loss_normalization=config.optim.loss_normalization)
+                           loss_normalization=config.optim.loss_normalization,
+                           flip=flip)
   return parallel.replicate_step(step, devices,
                                  per_device_outputs=(False, True)), devices
 

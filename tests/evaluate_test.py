@@ -8,8 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 import pytest
+import tensorflow_datasets as tfds
 
-from fcn_jax import evaluate, metrics, visualize, voc
+from fcn_jax import default_config, evaluate, metrics, visualize, voc
 from fcn_jax.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
@@ -19,35 +20,40 @@ ROOT = pathlib.Path(__file__).resolve().parent.parent
 DEMO = pathlib.Path(__file__).parent / "fixtures" / "demo"
 
 
-def test_confusion_over_batches_skips_padding_examples_and_void():
+def _naive_confusion(labels, logits, num_classes):
+  """Counts (ground truth, argmax) pairs with a Python loop; 255 is skipped."""
+  want = np.zeros((num_classes, num_classes), np.int64)
+  for label, prediction in zip(np.ravel(labels),
+                               np.ravel(np.argmax(logits, -1))):
+    if label < num_classes:
+      want[label, prediction] += 1
+  return want
+
+
+@pytest.mark.parametrize("flip", [False, True])
+def test_score_split_skips_padding_examples_and_void(flip):
   model, variables = tiny_fcn("fcn32s", num_classes=5)
   rng = np.random.default_rng(0)
-  images = np.stack([CAFFE_VGG(random_image(rng, 24, 32)) for _ in range(3)])
-  labels = rng.integers(0, 5, (3, 24, 32)).astype(np.int32)
+  images = np.stack([CAFFE_VGG(random_image(rng, 24, 32)) for _ in range(4)])
+  labels = rng.integers(0, 5, (4, 24, 32)).astype(np.int32)
   labels[:, :4] = 255
   batches = [{"image": images[:2], "label": labels[:2],
               "valid": np.array([True, True])},
              {"image": images[2:], "label": labels[2:],
-              "valid": np.array([False])}]
-  hist, num_images = evaluate.confusion_over(batches, model, variables, 5)
-  assert num_images == 2
-  logits = np.asarray(model.apply(variables, jnp.asarray(images)))
-  predictions = logits.argmax(-1)
-  want = np.zeros((5, 5), np.int64)
-  for n in range(2):  # The third example is padding.
-    for label, prediction in zip(labels[n].ravel(), predictions[n].ravel()):
-      if label < 5:
-        want[label, prediction] += 1
-  np.testing.assert_array_equal(hist, want)
-  flipped, _ = evaluate.confusion_over(batches[:1], model, variables, 5,
-                                       flip=True)
-  logits = np.asarray(model.apply(variables, jnp.asarray(images[:2])))
-  mirrored = np.asarray(model.apply(variables,
-                                    jnp.asarray(images[:2, :, ::-1])))
-  mean = (logits + mirrored[:, :, ::-1]) / 2
-  np.testing.assert_array_equal(
-      flipped, np.asarray(metrics.confusion_matrix(labels[:2], mean.argmax(-1),
-                                                   5)))
+              "valid": np.array([True, False])}]  # The fourth is padding.
+  config = default_config.get_config()
+  config.eval_batch_size = 2  # Two of the eight fake devices.
+  results, hist = evaluate.score_split(config, model, variables["params"],
+                                       batches, [str(k) for k in range(5)],
+                                       flip=flip)
+  logits = np.asarray(model.apply(variables, jnp.asarray(images[:3])))
+  if flip:
+    mirrored = np.asarray(model.apply(variables,
+                                      jnp.asarray(images[:3, :, ::-1])))
+    logits = (logits + mirrored[:, :, ::-1]) / 2
+  np.testing.assert_array_equal(hist, _naive_confusion(labels[:3], logits, 5))
+  assert results["num_images"] == 3
+  assert results["pixel_acc"] == pytest.approx(np.trace(hist) / hist.sum())
 
 
 def test_report_and_files_for_the_demo(tmp_path):
@@ -75,7 +81,7 @@ def test_report_and_files_for_the_demo(tmp_path):
 
 
 def test_evaluate_command_end_to_end(tmp_path):
-  save_tiny_checkpoint(tmp_path / "run")
+  model, variables = save_tiny_checkpoint(tmp_path / "run")
   result = run_module(
       ["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),
        "--dataset", "synthetic_shapes/tiny", "--split", "synthetic_val",
@@ -86,6 +92,17 @@ def test_evaluate_command_end_to_end(tmp_path):
   saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
   hist = np.asarray(saved["confusion_matrix"])
   assert hist.shape == (21, 21) and saved["num_images"] == 10
+  # Independently: every validation image at its native size through the
+  # saved model, counted in a Python loop.
+  source = tfds.data_source("synthetic_shapes/tiny", split="synthetic_val",
+                            data_dir=str(tmp_path / "data"))
+  want = np.zeros((21, 21), np.int64)
+  for i in range(len(source)):
+    example = source[i]
+    logits = model.apply(variables, CAFFE_VGG(example["image"])[None])
+    want += _naive_confusion(example["segmentation_mask"][..., 0],
+                             np.asarray(logits)[0], 21)
+  np.testing.assert_array_equal(hist, want)
   np.testing.assert_allclose(saved["pixel_acc"], np.trace(hist) / hist.sum(),
                              rtol=1e-9)
   assert (tmp_path / "eval" / "confusion.png").is_file()
