@@ -1,8 +1,9 @@
 """The PyTorch peer of the benchmarks computes the same function as fcn_jax.
 
 Given the same (random) weights, the PyTorch FCN of ``benchmarks/torch_fcn.py``
-returns the same logits as the fcn_jax model, so the speed comparison is
-between two implementations of one network.
+returns the same logits as the fcn_jax model, and the PyTorch train step of
+``benchmarks/torch_bench.py`` makes the same update as fcn_jax's, so the speed
+comparison is between two implementations of one computation.
 """
 
 import jax
@@ -15,8 +16,12 @@ torch = pytest.importorskip(
     "pip install 'fcn_jax[torch]'")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import common
+from benchmarks import jax_bench
+from benchmarks import torch_bench
 from benchmarks import torch_fcn
 from fcn_jax import models
+from fcn_jax import parallel
 
 NUM_CLASSES = 5
 WIDTH_DIVISOR = 16
@@ -117,10 +122,6 @@ def _torch_to_hwio(net):
 
 
 def test_torch_train_step_does_the_update_of_fcn_jax():
-  from benchmarks import common
-  from benchmarks import jax_bench
-  from benchmarks import torch_bench
-  from fcn_jax import parallel
   row = common.Row("fcn8s", 40, "float32", "dense", 2,
                    width_divisor=WIDTH_DIVISOR)
   config = jax_bench.train_config(row, learning_rate=1e-3)
