@@ -1,10 +1,14 @@
 """fcn_jax runners for the benchmarks: a compiled forward pass and train step.
 
-Both compile once per row with ``jit(...).lower(...).compile()`` (ahead of
-time, so a shape change can never silently recompile inside the timed loop)
+The train step is the project's own: :func:`create_train_step` builds the
+config, model, Caffe-SGD optimizer, train state and data-parallel step
+(``fcn_jax.parallel.replicate_step``, here over one device) with the functions
+``fcn_jax.train.train_and_evaluate`` uses, so the benchmark times what users
+run. Both runners compile once per row with ``.lower(...).compile()`` (ahead
+of time, so a shape change can never silently recompile inside the timed loop)
 and take XLA's FLOP count from that compiled executable. The train step
-donates the state, and nothing in the timed loop waits for the host: metrics
-stay on the device until the final ``block_until_ready``.
+donates the state (on GPUs), and nothing in the timed loop waits for the host:
+metrics stay on the device until the final ``block_until_ready``.
 """
 
 from __future__ import annotations
@@ -14,92 +18,78 @@ import functools
 import time
 from typing import Any, Callable, Iterator
 
-import flax
 import jax
-import jax.numpy as jnp
-import optax
+import ml_collections
 
 from benchmarks import common
 from benchmarks import flops
+from fcn_jax import default_config
 from fcn_jax import models
+from fcn_jax import optim
+from fcn_jax import parallel
+from fcn_jax import train as train_lib
 
-IGNORE_LABEL = 255
-
-
-# --------------------------------------------------------------------------
-# The train step. LOCAL STAND-IN until fcn_jax.train lands in main: switch
-# make_train_step to fcn_jax.train.create_train_state / train_step then, so
-# that the benchmark measures what users run.
-# --------------------------------------------------------------------------
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Parameters, optimizer state and the dropout key of the local step."""
-  step: jax.Array
-  params: Any
-  opt_state: Any
-  dropout_key: jax.Array
+# The training settings of the benchmark step (the rest is
+# fcn_jax.default_config): the loss normalised over the valid pixels, the
+# learning rate that suits it, and the momentum of the modern solvers.
+LEARNING_RATE = 1e-4
+MOMENTUM = 0.9
+LOSS_NORMALIZATION = "valid"
 
 
-def pixel_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
-  """Mean softmax cross-entropy over the pixels whose label is not 255."""
-  valid = labels != IGNORE_LABEL
-  losses = optax.softmax_cross_entropy_with_integer_labels(
-      logits, jnp.where(valid, labels, 0))
-  return jnp.sum(losses * valid) / jnp.maximum(jnp.sum(valid), 1)
+def train_config(row: common.Row, learning_rate: float = LEARNING_RATE
+                 ) -> ml_collections.ConfigDict:
+  """The training config of a benchmark row.
+
+  ``fcn_jax.default_config`` with the row's model, width, dtype and batch,
+  the valid-pixel loss, momentum :data:`MOMENTUM` and ``learning_rate``.
+  Everything else (weight decay 5e-4 on weights, biases at twice the rate,
+  frozen upsamplers, dropout 0.5) is the default.
+  """
+  config = default_config.get_config()
+  config.mode = "train"
+  config.model.name = row.model
+  config.model.width_divisor = row.width_divisor
+  config.model.dtype = row.dtype
+  config.batch_size = row.batch
+  config.optim.base_lr = learning_rate
+  config.optim.momentum = MOMENTUM
+  config.optim.loss_normalization = LOSS_NORMALIZATION
+  train_lib.validate_config(config)
+  return config
 
 
-def make_train_step(model: models.FCN, variables: dict[str, Any],
-                    learning_rate: float = 1e-3, momentum: float = 0.9,
-                    donate: bool = True
-                    ) -> tuple[TrainState, Callable[..., Any]]:
-  """A jitted SGD-momentum train step with the frozen layers held fixed.
+def create_train_step(config: ml_collections.ConfigDict,
+                      upsample_mode: str = "dense", donate: bool = True
+                      ) -> tuple[train_lib.TrainState, Callable[..., Any],
+                                 list[jax.Device]]:
+  """fcn_jax's train step as ``fcn_jax.train.train_and_evaluate`` builds it.
+
+  The model, optimizer, state and data-parallel step come from the same
+  functions as in training, over one device; the parameters are
+  :func:`benchmarks.common.random_variables` (speed does not depend on them).
 
   Args:
-    model: The FCN.
-    variables: Its ``{'params': ...}``.
-    learning_rate: SGD learning rate.
-    momentum: SGD momentum.
-    donate: Donate the state's buffers to the step (updated in place).
+    config: From :func:`train_config`.
+    upsample_mode: The model's upsample mode (``dense`` or ``depthwise``; a
+      benchmark option, not a config field).
+    donate: Donate the state to the step (ignored on CPU, see
+      ``fcn_jax.parallel.replicate_step``).
 
   Returns:
-    ``(state, step)`` where ``step(state, images, labels) -> (state,
-    metrics)`` is jitted.
+    ``(state, step, devices)``: the state replicated over ``devices`` and
+    ``step(state, sharded_batch) -> (state, metrics)`` with the batch from
+    ``parallel.shard({"image": ..., "label": ...}, len(devices))``.
   """
-  frozen = set(model.frozen_layers())
-  labels = {name: "frozen" if name in frozen else "train"
-            for name in variables["params"]}
-  optimizer = optax.multi_transform(
-      {"train": optax.sgd(learning_rate, momentum),
-       "frozen": optax.set_to_zero()}, labels)
-  state = TrainState(step=jnp.zeros((), jnp.int32),
-                     params=variables["params"],
-                     opt_state=optimizer.init(variables["params"]),
-                     dropout_key=jax.random.key(0))
-
-  def loss_fn(params, images, targets, key):
-    logits = model.apply({"params": params}, images, train=True,
-                         rngs={"dropout": key})
-    return pixel_cross_entropy(logits, targets)
-
-  def step(state: TrainState, images: jax.Array, targets: jax.Array):
-    key = jax.random.fold_in(state.dropout_key, state.step)
-    loss, grads = jax.value_and_grad(loss_fn)(state.params, images, targets,
-                                              key)
-    updates, opt_state = optimizer.update(grads, state.opt_state,
-                                          state.params)
-    params = optax.apply_updates(state.params, updates)
-    new_state = state.replace(step=state.step + 1, params=params,
-                              opt_state=opt_state)
-    return new_state, {"loss": loss}
-
-  return state, jax.jit(step, donate_argnums=0 if donate else ())
-
-
-# --------------------------------------------------------------------------
-# Runners.
-# --------------------------------------------------------------------------
+  model = train_lib.create_model(config.model).clone(upsample_mode=upsample_mode)
+  devices = jax.local_devices()[:1]
+  params = common.random_variables(model)["params"]
+  tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
+                              config.num_train_steps)
+  state = train_lib.create_train_state(params, tx,
+                                       jax.random.PRNGKey(config.seed))
+  step = train_lib.make_train_fn(model, tx, config, devices, donate_state=donate)
+  return parallel.replicate(state, devices), step, devices
 
 
 def prefetch_to_device(batches: Iterator[Any], size: int = 2) -> Iterator[Any]:
@@ -128,26 +118,26 @@ class JaxRunner:
 
   def setup(self) -> None:
     row = self.row
-    model = models.create_model(row.model, dtype=common.DTYPES[row.dtype],
-                                width_divisor=row.width_divisor,
-                                upsample_mode=row.upsample)
-    variables = jax.device_put(common.random_variables(model))
-    self.host_batch = (common.random_images(row.batch, row.size),
-                       common.random_labels(row.batch, row.size))
+    images = common.random_images(row.batch, row.size)
+    labels = common.random_labels(row.batch, row.size)
+    if self.train:
+      self.state, step, devices = create_train_step(
+          train_config(row), row.upsample, self.donate)
+      self.host_batch = parallel.shard({"image": images, "label": labels},
+                                       len(devices))
+      self.facts["donate"] = self.donate and devices[0].platform != "cpu"
+    else:
+      model = models.create_model(row.model, dtype=common.DTYPES[row.dtype],
+                                  width_divisor=row.width_divisor,
+                                  upsample_mode=row.upsample)
+      self.state = jax.device_put(common.random_variables(model))
+      self.host_batch = images
+      step = jax.jit(functools.partial(model.apply, train=False))
     self.batch = jax.device_put(self.host_batch)
     start = time.perf_counter()
-    if self.train:
-      self.state, step = make_train_step(model, variables,
-                                         donate=self.donate)
-      self.compiled = step.lower(self.state, *self.batch).compile()
-    else:
-      self.state = variables
-      apply = jax.jit(functools.partial(model.apply, train=False))
-      self.compiled = apply.lower(variables, self.batch[0]).compile()
+    self.compiled = step.lower(self.state, self.batch).compile()
     self.facts["compile_seconds"] = time.perf_counter() - start
     self.facts["feed"] = self.feed
-    if self.train:
-      self.facts["donate"] = self.donate
     xla = flops.xla_flops(self.compiled)
     self.row_facts = {
         "xla_flops_per_image": xla and xla / row.batch,
@@ -155,7 +145,7 @@ class JaxRunner:
     }
     self.run(2)  # Warm-up.
 
-  def _batches(self, steps: int) -> Iterator[tuple[jax.Array, jax.Array]]:
+  def _batches(self, steps: int) -> Iterator[Any]:
     if self.feed == "device":
       return iter([self.batch] * steps)
     return prefetch_to_device(iter([self.host_batch] * steps))
@@ -164,12 +154,12 @@ class JaxRunner:
     start = time.perf_counter()
     if self.train:
       state = self.state
-      for images, labels in self._batches(steps):
-        state, metrics = self.compiled(state, images, labels)
+      for batch in self._batches(steps):
+        state, metrics = self.compiled(state, batch)
       jax.block_until_ready((state, metrics))
       self.state = state
     else:
-      for images, _ in self._batches(steps):
+      for images in self._batches(steps):
         logits = self.compiled(self.state, images)
       jax.block_until_ready(logits)
     return time.perf_counter() - start

@@ -10,8 +10,11 @@ of candidate settings, each a ``+`` list of
   function as the dense ones (as fcn_jax's ``upsample_mode='depthwise'``);
 
 and bfloat16 rows run under AMP autocast (bf16 compute, float32 parameters).
-The training step is SGD with momentum 0.9 on the trainable parameters and a
-mean pixel cross-entropy ignoring label 255, as the fcn_jax benchmark step.
+The training step does the math of fcn_jax's (:func:`caffe_sgd`): the pixel
+cross-entropy ignoring label 255, averaged over the valid pixels, and SGD with
+the momentum, learning rate, weight decay and bias multipliers of
+``jax_bench.train_config``; the upsamplers (and at-once Scale layers) have
+``requires_grad=False``, so they stay fixed as fcn_jax's frozen layers.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from benchmarks import common
+from benchmarks import jax_bench
 from benchmarks import torch_fcn
 
 OPTIONS = ("channels_last", "compile", "depthwise")
@@ -50,6 +54,46 @@ def parse_setting(setting: str) -> frozenset[str]:
     raise ValueError(f"Unknown PyTorch option(s) {sorted(unknown)} in "
                      f"{setting!r}; choose from {OPTIONS}.")
   return options
+
+
+def caffe_sgd(model: torch.nn.Module, optim: Any) -> torch.optim.SGD:
+  """``torch.optim.SGD`` doing the update of ``fcn_jax.optim`` (Caffe's).
+
+  Weights get ``base_lr`` and ``weight_decay``; biases ``bias_lr_mult`` times
+  the rate and ``bias_decay_mult`` times the decay; parameters without
+  gradients (the frozen layers) are left out. PyTorch applies the rate after
+  the momentum (``v = mu v + g; w -= lr v``) and Caffe before it
+  (``v = mu v + lr g; w -= v``); with a fixed rate both give the same
+  weights.
+
+  Args:
+    model: The :class:`torch_fcn.TorchFCN`.
+    optim: A ``config.optim`` group (``jax_bench.train_config``).
+
+  Returns:
+    The optimizer.
+  """
+  if optim.schedule != "fixed" or optim.iter_size != 1:
+    raise ValueError("the PyTorch peer step supports only optim.schedule="
+                     "'fixed' and optim.iter_size=1")
+  trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+  weights = [p for n, p in trainable if not n.endswith(".bias")]
+  biases = [p for n, p in trainable if n.endswith(".bias")]
+  return torch.optim.SGD(
+      [{"params": weights, "lr": optim.base_lr,
+        "weight_decay": optim.weight_decay},
+       {"params": biases, "lr": optim.base_lr * optim.bias_lr_mult,
+        "weight_decay": optim.weight_decay * optim.bias_decay_mult}],
+      lr=optim.base_lr, momentum=optim.momentum)
+
+
+def pixel_loss(logits: torch.Tensor, labels: torch.Tensor,
+               normalization: str) -> torch.Tensor:
+  """fcn_jax's ``valid`` loss: cross-entropy averaged over non-255 pixels."""
+  if normalization != "valid":
+    raise ValueError(f"the PyTorch peer step implements loss_normalization="
+                     f"'valid' only, got {normalization!r}")
+  return F.cross_entropy(logits.float(), labels, ignore_index=255)
 
 
 def default_best_candidates() -> list[str]:
@@ -98,9 +142,8 @@ class TorchRunner:
     self.labels = self.host_labels.to(self.device)
     self.memory_format = memory_format
     if self.train:
-      self.optimizer = torch.optim.SGD(
-          [p for p in model.parameters() if p.requires_grad], lr=1e-3,
-          momentum=0.9)
+      self.optim_config = jax_bench.train_config(row).optim
+      self.optimizer = caffe_sgd(model, self.optim_config)
     if "compile" in self.options:
       if not self.train:
         import torch._inductor.config as inductor_config  # pylint: disable=g-import-not-at-top
@@ -134,7 +177,8 @@ class TorchRunner:
         images, labels = self._batch()
         with self._autocast():
           logits = self.model(images)
-        loss = F.cross_entropy(logits.float(), labels, ignore_index=255)
+        loss = pixel_loss(logits, labels,
+                          self.optim_config.loss_normalization)
         loss.backward()
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

@@ -259,6 +259,33 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   return new_state, metrics
 
 
+def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
+                  config: ml_collections.ConfigDict,
+                  devices: Sequence[jax.Device], *,
+                  donate_state: bool = True) -> Callable[..., Any]:
+  """The data-parallel train step over ``devices``, as training runs it.
+
+  Args:
+    model: The FCN.
+    tx: The optimizer (:func:`fcn_jax.optim.create_optimizer`).
+    config: Reads ``optim.loss_normalization``, ``optim.loss_sampling_p`` and
+      ``optim.class_weights``.
+    devices: From :func:`fcn_jax.parallel.devices_for_batch`.
+    donate_state: Reuse the state's buffers for the new state.
+
+  Returns:
+    ``(state, sharded_batch) -> (new_state, metrics)``; see :func:`train_step`.
+  """
+  step = functools.partial(
+      train_step, model=model, tx=tx,
+      loss_normalization=config.optim.loss_normalization,
+      loss_sampling_p=float(config.optim.loss_sampling_p),
+      class_weights=tuple(config.optim.class_weights) or None)
+  return parallel.replicate_step(step, devices,
+                                 per_device_outputs=(False, False),
+                                 donate_state=donate_state)
+
+
 def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
               model: models.FCN, loss_normalization: str = "sum",
               flip: bool = False
@@ -495,13 +522,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
 
   train_devices = parallel.devices_for_batch(config.batch_size)
   state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
-  p_train_step = parallel.replicate_step(
-      functools.partial(
-          train_step, model=model, tx=tx,
-          loss_normalization=config.optim.loss_normalization,
-          loss_sampling_p=float(config.optim.loss_sampling_p),
-          class_weights=tuple(config.optim.class_weights) or None),
-      train_devices, per_device_outputs=(False, False), donate_state=True)
+  p_train_step = make_train_fn(model, tx, config, train_devices)
   p_eval_step, eval_devices = make_eval_fn(model, config)
   class_names = class_names_for(config)
   lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)

@@ -1,8 +1,9 @@
 """The PyTorch peer of the benchmarks computes the same function as fcn_jax.
 
 Given the same (random) weights, the PyTorch FCN of ``benchmarks/torch_fcn.py``
-returns the same logits as the fcn_jax model, so the speed comparison is
-between two implementations of one network.
+returns the same logits as the fcn_jax model, and the PyTorch train step of
+``benchmarks/torch_bench.py`` makes the same update as fcn_jax's, so the speed
+comparison is between two implementations of one computation.
 """
 
 import jax
@@ -15,8 +16,12 @@ torch = pytest.importorskip(
     "pip install 'fcn_jax[torch]'")
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import common
+from benchmarks import jax_bench
+from benchmarks import torch_bench
 from benchmarks import torch_fcn
 from fcn_jax import models
+from fcn_jax import parallel
 
 NUM_CLASSES = 5
 WIDTH_DIVISOR = 16
@@ -106,3 +111,51 @@ def test_torch_net_has_the_spec_parameters(name, trainable, frozen):
   count = lambda grad: sum(p.numel() for p in net.parameters()
                            if p.requires_grad == grad)
   assert (count(True), count(False)) == (trainable, frozen)
+
+
+def _torch_to_hwio(net):
+  """The trainable kernels and biases of ``net`` in fcn_jax's layout."""
+  convs = dict(net.trunk.items()) | dict(net.score.items())
+  return {name: {"kernel": conv.weight.detach().numpy().transpose(
+      2, 3, 1, 0).copy(), "bias": conv.bias.detach().numpy().copy()}
+          for name, conv in convs.items()}
+
+
+def test_torch_train_step_does_the_update_of_fcn_jax():
+  row = common.Row("fcn8s", 40, "float32", "dense", 2,
+                   width_divisor=WIDTH_DIVISOR)
+  config = jax_bench.train_config(row, learning_rate=1e-3)
+  config.model.dropout_rate = 0.0  # The same function on both sides.
+  config.optim.weight_decay = 0.05  # Large enough for a wrong decay to show.
+  state, step, _ = jax_bench.create_train_step(config)
+  initial = jax.tree_util.tree_map(np.array, state.params)
+  net = torch_fcn.TorchFCN("fcn8s", width_divisor=WIDTH_DIVISOR).eval()
+  torch_fcn.load_flax_variables(net, {"params": initial})
+  torch_initial = _torch_to_hwio(net)
+  upsamplers = {n: m.weight.detach().clone() for n, m in net.upsample.items()}
+  optimizer = torch_bench.caffe_sgd(net, config.optim)
+  images = common.random_images(2, 40)
+  labels = common.random_labels(2, 40)
+  batch = parallel.shard({"image": images, "label": labels}, 1)
+  torch_images = torch.from_numpy(images.transpose(0, 3, 1, 2).copy())
+  torch_labels = torch.from_numpy(labels).long()
+
+  for _ in range(2):  # The second step uses the momentum.
+    state, metrics = step(state, batch)
+    loss = torch_bench.pixel_loss(net(torch_images), torch_labels,
+                                  config.optim.loss_normalization)
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    np.testing.assert_allclose(loss.item(), float(metrics["loss"]),
+                               rtol=1e-4)
+
+  torch_final = _torch_to_hwio(net)
+  for layer, leaves in torch_final.items():
+    for leaf, value in leaves.items():
+      want = np.asarray(state.params[layer][leaf]) - initial[layer][leaf]
+      got = value - torch_initial[layer][leaf]
+      assert np.max(np.abs(want)) > 0, f"{layer}/{leaf} did not change"
+      assert _relative_error(got, want) < 1e-3, f"{layer}/{leaf}"
+  for name, deconv in net.upsample.items():
+    assert torch.equal(deconv.weight, upsamplers[name]), name
