@@ -62,7 +62,8 @@ def model_metadata(model_config: ml_collections.ConfigDict,
       model_config.name, model_config.num_classes,
       {"width_divisor": int(model_config.width_divisor),
        "learn_upsampling": bool(model_config.learn_upsampling),
-       "dropout_rate": float(model_config.dropout_rate)},
+       "dropout_rate": float(model_config.dropout_rate),
+       "upsample_mode": str(model_config.get("upsample_mode", "dense"))},
       preprocessing, source={"format": "fcn_jax training checkpoint"})
 
 

@@ -77,6 +77,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.learn_upsampling = False
   # Dropout after fc6 and fc7 in training (inverted dropout, as Caffe).
   config.model.dropout_rate = 0.5
+  # "dense": upsampler kernels (k, k, C, C) as Caffe stores them (FCN_SPEC.md
+  # §10 counts); "depthwise": only their diagonal (k, k, 1, C), the same
+  # function with C times fewer upsampling FLOPs (see fcn_jax.models).
+  config.model.upsample_mode = "dense"
 
   # Data (read by fcn_jax.input_pipeline).
   config.dataset = ml_collections.ConfigDict()

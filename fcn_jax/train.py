@@ -121,7 +121,8 @@ def create_model(model_config: ml_collections.ConfigDict) -> models.FCN:
       model_config.name, model_config.num_classes,
       width_divisor=model_config.width_divisor, dtype=model_config.dtype,
       learn_upsampling=model_config.learn_upsampling,
-      dropout_rate=model_config.dropout_rate)
+      dropout_rate=model_config.dropout_rate,
+      upsample_mode=model_config.upsample_mode)
 
 
 def scratch_init(params: Any, scheme: str, rng: jax.Array) -> Any:

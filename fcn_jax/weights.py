@@ -416,6 +416,43 @@ def _like(value: Any, reference: Any) -> Any:
   return np.asarray(value, dtype=np.asarray(reference).dtype)
 
 
+def _upsampler_layout(source: Mapping[str, Any],
+                      wanted: Mapping[str, tuple[int, ...]]
+                      ) -> tuple[dict[str, np.ndarray], str]:
+  """An upsampler kernel in the other ``upsample_mode``'s layout.
+
+  Dense ``(k, k, C, C)`` kernels whose off-diagonal is zero (FCN's bilinear
+  and per-class upsamplers) become depthwise ``(k, k, 1, C)`` kernels and back
+  (see ``models.FCN.upsample_mode``).
+
+  Raises:
+    _Mismatch: Not an upsampler pair of layouts, or a dense kernel that mixes
+      classes (it has no depthwise form).
+  """
+  if set(source) != {"kernel"} or set(wanted) != {"kernel"}:
+    raise _Mismatch("")
+  kernel = np.asarray(source["kernel"])
+  shape = wanted["kernel"]
+  if len(shape) != 4 or kernel.ndim != 4 or kernel.shape[:2] != shape[:2]:
+    raise _Mismatch("")
+  c = shape[3]
+  diagonal = np.arange(c)
+  if kernel.shape == (*shape[:2], c, c) and shape[2] == 1:
+    off_diagonal = kernel.copy()
+    off_diagonal[:, :, diagonal, diagonal] = 0
+    if np.any(off_diagonal):
+      raise _Mismatch(
+          f"a dense {kernel.shape} upsampler that mixes classes has no "
+          "depthwise form; use config.model.upsample_mode=dense")
+    return ({"kernel": kernel[:, :, diagonal, diagonal][:, :, None, :]},
+            "dense -> depthwise")
+  if kernel.shape == (*shape[:2], 1, c) and shape[2] == c:
+    dense = np.zeros(shape, kernel.dtype)
+    dense[:, :, diagonal, diagonal] = kernel[:, :, 0, :]
+    return {"kernel": dense}, "depthwise -> dense"
+  raise _Mismatch("")
+
+
 def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
                  target_params: Mapping[str, Mapping[str, Any]],
                  ) -> tuple[Params, LoadReport]:
@@ -448,11 +485,16 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
     source = source_params[name]
     found = {k: tuple(np.shape(v)) for k, v in source.items()}
     wanted = {k: tuple(np.shape(v)) for k, v in target.items()}
+    note = ""
     if found != wanted:
-      problems.append(f"{name}: source {found}, target {wanted}")
-      continue
+      try:
+        source, note = _upsampler_layout(source, wanted)
+      except _Mismatch as e:
+        problems.append(f"{name}: {e}" if str(e) else
+                        f"{name}: source {found}, target {wanted}")
+        continue
     params[name] = {k: _like(source[k], v) for k, v in target.items()}
-    rows.append(LayerRow(name, LOADED, shapes, _leaves_text(source)))
+    rows.append(LayerRow(name, LOADED, shapes, _leaves_text(source), note))
   for name, source in source_params.items():
     if name not in target_params:
       rows.append(LayerRow(name, UNUSED, "", _leaves_text(source)))

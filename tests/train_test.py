@@ -17,6 +17,7 @@ from fcn_jax import optim
 from fcn_jax import parallel
 from fcn_jax import preprocessing
 from fcn_jax import train
+from fcn_jax import weights
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32
@@ -222,6 +223,47 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
   np.testing.assert_array_equal(np.asarray(params["upscore16"]["kernel"]),
                                 models.bilinear_kernel(32, NUM_CLASSES))
   assert "upscore" not in params
+
+
+def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
+  source_config = _config("fcn16s")
+  source_model = train.create_model(source_config.model)
+  source_params = models.init_variables(source_model,
+                                        jax.random.PRNGKey(3))["params"]
+  _save_checkpoint(str(tmp_path / "dense"), source_config, source_params, 1)
+
+  config = _config("fcn8s")
+  config.model.upsample_mode = "depthwise"
+  config.init_from = str(tmp_path / "dense")
+  model = train.create_model(config.model)
+  assert model.upsample_mode == "depthwise"
+  params, _ = train.initial_params(config, model, jax.random.PRNGKey(5))
+  c = NUM_CLASSES
+  dense_upscore2 = np.asarray(source_params["upscore2"]["kernel"])
+  np.testing.assert_array_equal(
+      np.asarray(params["upscore2"]["kernel"])[:, :, 0, :],
+      dense_upscore2[:, :, np.arange(c), np.arange(c)])
+
+  # The same function as the dense FCN-8s holding the same weights.
+  dense_config = _config("fcn8s")
+  dense_model = train.create_model(dense_config.model)
+  dense_params, _ = weights.copy_by_name(
+      params, models.init_variables(dense_model)["params"])
+  assert np.asarray(dense_params["upscore8"]["kernel"]).shape == (16, 16, c, c)
+  x = np.random.default_rng(0).normal(size=(1, 37, 45, 3)).astype(np.float32)
+  np.testing.assert_allclose(
+      np.asarray(model.apply({"params": params}, x)),
+      np.asarray(dense_model.apply({"params": dense_params}, x)),
+      rtol=1e-5, atol=1e-5)
+
+  # A depthwise checkpoint rebuilds a depthwise model.
+  _save_checkpoint(str(tmp_path / "depthwise"), config, params, 2)
+  loaded, variables, _, metadata = checkpointing.load_inference_bundle(
+      str(tmp_path / "depthwise"))
+  assert metadata["model_options"]["upsample_mode"] == "depthwise"
+  assert loaded.upsample_mode == "depthwise"
+  np.testing.assert_array_equal(variables["params"]["upscore8"]["kernel"],
+                                np.asarray(params["upscore8"]["kernel"]))
 
 
 def test_non_finite_loss_names_the_step(tmp_path):

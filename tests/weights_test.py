@@ -849,6 +849,18 @@ def test_copy_by_name_lists_shape_mismatches():
   assert "conv1_1" not in str(error.value)
 
 
+def test_copy_by_name_refuses_a_class_mixing_upsampler_as_depthwise():
+  dense = {"upscore": {"kernel": models.bilinear_kernel(4, 3)}}
+  target = {"upscore": {"kernel": np.zeros((4, 4, 1, 3), np.float32)}}
+  params, report = weights.copy_by_name(dense, target)  # Diagonal: fine.
+  np.testing.assert_array_equal(params["upscore"]["kernel"][:, :, 0, 1],
+                                dense["upscore"]["kernel"][:, :, 1, 1])
+  assert "dense -> depthwise" in report.table()
+  dense["upscore"]["kernel"][1, 2, 0, 1] = 0.5  # Class 0 feeds class 1.
+  with pytest.raises(WeightsError, match="upscore: .*mixes classes"):
+    weights.copy_by_name(dense, target)
+
+
 # --------------------------------------------------------------------------
 # Preprocessing travels with the weights.
 # --------------------------------------------------------------------------
