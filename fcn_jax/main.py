@@ -15,6 +15,8 @@ the environment (see ``launch/README.md``). The logic lives in
 
 from __future__ import annotations
 
+import sys
+
 from absl import app
 from absl import flags
 from absl import logging
@@ -34,14 +36,39 @@ config_flags.DEFINE_config_file(
 def main(argv: list[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected command-line arguments: {argv[1:]}")
+  config = flags.FLAGS.config
+  try:
+    config.get("mode")  # A config file that failed to load raises here.
+  except OSError as e:
+    sys.exit(f"error: cannot load the config file: {e.__cause__ or e}")
   logging_utils.quiet_library_logs()
   # Before anything touches a device; a no-op on one host (see launch/).
   distributed.maybe_initialize()
   logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
                jax.process_count(), jax.local_devices())
-  train.run(flags.FLAGS.config, _WORKDIR.value)
+  try:
+    train.run(config, _WORKDIR.value)
+  except (ValueError, FileNotFoundError, FloatingPointError) as e:
+    # Bad input (config, data, weights) or a diverged run: the message names
+    # the file or field and the fix; the traceback is for --verbosity=1.
+    logging.debug("Traceback:", exc_info=True)
+    sys.exit(f"error: {e}")
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing, with a one-line error for an unknown config field."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull "
+             "to see help on flags.")
+  except (AttributeError, KeyError) as e:
+    overrides = [a.split("=", 1)[0] for a in argv[1:]
+                 if a.startswith("--config.")]
+    sys.exit(f"error: unknown config field ({e}) in {' '.join(overrides)}; "
+             "every field, with its meaning, is in fcn_jax/default_config.py")
 
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

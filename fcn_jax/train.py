@@ -86,6 +86,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.mode not in default_config.MODES:
     raise ValueError(f"config.mode must be one of {default_config.MODES}, "
                      f"got {config.mode!r}")
+  if config.model.name not in models.MODEL_NAMES:
+    raise ValueError(f"config.model.name must be one of "
+                     f"{models.MODEL_NAMES}, got {config.model.name!r}")
+  if config.model.upsample_mode not in models.UPSAMPLE_MODES:
+    raise ValueError(f"config.model.upsample_mode must be one of "
+                     f"{models.UPSAMPLE_MODES}, got "
+                     f"{config.model.upsample_mode!r}")
   if config.optim.loss_normalization not in losses.NORMALIZATIONS:
     raise ValueError(f"config.optim.loss_normalization must be one of "
                      f"{losses.NORMALIZATIONS}, got "

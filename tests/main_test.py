@@ -76,9 +76,13 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
     (["--config.no_such_field=1"], "no_such_field"),
     (["stray"], "Unexpected command-line arguments"),
     (["--config.mode=predict"], "config.mode"),
+    (["--config.model.upsample_mode=sparse"], "config.model.upsample_mode"),
+    (["--config.init_from=/no/such/weights"], "/no/such/weights"),
+    (["--config=no_such_config.py"], "no_such_config.py"),
 ])
 def test_main_rejects_bad_arguments(tmp_path, args, message):
   result = _run(["--config", str(REPO / "configs" / "quickstart.py"),
                  "--workdir", str(tmp_path / "run"), *args], tmp_path)
   assert result.returncode != 0
   assert message in result.stderr
+  assert "Traceback" not in result.stderr  # A message, not a crash.
