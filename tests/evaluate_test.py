@@ -1,5 +1,5 @@
-"""Tests of fcn_jax.evaluate's scoring and reports (the CLI needs the data
-pipeline; see the end-to-end test in predict_test.py)."""
+"""Tests of fcn_jax.evaluate: scoring against naive counts, the reports, and
+the command end to end on synthetic data."""
 
 import json
 import pathlib
