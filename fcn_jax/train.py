@@ -117,6 +117,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       value = getattr(value, part)
     if value < 1:
       raise ValueError(f"config.{field} must be >= 1, got {value}")
+  check_local_path(config.init_from, "config.init_from")
+  if config.init_from and not os.path.exists(
+      os.path.expanduser(config.init_from)):
+    raise FileNotFoundError(
+        f"config.init_from={config.init_from}: no such weights export or "
+        f"training workdir (convert weights with python -m fcn_jax.convert, "
+        f"see the README's 'Pretrained weights')")
   if config.num_train_steps < 0:
     raise ValueError(f"config.num_train_steps must be >= 0, got "
                      f"{config.num_train_steps}")
@@ -649,8 +656,23 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
   return results
 
 
+def check_local_path(path: str, what: str) -> None:
+  """Rejects URLs (``gs://...``): the workdir and weights use file APIs.
+
+  Raises:
+    ValueError: ``path`` is a URL; the message says how to mount the bucket.
+  """
+  if "://" in path:
+    raise ValueError(
+        f"{what}={path}: fcn_jax reads and writes workdirs and weights through "
+        "the file system, not URLs. Mount the bucket (e.g. gcsfuse "
+        "--implicit-dirs --rename-dir-limit=100000 BUCKET /gcs/BUCKET, as "
+        "launch/tpu_run.sh does with GCS_BUCKET=...) and pass /gcs/BUCKET/...")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Runs ``config.mode``: train, eval or train_and_eval."""
+  check_local_path(workdir, "--workdir")
   if config.mode == "eval":
     return evaluate_checkpoint(config, workdir)
   return train_and_evaluate(config, workdir)

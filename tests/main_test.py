@@ -79,6 +79,7 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
     (["--config.model.upsample_mode=sparse"], "config.model.upsample_mode"),
     (["--config.init_from=/no/such/weights"], "/no/such/weights"),
     (["--config=no_such_config.py"], "no_such_config.py"),
+    (["--workdir=gs://bucket/run"], "gcsfuse"),
 ])
 def test_main_rejects_bad_arguments(tmp_path, args, message):
   result = _run(["--config", str(REPO / "configs" / "quickstart.py"),
