@@ -135,22 +135,12 @@ def _torch_deconv_weight(kernel: np.ndarray, groups: int) -> np.ndarray:
       depthwise.
   """
   kernel = kernel[::-1, ::-1]
-  channels = np.arange(kernel.shape[-1])
-  dense = np.zeros(kernel.shape[:2] + (len(channels),) * 2, kernel.dtype)
-  if kernel.shape[2] == 1:  # Depthwise: the diagonal only.
-    diagonal = kernel[:, :, 0, :]
-    dense[:, :, channels, channels] = diagonal
-  else:
-    diagonal = kernel[:, :, channels, channels]
-    dense[:, :, channels, channels] = diagonal
-    if groups != 1 and not np.array_equal(dense, kernel):
-      raise ValueError("a dense upsampling kernel with non-zero off-diagonal "
-                       "entries has no depthwise equivalent; use "
-                       "upsample_mode='dense'.")
-    dense = kernel
   if groups == 1:
+    dense = kernel if kernel.shape[2] > 1 else models.dense_kernel(kernel)
     return dense.transpose(2, 3, 0, 1)
-  return diagonal.transpose(2, 0, 1)[:, None]
+  depthwise = kernel if kernel.shape[2] == 1 else models.depthwise_kernel(
+      kernel)
+  return depthwise[:, :, 0, :].transpose(2, 0, 1)[:, None]
 
 
 def load_flax_variables(module: TorchFCN,

@@ -70,6 +70,34 @@ def bilinear_kernel(size: int, channels: int) -> np.ndarray:
   return kernel
 
 
+def depthwise_kernel(dense: np.ndarray) -> np.ndarray:
+  """The ``(k, k, 1, C)`` kernel of :class:`DepthwiseConvTranspose` that
+  computes the same function as a dense ``(k, k, C, C)`` upsampling kernel.
+
+  Raises:
+    ValueError: ``dense`` has a non-zero off-diagonal entry (it mixes classes,
+      so it has no depthwise form).
+  """
+  dense = np.asarray(dense)
+  channels = np.arange(dense.shape[-1])
+  diagonal = dense[:, :, channels, channels]
+  if np.count_nonzero(dense) != np.count_nonzero(diagonal):
+    raise ValueError(
+        f"a dense {dense.shape} upsampling kernel with non-zero off-diagonal "
+        "entries mixes classes and has no depthwise form")
+  return diagonal[:, :, None, :]
+
+
+def dense_kernel(depthwise: np.ndarray) -> np.ndarray:
+  """The dense ``(k, k, C, C)`` form of a ``(k, k, 1, C)`` depthwise kernel."""
+  depthwise = np.asarray(depthwise)
+  channels = np.arange(depthwise.shape[-1])
+  dense = np.zeros(depthwise.shape[:2] + (len(channels),) * 2,
+                   depthwise.dtype)
+  dense[:, :, channels, channels] = depthwise[:, :, 0, :]
+  return dense
+
+
 def convolutionalize(fc_weight: np.ndarray, in_channels: int,
                      kernel_size: int) -> np.ndarray:
   """Turns a Caffe InnerProduct weight into the equivalent HWIO conv kernel.
@@ -339,9 +367,8 @@ class FCN(nn.Module):
     c = self.num_classes
     dense = bilinear_kernel(up.kernel, c)
     if self.upsample_mode == "depthwise":
-      diagonal = dense[:, :, np.arange(c), np.arange(c)][:, :, None, :]
       y = DepthwiseConvTranspose(up.kernel, up.stride,
-                                 lambda *_: jnp.asarray(diagonal),
+                                 lambda *_: jnp.asarray(depthwise_kernel(dense)),
                                  self.dtype, name=up.name)(x)
     else:
       y = nn.ConvTranspose(c, (up.kernel, up.kernel), (up.stride, up.stride),

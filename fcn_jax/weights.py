@@ -432,24 +432,19 @@ def _upsampler_layout(source: Mapping[str, Any],
   if set(source) != {"kernel"} or set(wanted) != {"kernel"}:
     raise _Mismatch("")
   kernel = np.asarray(source["kernel"])
-  shape = wanted["kernel"]
-  if len(shape) != 4 or kernel.ndim != 4 or kernel.shape[:2] != shape[:2]:
+  shape = tuple(wanted["kernel"])
+  if (len(shape) != 4 or kernel.ndim != 4 or kernel.shape[:2] != shape[:2]
+      or kernel.shape[3] != shape[3]):
     raise _Mismatch("")
   c = shape[3]
-  diagonal = np.arange(c)
-  if kernel.shape == (*shape[:2], c, c) and shape[2] == 1:
-    off_diagonal = kernel.copy()
-    off_diagonal[:, :, diagonal, diagonal] = 0
-    if np.any(off_diagonal):
-      raise _Mismatch(
-          f"a dense {kernel.shape} upsampler that mixes classes has no "
-          "depthwise form; use config.model.upsample_mode=dense")
-    return ({"kernel": kernel[:, :, diagonal, diagonal][:, :, None, :]},
-            "dense -> depthwise")
-  if kernel.shape == (*shape[:2], 1, c) and shape[2] == c:
-    dense = np.zeros(shape, kernel.dtype)
-    dense[:, :, diagonal, diagonal] = kernel[:, :, 0, :]
-    return {"kernel": dense}, "depthwise -> dense"
+  if kernel.shape[2] == c and shape[2] == 1:
+    try:
+      return ({"kernel": models.depthwise_kernel(kernel)},
+              "dense -> depthwise")
+    except ValueError as e:
+      raise _Mismatch(f"{e}; use config.model.upsample_mode=dense") from None
+  if kernel.shape[2] == 1 and shape[2] == c:
+    return {"kernel": models.dense_kernel(kernel)}, "depthwise -> dense"
   raise _Mismatch("")
 
 
