@@ -200,6 +200,21 @@ def _is_step_dir(path: str) -> bool:
           and os.path.basename(os.path.normpath(path)).isdigit())
 
 
+def existing_source(path: str) -> str:
+  """The absolute ``path`` of weights or a checkpoint, which must exist.
+
+  Raises:
+    FileNotFoundError: Nothing is there; the message says how to make it.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+        f"no such weights or checkpoint: {path} (convert pretrained files "
+        "with python -m fcn_jax.convert, see the README's 'Pretrained "
+        "weights', or give a training workdir)")
+  return path
+
+
 def load_params(path: str) -> tuple[Any, dict[str, Any]]:
   """Loads parameters and their metadata from any saved model.
 
@@ -213,9 +228,7 @@ def load_params(path: str) -> tuple[Any, dict[str, Any]]:
     metadata with at least ``model``, ``num_classes``, ``model_options`` and
     ``preprocessing``.
   """
-  path = os.path.abspath(os.path.expanduser(path))
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"no such weights or checkpoint: {path}")
+  path = existing_source(path)
   if weights.is_params_checkpoint(path):
     return weights.load_params(path)
   if _is_step_dir(path):

@@ -24,7 +24,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fcn_jax import train, visualize
+from fcn_jax import train, visualize, voc
 
 METRIC_NAMES = (("pixel_acc", "pixel accuracy"), ("mean_acc", "mean accuracy"),
                 ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
@@ -185,10 +185,10 @@ def evaluate_checkpoint(args: argparse.Namespace) -> int:
   for (group, field), value in overrides.items():
     if value is not None:
       setattr(config[group] if group else config, field, value)
-  model, variables, preprocessing, metadata = predict.load_bundle(
+  model, variables, preprocessing, _ = predict.load_bundle(
       args.checkpoint)
   num_classes = model.num_classes
-  class_names = predict.class_names_for(num_classes, metadata)
+  class_names = voc.class_names(num_classes)
   start = time.time()
   batches = input_pipeline.create_eval_iterator(config, preprocessing)
   results, hist = score_split(config, model, variables["params"], batches,

@@ -218,16 +218,6 @@ def _progress_bar(total: int, enabled: bool):
   return tqdm.tqdm(total=total, unit="img", desc="segmenting")
 
 
-def class_names_for(num_classes: int, metadata: dict | None) -> list[str]:
-  """Class names from checkpoint metadata, VOC's for 21 classes, or numbers."""
-  names = (metadata or {}).get("class_names")
-  if names and len(names) == num_classes:
-    return list(names)
-  if num_classes == len(voc.VOC_CLASSES):
-    return list(voc.VOC_CLASSES)
-  return [f"class {i}" for i in range(num_classes)]
-
-
 def load_bundle(checkpoint: str):
   """``(model, variables, preprocessing, metadata)`` from a checkpoint or
   weights directory (``fcn_jax.checkpointing.load_inference_bundle``)."""
@@ -304,14 +294,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   try:
-    model, variables, preprocessing, metadata = load_bundle(args.checkpoint)
+    model, variables, preprocessing, _ = load_bundle(args.checkpoint)
     predictor = make_predictor(args, model, variables, preprocessing)
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
   num_classes = getattr(model, "num_classes", None) or len(voc.VOC_CLASSES)
   summary = run(predictor, paths, args.output,
-                class_names_for(num_classes, metadata),
+                voc.class_names(num_classes),
                 save_logits=args.save_logits, overlay_alpha=args.alpha,
                 write_overlay=not args.no_overlay,
                 progress=not args.no_progress)

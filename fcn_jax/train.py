@@ -117,13 +117,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       value = getattr(value, part)
     if value < 1:
       raise ValueError(f"config.{field} must be >= 1, got {value}")
-  check_local_path(config.init_from, "config.init_from")
-  if config.init_from and not os.path.exists(
-      os.path.expanduser(config.init_from)):
-    raise FileNotFoundError(
-        f"config.init_from={config.init_from}: no such weights export or "
-        f"training workdir (convert weights with python -m fcn_jax.convert, "
-        f"see the README's 'Pretrained weights')")
+  if config.init_from:  # Before any work: a wrong path fails at once.
+    check_local_path(config.init_from, "config.init_from")
+    checkpointing.existing_source(config.init_from)
   if config.num_train_steps < 0:
     raise ValueError(f"config.num_train_steps must be >= 0, got "
                      f"{config.num_train_steps}")
@@ -356,14 +352,6 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
 # --------------------------------------------------------------------------
 
 
-def class_names_for(config: ml_collections.ConfigDict) -> list[str]:
-  """Class names for tables: VOC's for 21 classes, else ``class_<i>``."""
-  num_classes = config.model.num_classes
-  if num_classes == len(voc.VOC_CLASSES):
-    return list(voc.VOC_CLASSES)
-  return [f"class_{i}" for i in range(num_classes)]
-
-
 def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
                  flip: bool = False
                  ) -> tuple[Callable[..., Any], list[jax.Device]]:
@@ -539,7 +527,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
   p_train_step = make_train_fn(model, tx, config, train_devices)
   p_eval_step, eval_devices = make_eval_fn(model, config)
-  class_names = class_names_for(config)
+  class_names = voc.class_names(config.model.num_classes)
   lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
   writer = logging_utils.MetricWriter(workdir, enabled=is_main)
   progress = logging_utils.Progress(num_steps,
@@ -636,7 +624,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict,
                      f"config.model.num_classes is "
                      f"{config.model.num_classes}")
   p_eval_step, devices = make_eval_fn(model, config)
-  class_names = class_names_for(config)
+  class_names = voc.class_names(config.model.num_classes)
   results, tiles = evaluate(
       p_eval_step, devices, params,
       input_pipeline.create_eval_iterator(config, preprocessing),

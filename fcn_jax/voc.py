@@ -12,6 +12,14 @@ VOC_CLASSES = (
     "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
 
 
+def class_names(num_classes: int) -> list[str]:
+  """Names for tables, legends and JSON keys: VOC's for 21 classes, else
+  ``class_<i>``."""
+  if num_classes == len(VOC_CLASSES):
+    return list(VOC_CLASSES)
+  return [f"class_{i}" for i in range(num_classes)]
+
+
 def voc_colormap(num_colors: int = 256) -> np.ndarray:
   """The VOC devkit palette: bits of the index interleaved into R, G, B.
 
