@@ -24,22 +24,10 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from fcn_jax import train, visualize, voc
+from fcn_jax import logging_utils, train, visualize, voc
 
 METRIC_NAMES = (("pixel_acc", "pixel accuracy"), ("mean_acc", "mean accuracy"),
                 ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
-
-
-def _with_progress(batches: Iterable[Any], enabled: bool) -> Iterable[Any]:
-  """``batches`` behind a tqdm progress bar when tqdm is installed."""
-  if not enabled:
-    return batches
-  try:
-    import tqdm  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return batches
-  return tqdm.tqdm(batches, unit="batch", desc="evaluating",
-                   total=len(batches) if hasattr(batches, "__len__") else None)
 
 
 def score_split(config: Any, model: Any, params: Any, batches: Iterable[Any],
@@ -66,7 +54,8 @@ def score_split(config: Any, model: Any, params: Any, batches: Iterable[Any],
   """
   p_eval_step, devices = train.make_eval_fn(model, config, flip=flip)
   results, _ = train.evaluate(
-      p_eval_step, devices, params, _with_progress(batches, progress),
+      p_eval_step, devices, params,
+      logging_utils.track(batches, "batches", "evaluating", progress),
       num_classes=model.num_classes, class_names=class_names)
   return results, np.asarray(results["confusion_matrix"], np.int64)
 

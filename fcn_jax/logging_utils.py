@@ -17,8 +17,9 @@ import json
 import logging as std_logging
 import math
 import os
+import sys
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -29,6 +30,57 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 SUMMARY_METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."),
                    ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
+
+
+class _Counter:
+  """A minimal progress display when tqdm is missing."""
+
+  def __init__(self, total: int | None, unit: str):
+    self.total, self.unit, self.done = total, unit, 0
+
+  def update(self, n: int) -> None:
+    self.done += n
+    if n:
+      of_total = f"/{self.total}" if self.total is not None else ""
+      print(f"\r{self.done}{of_total} {self.unit}", end="", file=sys.stderr)
+
+  def close(self) -> None:
+    print(file=sys.stderr)
+
+
+class _Silent:
+
+  def update(self, n: int) -> None:
+    del n
+
+  def close(self) -> None:
+    pass
+
+
+def progress_bar(total: int | None, unit: str, desc: str,
+                 enabled: bool = True) -> Any:
+  """A console progress bar (``update(n)``, ``close()``): tqdm if installed,
+  else a plain counter; does nothing when not ``enabled``."""
+  if not enabled:
+    return _Silent()
+  try:
+    import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    return _Counter(total, unit)
+  return tqdm.tqdm(total=total, unit=unit, desc=desc)
+
+
+def track(items: Iterable[Any], unit: str, desc: str,
+          enabled: bool = True) -> Iterator[Any]:
+  """Yields ``items``, advancing a :func:`progress_bar` by one per item."""
+  total = len(items) if hasattr(items, "__len__") else None
+  bar = progress_bar(total, unit, desc, enabled)
+  try:
+    for item in items:
+      yield item
+      bar.update(1)
+  finally:
+    bar.close()
 
 
 def to_json(value: Any) -> Any:

@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from fcn_jax import inference, visualize, voc
+from fcn_jax import inference, logging_utils, visualize, voc
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
                   ".webp", ".ppm", ".pgm")
@@ -158,7 +158,8 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
       groups[predictor.run_shape(*image_size(path))].append(path)
     except InputError as e:
       summary.failures.append((str(path), str(e)))
-  bar = _progress_bar(len(paths), progress)
+  bar = logging_utils.progress_bar(len(paths), "images", "segmenting",
+                                   progress)
   bar.update(len(summary.failures))
   for shape, group in groups.items():
     summary.run_shapes.add(shape)
@@ -183,39 +184,6 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
   summary.num_compiles = predictor.num_compiles
   summary.seconds = time.time() - start
   return summary
-
-
-class _Counter:
-  """A minimal progress display when tqdm is missing."""
-
-  def __init__(self, total: int):
-    self.total, self.done = total, 0
-
-  def update(self, n: int) -> None:
-    self.done += n
-    if n:
-      print(f"\r{self.done}/{self.total} images", end="", file=sys.stderr)
-
-  def close(self) -> None:
-    print(file=sys.stderr)
-
-
-class _Silent:
-  def update(self, n: int) -> None:
-    del n
-
-  def close(self) -> None:
-    pass
-
-
-def _progress_bar(total: int, enabled: bool):
-  if not enabled:
-    return _Silent()
-  try:
-    import tqdm  # pylint: disable=g-import-not-at-top
-  except ImportError:
-    return _Counter(total)
-  return tqdm.tqdm(total=total, unit="img", desc="segmenting")
 
 
 def load_bundle(checkpoint: str):
