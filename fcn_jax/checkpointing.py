@@ -1,70 +1,156 @@
-"""Training checkpoints (Orbax) and loading any saved model for inference.
+"""Everything fcn_jax keeps on disk: training checkpoints, weights exports and
+the metadata that travels with both; and the one loader for all of them.
 
-Layout of a training workdir::
+Two on-disk formats share one metadata (:func:`make_metadata`): the
+:class:`fcn_jax.models.ModelSpec` fields that shape the parameters, the class
+names, the preprocessing the weights expect, and where they came from.
 
-  WORKDIR/checkpoints/<step>/
-    params/       Orbax PyTree: the model parameters (Caffe layer names)
-    train_state/  Orbax PyTree: {"opt_state", "step", "rng"}
-    data_iter/    grain iterator state, process_<i>-of-<n>.json
-    metadata/     JSON: model, num_classes, model_options, preprocessing,
-                  source, step, config (and metrics when evaluated)
-    metrics/      JSON: the evaluation metrics of this step, if any
+* A **training workdir** (written by :mod:`fcn_jax.train`)::
 
-One ``CheckpointManager`` keeps the latest ``max_to_keep`` steps and, among
-the evaluated ones, the ``keep_best`` with the highest mean IU.
+    WORKDIR/checkpoints/<step>/
+      params/       Orbax PyTree: the model parameters (Caffe layer names)
+      train_state/  Orbax PyTree: {"opt_state", "step", "rng"}
+      data_iter/    grain iterator state, process_<i>-of-<n>.json
+      metadata/     JSON: the metadata, plus step and config
+      metrics/      JSON: the evaluation metrics of this step, if any
 
-:func:`load_inference_bundle` opens a training workdir (its best checkpoint by
-mean IU, else its latest), one checkpoint step directory, or a weights-export
-directory (``params/`` + ``fcn_jax_weights.json``, see :mod:`fcn_jax.weights`).
+  One ``CheckpointManager`` keeps the latest ``max_to_keep`` steps and, among
+  the evaluated ones, the ``keep_best`` with the highest mean IU.
+* A **weights export** (written by ``python -m fcn_jax.convert``)::
+
+    DIR/params/               Orbax PyTree: the parameters
+    DIR/fcn_jax_weights.json  the metadata, plus the source file, its SHA-256
+                              and the load report
+
+:func:`load` opens either (a workdir, its ``checkpoints`` directory, one step
+directory, or a weights export) and picks the step with one rule for every
+command (:data:`STEP_RULES`): ``best`` (the default: the evaluated step with
+the highest mean IU, else the latest), ``latest``, or a step number.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
-from typing import Any, Iterator, Mapping
+import shutil
+import uuid
+from typing import Any, Iterator, Mapping, Sequence
 
 from absl import logging
 import grain
 import jax
-import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
+from fcn_jax import logging_utils
 from fcn_jax import models
 from fcn_jax import preprocessing as preprocessing_lib
-from fcn_jax import weights
+from fcn_jax import voc
 
 CHECKPOINT_DIR = "checkpoints"
 PARAMS_ITEM = "params"
 TRAIN_STATE_ITEM = "train_state"
 DATA_ITER_ITEM = "data_iter"
 METADATA_ITEM = "metadata"
+# A weights export: the metadata file beside an Orbax params/ directory.
+WEIGHTS_METADATA_FILE = "fcn_jax_weights.json"
+FORMAT_VERSION = 1
+BEST, LATEST = "best", "latest"
+STEP_RULES = (BEST, LATEST, "<step number>")
+DEFAULT_STEP = BEST
+
+Params = dict[str, dict[str, np.ndarray]]
+
+
+class CheckpointError(ValueError):
+  """A directory that is not a readable checkpoint or weights export, or one
+  whose parameters do not fit the model its metadata names."""
+
+
+# --------------------------------------------------------------------------
+# Metadata.
+# --------------------------------------------------------------------------
+
+
+def make_metadata(spec: models.ModelSpec,
+                  preprocessing: preprocessing_lib.Preprocessing, *,
+                  class_names: Sequence[str] | None = None,
+                  source: Mapping[str, Any] | None = None,
+                  **extra: Any) -> dict[str, Any]:
+  """The description that travels with a model's parameters.
+
+  Args:
+    spec: The model. Its name, class count and :meth:`ModelSpec.shape_options`
+      are recorded (the compute dtype is not: it does not shape parameters).
+    preprocessing: What inputs the weights expect.
+    class_names: The classes' names (default: VOC's for 21 classes, else
+      ``class_<i>``).
+    source: Where the parameters came from (e.g. ``{'file', 'format',
+      'sha256'}`` of a converted file).
+    **extra: More JSON-able entries (``report``, ``step``, ``config``, ...).
+
+  Returns:
+    A JSON-serialisable dict; :func:`model_spec` reads it back.
+  """
+  names = list(class_names) if class_names else voc.class_names(
+      spec.num_classes)
+  if len(names) != spec.num_classes:
+    raise ValueError(f"{len(names)} class names for a model of "
+                     f"{spec.num_classes} classes")
+  return {
+      "format_version": FORMAT_VERSION,
+      "model": spec.name,
+      "num_classes": int(spec.num_classes),
+      "model_options": spec.shape_options(),
+      "class_names": names,
+      "preprocessing": preprocessing.to_dict(),
+      "source": dict(source or {}),
+      **extra,
+  }
+
+
+def model_spec(metadata: Mapping[str, Any], **overrides: Any
+               ) -> models.ModelSpec:
+  """The :class:`~fcn_jax.models.ModelSpec` recorded in ``metadata``.
+
+  Args:
+    metadata: From :func:`make_metadata`.
+    **overrides: Compute options to change (e.g. ``dtype``).
+  """
+  return models.ModelSpec.from_dict(
+      metadata.get("model_options", {}), name=metadata["model"],
+      num_classes=metadata["num_classes"], **overrides)
+
+
+def class_names(metadata: Mapping[str, Any]) -> list[str]:
+  """The class names recorded in ``metadata`` (older files: the VOC rule)."""
+  return list(metadata.get("class_names")
+              or voc.class_names(int(metadata["num_classes"])))
+
+
+def write_json(path: str, content: Mapping[str, Any]) -> None:
+  """Writes strict JSON (NaN as null) atomically, on process 0 only."""
+  if jax.process_index() != 0:
+    return
+  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+  with open(tmp, "w") as f:
+    json.dump(logging_utils.to_json(dict(content)), f, indent=2,
+              sort_keys=True, default=str)
+  os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# Training checkpoints.
+# --------------------------------------------------------------------------
 
 
 def _mean_iu(metrics: Mapping[str, Any]) -> float:
   """The ranking metric; undefined (NaN) mean IUs rank last."""
   value = float(metrics.get("mean_iu", float("nan")))
   return value if math.isfinite(value) else -math.inf
-
-
-def model_metadata(model_config: ml_collections.ConfigDict,
-                   preprocessing: preprocessing_lib.Preprocessing
-                   ) -> dict[str, Any]:
-  """The description of a model that travels with its parameters.
-
-  The same keys as a weights export's ``fcn_jax_weights.json``
-  (:func:`fcn_jax.weights.make_metadata`).
-  """
-  return weights.make_metadata(
-      model_config.name, model_config.num_classes,
-      {"width_divisor": int(model_config.width_divisor),
-       "learn_upsampling": bool(model_config.learn_upsampling),
-       "dropout_rate": float(model_config.dropout_rate),
-       "upsample_mode": str(model_config.get("upsample_mode", "dense"))},
-      preprocessing, source={"format": "fcn_jax training checkpoint"})
 
 
 class Checkpointer:
@@ -110,6 +196,32 @@ class Checkpointer:
   def metrics(self, step: int) -> dict[str, Any] | None:
     return self._manager.metrics(step)
 
+  def select(self, rule: str | int = DEFAULT_STEP) -> tuple[int, str]:
+    """The step a rule picks (see :data:`STEP_RULES`) and why, in words.
+
+    Raises:
+      CheckpointError: No checkpoint, or the requested step is not kept.
+    """
+    steps = self.all_steps()
+    if not steps:
+      raise CheckpointError(f"no checkpoint saved yet in {self.directory}")
+    rule = parse_step(rule)
+    if rule == LATEST:
+      return steps[-1], f"the latest of {len(steps)}"
+    if rule == BEST:
+      evaluated = [s for s in steps if self._manager.metrics(s)]
+      if not evaluated:
+        return steps[-1], (f"the latest of {len(steps)}; none has been "
+                           "evaluated")
+      best = self.best_step()
+      value = _mean_iu(self._manager.metrics(best))
+      return best, (f"the best by mean IU ({100 * value:.2f}%) of "
+                    f"{len(evaluated)} evaluated")
+    if rule not in steps:
+      raise CheckpointError(f"{self.directory} has no step {rule}; it has "
+                            f"{steps}")
+    return rule, "as requested"
+
   def save(self, step: int, state: Mapping[str, Any], *,
            metadata: Mapping[str, Any],
            data_iterator: Iterator[Any] | None = None,
@@ -119,7 +231,7 @@ class Checkpointer:
     Args:
       step: The step number (the directory name).
       state: Host (NumPy) values ``params``, ``opt_state``, ``step``, ``rng``.
-      metadata: JSON-serialisable description (:func:`model_metadata` + more).
+      metadata: JSON-serialisable description (:func:`make_metadata` + more).
       data_iterator: A grain iterator whose position is saved.
       metrics: Evaluation metrics of this step (ranks it for ``keep_best``);
         only JSON-able scalar values are kept.
@@ -163,7 +275,7 @@ class Checkpointer:
     if data_iterator is not None:
       if not os.path.isdir(os.path.join(self.directory, str(step),
                                         DATA_ITER_ITEM)):
-        raise ValueError(
+        raise CheckpointError(
             f"checkpoint {self.directory}/{step} has no data iterator state; "
             f"it cannot be resumed exactly")
       items[DATA_ITER_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
@@ -177,7 +289,7 @@ class Checkpointer:
         METADATA_ITEM: ocp.args.JsonRestore()}))
     return dict(restored[METADATA_ITEM])
 
-  def restore_params(self, step: int) -> tuple[Any, dict[str, Any]]:
+  def restore_params(self, step: int) -> tuple[Params, dict[str, Any]]:
     """Restores only the parameters and metadata of one step."""
     restored = self._manager.restore(step, args=ocp.args.Composite(**{
         PARAMS_ITEM: ocp.args.StandardRestore(),
@@ -194,10 +306,184 @@ class Checkpointer:
     self._manager.close()
 
 
-def _is_step_dir(path: str) -> bool:
-  return (os.path.isdir(os.path.join(path, PARAMS_ITEM))
-          and os.path.isdir(os.path.join(path, METADATA_ITEM))
-          and os.path.basename(os.path.normpath(path)).isdigit())
+def parse_step(value: str | int) -> str | int:
+  """``"best"``, ``"latest"`` or a step number, from a flag's text.
+
+  Raises:
+    ValueError: Anything else.
+  """
+  if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+    return int(value)
+  text = str(value).strip().lower()
+  if text in (BEST, LATEST):
+    return text
+  if text.isdigit():
+    return int(text)
+  raise ValueError(f"--step must be one of {', '.join(STEP_RULES)}; got "
+                   f"{value!r}")
+
+
+# --------------------------------------------------------------------------
+# Weights exports.
+# --------------------------------------------------------------------------
+
+
+def is_weights_export(directory: str) -> bool:
+  return os.path.isfile(os.path.join(directory, WEIGHTS_METADATA_FILE))
+
+
+def _first_missing_ancestor(path: str) -> str | None:
+  missing = None
+  while not os.path.exists(path):
+    missing, path = path, os.path.dirname(path)
+  return missing
+
+
+def save_weights(directory: str, params: Mapping[str, Any],
+                 metadata: Mapping[str, Any], *,
+                 overwrite: bool = False) -> str:
+  """Writes a weights export atomically: all of it, or nothing.
+
+  Args:
+    directory: The directory to create.
+    params: The params tree (NumPy or JAX arrays).
+    metadata: From :func:`make_metadata`.
+    overwrite: Replace an existing non-empty ``directory``.
+
+  Returns:
+    The absolute path of the export.
+
+  Raises:
+    CheckpointError: ``directory`` exists and is a file, or is non-empty and
+      ``overwrite`` is False.
+  """
+  directory = os.path.abspath(directory)
+  if os.path.isfile(directory):
+    raise CheckpointError(f"{directory} is a file; choose a directory to "
+                          "write.")
+  if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
+    raise CheckpointError(f"{directory} exists and is not empty; choose "
+                          "another --output or pass --overwrite.")
+  text = json.dumps(logging_utils.to_json(
+      {**metadata, "format_version": FORMAT_VERSION}), indent=2)
+  parent = os.path.dirname(directory)
+  created = _first_missing_ancestor(parent)
+  os.makedirs(parent, exist_ok=True)
+  tmp = os.path.join(parent, f".{os.path.basename(directory)}.tmp-"
+                     f"{uuid.uuid4().hex[:8]}")
+  backup = tmp + "-old"
+  try:
+    os.mkdir(tmp)
+    host = jax.tree.map(np.asarray, dict(params))
+    with ocp.StandardCheckpointer() as checkpointer:
+      checkpointer.save(os.path.join(tmp, PARAMS_ITEM), host)
+      checkpointer.wait_until_finished()
+    with open(os.path.join(tmp, WEIGHTS_METADATA_FILE), "w") as f:
+      f.write(text + "\n")
+    if os.path.exists(directory):
+      os.rename(directory, backup)
+    os.rename(tmp, directory)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    if os.path.exists(backup) and not os.path.exists(directory):
+      os.rename(backup, directory)
+    if created:
+      shutil.rmtree(created, ignore_errors=True)
+    raise
+  shutil.rmtree(backup, ignore_errors=True)
+  return directory
+
+
+def load_metadata(directory: str) -> dict[str, Any]:
+  """Reads and checks a weights export's metadata only (cheap)."""
+  path = os.path.join(directory, WEIGHTS_METADATA_FILE)
+  if not os.path.isdir(directory):
+    raise CheckpointError(f"{directory}: no such directory (expected a "
+                          "weights export written by python -m "
+                          "fcn_jax.convert).")
+  if not os.path.isfile(path):
+    raise CheckpointError(
+        f"{directory} is not an fcn_jax weights export: it has no "
+        f"{WEIGHTS_METADATA_FILE}. Convert weight files with python -m "
+        "fcn_jax.convert, or give a training workdir.")
+  try:
+    with open(path) as f:
+      metadata = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise CheckpointError(f"{path}: unreadable metadata ({e}).") from None
+  if not isinstance(metadata, dict):
+    raise CheckpointError(f"{path}: the metadata is not a JSON object.")
+  version = metadata.get("format_version")
+  if version != FORMAT_VERSION:
+    raise CheckpointError(f"{path}: format_version {version!r}; this fcn_jax "
+                          f"reads version {FORMAT_VERSION}.")
+  for key in ("model", "num_classes", "preprocessing"):
+    if key not in metadata:
+      raise CheckpointError(f"{path}: metadata lacks {key!r}.")
+  return metadata
+
+
+def _read_weights_export(directory: str) -> tuple[Params, dict[str, Any]]:
+  metadata = load_metadata(directory)
+  params_dir = os.path.join(directory, PARAMS_ITEM)
+  if not os.path.isdir(params_dir):
+    raise CheckpointError(f"{directory}: the {PARAMS_ITEM}/ directory is "
+                          "missing; convert the weights again.")
+  try:
+    with ocp.StandardCheckpointer() as checkpointer:
+      restored = checkpointer.restore(params_dir)
+  except Exception as e:  # Orbax raises several types for damaged data.
+    raise CheckpointError(f"{params_dir}: cannot restore "
+                          f"({type(e).__name__}: {e}); convert the weights "
+                          "again.") from None
+  return jax.tree.map(np.asarray, dict(restored)), metadata
+
+
+# --------------------------------------------------------------------------
+# The one loader.
+# --------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LoadedModel:
+  """A saved model, ready to run.
+
+  Attributes:
+    spec: The model, as recorded (with any compute overrides).
+    params: NumPy parameters keyed by Caffe layer name.
+    preprocessing: The inputs the weights expect.
+    metadata: Everything recorded with them.
+    path: The directory they were read from (a step directory or an export).
+    step: The training step, or None for a weights export.
+    step_reason: Why this step was picked (for the logs), or ``""``.
+  """
+  spec: models.ModelSpec
+  params: Params
+  preprocessing: preprocessing_lib.Preprocessing
+  metadata: dict[str, Any]
+  path: str
+  step: int | None
+  step_reason: str = ""
+
+  @property
+  def model(self) -> models.FCN:
+    return self.spec.create()
+
+  @property
+  def variables(self) -> dict[str, Params]:
+    return {"params": self.params}
+
+  @property
+  def class_names(self) -> list[str]:
+    return class_names(self.metadata)
+
+  def describe(self) -> str:
+    """One line for the logs: which parameters these are and why."""
+    what = f"{self.spec.name} ({self.spec.num_classes} classes)"
+    if self.step is None:
+      return f"{what} from the weights export {self.path}"
+    return (f"{what} from {self.path}: step {self.step}, "
+            f"{self.step_reason}")
 
 
 def existing_source(path: str) -> str:
@@ -215,79 +501,96 @@ def existing_source(path: str) -> str:
   return path
 
 
-def load_params(path: str) -> tuple[Any, dict[str, Any]]:
-  """Loads parameters and their metadata from any saved model.
+def _is_step_dir(path: str) -> bool:
+  return (os.path.isdir(os.path.join(path, PARAMS_ITEM))
+          and os.path.isdir(os.path.join(path, METADATA_ITEM))
+          and os.path.basename(os.path.normpath(path)).isdigit())
 
-  Args:
-    path: A weights-export directory, a training workdir (its best checkpoint
-      by mean IU, else the latest), its ``checkpoints`` directory, or one
-      checkpoint step directory.
 
-  Returns:
-    ``(params, metadata)``; params as NumPy arrays keyed by layer name;
-    metadata with at least ``model``, ``num_classes``, ``model_options`` and
-    ``preprocessing``.
-  """
-  path = existing_source(path)
-  if weights.is_params_checkpoint(path):
-    return weights.load_params(path)
+def _read_training_checkpoint(path: str, step: str | int
+                              ) -> tuple[Params, dict[str, Any], str, int,
+                                         str]:
+  """``(params, metadata, step_dir, step, reason)`` from a training path."""
   if _is_step_dir(path):
-    checkpoints_dir, step = os.path.split(os.path.normpath(path))
-    step = int(step)
+    checkpoints_dir, name = os.path.split(os.path.normpath(path))
+    if step not in (BEST, LATEST) and step != int(name):
+      raise CheckpointError(f"{path} is step {name}, not the requested step "
+                            f"{step}; give the workdir to pick a step")
+    step, reason = int(name), "the step directory given"
   else:
     checkpoints_dir = path
     if os.path.isdir(os.path.join(path, CHECKPOINT_DIR)):
       checkpoints_dir = os.path.join(path, CHECKPOINT_DIR)
-    step = None
+    reason = ""
   if os.path.basename(checkpoints_dir) != CHECKPOINT_DIR:
-    raise ValueError(
-        f"{path} is neither a weights export (no "
-        f"{weights.METADATA_FILENAME}), a "
+    raise CheckpointError(
+        f"{path} is neither a weights export (no {WEIGHTS_METADATA_FILE}), a "
         f"training workdir (no {CHECKPOINT_DIR}/) nor a checkpoint step "
-        f"directory")
+        "directory")
   checkpointer = Checkpointer(os.path.dirname(checkpoints_dir),
                               read_only=True)
   try:
-    if step is None:
-      step = checkpointer.best_step()
-      if step is None:
-        raise FileNotFoundError(f"no checkpoint saved yet in {checkpoints_dir}")
+    if not reason:
+      step, reason = checkpointer.select(step)
     params, metadata = checkpointer.restore_params(step)
   finally:
     checkpointer.close()
-  metadata["source"] = {**(metadata.get("source") or {}),
-                        "checkpoint": f"{checkpoints_dir}/{step}"}
-  logging.info("Loaded parameters of step %d from %s", step, checkpoints_dir)
-  return params, metadata
+  return params, metadata, f"{checkpoints_dir}/{step}", step, reason
 
 
-def load_inference_bundle(path: str) -> tuple[
-    models.FCN, dict[str, Any], preprocessing_lib.Preprocessing,
-    dict[str, Any]]:
-  """Loads everything needed to run a saved model.
+def load(path: str, step: str | int = DEFAULT_STEP,
+         **spec_overrides: Any) -> LoadedModel:
+  """Loads any saved model: a weights export or a training checkpoint.
 
   Args:
-    path: See :func:`load_params`.
+    path: A weights export, a training workdir, its ``checkpoints``
+      directory, or one checkpoint step directory.
+    step: Which step of a workdir (:data:`STEP_RULES`): ``"best"`` (default),
+      ``"latest"`` or a number. Ignored for exports and step directories
+      unless it contradicts them.
+    **spec_overrides: Compute options for the rebuilt model (``dtype``).
 
   Returns:
-    ``(model, variables, preprocessing, metadata)``: the model rebuilt from
-    the metadata, ``{"params": params}`` ready for ``model.apply``, the input
-    preprocessing the weights expect, and the metadata.
+    A :class:`LoadedModel` whose parameters have been checked to fit the
+    model its metadata names.
+
+  Raises:
+    FileNotFoundError: Nothing at ``path``.
+    CheckpointError: Not a checkpoint, no such step, or parameters that do
+      not fit the recorded model.
   """
-  params, metadata = load_params(path)
-  model = weights.model_from_metadata(metadata)
+  path = existing_source(path)
+  step = parse_step(step)
+  if is_weights_export(path):
+    if step not in (BEST, LATEST):
+      raise CheckpointError(f"{path} is a weights export, which has no "
+                            f"steps; --step {step} applies to workdirs")
+    params, metadata = _read_weights_export(path)
+    where, number, reason = path, None, ""
+  else:
+    params, metadata, where, number, reason = _read_training_checkpoint(
+        path, step)
+    metadata["source"] = {**(metadata.get("source") or {}),
+                          "checkpoint": where}
   if "preprocessing" not in metadata:
-    raise ValueError(f"{path}: metadata does not record the preprocessing")
-  preprocessing = preprocessing_lib.Preprocessing.from_dict(
-      metadata["preprocessing"])
-  return model, {"params": params}, preprocessing, metadata
-
-
-def write_json(path: str, content: Mapping[str, Any]) -> None:
-  """Writes a JSON file atomically (process 0 only)."""
-  if jax.process_index() != 0:
-    return
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(content, f, indent=2, sort_keys=True, default=str)
-  os.replace(tmp, path)
+    raise CheckpointError(f"{where}: metadata does not record the "
+                          "preprocessing")
+  try:
+    spec = model_spec(metadata, **spec_overrides)
+  except (KeyError, ValueError) as e:
+    raise CheckpointError(f"{where}: the metadata does not describe a model "
+                          f"({e})") from None
+  expected = jax.tree.map(lambda x: tuple(x.shape),
+                          models.param_shapes(spec.create()))
+  if jax.tree.map(np.shape, params) != expected:
+    raise CheckpointError(
+        f"{where}: its params do not fit {spec.name} with "
+        f"num_classes={spec.num_classes} and options "
+        f"{spec.shape_options()}; convert the weights again.")
+  loaded = LoadedModel(
+      spec=spec, params=params,
+      preprocessing=preprocessing_lib.Preprocessing.from_dict(
+          metadata["preprocessing"]),
+      metadata=metadata, path=where, step=number, step_reason=reason)
+  logging.info("Loaded %s", loaded.describe())
+  return loaded

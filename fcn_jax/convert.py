@@ -1,4 +1,4 @@
-"""Converts pretrained weight files into fcn_jax params checkpoints.
+"""Converts pretrained weight files into fcn_jax weights exports.
 
 Example (the released FCN-8s)::
 
@@ -8,7 +8,7 @@ Example (the released FCN-8s)::
 The output directory holds the Orbax-saved params and ``fcn_jax_weights.json``
 (model, classes, the preprocessing the weights expect, the source file's
 SHA-256 and the load report); training (``--config.init_from``), evaluation
-and prediction read it with :func:`fcn_jax.weights.load_params`. A table of
+and prediction read it with :func:`fcn_jax.checkpointing.load`. A table of
 loaded, missing and unused layers is printed. Any problem is one error, and
 nothing is written.
 """
@@ -21,6 +21,7 @@ import os
 import sys
 from typing import Sequence, TextIO
 
+from fcn_jax import checkpointing
 from fcn_jax import models
 from fcn_jax import preprocessing as preprocessing_lib
 from fcn_jax import readers
@@ -94,21 +95,23 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
 
   Raises:
     readers.WeightFileError: the file cannot be read as ``fmt``.
-    weights.WeightsError: the weights do not fit the model, or ``output``
-      exists.
+    weights.WeightsError: the weights do not fit the model.
+    checkpointing.CheckpointError: ``output`` exists.
     ValueError: a bad option.
   """
   if fmt not in readers.FORMATS:
     raise ValueError(f"unknown --format {fmt!r}; choose one of "
                      f"{sorted(readers.FORMATS)}.")
-  model_options = {"width_divisor": width_divisor} if width_divisor != 1 else {}
-  models.create_model(model_name, num_classes, **model_options)  # validates
+  spec = models.ModelSpec(model_name, num_classes,
+                          width_divisor=width_divisor)  # Validates.
+  model_options = spec.shape_options()
   chosen = preprocessing_lib.get_preprocessing(
       preprocessing or readers.FORMATS[fmt].preprocessing)
   output = os.path.abspath(output)
   if os.path.isdir(output) and os.listdir(output) and not overwrite:
-    raise weights.WeightsError(f"{output} exists and is not empty; choose "
-                               "another --output or pass --overwrite.")
+    raise checkpointing.CheckpointError(
+        f"{output} exists and is not empty; choose another --output or pass "
+        "--overwrite.")
   if not ignore_file_name:
     _check_file_name(input_path, fmt, model_name, preprocessing)
 
@@ -119,10 +122,10 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
       source=input_path, return_report=True, **model_options)
   source = {"file": os.path.abspath(input_path), "format": fmt,
             "sha256": sha256sum(input_path)}
-  metadata = weights.make_metadata(model_name, num_classes, model_options,
-                                   chosen, source, report)
-  directory = weights.save_params(output, params, metadata,
-                                  overwrite=overwrite)
+  metadata = checkpointing.make_metadata(spec, chosen, source=source,
+                                         report=report.to_dict())
+  directory = checkpointing.save_weights(output, params, metadata,
+                                         overwrite=overwrite)
   out = out or sys.stdout
   print(report.table(), file=out)
   print(f"\n{report.summary()}", file=out)
@@ -140,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="python -m fcn_jax.convert",
       description="Convert pretrained VGG16/FCN weights (Caffe, PyTorch, "
-      "Keras) into an fcn_jax params checkpoint.",
+      "Keras) into an fcn_jax weights export.",
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=f"formats:\n{formats}\n\n"
       "A VGG16 file converted to an FCN gives zero score layers and bilinear "
@@ -153,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
   parser.add_argument("--model", required=True, choices=models.MODEL_NAMES,
                       help="the FCN to build")
   parser.add_argument("--output", required=True,
-                      help="checkpoint directory to create")
+                      help="weights export directory to create")
   parser.add_argument("--num_classes", type=int, default=21,
                       help="classes of the model (default 21, PASCAL VOC); "
                       "must match the file's score layers, if any")

@@ -15,11 +15,10 @@ Two inference modes (:class:`Predictor`):
   so logits near the bottom/right edges differ slightly from ``exact``.
 
 Test-time augmentation (both modes): ``flip`` adds the horizontally flipped
-image; ``scales`` runs resized copies (bilinear) and resizes their logits back
-(linear interpolation, half-pixel centres). The logits of all variants are
-**averaged** (logits, not probabilities: the argmax of the mean logits is the
-argmax of the geometric mean of the softmax probabilities, and the saved logits
-stay logits).
+image; ``scales`` runs resized copies and resizes their logits back; the
+logits of all variants are averaged. It is :mod:`fcn_jax.tta`, the same
+implementation evaluation uses, run inside the compiled forward pass on each
+run shape (in fast mode on the padded bucket).
 
 Shift-and-stitch (CVPR §3.2) is in :func:`shift_and_stitch` for any function
 of images, and in :func:`stitched_scores` (``Predictor(shift_stitch=f)``) for
@@ -35,9 +34,9 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from fcn_jax import models
+from fcn_jax import tta as tta_lib
 from fcn_jax.preprocessing import Preprocessing
 
 MODES = ("fast", "exact")
@@ -85,47 +84,6 @@ def parse_buckets(text: str) -> Buckets:
     raise ValueError(
         f"cannot parse buckets {text!r}: give a multiple such as 32, or sizes "
         "such as 384x512,512x384") from None
-
-
-# --------------------------------------------------------------------------
-# Resampling.
-# --------------------------------------------------------------------------
-
-
-def linear_resample(x: Any, coords: np.ndarray, axis: int) -> Any:
-  """Samples ``x`` along ``axis`` at fractional ``coords`` by linear
-  interpolation; coordinates outside ``[0, n - 1]`` take the edge value.
-
-  Works on NumPy and JAX arrays (the indices are NumPy constants).
-  """
-  n = x.shape[axis]
-  coords = np.clip(np.asarray(coords, np.float64), 0, n - 1)
-  low = np.floor(coords).astype(np.int32)
-  high = np.minimum(low + 1, n - 1)
-  frac = (coords - low).astype(np.float32)
-  shape = [1] * x.ndim
-  shape[axis] = len(coords)
-  frac = frac.reshape(shape)
-  take = jnp.take if isinstance(x, jax.Array) else np.take
-  return take(x, low, axis=axis) * (1 - frac) + take(x, high, axis=axis) * frac
-
-
-def resize_logits(logits: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Resizes ``[h, w, C]`` logits to ``[height, width, C]`` (linear, pixel
-  centres aligned: output ``i`` samples input ``(i + 0.5) * h / height - 0.5``).
-  """
-  h, w = logits.shape[:2]
-  rows = (np.arange(height) + 0.5) * h / height - 0.5
-  cols = (np.arange(width) + 0.5) * w / width - 0.5
-  return linear_resample(linear_resample(logits, rows, 0), cols, 1)
-
-
-def resize_image(image: np.ndarray, height: int, width: int) -> np.ndarray:
-  """Resizes a uint8 RGB image with PIL's bilinear filter."""
-  if image.shape[:2] == (height, width):
-    return image
-  resized = Image.fromarray(image).resize((width, height), Image.BILINEAR)
-  return np.asarray(resized)
 
 
 # --------------------------------------------------------------------------
@@ -271,7 +229,8 @@ def stitched_scores(model: models.FCN, variables: Any, images: jax.Array,
   height, width = images.shape[1:3]
   rows = (np.arange(height) - head.center) / step
   cols = (np.arange(width) - head.center) / step
-  return linear_resample(linear_resample(stitched, rows, 1), cols, 2)
+  return tta_lib.linear_resample(
+      tta_lib.linear_resample(stitched, rows, 1), cols, 2)
 
 
 # --------------------------------------------------------------------------
@@ -312,8 +271,6 @@ class Predictor:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     if batch_size < 1:
       raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if not scales or any(s <= 0 for s in scales):
-      raise ValueError(f"scales must be positive, got {scales}")
     if shift_stitch < 1:
       raise ValueError(f"shift_stitch must be >= 1, got {shift_stitch}")
     if shift_stitch > 1:
@@ -330,15 +287,15 @@ class Predictor:
     self.mode = mode
     self.buckets = buckets
     self.batch_size = batch_size
-    self.flip = flip
-    self.scales = tuple(float(s) for s in scales)
+    self.tta = tta_lib.TestTimeAugmentation(flip, tuple(scales))
     self.shift_stitch = shift_stitch
     self._compiled: dict[tuple[int, int, int], Any] = {}
     if shift_stitch > 1:
-      forward = lambda v, x: stitched_scores(model, v, x, shift_stitch)
+      network = lambda v, x: stitched_scores(model, v, x, shift_stitch)
     else:
-      forward = lambda v, x: model.apply(v, x, train=False)
-    self._forward = jax.jit(lambda v, x: forward(v, x).astype(jnp.float32))
+      network = lambda v, x: model.apply(v, x, train=False)
+    self._forward = jax.jit(
+        lambda v, x: self.tta(lambda images: network(v, images), x))
 
   @property
   def num_compiles(self) -> int:
@@ -380,26 +337,7 @@ class Predictor:
   def predict_logits(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Float32 logits ``[H, W, C]`` for each uint8 RGB image ``[H, W, 3]``,
     averaged over the test-time augmentations."""
-    images = [_check_image(image) for image in images]
-    totals: list[np.ndarray | None] = [None] * len(images)
-    count = 0
-    for scale in self.scales:
-      for flipped in ((False, True) if self.flip else (False,)):
-        variant = []
-        for image in images:
-          h, w = image.shape[:2]
-          size = (max(1, round(h * scale)), max(1, round(w * scale)))
-          x = resize_image(image, *size)
-          variant.append(x[:, ::-1] if flipped else x)
-        for k, logits in enumerate(self._run(variant)):
-          if flipped:
-            logits = logits[:, ::-1]
-          h, w = images[k].shape[:2]
-          if logits.shape[:2] != (h, w):
-            logits = resize_logits(logits, h, w)
-          totals[k] = logits if totals[k] is None else totals[k] + logits
-        count += 1
-    return [np.asarray(t / count, np.float32) for t in totals]
+    return self._run([_check_image(image) for image in images])
 
   def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
     """``uint8 [H, W]`` class maps (argmax of :meth:`predict_logits`)."""

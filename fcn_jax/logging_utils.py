@@ -1,9 +1,9 @@
-"""Training output: console progress, TensorBoard, JSON lines, metric tables.
+"""Training output: console progress, TensorBoard, JSON lines.
 
 Only process 0 writes; on the other processes every method is a no-op.
 
 * Console: one progress line per logging interval (step, loss, images/s, ETA)
-  through absl logging, and the metrics table after each evaluation.
+  through absl logging, and progress bars for commands.
 * ``WORKDIR/tensorboard/``: TensorBoard event files (tensorboardX, no
   TensorFlow) with scalars ``train/*`` and ``eval/*`` and validation image
   tiles (image | label | prediction).
@@ -24,12 +24,8 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 from absl import logging
 import numpy as np
 
-from fcn_jax import voc
-
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
-SUMMARY_METRICS = (("pixel_acc", "pixel acc."), ("mean_acc", "mean acc."),
-                   ("mean_iu", "mean IU"), ("fw_iu", "f.w. IU"))
 
 
 class _Counter:
@@ -220,50 +216,3 @@ def format_duration(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, seconds = divmod(rest, 60)
   return f"{hours}:{minutes:02d}:{seconds:02d}"
-
-
-def format_metrics_table(metrics: Mapping[str, Any],
-                         class_names: Sequence[str] | None = None) -> str:
-  """The four FCN metrics and per-class IU as a text table (percentages)."""
-  fmt = lambda v: "  n/a" if v is None or not math.isfinite(v) else (
-      f"{100 * v:5.1f}")
-  lines = ["  ".join(f"{title:>10}" for _, title in SUMMARY_METRICS),
-           "  ".join(f"{fmt(metrics.get(key)):>10}"
-                     for key, _ in SUMMARY_METRICS)]
-  per_class = metrics.get("per_class_iu")
-  if per_class is not None:
-    if isinstance(per_class, Mapping):
-      names, values = list(per_class), list(per_class.values())
-    else:
-      values = list(per_class)
-      names = (list(class_names) if class_names is not None
-               else [f"class_{i}" for i in range(len(values))])
-    width = max(len(n) for n in names)
-    lines.append("per-class IU:")
-    lines += [f"  {n:<{width}}  {fmt(v)}" for n, v in zip(names, values)]
-  return "\n".join(lines)
-
-
-def colorize(labels: np.ndarray) -> np.ndarray:
-  """Integer labels ``[H, W]`` -> VOC palette colours ``uint8 [H, W, 3]``."""
-  return voc.voc_colormap()[np.asarray(labels).astype(np.int64) % 256]
-
-
-def make_tile(image: np.ndarray, label: np.ndarray,
-              prediction: np.ndarray, gap: int = 4) -> np.ndarray:
-  """Side by side: image | label | prediction, separated by white gaps.
-
-  Args:
-    image: uint8 RGB ``[H, W, 3]``.
-    label: Ground truth ``[H, W]`` (255 = void, drawn in its palette colour).
-    prediction: Predicted classes ``[H, W]``.
-    gap: Pixels between panels.
-
-  Returns:
-    uint8 ``[H, 3W + 2*gap, 3]``.
-  """
-  height = image.shape[0]
-  spacer = np.full((height, gap, 3), 255, np.uint8)
-  return np.concatenate([np.asarray(image, np.uint8), spacer,
-                         colorize(label), spacer, colorize(prediction)],
-                        axis=1)

@@ -103,15 +103,20 @@ def weighted_loss_sum(logits: jax.Array, labels: jax.Array,
   return jnp.sum(weights * pixel_cross_entropy(logits, labels))
 
 
+def check_normalization(normalization: str) -> None:
+  """Raises ValueError unless ``normalization`` is one of NORMALIZATIONS."""
+  if normalization not in NORMALIZATIONS:
+    raise ValueError(f"config.optim.loss_normalization must be one of "
+                     f"{NORMALIZATIONS}, got {normalization!r}")
+
+
 def normalizer(weights: jax.Array, num_images: int | jax.Array,
                normalization: str) -> jax.Array:
   """The (local) divisor of the summed loss; reduce it over devices first."""
+  check_normalization(normalization)
   if normalization == "sum":
     return jnp.asarray(num_images, jnp.float32)
-  if normalization == "valid":
-    return jnp.sum(weights)
-  raise ValueError(f"loss_normalization must be one of {NORMALIZATIONS}, got "
-                   f"{normalization!r}")
+  return jnp.sum(weights)
 
 
 def normalized_loss(loss_sum: jax.Array, total_normalizer: jax.Array

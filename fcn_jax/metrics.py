@@ -88,3 +88,61 @@ def segmentation_metrics(hist: Any,
   else:
     result["per_class_iu"] = per_class
   return result
+
+
+SUMMARY_METRICS = (("pixel_acc", "pixel accuracy"),
+                   ("mean_acc", "mean accuracy"), ("mean_iu", "mean IU"),
+                   ("fw_iu", "f.w. IU"))
+
+
+def _percent(value: Any) -> str:
+  if value is None or not np.isfinite(value):
+    return "   -  "
+  return f"{100 * value:6.2f}"
+
+
+def format_report(results: dict[str, Any],
+                  class_names: list[str] | None = None) -> str:
+  """The four metrics and a per-class table (IU, accuracy, pixel share).
+
+  The one text form of evaluation results: training logs it after each
+  evaluation and ``python -m fcn_jax.evaluate`` prints it.
+
+  Args:
+    results: From :func:`segmentation_metrics`, with the summed
+      ``confusion_matrix`` (as :func:`fcn_jax.train.evaluate` returns); the
+      per-class accuracy and pixel share columns need it.
+    class_names: Row names (default: the keys of a ``per_class_iu`` dict, else
+      ``class_<i>``).
+
+  Returns:
+    Percentages, ``-`` where undefined (a class absent from both ground truth
+    and predictions).
+  """
+  lines = [f"{label:>15}: {_percent(results.get(key))}"
+           for key, label in SUMMARY_METRICS]
+  per_class = results.get("per_class_iu")
+  if per_class is None:
+    return "\n".join(lines)
+  if isinstance(per_class, dict):
+    names = list(class_names or per_class)
+    ius = list(per_class.values())
+  else:
+    ius = list(per_class)
+    names = list(class_names or [f"class_{i}" for i in range(len(ius))])
+  hist = results.get("confusion_matrix")
+  if hist is not None:
+    hist = np.asarray(hist, np.float64)
+    gt_total = hist.sum(1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+      accuracy = np.diag(hist) / gt_total
+    share = gt_total / max(1.0, hist.sum())
+  width = max(14, max(len(n) for n in names))
+  lines += ["", "per-class IU, accuracy and share of the ground-truth pixels:",
+            f"{'class':<{width}} {'IU':>6} {'acc':>6} {'GT px %':>8}"]
+  for k, (name, iu) in enumerate(zip(names, ius)):
+    row = f"{name:<{width}} {_percent(iu)}"
+    if hist is not None:
+      row += f" {_percent(accuracy[k])} {100 * share[k]:8.2f}"
+    lines.append(row)
+  return "\n".join(lines)

@@ -22,7 +22,8 @@ Kernels are HWIO. Score layers start at zero, as Caffe's default filler does.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+import functools
+from typing import Any, Mapping, Sequence
 
 import flax.linen as nn
 import jax
@@ -31,6 +32,7 @@ import numpy as np
 
 MODEL_NAMES = ("fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce")
 UPSAMPLE_MODES = ("dense", "depthwise")
+DTYPES = ("float32", "bfloat16", "float16")
 
 # (output channels, number of 3x3 convolutions) per VGG16 block; each block
 # ends with a 2x2 ceil-mode max pool named pool<block>.
@@ -39,6 +41,10 @@ FC_WIDTH = 4096
 FC6_KERNEL = 7
 INPUT_PAD = 100
 DROPOUT_RATE = 0.5
+# The trunk's parameterised layers in forward order, by Caffe name.
+TRUNK_LAYERS = tuple(
+    [f"conv{b}_{i}" for b, (_, depth) in enumerate(VGG16_BLOCKS, 1)
+     for i in range(1, depth + 1)] + ["fc6", "fc7"])
 
 
 # --------------------------------------------------------------------------
@@ -362,6 +368,48 @@ class FCN(nn.Module):
     names.append(self.head.final.name)
     return tuple(names)
 
+  def layer_names(self) -> tuple[str, ...]:
+    """The parameterised layers in forward order, as the Caffe nets list
+    them."""
+    names = list(TRUNK_LAYERS) + ["score_fr"]
+    for skip in self.head.skips:
+      names.append(skip.upsampler.name)
+      if skip.scale is not None:
+        names.append(skip.scale_layer)
+      names.append(skip.score_layer)
+    return tuple(names + [self.head.final.name])
+
+  def reference_init(self, layer: str, shapes: Mapping[str, Sequence[int]]
+                     ) -> tuple[dict[str, np.ndarray], str]:
+    """How the reference starts a head layer that pretrained weights lack.
+
+    Upsamplers get the bilinear kernel (``surgery.interp``, docs/reference.md
+    §6.3), Scale layers their constant, score layers zeros (Caffe's default
+    filler, §5.3).
+
+    Args:
+      layer: A head layer's name.
+      shapes: Its parameter shapes, ``{"kernel": (...), ...}``.
+
+    Returns:
+      ``(leaves, note)``: float32 arrays of those shapes and how they were
+      made.
+    """
+    upsamplers = {s.upsampler.name: s.upsampler for s in self.head.skips}
+    upsamplers[self.head.final.name] = self.head.final
+    if layer in upsamplers:
+      dense = bilinear_kernel(upsamplers[layer].kernel, self.num_classes)
+      kernel = (depthwise_kernel(dense) if self.upsample_mode == "depthwise"
+                else dense)
+      return {"kernel": kernel}, "bilinear"
+    scales = {s.scale_layer: s.scale for s in self.head.skips
+              if s.scale is not None}
+    if layer in scales:
+      return ({"scale": np.full(tuple(shapes["scale"]), scales[layer],
+                                np.float32)}, f"constant {scales[layer]:g}")
+    return ({k: np.zeros(tuple(v), np.float32) for k, v in shapes.items()},
+            "zeros")
+
   def _upsample(self, up: Upsampler, x: jax.Array,
                 blobs: dict[str, jax.Array]) -> jax.Array:
     c = self.num_classes
@@ -421,36 +469,130 @@ class FCN(nn.Module):
     return score.astype(jnp.float32)
 
 
-def create_model(name: str, num_classes: int = 21, **options: Any) -> FCN:
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """The one description of a model.
+
+  It is what :func:`create_model` takes, what ``config.model`` holds (the
+  defaults in ``fcn_jax/default_config.py`` are this class's), what checkpoint
+  metadata records (:func:`fcn_jax.checkpointing.make_metadata`) and what
+  loading a checkpoint rebuilds. Every value is checked here, once.
+
+  Attributes:
+    name: The reference net (:data:`MODEL_NAMES`).
+    num_classes: Output classes (21 VOC, 40 NYUD, 60 PASCAL-Context, ...).
+    width_divisor: Divides every trunk width (64 ... 512) and the fc width
+      (4096); 1 is VGG16. Larger values give tiny models for tests and demos.
+    dtype: Computation dtype (``"float32"``, ``"bfloat16"`` or
+      ``"float16"``); parameters and logits stay float32. A compute choice: it
+      does not shape the parameters, so checkpoints do not record it.
+    learn_upsampling: Train the 2x upsamplers (the CVPR variant); the final
+      upsampler stays fixed.
+    dropout_rate: Inverted dropout after fc6 and fc7, in training only.
+    upsample_mode: ``"dense"`` (Caffe's ``(k, k, C, C)`` upsampler kernels)
+      or ``"depthwise"`` (only their diagonal, ``(k, k, 1, C)``).
+  """
+  name: str = "fcn32s"
+  num_classes: int = 21
+  width_divisor: int = 1
+  dtype: str = "float32"
+  learn_upsampling: bool = False
+  dropout_rate: float = DROPOUT_RATE
+  upsample_mode: str = "dense"
+
+  def __post_init__(self):
+    dtype = self.dtype
+    if not isinstance(dtype, str):  # A NumPy/JAX dtype or scalar type.
+      try:
+        dtype = jnp.dtype(dtype).name
+      except TypeError:
+        dtype = str(dtype)
+      object.__setattr__(self, "dtype", dtype)
+    checks = (
+        ("name", self.name in MODEL_NAMES, f"one of {MODEL_NAMES}"),
+        ("num_classes", _is_int(self.num_classes) and self.num_classes >= 1,
+         "a positive integer"),
+        ("width_divisor",
+         _is_int(self.width_divisor) and self.width_divisor >= 1,
+         "a positive integer"),
+        ("dtype", dtype in DTYPES, f"one of {DTYPES}"),
+        ("learn_upsampling", isinstance(self.learn_upsampling, bool),
+         "True or False"),
+        ("dropout_rate", isinstance(self.dropout_rate, (int, float))
+         and 0.0 <= self.dropout_rate < 1.0, "in [0, 1)"),
+        ("upsample_mode", self.upsample_mode in UPSAMPLE_MODES,
+         f"one of {UPSAMPLE_MODES}"),
+    )
+    for field, ok, wanted in checks:
+      if not ok:
+        raise ValueError(f"config.model.{field} must be {wanted}, got "
+                         f"{getattr(self, field)!r}")
+
+  @classmethod
+  def fields(cls) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(cls))
+
+  @classmethod
+  def from_dict(cls, values: Mapping[str, Any], **overrides: Any
+                ) -> "ModelSpec":
+    """A spec from a mapping (``config.model``, metadata), checked.
+
+    Raises:
+      ValueError: An unknown field (naming it and the known ones) or a bad
+        value.
+    """
+    values = {**dict(values), **overrides}
+    unknown = sorted(set(values) - set(cls.fields()))
+    if unknown:
+      raise ValueError(f"unknown model option(s) {unknown}; the model options "
+                       f"are {list(cls.fields())}")
+    return cls(**values)
+
+  def to_dict(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+  def shape_options(self) -> dict[str, Any]:
+    """The options besides name and class count that differ from the defaults
+    and are not compute-only: what a checkpoint must record to rebuild the
+    model its parameters belong to."""
+    default = ModelSpec()
+    return {k: v for k, v in self.to_dict().items()
+            if k not in ("name", "num_classes", "dtype")
+            and v != getattr(default, k)}
+
+  def replace(self, **changes: Any) -> "ModelSpec":
+    return dataclasses.replace(self, **changes)
+
+  def create(self) -> "FCN":
+    """The unbound :class:`FCN` this spec describes."""
+    return FCN(head=HEADS[self.name], num_classes=self.num_classes,
+               width_divisor=self.width_divisor, dtype=jnp.dtype(self.dtype),
+               learn_upsampling=self.learn_upsampling,
+               dropout_rate=float(self.dropout_rate),
+               upsample_mode=self.upsample_mode)
+
+
+def _is_int(value: Any) -> bool:
+  return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def create_model(name: str, num_classes: int = 21, **options: Any) -> "FCN":
   """Builds one of the VOC FCNs by its reference name.
 
   Args:
     name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s_atonce``.
     num_classes: Output classes (21 VOC, 40 NYUD, 60 PASCAL-Context, ...).
-    **options: :class:`FCN` attributes: ``width_divisor``, ``dtype``,
-      ``learn_upsampling``, ``dropout_rate``, ``upsample_mode``.
+    **options: The other :class:`ModelSpec` fields: ``width_divisor``,
+      ``dtype``, ``learn_upsampling``, ``dropout_rate``, ``upsample_mode``.
 
   Returns:
     An unbound :class:`FCN`; ``model.init(rng, images)`` creates its variables.
+
+  Raises:
+    ValueError: An unknown option or a bad value.
   """
-  if name not in HEADS:
-    raise ValueError(f"Unknown model {name!r}; choose one of {MODEL_NAMES}.")
-  allowed = {"width_divisor", "dtype", "learn_upsampling", "dropout_rate",
-             "upsample_mode"}
-  unknown = set(options) - allowed
-  if unknown:
-    raise ValueError(f"Unknown model options {sorted(unknown)}; allowed: "
-                     f"{sorted(allowed)}.")
-  if num_classes < 1:
-    raise ValueError(f"num_classes must be positive, got {num_classes}.")
-  upsample_mode = options.get("upsample_mode", "dense")
-  if upsample_mode not in UPSAMPLE_MODES:
-    raise ValueError(f"Unknown upsample_mode {upsample_mode!r}; choose one of "
-                     f"{UPSAMPLE_MODES}.")
-  dtype = options.pop("dtype", jnp.float32)
-  if isinstance(dtype, str):
-    dtype = jnp.dtype(dtype)
-  return FCN(head=HEADS[name], num_classes=num_classes, dtype=dtype, **options)
+  return ModelSpec.from_dict(options, name=name,
+                             num_classes=num_classes).create()
 
 
 def init_variables(model: FCN, rng: jax.Array | None = None,
@@ -464,3 +606,17 @@ def init_variables(model: FCN, rng: jax.Array | None = None,
   rng = jax.random.key(0) if rng is None else rng
   dummy = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
   return model.init(rng, dummy, train=False)
+
+
+def param_shapes(model: FCN) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
+  """The model's parameter shapes in forward order, without allocating them."""
+  shapes = jax.eval_shape(lambda: init_variables(model))["params"]
+  order = {name: i for i, name in enumerate(model.layer_names())}
+  return dict(sorted(shapes.items(),
+                     key=lambda kv: order.get(kv[0], len(order))))
+
+
+@functools.lru_cache(maxsize=None)
+def model_layer_names(name: str) -> frozenset[str]:
+  """The parameterised layers of a net (independent of widths and classes)."""
+  return frozenset(create_model(name, width_divisor=64).layer_names())

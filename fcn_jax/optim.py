@@ -31,6 +31,8 @@ import jax
 import ml_collections
 import optax
 
+from fcn_jax import losses
+
 WEIGHT = "weight"
 BIAS = "bias"
 FROZEN = "frozen"
@@ -69,6 +71,35 @@ def param_labels(params: Any, frozen_layers: Iterable[str]) -> Any:
   return jax.tree_util.tree_map_with_path(label, params)
 
 
+def _check_schedule(schedule: str) -> None:
+  if schedule not in SCHEDULES:
+    raise ValueError(f"config.optim.schedule must be one of {SCHEDULES}, got "
+                     f"{schedule!r}")
+
+
+def validate_config(optim: ml_collections.ConfigDict,
+                    num_classes: int | None = None) -> None:
+  """Checks ``config.optim``: every value this module and the loss read
+  (``class_weights`` against ``num_classes`` when given).
+
+  Raises:
+    ValueError: naming the field, the value and what is allowed.
+  """
+  _check_schedule(optim.schedule)
+  losses.check_normalization(optim.loss_normalization)
+  if not 0.0 < optim.loss_sampling_p <= 1.0:
+    raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
+                     f"{optim.loss_sampling_p}")
+  if optim.iter_size < 1:
+    raise ValueError(f"config.optim.iter_size must be >= 1, got "
+                     f"{optim.iter_size}")
+  class_weights = tuple(optim.class_weights)
+  if (class_weights and num_classes is not None
+      and len(class_weights) != num_classes):
+    raise ValueError(f"config.optim.class_weights has {len(class_weights)} "
+                     f"values for {num_classes} classes")
+
+
 def create_learning_rate_fn(optim: ml_collections.ConfigDict,
                             num_train_steps: int) -> optax.Schedule:
   """The base learning rate as a function of the update count.
@@ -77,6 +108,7 @@ def create_learning_rate_fn(optim: ml_collections.ConfigDict,
   ``cosine`` along a half cosine, both to ``base_lr * end_lr_factor`` at the
   last step. ``warmup_steps`` > 0 prepends a linear ramp from 0.
   """
+  _check_schedule(optim.schedule)
   base = float(optim.base_lr)
   warmup = int(optim.warmup_steps)
   decay_steps = max(1, num_train_steps - warmup)
@@ -86,12 +118,9 @@ def create_learning_rate_fn(optim: ml_collections.ConfigDict,
     main = optax.polynomial_schedule(
         init_value=base, end_value=base * optim.end_lr_factor,
         power=optim.poly_power, transition_steps=decay_steps)
-  elif optim.schedule == "cosine":
+  else:
     main = optax.cosine_decay_schedule(
         init_value=base, decay_steps=decay_steps, alpha=optim.end_lr_factor)
-  else:
-    raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got "
-                     f"{optim.schedule!r}")
   if warmup <= 0:
     return main
   ramp = optax.linear_schedule(0.0, base, warmup)
@@ -123,8 +152,7 @@ def create_optimizer(optim: ml_collections.ConfigDict, params: Any,
   Returns:
     An optax transformation; call ``update`` once per batch.
   """
-  if optim.iter_size < 1:
-    raise ValueError(f"optim.iter_size must be >= 1, got {optim.iter_size}")
+  validate_config(optim)
   lr_fn = create_learning_rate_fn(optim, num_train_steps)
   bias_lr_mult = float(optim.bias_lr_mult)
   tx = optax.multi_transform(

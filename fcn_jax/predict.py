@@ -33,7 +33,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from fcn_jax import inference, logging_utils, visualize, voc
+from fcn_jax import checkpointing, inference, logging_utils, tta, visualize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
                   ".webp", ".ppm", ".pgm")
@@ -186,18 +186,8 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
   return summary
 
 
-def load_bundle(checkpoint: str):
-  """``(model, variables, preprocessing, metadata)`` from a checkpoint or
-  weights directory (``fcn_jax.checkpointing.load_inference_bundle``)."""
-  try:
-    from fcn_jax import checkpointing  # pylint: disable=g-import-not-at-top
-  except ImportError as e:
-    raise SystemExit(f"fcn_jax.checkpointing is not available ({e}).") from e
-  return checkpointing.load_inference_bundle(checkpoint)
-
-
 def add_inference_flags(parser: argparse.ArgumentParser) -> None:
-  """Flags shared by predict and evaluate that configure a Predictor."""
+  """The flags that configure a :class:`fcn_jax.inference.Predictor`."""
   parser.add_argument(
       "--mode", choices=inference.MODES, default="fast",
       help="fast: pad to shape buckets and batch; exact: native size, batch 1 "
@@ -213,8 +203,7 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
                       help="test-time augmentation: average with the "
                       "horizontally flipped image.")
   parser.add_argument(
-      "--scales", default="1.0",
-      type=lambda s: tuple(float(v) for v in s.split(",")),
+      "--scales", default="1.0", type=lambda s: tta.from_flags(scales=s).scales,
       help="test-time augmentation: comma-separated scales whose logits are "
       "averaged, e.g. 0.75,1.0,1.25 (default 1.0).")
   parser.add_argument(
@@ -239,6 +228,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--checkpoint", required=True,
                       help="training workdir, checkpoint dir or weights "
                       "export dir.")
+  parser.add_argument("--step", default=checkpointing.DEFAULT_STEP,
+                      type=checkpointing.parse_step,
+                      help="which checkpoint of a workdir: best (by mean IU; "
+                      "the latest if none was evaluated; the default), "
+                      "latest, or a step number.")
   parser.add_argument("--input", required=True, action="append",
                       help="image file, folder or glob pattern (repeatable).")
   parser.add_argument("--output", required=True, help="output folder.")
@@ -262,14 +256,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   try:
-    model, variables, preprocessing, _ = load_bundle(args.checkpoint)
-    predictor = make_predictor(args, model, variables, preprocessing)
+    loaded = checkpointing.load(args.checkpoint, args.step)
+    predictor = make_predictor(args, loaded.model, loaded.variables,
+                               loaded.preprocessing)
   except (OSError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
-  num_classes = getattr(model, "num_classes", None) or len(voc.VOC_CLASSES)
-  summary = run(predictor, paths, args.output,
-                voc.class_names(num_classes),
+  print(f"Segmenting with {loaded.describe()}.")
+  summary = run(predictor, paths, args.output, loaded.class_names,
                 save_logits=args.save_logits, overlay_alpha=args.alpha,
                 write_overlay=not args.no_overlay,
                 progress=not args.no_progress)

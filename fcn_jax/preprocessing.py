@@ -5,7 +5,8 @@ VGG16 wants BGR values in 0-255 minus a per-channel mean, torchvision's wants
 RGB scaled to 0-1 and standardised. Getting this wrong costs several mean IU
 points without any error, so the choice is a value (:class:`Preprocessing`)
 that is stored in checkpoint metadata and read back by training, evaluation
-and prediction.
+and prediction; :func:`resolve` refuses a setting that contradicts the one the
+weights record.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from absl import logging
 import numpy as np
 
 # The FCN data layers subtract this mean from BGR images (FCN_SPEC.md §8.1).
@@ -114,3 +116,50 @@ def get_preprocessing(name: str) -> Preprocessing:
     raise ValueError(
         f"Unknown preprocessing {name!r}; choose one of {sorted(PRESETS)}."
     ) from None
+
+
+def describe(p: Preprocessing) -> str:
+  """A one-line description for messages."""
+  return (f"{p.name}: {p.channel_order}, x{p.scale:g}, mean "
+          f"{tuple(round(m, 5) for m in p.mean)}, std "
+          f"{tuple(round(s, 5) for s in p.std)}")
+
+
+def resolve(requested: str | Preprocessing | None,
+            recorded: Mapping[str, Any] | Preprocessing | None,
+            force: bool = False, *,
+            force_flag: str = "config.force_preprocessing") -> Preprocessing:
+  """The preprocessing to use: the weights', unless deliberately overridden.
+
+  Args:
+    requested: An explicit choice (a preset name such as ``caffe_vgg`` or a
+      :class:`Preprocessing`), or ``None``/``""`` to follow the weights.
+    recorded: The preprocessing the weights' metadata records (its dict or
+      value), or None when there is none (e.g. a random init).
+    force: Accept a ``requested`` that contradicts the weights.
+    force_flag: The setting that passes ``force``, named in the error.
+
+  Returns:
+    The weights' preprocessing when nothing is requested (``CAFFE_VGG`` when
+    there is no record either), else the requested one.
+
+  Raises:
+    ValueError: ``requested`` contradicts the weights and ``force`` is False.
+  """
+  if recorded is not None and not isinstance(recorded, Preprocessing):
+    recorded = Preprocessing.from_dict(recorded) if recorded else None
+  if requested is None or requested == "":
+    return recorded or CAFFE_VGG
+  chosen = (requested if isinstance(requested, Preprocessing)
+            else get_preprocessing(requested))
+  if recorded is None or chosen.matches(recorded):
+    return chosen
+  if force:
+    logging.warning("Using preprocessing %s although the weights expect %s "
+                    "(forced).", describe(chosen), describe(recorded))
+    return chosen
+  raise ValueError(
+      f"preprocessing {describe(chosen)} contradicts the weights, which "
+      f"expect {describe(recorded)}. Mismatched preprocessing silently costs "
+      f"several mean IU. Leave the preprocessing unset to use the weights', or "
+      f"set {force_flag}=True to override.")

@@ -1,10 +1,12 @@
 """Training and evaluation: the train state, the steps and the loops.
 
 ``train_and_evaluate(config, workdir)`` trains a model as the config says
-(FCN_SPEC.md §5 by default), evaluating on the whole evaluation split every
-``eval_every_steps`` updates, checkpointing, and resuming from the workdir's
-latest checkpoint when there is one. ``evaluate_checkpoint(config, workdir)``
-only evaluates. ``run`` dispatches on ``config.mode``.
+(docs/reference.md §5 by default), evaluating on the whole evaluation split
+every ``eval_every_steps`` updates, checkpointing, and resuming from the
+workdir's latest checkpoint when there is one. ``evaluate_checkpoint(config,
+source)`` evaluates a saved model: it is what ``--config.mode=eval`` and
+``python -m fcn_jax.evaluate`` both run, with the same evaluation as during
+training (:func:`evaluate`). ``run`` dispatches on ``config.mode``.
 
 The steps are written for one device's shard of a batch; :mod:`fcn_jax.parallel`
 runs them data-parallel. The train state is replicated, gradients are
@@ -37,12 +39,15 @@ from fcn_jax import models
 from fcn_jax import optim
 from fcn_jax import parallel
 from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax import tta as tta_lib
+from fcn_jax import visualize
 from fcn_jax import voc
 from fcn_jax import weights
 
 
 CONFIG_FILE = "config.json"
 EVAL_RESULTS_FILE = "eval_results.json"
+CONFUSION_FILE = "confusion.png"
 SCRATCH_INITS = ("he_normal", "flax_default")
 
 
@@ -55,7 +60,10 @@ class TrainState:
   """Everything that changes during training.
 
   Attributes:
-    step: Batches consumed so far (optimizer updates x ``iter_size``).
+    step: Batches consumed so far. With ``optim.iter_size = k`` an optimizer
+      update (a Caffe iteration) takes ``k`` batches, so this is ``k`` times
+      the update count that the training loop, the logs and the checkpoint
+      directories count; each batch draws its own dropout keys from it.
     params: Model parameters, keyed by Caffe layer name.
     opt_state: The optax state (momentum, schedule counts, accumulators).
     rng: Raw PRNG key for dropout and loss sampling; each batch folds in the
@@ -82,36 +90,23 @@ class TrainState:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Rejects inconsistent or unknown values with a message naming the field."""
+  """Rejects inconsistent or unknown values with a message naming the field.
+
+  Each group is checked by the module that owns it (the model by
+  :class:`fcn_jax.models.ModelSpec`, the optimizer and loss by
+  :func:`fcn_jax.optim.validate_config`); this adds the run-level fields.
+  """
   if config.mode not in default_config.MODES:
     raise ValueError(f"config.mode must be one of {default_config.MODES}, "
                      f"got {config.mode!r}")
-  if config.model.name not in models.MODEL_NAMES:
-    raise ValueError(f"config.model.name must be one of "
-                     f"{models.MODEL_NAMES}, got {config.model.name!r}")
-  if config.model.upsample_mode not in models.UPSAMPLE_MODES:
-    raise ValueError(f"config.model.upsample_mode must be one of "
-                     f"{models.UPSAMPLE_MODES}, got "
-                     f"{config.model.upsample_mode!r}")
-  if config.optim.loss_normalization not in losses.NORMALIZATIONS:
-    raise ValueError(f"config.optim.loss_normalization must be one of "
-                     f"{losses.NORMALIZATIONS}, got "
-                     f"{config.optim.loss_normalization!r}")
-  if config.optim.schedule not in optim.SCHEDULES:
-    raise ValueError(f"config.optim.schedule must be one of "
-                     f"{optim.SCHEDULES}, got {config.optim.schedule!r}")
-  if not 0.0 < config.optim.loss_sampling_p <= 1.0:
-    raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
-                     f"{config.optim.loss_sampling_p}")
+  spec = model_spec(config)
+  optim.validate_config(config.optim, spec.num_classes)
   if config.scratch_init not in SCRATCH_INITS:
     raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
                      f"got {config.scratch_init!r}")
-  weights_ = tuple(config.optim.class_weights)
-  if weights_ and len(weights_) != config.model.num_classes:
-    raise ValueError(f"config.optim.class_weights has {len(weights_)} values "
-                     f"for {config.model.num_classes} classes")
+  tta_from_config(config)
   for field in ("batch_size", "eval_batch_size", "log_every_steps",
-                "optim.iter_size", "checkpoint.every_steps"):
+                "checkpoint.every_steps"):
     value = config
     for part in field.split("."):
       value = getattr(value, part)
@@ -125,14 +120,21 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
                      f"{config.num_train_steps}")
 
 
+def model_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
+  """The model ``config.model`` describes (checked)."""
+  return models.ModelSpec.from_dict(config.model.to_dict())
+
+
 def create_model(model_config: ml_collections.ConfigDict) -> models.FCN:
   """The FCN described by ``config.model``."""
-  return models.create_model(
-      model_config.name, model_config.num_classes,
-      width_divisor=model_config.width_divisor, dtype=model_config.dtype,
-      learn_upsampling=model_config.learn_upsampling,
-      dropout_rate=model_config.dropout_rate,
-      upsample_mode=model_config.upsample_mode)
+  return models.ModelSpec.from_dict(model_config.to_dict()).create()
+
+
+def tta_from_config(config: ml_collections.ConfigDict
+                    ) -> tta_lib.TestTimeAugmentation:
+  """Evaluation's test-time augmentation, ``config.tta`` (none by default)."""
+  return tta_lib.TestTimeAugmentation(bool(config.tta.flip),
+                                      tuple(config.tta.scales))
 
 
 def scratch_init(params: Any, scheme: str, rng: jax.Array) -> Any:
@@ -172,21 +174,20 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
     logging.warning("No init_from: the trunk starts from random weights "
                     "(%s).", config.scratch_init)
     return scratch_init(params, config.scratch_init, rng), None
-  source_params, metadata = checkpointing.load_params(config.init_from)
-  params, report = weights.copy_by_name(source_params, params)
-  logging.info("Initialised from %s: %s\n%s", config.init_from,
+  source = checkpointing.load(config.init_from)
+  params, report = weights.copy_by_name(source.params, params)
+  logging.info("Initialised from %s: %s\n%s", source.describe(),
                report.summary(), report.table())
-  return params, metadata
+  return params, source.metadata
 
 
 def resolve_preprocessing(config: ml_collections.ConfigDict,
                           metadata: Mapping[str, Any] | None
                           ) -> preprocessing_lib.Preprocessing:
   """``config.preprocessing``, checked against the weights' own."""
-  stored = (metadata or {}).get("preprocessing")
-  return weights.resolve_preprocessing(
-      config.preprocessing or None, stored, config.force_preprocessing,
-      force_flag="config.force_preprocessing")
+  return preprocessing_lib.resolve(
+      config.preprocessing or None, (metadata or {}).get("preprocessing"),
+      config.force_preprocessing, force_flag="config.force_preprocessing")
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation,
@@ -299,7 +300,7 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
 
 def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
               model: models.FCN, loss_normalization: str = "sum",
-              flip: bool = False
+              tta: tta_lib.TestTimeAugmentation = tta_lib.TestTimeAugmentation()
               ) -> tuple[dict[str, jax.Array], jax.Array]:
   """Scores a shard of an evaluation batch.
 
@@ -312,8 +313,8 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
     model: The FCN.
     loss_normalization: How each image's loss is normalised (``"sum"``: the
       sum over its valid pixels, as score.py reports; ``"valid"``: the mean).
-    flip: Average the logits with those of the horizontally flipped images
-      (test-time augmentation; the reference used none).
+    tta: Test-time augmentation (:mod:`fcn_jax.tta`; the reference used
+      none, the default).
 
   Returns:
     ``(totals, predictions)``: totals summed over devices — the int32
@@ -327,11 +328,8 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
   if image_valid is None:
     image_valid = jnp.ones(labels.shape[:1], bool)
   labels = jnp.where(image_valid[:, None, None], labels, voc.IGNORE_LABEL)
-  logits = model.apply({"params": params}, batch["image"], train=False)
-  if flip:
-    mirrored = model.apply({"params": params}, batch["image"][:, :, ::-1],
-                           train=False)
-    logits = (logits + mirrored[:, :, ::-1]) / 2
+  logits = tta(lambda x: model.apply({"params": params}, x, train=False),
+               batch["image"])
   predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
   pixel_weights = losses.pixel_weights(labels, num_classes)
   per_image = jnp.sum(pixel_weights * losses.pixel_cross_entropy(
@@ -353,20 +351,21 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
 
 
 def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
-                 flip: bool = False
+                 tta: tta_lib.TestTimeAugmentation | None = None
                  ) -> tuple[Callable[..., Any], list[jax.Device]]:
   """The data-parallel eval step and the devices it runs on.
 
   Args:
     model: The FCN.
-    config: Reads ``eval_batch_size`` and ``optim.loss_normalization``.
-    flip: Flip test-time augmentation (see :func:`eval_step`).
+    config: Reads ``eval_batch_size``, ``optim.loss_normalization`` and
+      ``tta``.
+    tta: Overrides ``config.tta``.
   """
   devices = parallel.devices_for_batch(config.eval_batch_size,
                                        "eval_batch_size")
   step = functools.partial(eval_step, model=model,
                            loss_normalization=config.optim.loss_normalization,
-                           flip=flip)
+                           tta=tta or tta_from_config(config))
   return parallel.replicate_step(step, devices,
                                  per_device_outputs=(False, True)), devices
 
@@ -379,6 +378,9 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
              num_tiles: int = 0
              ) -> tuple[dict[str, Any], list[np.ndarray]]:
   """Evaluates on every batch of a split; metrics from the summed matrix.
+
+  This is the evaluation of training, of ``--config.mode=eval`` and of
+  ``python -m fcn_jax.evaluate`` (through :func:`evaluate_checkpoint`).
 
   Args:
     p_eval_step: From :func:`make_eval_fn`.
@@ -412,7 +414,7 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
       predictions = parallel.unshard(predictions)
       valid = np.asarray(batch.get("valid", np.ones(len(predictions), bool)))
       for i in np.flatnonzero(valid)[:num_tiles - len(tiles)]:
-        tiles.append(logging_utils.make_tile(
+        tiles.append(visualize.make_tile(
             preprocessing.invert(np.asarray(batch["image"][i])),
             np.asarray(batch["label"][i]), predictions[i]))
   # The step's psum spans every device of every host: the totals are global.
@@ -428,7 +430,7 @@ def _report_eval(writer: logging_utils.MetricWriter, step: int,
                  class_names: Sequence[str]) -> None:
   logging.info("Evaluation at step %d on %d images:\n%s", step,
                results["num_images"],
-               logging_utils.format_metrics_table(results, class_names))
+               metrics_lib.format_report(results, class_names))
   writer.write_scalars(step, "eval", results)
   writer.write_images(step, {f"eval/tile_{i}": tile
                              for i, tile in enumerate(tiles)})
@@ -468,9 +470,10 @@ def _device_batch(batch: Mapping[str, Any], keys: Sequence[str],
 def _workdir_metadata(config: ml_collections.ConfigDict,
                       preprocessing: preprocessing_lib.Preprocessing,
                       step: int) -> dict[str, Any]:
-  metadata = checkpointing.model_metadata(config.model, preprocessing)
-  metadata.update(step=int(step), config=config.to_json_best_effort())
-  return metadata
+  return checkpointing.make_metadata(
+      model_spec(config), preprocessing,
+      source={"format": "fcn_jax training checkpoint"}, step=int(step),
+      config=config.to_json_best_effort())
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
@@ -492,7 +495,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   num_steps = int(config.num_train_steps)
   iter_size = int(config.optim.iter_size)
 
-  model = create_model(config.model)
+  model = model_spec(config).create()
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   checkpointer = checkpointing.Checkpointer(
       workdir, max_to_keep=config.checkpoint.max_to_keep,
@@ -514,11 +517,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         latest, parallel.to_host(state.to_dict()), data_iterator=train_iter)
     state = TrainState.from_dict(restored)
     start_step = latest
+    if int(state.step) != latest * iter_size:
+      raise ValueError(
+          f"{checkpointer.directory}/{latest} has consumed {int(state.step)} "
+          f"batches in {latest} updates, which is not optim.iter_size="
+          f"{iter_size} per update: resume with the iter_size it was trained "
+          "with, or start a new workdir (init_from the checkpoint)")
     logging.info("Resumed from %s/%d.", checkpointer.directory, latest)
+  run_metadata = _workdir_metadata(config, preprocessing, start_step)
   if is_main:
-    checkpointing.write_json(os.path.join(workdir, CONFIG_FILE),
-                             _workdir_metadata(config, preprocessing,
-                                               start_step))
+    checkpointing.write_json(os.path.join(workdir, CONFIG_FILE), run_metadata)
   logging.info("Model %s (%d classes), preprocessing %s; training steps "
                "%d -> %d.", config.model.name, config.model.num_classes,
                preprocessing.name, start_step, num_steps)
@@ -527,7 +535,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
   p_train_step = make_train_fn(model, tx, config, train_devices)
   p_eval_step, eval_devices = make_eval_fn(model, config)
-  class_names = voc.class_names(config.model.num_classes)
+  class_names = checkpointing.class_names(run_metadata)
   lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
   writer = logging_utils.MetricWriter(workdir, enabled=is_main)
   progress = logging_utils.Progress(num_steps,
@@ -595,53 +603,80 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   return state
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict,
-                        workdir: str) -> dict[str, Any]:
-  """Evaluates the workdir's latest checkpoint (else ``config.init_from``).
+def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
+                        step: str | int = checkpointing.DEFAULT_STEP,
+                        output_dir: str | None = None,
+                        log_to_workdir: bool = False,
+                        progress: bool = False) -> dict[str, Any]:
+  """Evaluates a saved model on ``config.dataset.eval_split``.
 
-  Prints the metrics table and writes ``eval_results.json`` and a JSON line.
+  The one evaluation of a saved model, run by ``--config.mode=eval`` and by
+  ``python -m fcn_jax.evaluate``: the checkpoint (step picked by
+  :func:`fcn_jax.checkpointing.load`'s rule) rebuilds its own model, in
+  ``config.model.dtype``; its recorded preprocessing is checked against
+  ``config.preprocessing``; the split is scored by :func:`evaluate`, as
+  during training, with ``config.tta``.
+
+  Args:
+    config: The run config (dataset, input, eval batch, tta, preprocessing).
+    source: A training workdir, checkpoint directory or weights export.
+    step: ``"best"`` (default), ``"latest"`` or a step number.
+    output_dir: Where to write ``eval_results.json`` and ``confusion.png``
+      (None: nowhere).
+    log_to_workdir: Also write the metrics line, scalars and tiles to
+      ``output_dir``'s ``metrics.jsonl`` and TensorBoard (a training workdir).
+    progress: Show a progress bar.
+
+  Returns:
+    The report written to ``eval_results.json``: ``checkpoint``, ``step``,
+    ``step_reason``, ``dataset``, ``split``, ``tta``, ``class_names`` and
+    ``metrics`` (the results of :func:`evaluate`).
   """
   validate_config(config)
-  workdir = os.path.abspath(workdir)
-  checkpoint_dir = os.path.join(workdir, checkpointing.CHECKPOINT_DIR)
-  if os.path.isdir(checkpoint_dir):
-    checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-    step = checkpointer.latest_step()
-    checkpointer.close()
-    source = os.path.join(checkpoint_dir, str(step)) if step is not None else ""
-  else:
-    step, source = None, ""
-  source = source or config.init_from
-  if not source:
-    raise FileNotFoundError(
-        f"nothing to evaluate: {checkpoint_dir} has no checkpoint and "
-        f"config.init_from is empty")
-  params, metadata = checkpointing.load_params(source)
-  model = weights.model_from_metadata(metadata, dtype=config.model.dtype)
-  preprocessing = resolve_preprocessing(config, metadata)
-  if model.num_classes != config.model.num_classes:
-    raise ValueError(f"{source} has {model.num_classes} classes but "
-                     f"config.model.num_classes is "
-                     f"{config.model.num_classes}")
-  p_eval_step, devices = make_eval_fn(model, config)
-  class_names = voc.class_names(config.model.num_classes)
+  loaded = checkpointing.load(source, step, dtype=config.model.dtype)
+  logging.info("Evaluating %s.", loaded.describe())
+  preprocessing = resolve_preprocessing(config, loaded.metadata)
+  tta = tta_from_config(config)
+  p_eval_step, devices = make_eval_fn(loaded.model, config, tta)
+  batches = input_pipeline.create_eval_iterator(config, preprocessing)
   results, tiles = evaluate(
-      p_eval_step, devices, params,
-      input_pipeline.create_eval_iterator(config, preprocessing),
-      num_classes=model.num_classes, class_names=class_names,
-      preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
-  step = int(metadata.get("step", step or 0))
-  writer = logging_utils.MetricWriter(workdir,
-                                      enabled=parallel.is_main_process())
-  try:
-    _report_eval(writer, step, results, tiles, class_names)
-  finally:
-    writer.close()
-  checkpointing.write_json(os.path.join(workdir, EVAL_RESULTS_FILE), {
-      "source": source, "step": step,
+      p_eval_step, devices, loaded.params,
+      logging_utils.track(batches, "batches", "evaluating", progress),
+      num_classes=loaded.spec.num_classes, class_names=loaded.class_names,
+      preprocessing=preprocessing,
+      num_tiles=config.num_eval_tiles if log_to_workdir else 0)
+  report = {
+      "checkpoint": loaded.path, "step": loaded.step,
+      "step_reason": loaded.step_reason, "dataset": config.dataset.name,
       "split": config.dataset.eval_split,
-      "metrics": logging_utils.to_json(results)})
-  return results
+      "eval_pad_size": int(config.input.eval_pad_size),
+      "tta": {"flip": tta.flip, "scales": list(tta.scales)},
+      "class_names": loaded.class_names, "metrics": results}
+  if output_dir is not None and parallel.is_main_process():
+    if log_to_workdir:
+      writer = logging_utils.MetricWriter(output_dir)
+      try:
+        _report_eval(writer, loaded.step or 0, results, tiles,
+                     loaded.class_names)
+      finally:
+        writer.close()
+    write_eval_results(output_dir, report)
+  return report
+
+
+def write_eval_results(output_dir: str, report: Mapping[str, Any]) -> None:
+  """Writes ``eval_results.json`` (strict JSON, NaN as null) and
+  ``confusion.png`` (the row-normalised confusion matrix)."""
+  os.makedirs(output_dir, exist_ok=True)
+  checkpointing.write_json(os.path.join(output_dir, EVAL_RESULTS_FILE),
+                           report)
+  results = report["metrics"]
+  hist = np.asarray(results["confusion_matrix"])
+  names = report.get("class_names") or voc.class_names(len(hist))
+  title = (f"mean IU {100 * results['mean_iu']:.2f}%, pixel acc. "
+           f"{100 * results['pixel_acc']:.2f}%")
+  visualize.confusion_matrix_image(hist, names, title=title).save(
+      os.path.join(output_dir, CONFUSION_FILE))
 
 
 def check_local_path(path: str, what: str) -> None:
@@ -658,9 +693,25 @@ def check_local_path(path: str, what: str) -> None:
         "launch/tpu_run.sh does with GCS_BUCKET=...) and pass /gcs/BUCKET/...")
 
 
-def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
-  """Runs ``config.mode``: train, eval or train_and_eval."""
+def run(config: ml_collections.ConfigDict, workdir: str,
+        step: str | int = checkpointing.DEFAULT_STEP) -> Any:
+  """Runs ``config.mode``: train, eval or train_and_eval.
+
+  ``eval`` evaluates the workdir's checkpoint picked by ``step`` (else
+  ``config.init_from``) and writes its report into the workdir.
+  """
   check_local_path(workdir, "--workdir")
-  if config.mode == "eval":
-    return evaluate_checkpoint(config, workdir)
-  return train_and_evaluate(config, workdir)
+  if config.mode != "eval":
+    return train_and_evaluate(config, workdir)
+  workdir = os.path.abspath(workdir)
+  source = workdir
+  if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)):
+    if not config.init_from:
+      raise FileNotFoundError(
+          f"nothing to evaluate: {workdir} has no {checkpointing.CHECKPOINT_DIR}"
+          "/ and config.init_from is empty")
+    source = config.init_from
+  report = evaluate_checkpoint(config, source, step=step, output_dir=workdir,
+                               log_to_workdir=True)
+  logging.info("Wrote %s.", os.path.join(workdir, EVAL_RESULTS_FILE))
+  return report

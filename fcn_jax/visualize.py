@@ -66,6 +66,26 @@ def colorize(labels: np.ndarray,
   return _palette(colormap)[_check_labels(labels)]
 
 
+def make_tile(image: np.ndarray, label: np.ndarray, prediction: np.ndarray,
+              gap: int = 4) -> np.ndarray:
+  """Side by side: image | label | prediction, separated by white gaps.
+
+  Args:
+    image: uint8 RGB ``[H, W, 3]``.
+    label: Ground truth ``[H, W]`` (255 = void, drawn in its palette colour).
+    prediction: Predicted classes ``[H, W]``.
+    gap: Pixels between panels.
+
+  Returns:
+    uint8 ``[H, 3W + 2*gap, 3]``.
+  """
+  height = image.shape[0]
+  spacer = np.full((height, gap, 3), 255, np.uint8)
+  return np.concatenate([np.asarray(image, np.uint8), spacer,
+                         colorize(label), spacer, colorize(prediction)],
+                        axis=1)
+
+
 def colors_to_labels(rgb: np.ndarray,
                      colormap: np.ndarray | None = None) -> np.ndarray:
   """Decodes an RGB colour mask back to class indices by exact colour lookup.

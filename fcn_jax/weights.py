@@ -1,53 +1,36 @@
-"""Pretrained weights: Caffe-layout blobs onto the FCNs, and the params checkpoint.
+"""Pretrained weights: Caffe-layout blobs mapped onto an FCN's parameters.
 
 The one seam is :func:`from_caffe_layers`. Every reader in
 :mod:`fcn_jax.readers` turns its file into ``{caffe_layer: [blobs]}`` in Caffe
 layouts, and this module maps those blobs onto a model's parameters by name:
 
 * convolutions OIHW -> HWIO; InnerProduct ``(out, C*k*k)`` blobs (VGG16's
-  fc6/fc7) are convolutionalised by the C-order reshape (FCN_SPEC.md §4.5);
+  fc6/fc7) are convolutionalised by the C-order reshape (docs/reference.md
+  §4.5);
 * Deconvolution ``(C_in, C_out, k, k)`` -> HWIO, spatially flipped (§4.3);
 * every shape is checked, and all mismatches are reported in one error;
-* layers the file lacks start as Caffe starts them: score layers at zero,
-  upsamplers bilinear (``surgery.interp``), Scale layers at their constants.
-  Layers the file has but the model lacks are reported as unused.
+* layers the file lacks start as Caffe starts them
+  (:meth:`fcn_jax.models.FCN.reference_init`: score layers at zero,
+  upsamplers bilinear, Scale layers at their constants). Layers the file has
+  but the model lacks are reported as unused (:class:`LoadReport`).
 
-Converted weights are stored as a *params checkpoint*, a directory with the
-Orbax-saved params under ``params/`` and ``fcn_jax_weights.json`` metadata:
-the model, class count, the preprocessing the weights expect, the source file
-and its SHA-256, and the load report. :func:`load_params` reads it back;
-training, evaluation and prediction take their preprocessing from it through
-:func:`resolve_preprocessing`, so a contradicting setting is an error. Staged
-training (FCN-32s -> 16s -> 8s) copies layers by name with
-:func:`copy_by_name`.
+Staged training (FCN-32s -> 16s -> 8s) copies layers by name between
+parameter trees with :func:`copy_by_name`. Where converted weights are stored,
+and how, is :mod:`fcn_jax.checkpointing`'s business.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import json
-import logging
-import os
-import shutil
-import uuid
 from typing import Any, Iterable, Mapping, Sequence
 
 import jax
 import numpy as np
 
 from fcn_jax import models
-from fcn_jax import preprocessing as preprocessing_lib
-from fcn_jax.preprocessing import Preprocessing
 
-FORMAT_VERSION = 1
-METADATA_FILENAME = "fcn_jax_weights.json"
-PARAMS_DIRNAME = "params"
 # Layers a file may hold that no FCN has: VGG16's 1000-way ImageNet classifier.
 IMAGENET_CLASSIFIER_LAYERS = ("fc8",)
-TRUNK_LAYERS = tuple(
-    [f"conv{b}_{i}" for b, (_, depth) in enumerate(models.VGG16_BLOCKS, 1)
-     for i in range(1, depth + 1)] + ["fc6", "fc7"])
 
 Params = dict[str, dict[str, np.ndarray]]
 
@@ -145,33 +128,8 @@ def _blobs_text(blobs: Sequence[np.ndarray]) -> str:
 
 
 # --------------------------------------------------------------------------
-# Model structure helpers.
+# Which network a file is.
 # --------------------------------------------------------------------------
-
-
-def layer_order(model: models.FCN) -> list[str]:
-  """The model's layers in forward order, as the Caffe nets list them."""
-  names = list(TRUNK_LAYERS) + ["score_fr"]
-  for skip in model.head.skips:
-    names.append(skip.upsampler.name)
-    if skip.scale is not None:
-      names.append(skip.scale_layer)
-    names.append(skip.score_layer)
-  return names + [model.head.final.name]
-
-
-def param_shapes(model: models.FCN) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
-  """The model's parameter shapes (in forward order), without allocating them."""
-  shapes = jax.eval_shape(lambda: models.init_variables(model))["params"]
-  order = {name: i for i, name in enumerate(layer_order(model))}
-  return dict(sorted(shapes.items(), key=lambda kv: order.get(kv[0], len(order))))
-
-
-@functools.lru_cache(maxsize=None)
-def model_layer_names(model_name: str) -> frozenset[str]:
-  """The parameterised layers of a model (independent of widths and classes)."""
-  model = models.create_model(model_name, width_divisor=64)
-  return frozenset(param_shapes(model))
 
 
 def _is_head_layer(name: str) -> bool:
@@ -181,13 +139,14 @@ def _is_head_layer(name: str) -> bool:
 def guess_model(layer_names: Iterable[str]) -> str | None:
   """Which network a set of layer names is: a model name, ``vgg16`` or None."""
   names = set(layer_names) - set(IMAGENET_CLASSIFIER_LAYERS)
-  if names == set(TRUNK_LAYERS):
+  if names == set(models.TRUNK_LAYERS):
     return "vgg16"
   unscaled = {n for n in names if not n.startswith("scale_")}
   matches = [m for m in models.MODEL_NAMES
-             if names == model_layer_names(m)
+             if names == models.model_layer_names(m)
              or (unscaled == names and names == {
-                 n for n in model_layer_names(m) if not n.startswith("scale_")})]
+                 n for n in models.model_layer_names(m)
+                 if not n.startswith("scale_")})]
   return " or ".join(matches) if matches else None
 
 
@@ -267,20 +226,6 @@ def _convert_layer(blobs, target: Mapping[str, Any]):
   raise ValueError(f"unexpected parameters {sorted(kind)}")
 
 
-def _initial_leaves(name: str, target: Mapping[str, Any],
-                    model: models.FCN) -> tuple[dict[str, np.ndarray], str]:
-  """How Caffe starts a layer the weights lack (FCN_SPEC §5.3, §6.3)."""
-  if set(target) == {"kernel"}:  # an upsampler: surgery.interp
-    size, _, _, channels = target["kernel"].shape
-    return {"kernel": models.bilinear_kernel(size, channels)}, "bilinear"
-  if set(target) == {"scale"}:
-    value = next(s.scale for s in model.head.skips if s.scale_layer == name)
-    return ({"scale": np.full(target["scale"].shape, value, np.float32)},
-            f"constant {value:g}")
-  return ({k: np.zeros(v.shape, np.float32) for k, v in target.items()},
-          "zeros")
-
-
 def _check_finite(params: Params) -> list[str]:
   return [f"{layer}: non-finite values in {leaf}"
           for layer, leaves in params.items() for leaf, value in leaves.items()
@@ -327,7 +272,7 @@ def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
       layer (strict) and non-finite value, with hints.
   """
   model = models.create_model(model_name, num_classes, **model_options)
-  targets = param_shapes(model)
+  targets = models.param_shapes(model)
   has_head = any(_is_head_layer(name) for name in layers)
   params: Params = {}
   rows, problems, missing_required, unexpected = [], [], [], []
@@ -349,7 +294,8 @@ def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
       continue
     if strict and has_head and name not in optional_layers:
       missing_required.append(name)
-    params[name], note = _initial_leaves(name, target, model)
+    params[name], note = model.reference_init(
+        name, {k: v.shape for k, v in target.items()})
     rows.append(LayerRow(name, MISSING, shapes, "", note))
   for name, blobs in layers.items():
     if name in targets:
@@ -383,7 +329,7 @@ def _load_error(problems: list[str], layers: Mapping[str, Any],
   if guess and guess != "vgg16" and model_name not in guess.split(" or "):
     hints.append(f"{source} looks like {guess}, not {model_name}: convert it "
                  f"with --model {guess.split(' or ')[0]}.")
-  if not any(name in layers for name in TRUNK_LAYERS):
+  if not any(name in layers for name in models.TRUNK_LAYERS):
     names = ", ".join(list(layers)[:8]) + (" ..." if len(layers) > 8 else "")
     hints.append(f"{source} has no VGG16 layer (conv1_1 ... fc7): its layers "
                  f"are {names}.")
@@ -498,233 +444,3 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
         "cannot copy layers by name, shapes differ (check num_classes and "
         "width_divisor):" + "".join(f"\n  - {p}" for p in problems))
   return params, LoadReport(tuple(rows))
-
-
-# --------------------------------------------------------------------------
-# Preprocessing that travels with the weights.
-# --------------------------------------------------------------------------
-
-
-def _describe(p: Preprocessing) -> str:
-  return (f"{p.name}: {p.channel_order}, x{p.scale:g}, mean "
-          f"{tuple(round(m, 5) for m in p.mean)}, std "
-          f"{tuple(round(s, 5) for s in p.std)}")
-
-
-def resolve_preprocessing(requested: str | Preprocessing | None,
-                          metadata_preprocessing: Mapping[str, Any] | None,
-                          force: bool = False, *,
-                          force_flag: str = "config.force_preprocessing",
-                          ) -> Preprocessing:
-  """The preprocessing to use: the weights', unless deliberately overridden.
-
-  Args:
-    requested: An explicit choice (a preset name such as ``caffe_vgg`` or a
-      :class:`Preprocessing`), or ``None``/``""`` to follow the weights.
-    metadata_preprocessing: ``metadata['preprocessing']`` of the weights'
-      checkpoint, or None when there is no metadata (e.g. a random init).
-    force: Accept a ``requested`` that contradicts the weights.
-    force_flag: The setting that passes ``force``, named in the error.
-
-  Returns:
-    The weights' preprocessing when nothing is requested (``CAFFE_VGG`` when
-    there is no metadata either), else the requested one.
-
-  Raises:
-    ValueError: ``requested`` contradicts the weights and ``force`` is False.
-  """
-  recorded = (Preprocessing.from_dict(metadata_preprocessing)
-              if metadata_preprocessing else None)
-  if requested is None or requested == "":
-    return recorded or preprocessing_lib.CAFFE_VGG
-  chosen = (requested if isinstance(requested, Preprocessing)
-            else preprocessing_lib.get_preprocessing(requested))
-  if recorded is None or chosen.matches(recorded):
-    return chosen
-  if force:
-    logging.warning("Using preprocessing %s although the weights expect %s "
-                    "(forced).", _describe(chosen), _describe(recorded))
-    return chosen
-  raise ValueError(
-      f"preprocessing {_describe(chosen)} contradicts the weights, which "
-      f"expect {_describe(recorded)}. Mismatched preprocessing silently costs "
-      f"several mean IU. Leave the preprocessing unset to use the weights', or "
-      f"set {force_flag}=True to override.")
-
-
-def preprocessing_from_metadata(metadata: Mapping[str, Any]) -> Preprocessing:
-  """The preprocessing recorded in a params checkpoint's metadata."""
-  return Preprocessing.from_dict(metadata["preprocessing"])
-
-
-# --------------------------------------------------------------------------
-# The params checkpoint: Orbax params + JSON metadata.
-# --------------------------------------------------------------------------
-
-
-def make_metadata(model_name: str, num_classes: int,
-                  model_options: Mapping[str, Any] | None,
-                  preprocessing: Preprocessing,
-                  source: Mapping[str, Any] | None = None,
-                  report: LoadReport | None = None) -> dict[str, Any]:
-  """The metadata of a params checkpoint.
-
-  Args:
-    model_name: The model the params belong to.
-    num_classes: Its class count.
-    model_options: Options that shape the params (``width_divisor``, ...);
-      ``dtype`` is a compute choice and is not recorded.
-    preprocessing: What inputs the weights expect.
-    source: ``{'file', 'format', 'sha256'}`` of the converted file, if any.
-    report: The load report, if any.
-  """
-  options = {k: v for k, v in (model_options or {}).items() if k != "dtype"}
-  return {
-      "format_version": FORMAT_VERSION,
-      "model": model_name,
-      "num_classes": int(num_classes),
-      "model_options": options,
-      "preprocessing": preprocessing.to_dict(),
-      "source": dict(source or {}),
-      "report": report.to_dict() if report is not None else None,
-  }
-
-
-def model_from_metadata(metadata: Mapping[str, Any],
-                        **options: Any) -> models.FCN:
-  """Builds the model a checkpoint's params belong to (``options`` override)."""
-  merged = {**metadata.get("model_options", {}), **options}
-  return models.create_model(metadata["model"], metadata["num_classes"],
-                             **merged)
-
-
-def _first_missing_ancestor(path: str) -> str | None:
-  missing = None
-  while not os.path.exists(path):
-    missing, path = path, os.path.dirname(path)
-  return missing
-
-
-def save_params(directory: str, params: Mapping[str, Any],
-                metadata: Mapping[str, Any], *, overwrite: bool = False) -> str:
-  """Writes a params checkpoint atomically: all of it, or nothing.
-
-  Args:
-    directory: The checkpoint directory to create.
-    params: The params tree (NumPy or JAX arrays).
-    metadata: JSON-serialisable metadata (see :func:`make_metadata`).
-    overwrite: Replace an existing non-empty ``directory``.
-
-  Returns:
-    The absolute path of the checkpoint.
-
-  Raises:
-    WeightsError: ``directory`` exists and is a file, or is non-empty and
-      ``overwrite`` is False.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  directory = os.path.abspath(directory)
-  if os.path.isfile(directory):
-    raise WeightsError(f"{directory} is a file; choose a directory to write.")
-  if os.path.isdir(directory) and os.listdir(directory) and not overwrite:
-    raise WeightsError(f"{directory} exists and is not empty; choose another "
-                       "--output or pass --overwrite.")
-  text = json.dumps({**metadata, "format_version": FORMAT_VERSION}, indent=2)
-  parent = os.path.dirname(directory)
-  created = _first_missing_ancestor(parent)
-  os.makedirs(parent, exist_ok=True)
-  tmp = os.path.join(parent, f".{os.path.basename(directory)}.tmp-"
-                     f"{uuid.uuid4().hex[:8]}")
-  backup = tmp + "-old"
-  try:
-    os.mkdir(tmp)
-    host = jax.tree.map(np.asarray, dict(params))
-    with ocp.StandardCheckpointer() as checkpointer:
-      checkpointer.save(os.path.join(tmp, PARAMS_DIRNAME), host)
-      checkpointer.wait_until_finished()
-    with open(os.path.join(tmp, METADATA_FILENAME), "w") as f:
-      f.write(text + "\n")
-    if os.path.exists(directory):
-      os.rename(directory, backup)
-    os.rename(tmp, directory)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    if os.path.exists(backup) and not os.path.exists(directory):
-      os.rename(backup, directory)
-    if created:
-      shutil.rmtree(created, ignore_errors=True)
-    raise
-  shutil.rmtree(backup, ignore_errors=True)
-  return directory
-
-
-def is_params_checkpoint(directory: str) -> bool:
-  return os.path.isfile(os.path.join(directory, METADATA_FILENAME))
-
-
-def load_metadata(directory: str) -> dict[str, Any]:
-  """Reads and checks a params checkpoint's metadata only (cheap)."""
-  path = os.path.join(directory, METADATA_FILENAME)
-  if not os.path.isdir(directory):
-    raise WeightsError(f"{directory}: no such directory (expected a params "
-                       "checkpoint written by python -m fcn_jax.convert).")
-  if not os.path.isfile(path):
-    raise WeightsError(
-        f"{directory} is not an fcn_jax params checkpoint: it has no "
-        f"{METADATA_FILENAME}. Convert weight files with python -m "
-        "fcn_jax.convert; training checkpoints are restored with "
-        "--config.checkpoint options instead.")
-  try:
-    with open(path) as f:
-      metadata = json.load(f)
-  except (OSError, json.JSONDecodeError) as e:
-    raise WeightsError(f"{path}: unreadable metadata ({e}).") from None
-  if not isinstance(metadata, dict):
-    raise WeightsError(f"{path}: the metadata is not a JSON object.")
-  version = metadata.get("format_version")
-  if version != FORMAT_VERSION:
-    raise WeightsError(f"{path}: format_version {version!r}; this fcn_jax "
-                       f"reads version {FORMAT_VERSION}.")
-  for key in ("model", "num_classes", "preprocessing"):
-    if key not in metadata:
-      raise WeightsError(f"{path}: metadata lacks {key!r}.")
-  return metadata
-
-
-def load_params(directory: str) -> tuple[Params, dict[str, Any]]:
-  """Reads a params checkpoint written by :func:`save_params`.
-
-  Returns:
-    ``(params, metadata)``: NumPy params keyed by Caffe layer names, and the
-    metadata dict (model, num_classes, model_options, preprocessing, source,
-    report).
-
-  Raises:
-    WeightsError: ``directory`` is not such a checkpoint, or its params do not
-      fit the model its metadata names.
-  """
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  directory = os.path.abspath(directory)
-  metadata = load_metadata(directory)
-  params_dir = os.path.join(directory, PARAMS_DIRNAME)
-  if not os.path.isdir(params_dir):
-    raise WeightsError(f"{directory}: the {PARAMS_DIRNAME}/ directory is "
-                       "missing; convert the weights again.")
-  try:
-    with ocp.StandardCheckpointer() as checkpointer:
-      restored = checkpointer.restore(params_dir)
-  except Exception as e:  # Orbax raises several types for damaged data.
-    raise WeightsError(f"{params_dir}: cannot restore ({type(e).__name__}: "
-                       f"{e}); convert the weights again.") from None
-  params = jax.tree.map(np.asarray, dict(restored))
-  expected = param_shapes(model_from_metadata(metadata))
-  found = jax.tree.map(np.shape, params)
-  wanted = jax.tree.map(lambda x: tuple(x.shape), expected)
-  if found != wanted:
-    raise WeightsError(
-        f"{directory}: its params do not fit {metadata['model']} with "
-        f"num_classes={metadata['num_classes']} and options "
-        f"{metadata.get('model_options', {})}; convert the weights again.")
-  return params, metadata

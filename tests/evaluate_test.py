@@ -10,7 +10,7 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from fcn_jax import default_config, evaluate, metrics, visualize, voc
+from fcn_jax import default_config, metrics, train, tta, visualize, voc
 from fcn_jax.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
@@ -43,9 +43,12 @@ def test_score_split_skips_padding_examples_and_void(flip):
               "valid": np.array([True, False])}]  # The fourth is padding.
   config = default_config.get_config()
   config.eval_batch_size = 2  # Two of the eight fake devices.
-  results, hist = evaluate.score_split(config, model, variables["params"],
-                                       batches, [str(k) for k in range(5)],
-                                       flip=flip)
+  p_eval_step, devices = train.make_eval_fn(
+      model, config, tta.TestTimeAugmentation(flip=flip))
+  results, _ = train.evaluate(p_eval_step, devices, variables["params"],
+                              batches, num_classes=5,
+                              class_names=[str(k) for k in range(5)])
+  hist = np.asarray(results["confusion_matrix"])
   logits = np.asarray(model.apply(variables, jnp.asarray(images[:3])))
   if flip:
     mirrored = np.asarray(model.apply(variables,
@@ -62,20 +65,23 @@ def test_report_and_files_for_the_demo(tmp_path):
   hist = np.asarray(metrics.confusion_matrix(labels, prediction, 21))
   names = list(voc.VOC_CLASSES)
   results = metrics.segmentation_metrics(hist, names)
-  report = evaluate.format_report(results, hist, names)
+  results["confusion_matrix"] = hist.tolist()
+  report = metrics.format_report(results, names)
   # FCN_SPEC.md §12, as percentages.
   for text in ["84.25", "84.55", "71.96", "72.74"]:
     assert text in report
   person = next(line for line in report.splitlines()
                 if line.startswith("person"))
   assert "71.95" in person
-  evaluate.write_results(tmp_path, results, hist, names, extra={"split": "x"})
-  saved = json.loads((tmp_path / "metrics.json").read_text())
+  train.write_eval_results(str(tmp_path), {"split": "x", "class_names": names,
+                                           "metrics": results})
+  report = json.loads((tmp_path / train.EVAL_RESULTS_FILE).read_text())
+  saved = report["metrics"]
   assert round(saved["mean_iu"], 4) == 0.7196
   assert round(saved["per_class_iu"]["bicycle"], 4) == 0.6621
   assert saved["per_class_iu"]["cat"] is None  # NaN: absent everywhere.
   assert np.asarray(saved["confusion_matrix"]).sum() == 149715
-  assert saved["split"] == "x"
+  assert report["split"] == "x"
   with Image.open(tmp_path / "confusion.png") as plot:
     assert plot.format == "PNG" and plot.width > 21 * 20
 
@@ -89,7 +95,8 @@ def test_evaluate_command_end_to_end(tmp_path):
        str(tmp_path / "eval"), "--no-progress"], tmp_path, ROOT)
   assert result.returncode == 0, result.stderr[-3000:]
   assert "10 images" in result.stdout and "mean IU" in result.stdout
-  saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+  saved = json.loads(
+      (tmp_path / "eval" / train.EVAL_RESULTS_FILE).read_text())["metrics"]
   hist = np.asarray(saved["confusion_matrix"])
   assert hist.shape == (21, 21) and saved["num_images"] == 10
   # Independently: every validation image at its native size through the

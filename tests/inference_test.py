@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from fcn_jax import inference
+from fcn_jax import tta
+import tta_test  # naive_resize: the antialiased linear filter by definition.
 from fcn_jax.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import random_image, tiny_fcn
 
@@ -41,13 +43,13 @@ def test_resize_logits_is_linear_with_aligned_pixel_centres():
   h, w, height, width = 5, 7, 13, 4
   rows, cols = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
   ramp = np.stack([2.0 * rows + 3.0 * cols, -rows], -1).astype(np.float32)
-  out = inference.resize_logits(ramp, height, width)
+  out = tta.resize_logits(ramp, height, width)
   u = np.clip((np.arange(height) + 0.5) * h / height - 0.5, 0, h - 1)
   v = np.clip((np.arange(width) + 0.5) * w / width - 0.5, 0, w - 1)
   np.testing.assert_allclose(out[..., 0], 2 * u[:, None] + 3 * v[None, :],
                              atol=1e-5)
   np.testing.assert_allclose(out[..., 1], -u[:, None] + 0 * v, atol=1e-5)
-  np.testing.assert_array_equal(inference.resize_logits(ramp, h, w), ramp)
+  np.testing.assert_array_equal(tta.resize_logits(ramp, h, w), ramp)
 
 
 def test_exact_mode_equals_the_model_at_native_size(fcn32s):
@@ -106,8 +108,8 @@ def test_flip_and_scales_average_the_variants(fcn32s):
   np.testing.assert_allclose(flipped, want, atol=1e-4)
   scaled = inference.Predictor(model, variables, CAFFE_VGG, mode="exact",
                                scales=(1.0, 0.5)).predict_logits([image])[0]
-  half = inference.resize_image(image, 15, 22)
-  want = (direct(image) + inference.resize_logits(direct(half), 30, 44)) / 2
+  half = tta_test.naive_resize(image, 15, 22)
+  want = (direct(image) + tta.resize_logits(direct(half), 30, 44)) / 2
   np.testing.assert_allclose(scaled, want, atol=1e-4)
 
 
@@ -196,8 +198,8 @@ def test_predictor_shift_stitch_gives_dense_scores():
   coarse = lambda y: inference.coarse_scores(model, variables, y)
   stitched = _stitch_by_definition(coarse, np.asarray(x), 2, 8)[0]
   rows, cols = (np.arange(20) + 23.5) / 4, (np.arange(28) + 23.5) / 4
-  want = inference.linear_resample(
-      inference.linear_resample(stitched, rows, 0), cols, 1)
+  want = tta.linear_resample(
+      tta.linear_resample(stitched, rows, 0), cols, 1)
   np.testing.assert_allclose(got, want, atol=1e-4)
   with pytest.raises(ValueError, match="divide"):
     inference.Predictor(model, variables, CAFFE_VGG, shift_stitch=3)

@@ -16,7 +16,6 @@ import sys
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 
 from fcn_jax import models
@@ -68,11 +67,9 @@ def save_tiny_checkpoint(workdir, name: str = "fcn8s",
   # pylint: disable-next=g-import-not-at-top
   from fcn_jax import checkpointing, preprocessing
   model, variables = tiny_fcn(name, width_divisor=width_divisor)
-  model_config = ml_collections.ConfigDict(dict(
-      name=name, num_classes=model.num_classes, width_divisor=width_divisor,
-      dtype="float32", learn_upsampling=False, dropout_rate=0.5))
-  metadata = checkpointing.model_metadata(model_config,
-                                          preprocessing.CAFFE_VGG)
+  metadata = checkpointing.make_metadata(
+      models.ModelSpec(name, model.num_classes, width_divisor=width_divisor),
+      preprocessing.CAFFE_VGG)
   checkpointer = checkpointing.Checkpointer(str(workdir))
   checkpointer.save(step, {
       "params": jax.tree.map(np.asarray, variables["params"]),

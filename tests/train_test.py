@@ -166,8 +166,8 @@ def _save_checkpoint(workdir, config, params, step, metrics=None):
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=2,
                                             keep_best=1)
   checkpointer.save(step, parallel.to_host(state.to_dict()),
-                    metadata=checkpointing.model_metadata(
-                        config.model, preprocessing.CAFFE_VGG),
+                    metadata=checkpointing.make_metadata(
+                        train.model_spec(config), preprocessing.CAFFE_VGG),
                     metrics=metrics)
   checkpointer.wait()
   checkpointer.close()
@@ -198,7 +198,9 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
                    {"mean_iu": 0.1})
 
   for path in (str(tmp_path), os.path.join(str(tmp_path), "checkpoints", "7")):
-    model, variables, prep, metadata = checkpointing.load_inference_bundle(path)
+    bundle = checkpointing.load(path)
+    model, variables, prep, metadata = (bundle.model, bundle.variables,
+                                        bundle.preprocessing, bundle.metadata)
     assert model.head == models.HEADS["fcn32s"]
     assert model.width_divisor == 64 and model.num_classes == NUM_CLASSES
     assert prep.matches(preprocessing.CAFFE_VGG)
@@ -258,8 +260,9 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
 
   # A depthwise checkpoint rebuilds a depthwise model.
   _save_checkpoint(str(tmp_path / "depthwise"), config, params, 2)
-  loaded, variables, _, metadata = checkpointing.load_inference_bundle(
-      str(tmp_path / "depthwise"))
+  bundle = checkpointing.load(str(tmp_path / "depthwise"))
+  loaded, variables, metadata = (bundle.model, bundle.variables,
+                                 bundle.metadata)
   assert metadata["model_options"]["upsample_mode"] == "depthwise"
   assert loaded.upsample_mode == "depthwise"
   np.testing.assert_array_equal(variables["params"]["upscore8"]["kernel"],

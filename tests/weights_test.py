@@ -23,13 +23,21 @@ from google.protobuf import descriptor_pool
 from google.protobuf import message_factory
 
 import models_test  # The NumPy Caffe graph: _np_fcn, _np_conv, _np_pool_ceil.
+from fcn_jax import checkpointing
 from fcn_jax import convert
 from fcn_jax import models
 from fcn_jax import preprocessing
 from fcn_jax import readers
 from fcn_jax import weights
 from fcn_jax.readers import WeightFileError
+from fcn_jax.checkpointing import CheckpointError
 from fcn_jax.weights import WeightsError
+
+
+def _load_export(directory):
+  """``(params, metadata)`` of a weights export, through the one loader."""
+  loaded = checkpointing.load(directory)
+  return loaded.params, loaded.metadata
 
 DIVISOR = 16  # tiny widths: 4 ... 32 channels, fc 256
 
@@ -166,7 +174,7 @@ def as_inner_product(blobs, layers=("fc6", "fc7")):
 def vgg16_blobs(seed=0, classes=10):
   """A tiny VGG16 ImageNet net: 13 convs, fc6/fc7/fc8 as InnerProduct."""
   trunk = {k: v for k, v in caffe_blobs("fcn32s", seed).items()
-           if k in weights.TRUNK_LAYERS}
+           if k in models.TRUNK_LAYERS}
   rng = np.random.default_rng(seed + 100)
   width = trunk["fc7"][0].shape[0]
   trunk["fc8"] = [rng.normal(0, 0.1, (classes, width)), rng.normal(0, 0.1, classes)]
@@ -263,7 +271,7 @@ def test_from_caffe_layers_puts_every_value_in_its_place():
                                     blobs[name][1].astype(np.float32))
   assert report.loaded == list(params) and not report.missing
   assert not report.unused
-  shapes = weights.param_shapes(models.create_model("fcn8s",
+  shapes = models.param_shapes(models.create_model("fcn8s",
                                                     width_divisor=DIVISOR))
   assert jax.tree.map(np.shape, params) == jax.tree.map(lambda s: s.shape,
                                                         shapes)
@@ -306,7 +314,7 @@ def test_shape_mismatches_are_all_listed_in_one_error():
     weights.from_caffe_layers(blobs, "fcn8s", width_divisor=8)
   message = str(error.value)
   # At another width every convolution and score layer differs.
-  for name in weights.TRUNK_LAYERS + ("score_fr", "score_pool4", "score_pool3"):
+  for name in models.TRUNK_LAYERS + ("score_fr", "score_pool4", "score_pool3"):
     assert f"- {name}:" in message, name
   assert "expected (8, 3, 3, 3)" in message  # conv1_1 at width_divisor 8
 
@@ -356,12 +364,13 @@ def test_converted_fcn8s_forward_equals_numpy_caffe_graph(tmp_path, capsys):
   printed = capsys.readouterr().out
   assert "upscore_pool4" in printed and "loaded 21 layers" in printed
 
-  params, metadata = weights.load_params(str(out))
+  params, metadata = _load_export(str(out))
   assert metadata["model"] == "fcn8s" and metadata["num_classes"] == 21
-  assert weights.preprocessing_from_metadata(metadata) == preprocessing.CAFFE_VGG
+  assert (preprocessing.Preprocessing.from_dict(metadata["preprocessing"])
+          == preprocessing.CAFFE_VGG)
   assert metadata["source"]["format"] == "caffemodel"
   assert len(metadata["source"]["sha256"]) == 64
-  model = weights.model_from_metadata(metadata)
+  model = checkpointing.model_spec(metadata).create()
   rng = np.random.default_rng(5)
   x = image(rng)
   got = np.asarray(model.apply({"params": params}, x[None].astype(np.float32)))
@@ -391,7 +400,7 @@ def test_convolutionalised_fc_matches_dense_classifier_from_caffemodel(tmp_path)
   logits = blobs["fc8"][0] @ flat + blobs["fc8"][1]
 
   trunk = models.VGG16(width_divisor=DIVISOR, input_pad=1)
-  trunk_params = {k: params[k] for k in weights.TRUNK_LAYERS}
+  trunk_params = {k: params[k] for k in models.TRUNK_LAYERS}
   cell = trunk.apply({"params": trunk_params}, x[None].astype(np.float32))["fc7"]
   assert cell.shape[:3] == (1, 1, 1)
   fc8_w, fc8_b = layers["fc8"]
@@ -448,7 +457,7 @@ def test_pytorch_fcn_pth_atonce_forward_equals_torch(tmp_path):
   out = tmp_path / "ckpt"
   assert run_cli("--input", path, "--format", "pytorch", "--model",
                  "fcn8s_atonce", "--output", out, "--width_divisor", DIVISOR) == 0
-  params, metadata = weights.load_params(str(out))
+  params, metadata = _load_export(str(out))
   assert metadata["report"]["missing"] == {"scale_pool4": "constant 0.01",
                                            "scale_pool3": "constant 0.0001"}
   assert metadata["preprocessing"]["name"] == "caffe_vgg"
@@ -457,7 +466,7 @@ def test_pytorch_fcn_pth_atonce_forward_equals_torch(tmp_path):
     expected = _torch_fcn8s_atonce(
         sd, torch.tensor(x.transpose(2, 0, 1)[None], dtype=torch.float32))
   expected = expected[0].numpy().transpose(1, 2, 0)
-  got = weights.model_from_metadata(metadata).apply(
+  got = checkpointing.model_spec(metadata).create().apply(
       {"params": params}, x[None].astype(np.float32))
   assert relative_error(np.asarray(got)[0], expected) < 1e-5
 
@@ -497,13 +506,13 @@ def test_torchvision_vgg16_logits_equal_convolutionalised_cell(tmp_path):
   out = tmp_path / "ckpt"
   assert run_cli("--input", path, "--format", "torchvision", "--model",
                  "fcn32s", "--output", out, "--width_divisor", DIVISOR) == 0
-  params, metadata = weights.load_params(str(out))
-  assert (weights.preprocessing_from_metadata(metadata)
+  params, metadata = _load_export(str(out))
+  assert (preprocessing.Preprocessing.from_dict(metadata["preprocessing"])
           == preprocessing.TORCHVISION)
   assert metadata["report"]["unused"] == ["fc8"]
   layers = readers.read_torchvision_vgg16(str(path))
   trunk = models.VGG16(width_divisor=DIVISOR, input_pad=1)
-  cell = trunk.apply({"params": {k: params[k] for k in weights.TRUNK_LAYERS}},
+  cell = trunk.apply({"params": {k: params[k] for k in models.TRUNK_LAYERS}},
                      x[None].astype(np.float32))["fc7"]
   got = layers["fc8"][0] @ np.asarray(cell)[0, 0, 0] + layers["fc8"][1]
   assert relative_error(got, logits) < 1e-5
@@ -594,7 +603,7 @@ def test_keras_h5_reads_into_caffe_layout(tmp_path, full_model, keras1):
   path = write_keras_h5(tmp_path / KERAS_FILE,
                         kw, full_model=full_model, keras1=keras1)
   layers = readers.read_keras_vgg16(str(path))
-  assert list(layers) == list(weights.TRUNK_LAYERS) + ["fc8"]
+  assert list(layers) == list(models.TRUNK_LAYERS) + ["fc8"]
   k, b = kw["block3_conv2"]
   w = layers["conv3_2"][0]
   for o, i, h, x in np.random.default_rng(0).integers(0, 3, (20, 4)):
@@ -617,7 +626,7 @@ def test_keras_h5_converts_with_its_preprocessing(tmp_path):
   out = tmp_path / "ckpt"
   assert run_cli("--input", path, "--format", "keras", "--model", "fcn32s",
                  "--output", out, "--width_divisor", DIVISOR) == 0
-  params, metadata = weights.load_params(str(out))
+  params, metadata = _load_export(str(out))
   assert metadata["preprocessing"]["name"] == "keras_vgg"
   assert metadata["preprocessing"]["channel_order"] == "BGR"
   kernel, fc1 = params["fc6"]["kernel"], kw["fc1"][0]
@@ -714,7 +723,7 @@ def test_cli_torchvision_caffe_file_name_check(tmp_path, capsys):
   assert run_cli("--input", path, "--format", "torchvision", "--model",
                  "fcn32s", "--preprocessing", "caffe_vgg", "--output", out,
                  "--width_divisor", DIVISOR) == 0
-  assert weights.load_metadata(str(out))["preprocessing"]["name"] == "caffe_vgg"
+  assert checkpointing.load_metadata(str(out))["preprocessing"]["name"] == "caffe_vgg"
 
 
 def test_cli_at_once_file_name_check(tmp_path, capsys):
@@ -759,20 +768,21 @@ def _tiny_params(name, num_classes=21):
 
 
 def _metadata(name, num_classes=21):
-  return weights.make_metadata(name, num_classes, {"width_divisor": DIVISOR},
-                               preprocessing.CAFFE_VGG)
+  return checkpointing.make_metadata(
+      models.ModelSpec(name, num_classes, width_divisor=DIVISOR),
+      preprocessing.CAFFE_VGG)
 
 
 def test_save_and_load_round_trip(tmp_path):
   params = _tiny_params("fcn16s")
-  directory = weights.save_params(str(tmp_path / "a" / "b"), params,
-                                  _metadata("fcn16s"))
-  loaded, metadata = weights.load_params(directory)
+  directory = checkpointing.save_weights(str(tmp_path / "a" / "b"), params,
+                                         _metadata("fcn16s"))
+  loaded, metadata = _load_export(directory)
   assert jax.tree.structure(loaded) == jax.tree.structure(params)
   jax.tree.map(np.testing.assert_array_equal, loaded, params)
   assert metadata["model_options"] == {"width_divisor": DIVISOR}
-  with pytest.raises(WeightsError, match="not empty"):
-    weights.save_params(directory, params, _metadata("fcn16s"))
+  with pytest.raises(CheckpointError, match="not empty"):
+    checkpointing.save_weights(directory, params, _metadata("fcn16s"))
 
 
 def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
@@ -783,29 +793,33 @@ def test_failed_save_leaves_nothing(tmp_path, monkeypatch):
 
   monkeypatch.setattr(ocp.StandardCheckpointer, "save", broken_save)
   with pytest.raises(OSError, match="disk full"):
-    weights.save_params(str(tmp_path / "new" / "ckpt"), _tiny_params("fcn32s"),
-                        _metadata("fcn32s"))
+    checkpointing.save_weights(str(tmp_path / "new" / "ckpt"),
+                               _tiny_params("fcn32s"), _metadata("fcn32s"))
   assert os.listdir(tmp_path) == []
 
 
 def test_load_params_rejects_other_directories(tmp_path):
-  with pytest.raises(WeightsError, match="no such directory"):
-    weights.load_params(str(tmp_path / "absent"))
+  with pytest.raises(CheckpointError, match="no such directory"):
+    checkpointing.load_metadata(str(tmp_path / "absent"))
+  with pytest.raises(FileNotFoundError, match="no such weights"):
+    checkpointing.load(str(tmp_path / "absent"))
   (tmp_path / "train_ckpt").mkdir()
-  with pytest.raises(WeightsError, match="not an fcn_jax params checkpoint"):
-    weights.load_params(str(tmp_path / "train_ckpt"))
-  directory = weights.save_params(str(tmp_path / "c"), _tiny_params("fcn32s"),
-                                  _metadata("fcn32s"))
-  meta_path = os.path.join(directory, weights.METADATA_FILENAME)
+  with pytest.raises(CheckpointError, match="not an fcn_jax weights export"):
+    checkpointing.load_metadata(str(tmp_path / "train_ckpt"))
+  with pytest.raises(CheckpointError, match="neither a weights export"):
+    checkpointing.load(str(tmp_path / "train_ckpt"))
+  directory = checkpointing.save_weights(
+      str(tmp_path / "c"), _tiny_params("fcn32s"), _metadata("fcn32s"))
+  meta_path = os.path.join(directory, checkpointing.WEIGHTS_METADATA_FILE)
   meta = json.load(open(meta_path))
   meta["model"] = "fcn8s"  # params no longer fit the model it names
   json.dump(meta, open(meta_path, "w"))
-  with pytest.raises(WeightsError, match="do not fit fcn8s"):
-    weights.load_params(directory)
+  with pytest.raises(CheckpointError, match="do not fit fcn8s"):
+    checkpointing.load(directory)
   meta["format_version"] = 99
   json.dump(meta, open(meta_path, "w"))
-  with pytest.raises(WeightsError, match="format_version 99"):
-    weights.load_params(directory)
+  with pytest.raises(CheckpointError, match="format_version 99"):
+    checkpointing.load(directory)
 
 
 def _initial_params(name, num_classes=21):
@@ -814,7 +828,7 @@ def _initial_params(name, num_classes=21):
   Cheaper than ``models.init_variables``, which compiles the forward pass.
   """
   trunk = {k: v for k, v in caffe_blobs(name, seed=20).items()
-           if k in weights.TRUNK_LAYERS}
+           if k in models.TRUNK_LAYERS}
   params = weights.from_caffe_layers(trunk, name, num_classes,
                                      width_divisor=DIVISOR)
   return jax.tree.map(jnp.asarray, params)
@@ -824,7 +838,7 @@ def test_copy_by_name_stages_fcn32s_into_fcn16s():
   source = _tiny_params("fcn32s")
   target = _initial_params("fcn16s")
   params, report = weights.copy_by_name(source, target)
-  for layer in weights.TRUNK_LAYERS + ("score_fr",):
+  for layer in models.TRUNK_LAYERS + ("score_fr",):
     for leaf in ("kernel", "bias"):
       np.testing.assert_array_equal(params[layer][leaf], source[layer][leaf])
   assert not np.asarray(params["score_pool4"]["kernel"]).any()  # zero skip
@@ -835,7 +849,7 @@ def test_copy_by_name_stages_fcn32s_into_fcn16s():
   np.testing.assert_array_equal(params["upscore2"]["kernel"], upscore2)
   assert report.unused == ["upscore"]
   assert set(report.missing) == {"upscore2", "score_pool4", "upscore16"}
-  assert report.loaded == list(weights.TRUNK_LAYERS) + ["score_fr"]
+  assert report.loaded == list(models.TRUNK_LAYERS) + ["score_fr"]
   # The target's array kind and dtype are kept.
   assert isinstance(params["conv1_1"]["kernel"], jax.Array)
   assert params["conv1_1"]["kernel"].dtype == jnp.float32
@@ -869,7 +883,7 @@ def test_copy_by_name_refuses_a_class_mixing_upsampler_as_depthwise():
 def test_resolve_preprocessing():
   caffe = preprocessing.CAFFE_VGG.to_dict()
   torchvision = preprocessing.TORCHVISION.to_dict()
-  resolve = weights.resolve_preprocessing
+  resolve = preprocessing.resolve
   assert resolve(None, torchvision) == preprocessing.TORCHVISION
   assert resolve("", caffe) == preprocessing.CAFFE_VGG
   assert resolve(None, None) == preprocessing.CAFFE_VGG
