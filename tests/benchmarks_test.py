@@ -15,7 +15,7 @@ from benchmarks import jax_bench
 from fcn_jax import models
 from fcn_jax import parallel
 
-# FCN_SPEC.md §10: weights per layer (21 classes).
+# docs/reference.md §10: weights per layer (21 classes).
 SPEC_WEIGHTS = {
     "conv1_1": 1_728, "conv1_2": 36_864, "conv2_1": 73_728,
     "conv2_2": 147_456, "conv3_1": 294_912, "conv3_2": 589_824,
@@ -25,7 +25,7 @@ SPEC_WEIGHTS = {
     "score_fr": 86_016, "score_pool4": 10_752, "score_pool3": 5_376,
     "upscore2": 7_056, "upscore_pool4": 7_056, "upscore8": 112_896,
 }
-# FCN_SPEC.md §11, FCN-8s at H = W = 500: the side of each layer's output
+# docs/reference.md §11, FCN-8s at H = W = 500: the side of each layer's output
 # (convolutions) or input (upsamplers: every input pixel scatters a kernel).
 SPEC_SIDES_500 = {
     "conv1": 698, "conv2": 349, "conv3": 175, "conv4": 88, "conv5": 44,
@@ -139,7 +139,7 @@ def test_train_config_is_the_default_with_the_benchmark_settings():
   config = jax_bench.train_config(TINY_ROW)
   assert config.optim.loss_normalization == "valid"
   assert config.optim.momentum == 0.9
-  assert config.optim.weight_decay == 5e-4  # FCN_SPEC.md §5.2 defaults.
+  assert config.optim.weight_decay == 5e-4  # docs/reference.md §5.2 defaults.
   assert config.optim.bias_lr_mult == 2.0
   assert config.model.dropout_rate == models.DROPOUT_RATE
   assert (config.model.name, config.model.width_divisor,

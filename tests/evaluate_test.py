@@ -63,7 +63,7 @@ def test_report_and_files_for_the_demo(tmp_path):
   names = list(voc.VOC_CLASSES)
   results = metrics.segmentation_metrics(hist, names)
   report = evaluate.format_report(results, hist, names)
-  # FCN_SPEC.md §12, as percentages.
+  # docs/reference.md §12, as percentages.
   for text in ["84.25", "84.55", "71.96", "72.74"]:
     assert text in report
   person = next(line for line in report.splitlines()

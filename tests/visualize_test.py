@@ -10,7 +10,7 @@ from fcn_jax import metrics, visualize, voc
 
 DEMO = pathlib.Path(__file__).parent / "fixtures" / "demo"
 
-# VOC devkit colours (FCN_SPEC.md §12 and the devkit's labelcolormap).
+# VOC devkit colours (docs/reference.md §12 and the devkit's labelcolormap).
 BACKGROUND, AEROPLANE, BICYCLE, PERSON = (0, 0, 0), (128, 0, 0), (0, 128, 0), \
     (192, 128, 128)
 VOID = (224, 224, 192)
@@ -23,7 +23,8 @@ def _rgb(path):
 def test_demo_output_decodes_to_the_spec_class_counts():
   labels = visualize.read_label_png(DEMO / "output.png")
   values, counts = np.unique(labels, return_counts=True)
-  # FCN_SPEC.md §12: background 74,268, bicycle 42,851, person 49,881 pixels.
+  # docs/reference.md §12: background 74,268, bicycle 42,851, person 49,881
+  # pixels.
   assert dict(zip(values.tolist(), counts.tolist())) == {
       0: 74268, 2: 42851, 15: 49881}
   assert labels.shape == (500, 334)
@@ -40,7 +41,7 @@ def test_demo_output_scores_the_spec_metrics():
   labels = visualize.read_label_png(DEMO / "label.png")
   prediction = visualize.read_label_png(DEMO / "output.png")
   hist = np.asarray(metrics.confusion_matrix(labels, prediction, 21))
-  assert hist.sum() == 149715  # Valid (non-255) pixels, FCN_SPEC.md §12.
+  assert hist.sum() == 149715  # Valid (non-255) pixels, docs/reference.md §12.
   result = metrics.segmentation_metrics(hist, list(voc.VOC_CLASSES))
   assert round(result["pixel_acc"], 4) == 0.8425
   assert round(result["mean_acc"], 4) == 0.8455
