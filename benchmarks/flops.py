@@ -2,7 +2,7 @@
 
 Every convolution and transposed convolution is counted as ``2 * MACs``; ReLU,
 pooling, crops, sums and the loss are left out (they are < 0.5% of the total).
-The shapes follow the Caffe geometry of :mod:`fcn_jax.models` (FCN_SPEC.md
+The shapes follow the Caffe geometry of :mod:`fcn_jax.models` (docs/reference.md
 §11): ``conv1_1`` pads by 100, the pools round up, ``fc6`` is an unpadded 7x7
 convolution and a ``Deconvolution(k, s)`` maps ``n`` to ``s * (n - 1) + k``.
 

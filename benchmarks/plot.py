@@ -3,7 +3,7 @@ r"""Plots images/s against batch size from the benchmarks' JSON files.
 One panel per kind (inference, training) and device, merging the rows of files
 of the same kind (e.g. one file per dtype); one line per implementation
 (fcn_jax, PyTorch eager, PyTorch best) and per (model, size, dtype, upsample)
-series. Drawn with Pillow, so it needs no matplotlib.
+series. Drawn with matplotlib on an Agg canvas (no pyplot, no display).
 
   python benchmarks/plot.py benchmarks/results/cpu_inference.json \
       benchmarks/results/cpu_train.json --output docs/throughput_cpu.png
@@ -13,22 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 from pathlib import Path
 from typing import Any, Iterable
 
-from PIL import Image
-from PIL import ImageDraw
-from PIL import ImageFont
+from matplotlib import axes as mpl_axes
+from matplotlib import figure as mpl_figure
+from matplotlib import ticker
+from matplotlib.backends import backend_agg
 
-RUNNER_COLORS = {"fcn_jax": (31, 119, 180), "torch_eager": (214, 39, 40),
-                 "torch_best": (255, 127, 14)}
+# Matplotlib's default (tab10) blue, red and orange, one per implementation.
+RUNNER_COLORS = {"fcn_jax": "tab:blue", "torch_eager": "tab:red",
+                 "torch_best": "tab:orange"}
 RUNNER_NAMES = {"fcn_jax": "fcn_jax", "torch_eager": "PyTorch eager fp32",
                 "torch_best": "PyTorch best"}
-DASHES = ((None), (10, 5), (3, 4), (12, 4, 3, 4))  # Solid, dashed, dotted...
-PLOT_SIZE = (620, 400)  # One panel without its legend.
-LEGEND_LINE = 17
-MARGIN = dict(left=70, right=20, top=50, bottom=55)
+# One line style and marker per series of the same implementation.
+LINE_STYLES = ("-", "--", ":", "-.")
+MARKERS = ("o", "s", "^", "D", "v", "P")
+PANEL_SIZE = (6.2, 4.0)  # Inches (at 100 dpi), one panel without its legend.
+DPI = 100
 
 
 def series(results: dict[str, Any]
@@ -55,100 +57,40 @@ def series(results: dict[str, Any]
           for key, points in values.items()}
 
 
-def _nice_step(span: float, ticks: int = 5) -> float:
-  raw = span / ticks
-  magnitude = 10 ** math.floor(math.log10(raw))
-  for factor in (1, 2, 2.5, 5, 10):
-    if factor * magnitude >= raw:
-      return factor * magnitude
-  return 10 * magnitude
-
-
-def _dashed_line(draw: ImageDraw.ImageDraw, points: list[tuple[float, float]],
-                 color, dash, width: int = 3) -> None:
-  if dash is None:
-    draw.line(points, fill=color, width=width, joint="curve")
-    return
-  pattern, index, remaining, on = list(dash), 0, dash[0], True
-  for (x0, y0), (x1, y1) in zip(points, points[1:]):
-    length = math.hypot(x1 - x0, y1 - y0)
-    position = 0.0
-    while position < length:
-      step = min(remaining, length - position)
-      if on:
-        a, b = position / length, (position + step) / length
-        draw.line([(x0 + a * (x1 - x0), y0 + a * (y1 - y0)),
-                   (x0 + b * (x1 - x0), y0 + b * (y1 - y0))],
-                  fill=color, width=width)
-      position += step
-      remaining -= step
-      if remaining <= 1e-9:
-        index = (index + 1) % len(pattern)
-        remaining, on = pattern[index], not on
-
-
-def draw_panel(results: dict[str, Any]) -> Image.Image:
-  """One chart: img/s (linear) against batch size (log 2)."""
+def draw_panel(axes: mpl_axes.Axes, results: dict[str, Any]) -> None:
+  """One chart on ``axes``: img/s (linear, from 0) against batch size (log 2).
+  """
   lines = series(results)
-  width, height = PLOT_SIZE
-  image = Image.new("RGB", (width, height + LEGEND_LINE * len(lines) + 10),
-                    "white")
-  draw = ImageDraw.Draw(image)
-  font = ImageFont.load_default(size=13)
-  title_font = ImageFont.load_default(size=15)
   env = results["environment"]
-  left, right = MARGIN["left"], width - MARGIN["right"]
-  top, bottom = MARGIN["top"], height - MARGIN["bottom"]
-  batches = sorted({b for points in lines.values() for b, _ in points})
-  y_max = max(v for points in lines.values() for _, v in points)
-  step = _nice_step(y_max * 1.1)
-  y_top = step * math.ceil(y_max * 1.1 / step)
-  log_min, log_max = math.log2(batches[0]), math.log2(batches[-1])
-  x_of = lambda b: (left + (right - left) * (math.log2(b) - log_min)
-                    / max(log_max - log_min, 1e-9) if log_max > log_min
-                    else (left + right) / 2)
-  y_of = lambda v: bottom - (bottom - top) * v / y_top
-
-  title = f"{results['kind']}: {env['device']}"
-  draw.text((left, 8), title, fill="black", font=title_font)
-  draw.text((left, 27), f"jax {env['jax']}, torch {env['torch']}, "
-            f"{env['date'][:10]}", fill=(90, 90, 90), font=font)
-  for k in range(int(round(y_top / step)) + 1):  # Horizontal grid + labels.
-    value = k * step
-    y = y_of(value)
-    draw.line([(left, y), (right, y)], fill=(225, 225, 225))
-    text = f"{value:g}"
-    draw.text((left - 8 - draw.textlength(text, font=font), y - 7), text,
-              fill="black", font=font)
-  for b in batches:
-    x = x_of(b)
-    draw.line([(x, bottom), (x, bottom + 5)], fill="black")
-    draw.text((x - draw.textlength(str(b), font=font) / 2, bottom + 8),
-              str(b), fill="black", font=font)
-  draw.rectangle([left, top, right, bottom], outline="black")
-  draw.text(((left + right) / 2 - 35, height - 22), "batch size",
-            fill="black", font=font)
-  draw.text((6, top - 18), "images/s", fill="black", font=font)
-
-  labels_of = {}
+  labels_of: dict[str, list[str]] = {}
   for label, runner in sorted(lines):
     labels_of.setdefault(runner, []).append(label)
-  legend_y = height + 2
   for (label, runner), points in sorted(lines.items()):
-    color = RUNNER_COLORS.get(runner, (80, 80, 80))
-    dash = DASHES[labels_of[runner].index(label) % len(DASHES)]
-    xy = [(x_of(b), y_of(v)) for b, v in points]
-    if len(xy) > 1:
-      _dashed_line(draw, xy, color, dash)
-    for x, y in xy:
-      draw.ellipse([x - 4, y - 4, x + 4, y + 4], fill=color)
-    _dashed_line(draw, [(left, legend_y + 7), (left + 30, legend_y + 7)],
-                 color, dash)
-    name = RUNNER_NAMES.get(runner, runner)
-    draw.text((left + 36, legend_y), f"{name}: {label}", fill="black",
-              font=font)
-    legend_y += LEGEND_LINE
-  return image
+    batches, values = zip(*points)
+    index = labels_of[runner].index(label)
+    axes.plot(batches, values, linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+              marker=MARKERS[index % len(MARKERS)], linewidth=2,
+              color=RUNNER_COLORS.get(runner, "tab:gray"),
+              label=f"{RUNNER_NAMES.get(runner, runner)}: {label}")
+  batches = sorted({b for points in lines.values() for b, _ in points})
+  axes.set_xscale("log", base=2)
+  axes.xaxis.set_major_locator(ticker.FixedLocator(batches))
+  axes.xaxis.set_major_formatter(ticker.FixedFormatter(
+      [str(b) for b in batches]))
+  axes.xaxis.set_minor_locator(ticker.NullLocator())
+  if len(batches) == 1:  # A single batch size: centre it.
+    axes.set_xlim(batches[0] / 2, batches[0] * 2)
+  axes.set_ylim(bottom=0, top=1.1 * max(v for points in lines.values()
+                                        for _, v in points))
+  axes.grid(axis="y", color="0.88")
+  axes.set_axisbelow(True)
+  axes.set_xlabel("batch size")
+  axes.set_ylabel("images/s")
+  axes.set_title(f"{results['kind']}: {env['device']}\n"
+                 f"jax {env['jax']}, torch {env['torch']}, "
+                 f"{env['date'][:10]}", loc="left", fontsize=10)
+  axes.legend(loc="upper left", bbox_to_anchor=(0, -0.14), frameon=False,
+              fontsize=9, handlelength=3)
 
 
 def merge_by_kind(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -165,15 +107,18 @@ def merge_by_kind(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def plot(results: Iterable[dict[str, Any]], output: Path) -> Path:
   """Draws one panel per kind and device side by side and saves a PNG."""
-  panels = [draw_panel(r) for r in merge_by_kind(results)]
-  canvas = Image.new("RGB", (sum(p.width for p in panels),
-                             max(p.height for p in panels)), "white")
-  x = 0
-  for panel in panels:
-    canvas.paste(panel, (x, 0))
-    x += panel.width
+  merged = merge_by_kind(results)
+  if not merged:
+    raise ValueError("no benchmark results to plot")
+  figure = mpl_figure.Figure(
+      figsize=(PANEL_SIZE[0] * len(merged), PANEL_SIZE[1]), dpi=DPI)
+  backend_agg.FigureCanvasAgg(figure)
+  for axes, result in zip(figure.subplots(1, len(merged), squeeze=False)[0],
+                          merged):
+    draw_panel(axes, result)
   output.parent.mkdir(parents=True, exist_ok=True)
-  canvas.save(output, optimize=True)
+  figure.savefig(output, format="png", bbox_inches="tight", pad_inches=0.15,
+                 facecolor="white", pil_kwargs={"optimize": True})
   return output
 
 

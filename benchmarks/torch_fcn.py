@@ -148,9 +148,10 @@ def load_flax_variables(module: TorchFCN,
   """Copies an fcn_jax variable tree into ``module``.
 
   Conv kernels go HWIO -> OIHW. fcn_jax's transposed-conv kernel equals the
-  spatially flipped Caffe/PyTorch kernel (FCN_SPEC.md §4.3), so it is flipped
-  back and laid out ``(Cin, Cout, k, k)``, or ``(C, 1, k, k)`` for a depthwise
-  module; either fcn_jax upsample mode loads into either PyTorch mode.
+  spatially flipped Caffe/PyTorch kernel (docs/reference.md §4.3), so it is
+  flipped back and laid out ``(Cin, Cout, k, k)``, or ``(C, 1, k, k)`` for a
+  depthwise module; either fcn_jax upsample mode loads into either PyTorch
+  mode.
 
   Args:
     module: The PyTorch network to fill (its weights are overwritten).

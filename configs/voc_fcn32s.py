@@ -1,4 +1,4 @@
-"""voc-fcn32s, reference "heavy" training (FCN_SPEC.md §5).
+"""voc-fcn32s, reference "heavy" training (docs/reference.md §5).
 
 Batch 1 at native size, summed loss, SGD momentum 0.99, fixed lr 1e-10, weight
 decay 5e-4 (weights only), biases at 2x lr, 100k iterations, evaluation on

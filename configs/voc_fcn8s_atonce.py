@@ -1,7 +1,7 @@
 """voc-fcn8s-atonce, reference "heavy" training of FCN-8s in one stage.
 
 From VGG16 directly, with the fixed skip scales 0.01 (pool4) and 1e-4 (pool3),
-lr 1e-10 and 300k iterations (FCN_SPEC.md §5.1).
+lr 1e-10 and 300k iterations (docs/reference.md §5.1).
 
   python -m fcn_jax.main --config configs/voc_fcn8s_atonce.py \
       --workdir runs/voc_fcn8s_atonce

@@ -165,7 +165,7 @@ class CoarseHead:
     center: Input coordinate of coarse cell 0 (cell ``a`` is at
       ``stride * a + center``); from Caffe's coordinate maps: the final
       ``Deconvolution(k, s)`` puts cell ``a`` at upscore ``s*a + (k-1)/2`` and
-      the crop subtracts its offset (FCN_SPEC.md §3, §6.2).
+      the crop subtracts its offset (docs/reference.md §3, §6.2).
   """
   stride: int
   center: float

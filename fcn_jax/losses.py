@@ -4,7 +4,7 @@ The loss of a batch is ``sum(w * CE) / normaliser`` where ``CE`` is the
 per-pixel cross-entropy of the float32 logits, ``w`` a per-pixel weight (0 for
 ignored pixels, i.e. labels outside ``[0, num_classes)`` such as 255; else the
 class weight, 1 by default; times a random keep mask when sampling the loss)
-and the normaliser depends on ``normalization`` (FCN_SPEC.md §4.9):
+and the normaliser depends on ``normalization`` (docs/reference.md §4.9):
 
 * ``"sum"``: the number of images. Caffe's ``normalize: false`` means
   BATCH_SIZE normalisation; with the reference batch of 1 the loss is the plain

@@ -1,9 +1,10 @@
 """Segmentation metrics from one confusion matrix over a whole split.
 
-As the reference ``score.py`` does (FCN_SPEC.md §7): pixels whose label is
-outside ``[0, num_classes)`` (255 = void, and padding) are dropped, a histogram
-with rows = ground truth and columns = prediction is summed over every image of
-the split, and the four metrics are computed once from that total.
+As the reference ``score.py`` does (docs/reference.md §7): pixels whose label
+is outside ``[0, num_classes)`` (255 = void, and padding) are dropped, a
+histogram with rows = ground truth and columns = prediction is summed over
+every image of the split, and the four metrics are computed once from that
+total.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The VGG16 FCN family (FCN-32s, FCN-16s, FCN-8s, FCN-8s at-once) in Flax linen.
 
-A transcription of the reference Caffe nets (FCN_SPEC.md §2-§4):
+A transcription of the reference Caffe nets (docs/reference.md §2-§4):
 
 * The VGG16 trunk pads the (already preprocessed) input by 100 pixels in
   ``conv1_1`` and uses Caffe's ceil-mode 2x2 max pooling, then ``fc6`` (7x7) and
@@ -57,8 +57,8 @@ def bilinear_kernel(size: int, channels: int) -> np.ndarray:
 
   ``filt[i, j] = (1 - |i - c| / f) * (1 - |j - c| / f)`` with
   ``f = (size + 1) // 2`` and ``c = f - 1`` for odd sizes, ``f - 0.5`` for even
-  (FCN_SPEC.md §6.2). Only the diagonal ``[:, :, k, k]`` is non-zero, so each
-  channel is upsampled on its own.
+  (docs/reference.md §6.2). Only the diagonal ``[:, :, k, k]`` is non-zero,
+  so each channel is upsampled on its own.
 
   Args:
     size: Kernel height and width.
@@ -110,7 +110,8 @@ def convolutionalize(fc_weight: np.ndarray, in_channels: int,
 
   Caffe flattens a ``(C, k, k)`` input in C order, so the fc weight of shape
   ``(out, C*k*k)`` is a flattened ``(out, C, k, k)`` convolution and
-  ``kernel[h, w, c, o] = fc_weight[o, c*k*k + h*k + w]`` (FCN_SPEC.md §4.5).
+  ``kernel[h, w, c, o] = fc_weight[o, c*k*k + h*k + w]``
+  (docs/reference.md §4.5).
 
   Args:
     fc_weight: ``(out_features, in_channels * kernel_size**2)`` weight.
@@ -133,7 +134,8 @@ def convolutionalize(fc_weight: np.ndarray, in_channels: int,
 
 
 def max_pool_ceil(x: jax.Array) -> jax.Array:
-  """Caffe's 2x2 stride-2 max pooling with ceil rounding (FCN_SPEC.md §4.2).
+  """Caffe's 2x2 stride-2 max pooling with ceil rounding (docs/reference.md
+  §4.2).
 
   An odd height or width gets one extra row/column of -inf at the bottom/right,
   so the last window hangs over the edge and covers only real pixels.
@@ -348,7 +350,7 @@ class FCN(nn.Module):
     dropout_rate: Dropout after fc6 and fc7 in training (inverted dropout).
     upsample_mode: ``"dense"`` (default) stores each upsampler as Caffe does,
       a ``(k, k, C, C)`` kernel whose off-diagonal is zero, so parameter counts
-      match FCN_SPEC.md §10; ``"depthwise"`` stores only the diagonal
+      match docs/reference.md §10; ``"depthwise"`` stores only the diagonal
       ``(k, k, 1, C)`` (:class:`DepthwiseConvTranspose`): the same function
       for FCN's per-class kernels, ``C`` times cheaper to compute.
   """

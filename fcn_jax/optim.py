@@ -1,4 +1,4 @@
-"""Caffe's SGD solver as an optax transformation (FCN_SPEC.md §5.2).
+"""Caffe's SGD solver as an optax transformation (docs/reference.md §5.2).
 
 Every parameter belongs to one group, read from the variable tree:
 

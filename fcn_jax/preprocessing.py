@@ -17,7 +17,8 @@ from typing import Any, Mapping
 from absl import logging
 import numpy as np
 
-# The FCN data layers subtract this mean from BGR images (FCN_SPEC.md §8.1).
+# The FCN data layers subtract this mean from BGR images (docs/reference.md
+# §8.1).
 CAFFE_VGG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
 IMAGENET_MEAN_RGB = (0.485, 0.456, 0.406)
 IMAGENET_STD_RGB = (0.229, 0.224, 0.225)

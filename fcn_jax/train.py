@@ -708,8 +708,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)):
     if not config.init_from:
       raise FileNotFoundError(
-          f"nothing to evaluate: {workdir} has no {checkpointing.CHECKPOINT_DIR}"
-          "/ and config.init_from is empty")
+          f"nothing to evaluate: {workdir} has no "
+          f"{checkpointing.CHECKPOINT_DIR}/ and config.init_from is empty")
     source = config.init_from
   report = evaluate_checkpoint(config, source, step=step, output_dir=workdir,
                                log_to_workdir=True)

@@ -7,13 +7,15 @@
 * RGB colour masks (such as the reference ``demo/output.png``) are decoded back
   to indices by exact colour lookup; a colour outside the palette is an error.
 * Overlays blend an image with its colour mask and add a legend of the classes
-  present. Confusion matrices are drawn as heat maps. Everything is drawn with
-  PIL and NumPy and Pillow's built-in font (nothing is downloaded; matplotlib
-  is not needed).
+  present, drawn with PIL and Pillow's built-in font.
+* Confusion matrices are charts (axes, class names, colour bar, title) drawn
+  with matplotlib on an explicit Agg canvas: no pyplot, no global backend
+  change, nothing downloaded (matplotlib ships its fonts).
 """
 
 from __future__ import annotations
 
+import io
 import os
 from typing import Sequence
 
@@ -177,14 +179,6 @@ def _draw_text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str,
   draw.text((xy[0] - left, xy[1] - top), text, fill=fill, font=font)
 
 
-def _vertical_text(text: str, font: ImageFont.ImageFont) -> Image.Image:
-  """``text`` rendered black on white, rotated to read bottom to top."""
-  width, height = _text_size(text, font)
-  image = Image.new("RGB", (width + 1, height + 1), (255, 255, 255))
-  _draw_text(ImageDraw.Draw(image), (0, 0), text, font)
-  return image.rotate(90, expand=True)
-
-
 def class_name(index: int, class_names: Sequence[str],
                ignore_label: int | None = voc.IGNORE_LABEL) -> str:
   """A printable name for class ``index`` (``void`` for the ignore label)."""
@@ -294,14 +288,12 @@ def _add_legend(picture: Image.Image, labels: np.ndarray,
   return canvas
 
 
-def _heat_color(values: np.ndarray) -> np.ndarray:
-  """White (0) to dark blue (1) for values in [0, 1]; grey for NaN."""
-  low = np.array([255.0, 255.0, 255.0])
-  high = np.array([8.0, 48.0, 107.0])
-  v = np.nan_to_num(np.clip(values, 0.0, 1.0))[..., None]
-  rgb = (1 - v) * low + v * high
-  rgb[np.isnan(values)] = (200, 200, 200)
-  return np.rint(rgb).astype(np.uint8)
+# Confusion matrices: row fractions from white (0%) to dark blue (100%), rows
+# of classes absent from the ground truth in grey.
+CONFUSION_LOW = (255, 255, 255)
+CONFUSION_HIGH = (8, 48, 107)
+CONFUSION_ABSENT = (200, 200, 200)
+_DPI = 100
 
 
 def normalize_confusion(hist: np.ndarray) -> np.ndarray:
@@ -319,65 +311,83 @@ def confusion_matrix_image(hist: np.ndarray,
   """Draws a row-normalised confusion matrix as a labelled heat map.
 
   Row ``i`` is ground-truth class ``i``; column ``j`` is the fraction of its
-  pixels predicted as ``j`` (rows sum to 1). Cells show the percentage when it
-  rounds to at least 1. Rows of classes absent from the ground truth are grey.
+  pixels predicted as ``j`` (rows sum to 100%). Cells show the percentage when
+  it rounds to at least 1, and the colour bar gives the scale (white 0% to
+  dark blue 100%). Rows of classes absent from the ground truth are grey.
+  Drawn with matplotlib (Agg, no pyplot), cropped to its content.
 
   Args:
     hist: ``[C, C]`` counts (rows = ground truth, columns = prediction).
     class_names: ``C`` names for the axes.
-    cell: Cell size in pixels.
+    cell: Side of one matrix cell in pixels.
     title: Optional title above the matrix.
 
   Returns:
     An RGB PIL image.
+
+  Raises:
+    ValueError: If ``hist`` is not square, the names do not match it or
+      ``cell`` is below 1.
   """
+  # Deferred: matplotlib costs half a second to import, and only this
+  # function of the module needs it.
+  # pylint: disable=g-import-not-at-top
+  from matplotlib import colors as mpl_colors
+  from matplotlib import figure as mpl_figure
+  from matplotlib.backends import backend_agg
+  # pylint: enable=g-import-not-at-top
+
   hist = np.asarray(hist)
-  num_classes = hist.shape[0]
-  if hist.shape != (num_classes, num_classes):
+  if hist.ndim != 2 or hist.shape[0] != hist.shape[1] or not hist.size:
     raise ValueError(f"expected a square confusion matrix, got {hist.shape}")
+  num_classes = hist.shape[0]
   if len(class_names) != num_classes:
     raise ValueError(f"{len(class_names)} class names for {num_classes} "
                      "classes")
-  norm = normalize_confusion(hist)
-  font = _font(max(10, cell // 2))
-  small = _font(max(8, cell // 3 + 1))
-  name_w = max(_text_size(n, font)[0] for n in class_names)
-  _, name_h = _text_size("Ag", font)
-  pad = cell // 2
-  title_h = (name_h + pad) if title else 0
-  left = pad + name_h + pad + name_w + pad   # Axis title, then row names.
-  top = pad + title_h + name_h + pad + name_w + pad
-  size = num_classes * cell
-  canvas = Image.new("RGB", (left + size + pad, top + size + pad),
-                     (255, 255, 255))
-  grid = np.kron(_heat_color(norm), np.ones((cell, cell, 1), np.uint8))
-  canvas.paste(Image.fromarray(grid), (left, top))
-  draw = ImageDraw.Draw(canvas)
+  if cell < 1:
+    raise ValueError(f"cell must be at least 1 pixel, got {cell}")
+  percent = 100.0 * normalize_confusion(hist)
+  colormap = mpl_colors.LinearSegmentedColormap.from_list(
+      "fcn_confusion", [np.divide(CONFUSION_LOW, 255),
+                        np.divide(CONFUSION_HIGH, 255)]).with_extremes(
+                            bad=np.divide(CONFUSION_ABSENT, 255))
+  points = 72 / _DPI  # Font sizes are in points, the layout in pixels.
+  name_size = max(10.0, 0.45 * cell) * points
+  value_size = max(7.0, 0.36 * cell) * points
+  # Place the matrix at whole pixels with generous margins for the names; the
+  # PNG is then cropped to what was drawn, so each cell stays ``cell`` pixels.
+  side = num_classes * cell
+  longest = max(len(name) for name in class_names)
+  margin = int(longest * 0.45 * cell + 6 * cell + 60)
+  bar = max(12, cell // 2)
+  width, height = margin + side + 8 * bar + 120, 2 * margin + side
+  figure = mpl_figure.Figure(figsize=(width / _DPI, height / _DPI), dpi=_DPI)
+  backend_agg.FigureCanvasAgg(figure)
+  axes = figure.add_axes((margin / width, margin / height, side / width,
+                          side / height))
+  colorbar_axes = figure.add_axes(((margin + side + bar) / width,
+                                   margin / height, bar / width,
+                                   side / height))
+  image = axes.imshow(np.ma.masked_invalid(percent), cmap=colormap, vmin=0,
+                      vmax=100, interpolation="nearest", aspect="auto")
+  ticks = np.arange(num_classes)
+  axes.set_xticks(ticks, list(class_names), rotation=90, fontsize=name_size)
+  axes.set_yticks(ticks, list(class_names), fontsize=name_size)
+  axes.set_xlabel("predicted class", fontsize=name_size * 1.1)
+  axes.set_ylabel("ground-truth class", fontsize=name_size * 1.1)
   if title:
-    _draw_text(draw, (pad, pad), title, font)
-  _draw_text(draw, (left, pad + title_h), "predicted class", font)
-  canvas.paste(_vertical_text("ground truth (rows sum to 100%)", font),
-               (pad, top))
-  for k, name in enumerate(class_names):
-    text_w, text_h = _text_size(name, font)
-    # Row names, right-aligned against the grid.
-    row_top = top + k * cell + (cell - text_h) // 2
-    _draw_text(draw, (left - pad - text_w, row_top), name, font)
-    # Column names, reading bottom-up, ending just above the grid.
-    label = _vertical_text(name, font)
-    canvas.paste(label, (left + k * cell + (cell - label.width) // 2,
-                         top - pad // 2 - label.height))
-  for i in range(num_classes):
-    for j in range(num_classes):
-      value = norm[i, j]
-      if np.isnan(value) or round(100 * value) < 1:
-        continue
-      text = f"{100 * value:.0f}"
-      text_w, text_h = _text_size(text, small)
-      ink = (255, 255, 255) if value > 0.5 else (0, 0, 0)
-      _draw_text(draw, (left + j * cell + (cell - text_w) // 2,
-                        top + i * cell + (cell - text_h) // 2), text, small,
-                 ink)
-  draw.rectangle((left - 1, top - 1, left + size, top + size),
-                 outline=(0, 0, 0))
-  return canvas
+    axes.set_title(title, fontsize=name_size * 1.25, pad=cell / 2)
+  for i, j in zip(*np.nonzero(np.nan_to_num(percent) >= 0.5)):
+    value = percent[i, j]
+    axes.text(j, i, f"{value:.0f}", ha="center", va="center",
+              fontsize=value_size,
+              color="white" if value > 50 else "black")
+  colorbar = figure.colorbar(image, cax=colorbar_axes)
+  colorbar.set_label("% of the row's pixels", fontsize=name_size)
+  colorbar.ax.tick_params(labelsize=name_size)
+  buffer = io.BytesIO()
+  figure.savefig(buffer, format="png", bbox_inches="tight",
+                 pad_inches=cell / 2 / _DPI, facecolor="white")
+  buffer.seek(0)
+  with Image.open(buffer) as picture:
+    return picture.convert("RGB")

@@ -36,7 +36,7 @@ Params = dict[str, dict[str, np.ndarray]]
 
 
 class WeightsError(ValueError):
-  """Weights that do not fit a model, or a directory that is not a checkpoint."""
+  """Weights that do not fit a model (every problem listed, with hints)."""
 
 
 # --------------------------------------------------------------------------
@@ -197,7 +197,8 @@ def _conv_leaves(blobs, kernel_shape) -> tuple[dict[str, np.ndarray], str]:
 
 
 def _deconv_leaves(blobs, kernel_shape) -> tuple[dict[str, np.ndarray], str]:
-  """Deconvolution ``(C_in, C_out, k, k)`` -> flipped HWIO (FCN_SPEC §4.3)."""
+  """Deconvolution ``(C_in, C_out, k, k)`` -> flipped HWIO (docs/reference.md
+  §4.3)."""
   kh, kw, cin, cout = kernel_shape
   _expect_count(blobs, 1, "a Deconvolution weight without bias")
   expected = (cin, cout, kh, kw)
@@ -399,10 +400,11 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
                  ) -> tuple[Params, LoadReport]:
   """Initialises ``target_params`` from ``source_params`` layer by layer.
 
-  This is the reference's staged training (FCN_SPEC §5.3): FCN-16s starts from
-  a trained FCN-32s and FCN-8s from FCN-16s. Layers in both are copied;
-  layers only in the target keep their initial values (new skip score layers
-  zero, upsamplers bilinear); layers only in the source are reported unused.
+  This is the reference's staged training (docs/reference.md §5.3): FCN-16s
+  starts from a trained FCN-32s and FCN-8s from FCN-16s. Layers in both are
+  copied; layers only in the target keep their initial values (new skip score
+  layers zero, upsamplers bilinear); layers only in the source are reported
+  unused.
 
   Args:
     source_params: The trained params (e.g. from :func:`load_params`).

@@ -1,21 +1,24 @@
-"""The benchmark machinery: FLOP counts, interleaved timing, the train step."""
+"""The benchmark machinery: FLOP counts, timing, the train step, the chart."""
 
 import json
 import time
 
 import jax
 import jax.numpy as jnp
+from matplotlib import colors
 import numpy as np
+from PIL import Image
 import pytest
 
 # pylint: disable=g-import-not-at-top
 from benchmarks import common
 from benchmarks import flops
 from benchmarks import jax_bench
+from benchmarks import plot
 from fcn_jax import models
 from fcn_jax import parallel
 
-# FCN_SPEC.md §10: weights per layer (21 classes).
+# docs/reference.md §10: weights per layer (21 classes).
 SPEC_WEIGHTS = {
     "conv1_1": 1_728, "conv1_2": 36_864, "conv2_1": 73_728,
     "conv2_2": 147_456, "conv3_1": 294_912, "conv3_2": 589_824,
@@ -25,7 +28,7 @@ SPEC_WEIGHTS = {
     "score_fr": 86_016, "score_pool4": 10_752, "score_pool3": 5_376,
     "upscore2": 7_056, "upscore_pool4": 7_056, "upscore8": 112_896,
 }
-# FCN_SPEC.md §11, FCN-8s at H = W = 500: the side of each layer's output
+# docs/reference.md §11, FCN-8s at H = W = 500: the side of each layer's output
 # (convolutions) or input (upsamplers: every input pixel scatters a kernel).
 SPEC_SIDES_500 = {
     "conv1": 698, "conv2": 349, "conv3": 175, "conv4": 88, "conv5": 44,
@@ -139,7 +142,7 @@ def test_train_config_is_the_default_with_the_benchmark_settings():
   config = jax_bench.train_config(TINY_ROW)
   assert config.optim.loss_normalization == "valid"
   assert config.optim.momentum == 0.9
-  assert config.optim.weight_decay == 5e-4  # FCN_SPEC.md §5.2 defaults.
+  assert config.optim.weight_decay == 5e-4  # docs/reference.md §5.2 defaults.
   assert config.optim.bias_lr_mult == 2.0
   assert config.model.dropout_rate == models.DROPOUT_RATE
   assert (config.model.name, config.model.width_divisor,
@@ -217,3 +220,49 @@ def test_inference_benchmark_end_to_end(tmp_path, monkeypatch):
     assert 0 < jax_result["mfu"]
     assert row["xla_flops_per_image"] <= row["analytic_flops_per_image"]
   assert results["environment"]["jax"] == jax.__version__
+
+
+def _result_file(path, kind, rows):
+  env = {"device": "CPU: test", "jax": jax.__version__, "torch": "none",
+         "date": "2026-01-02T03:04:05+00:00"}
+  path.write_text(json.dumps({"kind": kind, "environment": env,
+                              "rows": rows}))
+  return str(path)
+
+
+def _row(batch, jax_ips, torch_ips=None, upsample="dense"):
+  runners = {"fcn_jax": {"images_per_second": jax_ips}}
+  if torch_ips is not None:
+    runners["torch_eager"] = {"images_per_second": torch_ips}
+  return {"model": "fcn8s", "size": 64, "dtype": "float32",
+          "upsample": upsample, "batch": batch, "runners": runners}
+
+
+def test_plot_series_average_repeated_rows_and_label_by_runner():
+  rows = [_row(1, 2.0, 1.0), _row(1, 4.0, 1.0), _row(2, 5.0),
+          _row(1, 3.0, upsample="depthwise")]
+  lines = plot.series({"rows": rows})
+  assert lines == {
+      ("fcn8s 64px float32 dense", "fcn_jax"): [(1, 3.0), (2, 5.0)],
+      ("fcn8s 64px float32 depthwise", "fcn_jax"): [(1, 3.0)],
+      ("fcn8s 64px", "torch_eager"): [(1, 1.0)]}
+
+
+def test_plot_draws_one_panel_per_kind_in_runner_colours(tmp_path, capsys):
+  inference = [_row(1, 2.0, 1.0), _row(2, 3.0, 1.5), _row(4, 3.5, 1.8)]
+  files = [_result_file(tmp_path / "a.json", "inference", inference[:2]),
+           _result_file(tmp_path / "b.json", "inference", inference[2:]),
+           _result_file(tmp_path / "c.json", "train", [_row(1, 0.5)])]
+  plot.main(files[:2] + ["--output", str(tmp_path / "one.png")])
+  plot.main(files + ["--output", str(tmp_path / "two.png")])
+  assert "two.png" in capsys.readouterr().out
+  with Image.open(tmp_path / "one.png") as one, \
+       Image.open(tmp_path / "two.png") as two:
+    assert one.format == two.format == "PNG"
+    # The two inference files merge into one panel; train adds a second.
+    assert 1.7 < two.width / one.width < 2.3
+    pixels = {tuple(c) for c in np.asarray(one.convert("RGB")).reshape(-1, 3)}
+  rgb = lambda name: tuple(round(255 * v) for v in colors.to_rgb(name))
+  assert rgb(plot.RUNNER_COLORS["fcn_jax"]) in pixels
+  assert rgb(plot.RUNNER_COLORS["torch_eager"]) in pixels
+  assert rgb(plot.RUNNER_COLORS["torch_best"]) not in pixels  # Not measured.

@@ -215,7 +215,7 @@ def test_split_size_check_accepts_the_recorded_sizes():
 
 
 def test_recorded_sizes_are_the_published_ones():
-  # FCN_SPEC.md §8.1 and the VOC2012/SBD releases.
+  # docs/reference.md §8.1 and the VOC2012/SBD releases.
   assert voc_seg.SPLIT_SIZES == {
       "voc2012_train": 1464, "voc2012_val": 1449, "sbd_train": 8498,
       "sbd_val": 2857, "seg11valid": 736, "train_aug": 10582}

@@ -55,7 +55,7 @@ def test_matches_a_naive_caffe_deconvolution(kernel_size, stride):
   rng = np.random.RandomState(kernel_size)
   x = rng.randn(2, 3, 4, 3).astype(np.float32)
   caffe_kernel = rng.randn(kernel_size, kernel_size, 3).astype(np.float32)
-  # fcn_jax stores the spatially flipped Caffe kernel (FCN_SPEC.md §4.3).
+  # fcn_jax stores the spatially flipped Caffe kernel (docs/reference.md §4.3).
   stored = caffe_kernel[::-1, ::-1, None, :]
   got = _apply_depthwise(stored, stride, x)
   want = _caffe_deconvolution(x, caffe_kernel, stride)
@@ -130,7 +130,7 @@ def test_depthwise_model_matches_dense_model(name):
 
 
 def test_depthwise_kernels_have_the_spec_parameter_counts():
-  # FCN_SPEC.md §10: a depthwise upsampler holds 21*k*k weights.
+  # docs/reference.md §10: a depthwise upsampler holds 21*k*k weights.
   expected = {"upscore": 86_016, "upscore16": 21_504, "upscore8": 5_376,
               "upscore2": 336, "upscore_pool4": 336}
   for name in ("fcn32s", "fcn16s", "fcn8s"):

@@ -67,7 +67,7 @@ def test_report_and_files_for_the_demo(tmp_path):
   results = metrics.segmentation_metrics(hist, names)
   results["confusion_matrix"] = hist.tolist()
   report = metrics.format_report(results, names)
-  # FCN_SPEC.md §12, as percentages.
+  # docs/reference.md §12, as percentages.
   for text in ["84.25", "84.55", "71.96", "72.74"]:
     assert text in report
   person = next(line for line in report.splitlines()

@@ -161,7 +161,7 @@ def test_shift_and_stitch_matches_its_definition_on_fcn_scores():
 
 
 # Input coordinate of the first coarse cell, (k - 1) / 2 - crop offset, from the
-# final Deconvolution(k) and crop offsets of FCN_SPEC.md §2.2/§3.
+# final Deconvolution(k) and crop offsets of docs/reference.md §2.2/§3.
 CENTERS = {"fcn32s": (32, 31.5 - 19), "fcn16s": (16, 15.5 - 27),
            "fcn8s": (8, 7.5 - 31), "fcn8s_atonce": (8, 7.5 - 31)}
 

@@ -1,4 +1,4 @@
-"""Pixelwise cross-entropy against a NumPy reference (FCN_SPEC.md §4.9)."""
+"""Pixelwise cross-entropy against NumPy (docs/reference.md §4.9)."""
 
 import jax
 import jax.numpy as jnp

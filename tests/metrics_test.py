@@ -1,4 +1,4 @@
-"""FCN metrics (FCN_SPEC.md §7) against a naive NumPy re-statement."""
+"""FCN metrics (docs/reference.md §7) against a naive NumPy re-statement."""
 
 import math
 
@@ -18,7 +18,7 @@ def _naive_confusion(labels, predictions, n):
 
 
 def _naive_metrics(hist):
-  """§7 with explicit loops: NaN classes are skipped by the means."""
+  """docs/reference.md §7 in loops: NaN classes are skipped by the means."""
   n = hist.shape[0]
   total = sum(hist[i, j] for i in range(n) for j in range(n))
   gt = [sum(hist[i, j] for j in range(n)) for i in range(n)]

@@ -1,4 +1,4 @@
-"""Model tests against FCN_SPEC.md: parameter counts, shapes, kernels, numerics.
+"""Model tests against docs/reference.md: counts, shapes, kernels, numerics.
 
 The numerical references here are written independently of the model: a
 float64 NumPy transcription of the Caffe graph (convolution as
@@ -16,7 +16,7 @@ import pytest
 from fcn_jax import models
 
 # --------------------------------------------------------------------------
-# Parameter counts (FCN_SPEC.md §10).
+# Parameter counts (docs/reference.md §10).
 # --------------------------------------------------------------------------
 
 # (trainable, fixed) for 21 classes, from the spec's table.
@@ -89,7 +89,7 @@ def test_unknown_model_and_option_are_clear_errors():
 
 
 # --------------------------------------------------------------------------
-# Shapes (FCN_SPEC.md §11).
+# Shapes (docs/reference.md §11).
 # --------------------------------------------------------------------------
 
 # Blob sizes per input size H (= W), from the spec's worked table.
@@ -175,7 +175,7 @@ def test_output_matches_input_on_a_sample_of_sizes(name):
 
 
 def test_crop_offsets_follow_caffe_coordinate_maps():
-  """Derives every crop offset from Caffe's coord_map rules (§3)."""
+  """Derives every crop offset by Caffe's coord_map (docs/reference.md §3)."""
   from fractions import Fraction as F
 
   # Each blob's coordinates are x_blob = a * x_data + b. A conv/pool layer
@@ -212,7 +212,8 @@ def test_crop_offsets_follow_caffe_coordinate_maps():
 
 
 # --------------------------------------------------------------------------
-# Bilinear kernels (FCN_SPEC.md §6.2) and the upsampler's alignment (§3).
+# Bilinear kernels (docs/reference.md §6.2) and the upsampler's alignment
+# (docs/reference.md §3).
 # --------------------------------------------------------------------------
 
 
@@ -297,7 +298,7 @@ def _np_deconv(x, w_caffe, stride):
   return out
 
 
-# The reference graphs, as the prototxts spell them (FCN_SPEC.md §2.2).
+# The reference graphs, as the prototxts spell them (docs/reference.md §2.2).
 CAFFE_HEADS = {
     "fcn32s": dict(skips=[], final=("upscore", 64, 32, 19)),
     "fcn16s": dict(skips=[("upscore2", 4, 2, "pool4", "score_pool4", 5, None)],
@@ -359,7 +360,7 @@ def _random_caffe_blobs(model, rng):
 
 
 def _to_flax(blobs):
-  """Caffe layouts -> the model's: OIHW -> HWIO; deconvs flipped (§4.3)."""
+  """Caffe blobs -> HWIO; deconvs flipped (docs/reference.md §4.3)."""
   params = {}
   for layer, b in blobs.items():
     if layer.startswith("scale"):
@@ -446,7 +447,7 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
 
 
 # --------------------------------------------------------------------------
-# Convolutionalisation (FCN_SPEC.md §4.5).
+# Convolutionalisation (docs/reference.md §4.5).
 # --------------------------------------------------------------------------
 
 

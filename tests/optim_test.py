@@ -1,4 +1,4 @@
-"""Caffe SGD semantics (FCN_SPEC.md §5.2) against a NumPy re-statement."""
+"""Caffe SGD semantics (docs/reference.md §5.2) against a NumPy statement."""
 
 import jax
 import jax.numpy as jnp
@@ -38,7 +38,7 @@ def _random_grads(params, seed):
 
 def _caffe_reference(params, grads_seq, lr_at, momentum, weight_decay,
                      bias_lr_mult, bias_decay_mult, frozen):
-  """FCN_SPEC §5.2 literally, in float64: per-blob lr/decay, history v."""
+  """docs/reference.md §5.2 literally, in float64: per-blob lr/decay, v."""
   w = {k: {n: np.asarray(a, np.float64) for n, a in v.items()}
        for k, v in params.items()}
   hist = {k: {n: np.zeros_like(a) for n, a in v.items()} for k, v in w.items()}

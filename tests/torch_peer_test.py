@@ -99,7 +99,7 @@ def test_dense_kernel_with_off_diagonal_cannot_be_depthwise():
     torch_fcn.load_flax_variables(net, variables)
 
 
-# FCN_SPEC.md §10: (trainable, fixed) parameters with 21 classes.
+# docs/reference.md §10: (trainable, fixed) parameters with 21 classes.
 @pytest.mark.parametrize("name,trainable,frozen", [
     ("fcn32s", 134_346_581, 1_806_336), ("fcn8s", 134_362_751, 127_008),
     ("fcn8s_atonce", 134_362_751, 127_776)])

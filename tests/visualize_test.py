@@ -5,12 +5,13 @@ import pathlib
 import numpy as np
 import pytest
 from PIL import Image
+from scipy import ndimage
 
 from fcn_jax import metrics, visualize, voc
 
 DEMO = pathlib.Path(__file__).parent / "fixtures" / "demo"
 
-# VOC devkit colours (FCN_SPEC.md §12 and the devkit's labelcolormap).
+# VOC devkit colours (docs/reference.md §12 and the devkit's labelcolormap).
 BACKGROUND, AEROPLANE, BICYCLE, PERSON = (0, 0, 0), (128, 0, 0), (0, 128, 0), \
     (192, 128, 128)
 VOID = (224, 224, 192)
@@ -23,7 +24,8 @@ def _rgb(path):
 def test_demo_output_decodes_to_the_spec_class_counts():
   labels = visualize.read_label_png(DEMO / "output.png")
   values, counts = np.unique(labels, return_counts=True)
-  # FCN_SPEC.md §12: background 74,268, bicycle 42,851, person 49,881 pixels.
+  # docs/reference.md §12: background 74,268, bicycle 42,851, person 49,881
+  # pixels.
   assert dict(zip(values.tolist(), counts.tolist())) == {
       0: 74268, 2: 42851, 15: 49881}
   assert labels.shape == (500, 334)
@@ -40,7 +42,7 @@ def test_demo_output_scores_the_spec_metrics():
   labels = visualize.read_label_png(DEMO / "label.png")
   prediction = visualize.read_label_png(DEMO / "output.png")
   hist = np.asarray(metrics.confusion_matrix(labels, prediction, 21))
-  assert hist.sum() == 149715  # Valid (non-255) pixels, FCN_SPEC.md §12.
+  assert hist.sum() == 149715  # Valid (non-255) pixels, docs/reference.md §12.
   result = metrics.segmentation_metrics(hist, list(voc.VOC_CLASSES))
   assert round(result["pixel_acc"], 4) == 0.8425
   assert round(result["mean_acc"], 4) == 0.8455
@@ -128,6 +130,20 @@ def test_overlay_rejects_mismatched_sizes():
     visualize.overlay(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5)))
 
 
+def _matrix_top_left(image, cell):
+  """Finds the heat map by its 100% cell at (0, 0): the largest patch of the
+  darkest colour (the colour bar's top has a thin strip of it too)."""
+  patches, count = ndimage.label(
+      (image == visualize.CONFUSION_HIGH).all(-1))
+  assert count >= 1
+  sizes = ndimage.sum(np.ones(patches.shape), patches, range(1, count + 1))
+  rows, cols = ndimage.find_objects(patches)[int(np.argmax(sizes))]
+  # One cell in size (the frame may cover a pixel of its top and left edge).
+  assert abs((rows.stop - rows.start) - cell) <= 2
+  assert abs((cols.stop - cols.start) - cell) <= 2
+  return rows.stop - cell, cols.stop - cell
+
+
 def test_confusion_matrix_image_colours_rows_by_fraction():
   hist = np.zeros((3, 3))
   hist[0, 0] = 10           # Class 0: all right.
@@ -136,16 +152,34 @@ def test_confusion_matrix_image_colours_rows_by_fraction():
   np.testing.assert_allclose(norm[0], [1, 0, 0])
   assert np.isnan(norm[1]).all()
   np.testing.assert_allclose(norm[2], [0.5, 0, 0.5])
-  cell = 20
-  image = np.asarray(visualize.confusion_matrix_image(
-      hist, ["a", "b", "c"], cell=cell))
-  # Find the grid from its bottom-right corner (a one-pixel black frame).
-  bottom, right = image.shape[0] - cell // 2 - 1, image.shape[1] - cell // 2 - 1
-  top, left = bottom - 3 * cell, right - 3 * cell
-  corner = lambda i, j: tuple(image[top + i * cell + 2, left + j * cell + 2])
-  assert corner(0, 0) == (8, 48, 107)        # 100%: darkest blue.
-  assert corner(0, 1) == (255, 255, 255)     # 0%: white.
-  assert corner(1, 1) == (200, 200, 200)     # Absent class: grey.
-  mid = np.array(corner(2, 2), float)        # 50%: halfway.
-  np.testing.assert_allclose(mid, (np.array([255, 255, 255]) +
-                                   np.array([8, 48, 107])) / 2, atol=1)
+  cell = 30
+  names = ["a", "b", "c"]
+  image = np.asarray(visualize.confusion_matrix_image(hist, names, cell=cell))
+  top, left = _matrix_top_left(image, cell)
+  corner = lambda i, j: image[top + i * cell + 3, left + j * cell + 3]
+  low = np.array(visualize.CONFUSION_LOW)
+  high = np.array(visualize.CONFUSION_HIGH)
+  assert tuple(corner(0, 1)) == tuple(low)                          # 0%.
+  assert tuple(corner(1, 1)) == visualize.CONFUSION_ABSENT          # Absent.
+  for j in (0, 2):                                                  # 50%.
+    np.testing.assert_allclose(corner(2, j), (low + high) / 2, atol=1.5)
+  # A colour bar right of the matrix: a gradient of many shades of blue.
+  right = image[:, left + 3 * cell + 2:].reshape(-1, 3).astype(int)
+  assert len({tuple(c) for c in right if c[2] - c[0] > 20}) > 40
+  # Class names and axis labels left of and below the matrix.
+  ink = lambda region: (region.astype(int).sum(-1) < 300).any()
+  assert ink(image[top:top + 3 * cell, :left - 2])
+  assert ink(image[top + 3 * cell + 2:, left:left + 3 * cell])
+  # The title goes above the matrix, where nothing is drawn otherwise.
+  assert not ink(image[:top - 2, left:left + 3 * cell])
+  titled = np.asarray(visualize.confusion_matrix_image(
+      hist, names, cell=cell, title="mean IU 50%"))
+  top, left = _matrix_top_left(titled, cell)
+  assert ink(titled[:top - 2, left:left + 3 * cell])
+
+
+def test_confusion_matrix_image_rejects_mismatched_names():
+  with pytest.raises(ValueError, match="2 class names for 3 classes"):
+    visualize.confusion_matrix_image(np.eye(3), ["a", "b"])
+  with pytest.raises(ValueError, match="square"):
+    visualize.confusion_matrix_image(np.ones((2, 3)), ["a", "b"])

@@ -286,8 +286,8 @@ def test_vgg16_into_fcn_starts_the_head_as_caffe_does(tmp_path):
       layers, "fcn32s", width_divisor=DIVISOR, return_report=True)
   assert not params["score_fr"]["kernel"].any()
   assert not params["score_fr"]["bias"].any()
-  # surgery.interp's bilinear kernel (FCN_SPEC §6.2): 1-D (2m+1)/64, mirrored,
-  # on the diagonal only.
+  # surgery.interp's bilinear kernel (docs/reference.md §6.2): 1-D (2m+1)/64,
+  # mirrored, on the diagonal only.
   profile = np.array([(2 * m + 1) / 64 for m in range(32)] +
                      [(63 - 2 * m) / 64 for m in range(32)])
   upscore = params["upscore"]["kernel"]
@@ -843,7 +843,8 @@ def test_copy_by_name_stages_fcn32s_into_fcn16s():
       np.testing.assert_array_equal(params[layer][leaf], source[layer][leaf])
   assert not np.asarray(params["score_pool4"]["kernel"]).any()  # zero skip
   assert not np.asarray(params["score_pool4"]["bias"]).any()
-  upscore2 = np.zeros((4, 4, 21, 21), np.float32)  # FCN_SPEC §6.2, k=4
+  # docs/reference.md §6.2, k=4.
+  upscore2 = np.zeros((4, 4, 21, 21), np.float32)
   upscore2[:, :, range(21), range(21)] = np.outer(
       [0.25, 0.75, 0.75, 0.25], [0.25, 0.75, 0.75, 0.25])[..., None]
   np.testing.assert_array_equal(params["upscore2"]["kernel"], upscore2)

@@ -3,9 +3,10 @@ r"""Draws docs/demo_overlay.jpg: the reference FCN-8s demo output as an overlay.
   python tools/demo_overlay.py
 
 The mask is ``output.png`` of the reference repository's demo (the official
-voc-fcn8s ``fcn8s-heavy-pascal`` prediction for VOC 2007_000129, FCN_SPEC.md
-§12), decoded to class indices and drawn over ``image.jpg`` by
-:func:`fcn_jax.visualize.overlay`. No trained fcn_jax weights are involved.
+voc-fcn8s ``fcn8s-heavy-pascal`` prediction for VOC 2007_000129,
+docs/reference.md §12), decoded to class indices and drawn over
+``image.jpg`` by :func:`fcn_jax.visualize.overlay`. No trained fcn_jax weights
+are involved.
 """
 
 import pathlib

@@ -1,8 +1,8 @@
 """PASCAL VOC 2012 segmentation and SBD as a TFDS dataset (``voc_seg``).
 
 TFDS's own ``voc`` dataset has boxes only. This builder reads the two
-archives the FCN paper used (FCN_SPEC.md §8.1) from ``manual_dir`` and writes
-``array_record`` files that ``tfds.data_source`` and grain read without
+archives the FCN paper used (docs/reference.md §8.1) from ``manual_dir`` and
+writes ``array_record`` files that ``tfds.data_source`` and grain read without
 TensorFlow.
 
 Splits (sizes recorded in :data:`SPLIT_SIZES` and checked when building):
