@@ -78,9 +78,16 @@ def _prefixes_of(names: Iterable[str], folder: str) -> list[str]:
 
 @dataclasses.dataclass(frozen=True)
 class FolderTree:
-  """Files in an extracted folder."""
+  """Files in an extracted folder.
+
+  Attributes:
+    root: The folder.
+    archive: The archive it was extracted from, if this builder extracted
+      it; messages then name the archive's member, not the extracted copy.
+  """
 
   root: epath.Path
+  archive: epath.Path | None = None
 
   def exists(self, relpath: str) -> bool:
     return (self.root / relpath).is_file()
@@ -92,6 +99,8 @@ class FolderTree:
     return path.read_bytes()
 
   def describe(self, relpath: str) -> str:
+    if self.archive is not None:
+      return f"{self.archive}:{relpath}"
     return str(self.root / relpath)
 
   def find_folders(self, folder: str) -> list[str]:
@@ -244,6 +253,7 @@ def extract_members(archive: epath.Path, extract_dir: epath.Path,
   Raises:
     MissingDataError: The archive cannot be read to the end.
   """
+  archive, extract_dir = epath.Path(archive), epath.Path(extract_dir)
   done_marker = extract_dir / ".complete"
   size = archive.stat().length
   if done_marker.exists() and done_marker.read_text().split()[:1] == [
@@ -297,7 +307,7 @@ def open_archive(archive: epath.Path, url: str, extract_dir: epath.Path,
     return ZipTree(archive, url)
   if kind == "gzip":
     return FolderTree(extract_members(archive, extract_dir, member_pattern,
-                                      url))
+                                      url), archive)
   return TarTree(archive, url)
 
 

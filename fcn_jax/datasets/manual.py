@@ -17,7 +17,7 @@ treatment of bad data:
 
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Iterable, Iterator, Mapping
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 from absl import logging
 from etils import epath
@@ -136,7 +136,7 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if self._check_split_sizes:
       check_split_sizes(splits, list_files, self.SPLIT_SIZES)
 
-  def _checked_examples(self, split: str, image_ids: Iterable[str],
+  def _checked_examples(self, split: str, image_ids: Sequence[str],
                         make_example: Callable[[str], dict[str, Any]]
                         ) -> Iterator[tuple[str, dict[str, Any]]]:
     """Yields ``(id, make_example(id))``, leaving out invalid examples if
@@ -148,6 +148,10 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
       make_example: Reads, checks and converts one example; raises
         :class:`common.InvalidExampleError` for bad data and
         :class:`archives.MissingDataError` for missing files.
+
+    Raises:
+      common.InvalidExampleError: An invalid example without
+        ``skip_invalid``, or every example of the split invalid.
     """
     skipped = self.skipped_ids.setdefault(split, [])
     for image_id in image_ids:
@@ -165,3 +169,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if skipped:
       logging.warning("Skipped %d invalid examples in %s: %s", len(skipped),
                       split, ", ".join(skipped))
+      if len(skipped) == len(image_ids):
+        # TFDS cannot write an empty split; say why it would be empty.
+        raise common.InvalidExampleError(
+            f"Every example of split {split} is invalid ({len(skipped)} "
+            f"skipped: {', '.join(skipped[:10])}); see the warnings above.")

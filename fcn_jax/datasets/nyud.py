@@ -45,6 +45,11 @@ NUM_CLASSES = 40
 # Raw label values in segmentation/*.mat: 0 = void, 1..40 = the classes.
 RAW_LABELS = range(NUM_CLASSES + 1)
 
+# The image features, stored encoded; read them with
+# ``decoders=common.skip_decoding_decoders(ENCODED_FEATURES)`` and decode
+# with common.decode_image / decode_depth / decode_mask (TFDS's own PIL
+# decoder cannot decode the 16-bit depth PNGs).
+ENCODED_FEATURES = (common.IMAGE, common.HHA, common.DEPTH, common.MASK)
 SPLIT_SIZES = {"train": 381, "val": 414, "trainval": 795, "test": 654}
 # The lists of the splits read from files; trainval is train + val.
 LISTED_SPLITS = ("train", "val", "test")

@@ -50,6 +50,9 @@ LABELS_FILE = "labels.txt"
 
 NUM_TASK_CLASSES = 59
 NUM_CLASSES = NUM_TASK_CLASSES + 1  # With background (0).
+# The image features, stored encoded; read them with
+# ``decoders=common.skip_decoding_decoders(ENCODED_FEATURES)``.
+ENCODED_FEATURES = (common.IMAGE, common.MASK)
 SPLIT_SIZES = {"train": 4998, "val": 5105}
 
 CLASSES_FILE = manual.SPLITS_DIR / "pascalcontext_classes-59.txt"

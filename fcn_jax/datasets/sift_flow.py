@@ -50,6 +50,10 @@ NUM_GEOMETRIC_CLASSES = 3
 RAW_SEMANTIC_LABELS = range(NUM_CLASSES + 1)
 RAW_GEOMETRIC_LABELS = range(-1, NUM_GEOMETRIC_CLASSES + 1)
 
+# The image features, stored encoded; read them with
+# ``decoders=common.skip_decoding_decoders(ENCODED_FEATURES)``.
+ENCODED_FEATURES = (common.IMAGE, common.SEMANTIC_MASK,
+                    common.GEOMETRIC_MASK)
 SPLIT_SIZES = {"trainval": 2486, "test": 200}
 CLASSES_FILE = manual.SPLITS_DIR / "siftflow_classes.txt"
 # From the note in the reference's class list (siftflow_classes.txt).

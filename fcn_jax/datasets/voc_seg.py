@@ -160,8 +160,8 @@ def _open_sbd(manual_dir: epath.Path,
   if folder.is_dir():
     tree = archives.FolderTree(folder)
   elif archive.is_file():
-    tree = archives.FolderTree(archives.extract_members(
-        archive, extract_dir, _SBD_MEMBER, SBD_URL) / SBD_ROOT)
+    tree = archives.SubTree(archives.FolderTree(archives.extract_members(
+        archive, extract_dir, _SBD_MEMBER, SBD_URL), archive), SBD_ROOT + "/")
   else:
     raise _missing_error("SBD (Semantic Boundaries Dataset)", SBD_ARCHIVE,
                          SBD_URL, manual_dir, [str(archive), f"or {folder}/"])
