@@ -377,7 +377,8 @@ def test_sift_flow_from_the_zip_with_a_top_folder(tmp_path, sift_lists):
   builder = _build(sift_flow.SiftFlow, tmp_path / "manual", tmp_path / "data",
                    id_list_dir=sift_lists)
   _check_sift(builder, truth)
-  metadata = builder.info.metadata
+  # As training reads it: from the prepared files, without this code.
+  metadata = tfds.builder_from_directory(builder.data_dir).info.metadata
   assert metadata["num_classes"] == 33
   assert metadata["geometric_class_names"] == ["sky", "horizontal",
                                                "vertical"]
@@ -770,3 +771,13 @@ def test_extract_members_skips_unsafe_and_unwanted_names(tmp_path):
   assert (out / "keep" / "x.mat").read_bytes() == b"abc"
   assert not (out / "keep" / "x.txt").exists()
   assert not (tmp_path / "escape").exists()
+
+
+def test_folder_tree_finds_the_marker_at_most_two_levels_down(tmp_path):
+  for relpath in ("a/data/images", "b/c/data/images", "d/e/f/data/images",
+                  "__MACOSX/data/images", "g/data/imagesX"):
+    (tmp_path / relpath).mkdir(parents=True)
+  tree = archives.FolderTree(tmp_path)
+  assert tree.find_folders("data/images") == ["a/", "b/c/"]
+  (tmp_path / "data" / "images").mkdir(parents=True)
+  assert tree.find_folders("data/images") == ["", "a/", "b/c/"]

@@ -105,8 +105,10 @@ class FolderTree:
 
   def find_folders(self, folder: str) -> list[str]:
     found, level = [], [""]
-    for _ in range(SEARCH_DEPTH + 1):
+    for depth in range(SEARCH_DEPTH + 1):
       found += [p for p in level if (self.root / p / folder).is_dir()]
+      if depth == SEARCH_DEPTH:
+        break
       level = [f"{p}{child.name}/" for p in level
                if (self.root / p).is_dir()
                for child in sorted((self.root / p).iterdir())

@@ -160,10 +160,9 @@ def make_example(tree: archives.FileTree, image_id: str,
   width, height = common.load_image(color, image_id,
                                     where[common.IMAGE]).size
   hha = tree.read_bytes(paths[common.HHA])
-  common.check_same_size(
-      height, width,
-      common.load_image(hha, image_id, where[common.HHA]).size[::-1],
-      image_id, where[common.HHA])
+  hha_image = common.load_image(hha, image_id, where[common.HHA])
+  common.check_same_size(height, width, (hha_image.height, hha_image.width),
+                         image_id, where[common.HHA])
   depth = read_depth(tree.read_bytes(paths[common.DEPTH]), image_id,
                      where[common.DEPTH])
   common.check_same_size(height, width, depth.shape, image_id,
