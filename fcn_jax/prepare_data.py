@@ -5,6 +5,10 @@ PASCAL VOC 2012 + SBD, from the two archives you downloaded::
   python -m fcn_jax.prepare_data --dataset voc_seg \
       --manual_dir ~/data/voc [--data_dir ~/tensorflow_datasets]
 
+NYUDv2 (``nyud``), SIFT Flow (``sift_flow``) and PASCAL-Context
+(``pascal_context``) the same way, each from its own ``--manual_dir`` (the
+layouts are at the end of ``--help``).
+
 SYNTHETIC shapes (no download; ``synthetic_shapes/tiny`` for a smaller one)::
 
   python -m fcn_jax.prepare_data --dataset synthetic_shapes
@@ -24,7 +28,7 @@ from etils import epath
 import tensorflow_datasets as tfds
 
 from fcn_jax import datasets
-from fcn_jax.datasets import voc_seg
+from fcn_jax.datasets import archives
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -32,27 +36,29 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
       prog="python -m fcn_jax.prepare_data",
       description=__doc__.split("\n", 1)[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=("voc_seg manual_dir layout:\n" + voc_seg.MANUAL_LAYOUT))
+      epilog="\n\n".join(f"{name} manual_dir layout:\n{builder.MANUAL_LAYOUT}"
+                        for name, builder in datasets.MANUAL_BUILDERS.items()))
   parser.add_argument(
       "--dataset", required=True,
-      help="voc_seg, synthetic_shapes or synthetic_shapes/<config> "
-           "(configs: small, tiny).")
+      help="voc_seg, nyud, sift_flow, pascal_context, synthetic_shapes or "
+           "synthetic_shapes/<config> (configs: small, tiny).")
   parser.add_argument(
       "--manual_dir", default=None,
-      help="voc_seg only: folder with VOCtrainval_11-May-2012.tar and "
-           "benchmark.tgz (or their extracted folders).")
+      help="voc_seg, nyud, sift_flow, pascal_context: the folder with the "
+           "downloaded archives (or their extracted folders); layouts below.")
   parser.add_argument(
       "--data_dir", default=None,
       help="Where TFDS writes the dataset (default: $TFDS_DATA_DIR or "
            "~/tensorflow_datasets). Point config.dataset.data_dir here.")
   parser.add_argument(
       "--skip_invalid", action="store_true",
-      help="voc_seg only: leave out (count and log) examples with a corrupt "
-           "image or a mask value outside {0..20, 255} instead of stopping.")
+      help="Downloaded datasets: leave out (count and log) examples with a "
+           "corrupt image or a label outside the class range instead of "
+           "stopping.")
   parser.add_argument(
       "--no_check_split_sizes", action="store_true",
-      help="voc_seg only: do not check the id lists against the official "
-           "split sizes.")
+      help="Downloaded datasets: do not check the id lists against the "
+           "official split sizes.")
   return parser.parse_args(argv)
 
 
@@ -62,34 +68,37 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
   """Builds ``dataset`` (if not built yet) and returns its builder.
 
   Args:
-    dataset: ``voc_seg`` or ``synthetic_shapes[/config]``.
-    manual_dir: voc_seg: the folder with the archives.
+    dataset: A name of ``datasets.BUILDERS``, with ``/config`` for
+      ``synthetic_shapes``.
+    manual_dir: Downloaded datasets: the folder with the archives.
     data_dir: TFDS data dir; ``None`` for the TFDS default.
-    skip_invalid: voc_seg: skip invalid examples (counted and logged).
-    check_split_sizes: voc_seg: check the recorded split sizes.
+    skip_invalid: Downloaded datasets: skip invalid examples (counted and
+      logged).
+    check_split_sizes: Downloaded datasets: check the official split sizes.
 
   Returns:
     The prepared builder.
 
   Raises:
     ValueError: Unknown dataset or an option that does not apply to it.
-    voc_seg.MissingDataError: voc_seg archives missing or incomplete.
+    archives.MissingDataError: Archives missing or incomplete.
   """
   base_name = dataset.split("/")[0]
   if base_name not in datasets.BUILDERS:
     raise ValueError(f"Unknown dataset {dataset!r}; choose one of "
                      f"{sorted(datasets.BUILDERS)}.")
   download_config = None
-  if base_name == "voc_seg":
+  if base_name in datasets.MANUAL_BUILDERS:
+    instructions = datasets.MANUAL_BUILDERS[
+        base_name].MANUAL_DOWNLOAD_INSTRUCTIONS
     if not manual_dir:
       raise ValueError(
-          "voc_seg needs --manual_dir, the folder with the archives.\n"
-          + voc_seg.MANUAL_DOWNLOAD_INSTRUCTIONS)
+          f"{base_name} needs --manual_dir, the folder with the archives.\n"
+          + instructions)
     manual_path = epath.Path(manual_dir).expanduser()
     if not manual_path.is_dir():
-      raise voc_seg.MissingDataError(
-          f"--manual_dir {manual_path} is not a folder.\n"
-          + voc_seg.MANUAL_DOWNLOAD_INSTRUCTIONS)
+      raise archives.MissingDataError(
+          f"--manual_dir {manual_path} is not a folder.\n" + instructions)
     builder = tfds.builder(dataset, data_dir=data_dir,
                            skip_invalid=skip_invalid,
                            check_split_sizes=check_split_sizes)
@@ -97,7 +106,8 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
   else:
     if manual_dir or skip_invalid or not check_split_sizes:
       raise ValueError("--manual_dir, --skip_invalid and "
-                       "--no_check_split_sizes apply to voc_seg only.")
+                       "--no_check_split_sizes apply to downloaded datasets "
+                       f"only ({', '.join(datasets.MANUAL_BUILDERS)}).")
     builder = tfds.builder(dataset, data_dir=data_dir)
   builder.download_and_prepare(download_config=download_config)
   return builder

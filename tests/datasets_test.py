@@ -184,6 +184,14 @@ def test_build_from_archives(tmp_path, seg11valid_file):
   # The VOC masks keep their void border; SBD's have none.
   border = _read_split(tmp_path / "data", "voc2012_train")[0]
   assert (common.decode_mask(border["segmentation_mask"])[0] == 255).all()
+  # The class names, in the order of FCN_SPEC.md §8.1, as training reads
+  # them: from the prepared files.
+  metadata = tfds.builder_from_directory(
+      str(tmp_path / "data" / "voc_seg" / "1.0.0")).info.metadata
+  names = metadata["class_names"]
+  assert metadata["num_classes"] == len(names) == 21
+  assert (names[0], names[11], names[20]) == ("background", "diningtable",
+                                              "tvmonitor")
 
 
 def test_build_from_extracted_folders(tmp_path, seg11valid_file):

@@ -1,6 +1,6 @@
 """Features, decoding and validation shared by the segmentation builders.
 
-Both builders (:mod:`fcn_jax.datasets.voc_seg` and
+The VOC builders (:mod:`fcn_jax.datasets.voc_seg` and
 :mod:`fcn_jax.datasets.synthetic_shapes`) write the same features, so the
 input pipeline reads either one the same way:
 
@@ -13,6 +13,12 @@ input pipeline reads either one the same way:
 * ``label_source``: where the mask came from (``voc2012``, ``sbd`` or
   ``synthetic``).
 
+The builders of the paper's other datasets (``nyud``, ``sift_flow``,
+``pascal_context``) use the same keys where they mean the same thing and add
+``hha`` (an RGB PNG), ``depth`` (a 16-bit greyscale PNG of the raw values,
+:func:`decode_depth`), ``semantic_mask`` and ``geometric_mask`` (masks like
+``segmentation_mask``).
+
 Images are encoded and decoded with PIL here, never with TensorFlow: TFDS
 only needs TensorFlow to encode NumPy images, so the builders hand it bytes.
 """
@@ -20,10 +26,11 @@ only needs TensorFlow to encode NumPy images, so the builders hand it bytes.
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Any, Collection, Sequence
 
 import numpy as np
 from PIL import Image
+import scipy.io
 import tensorflow_datasets as tfds
 
 from fcn_jax import voc
@@ -38,6 +45,10 @@ IMAGE_ID = "image_id"
 HEIGHT = "height"
 WIDTH = "width"
 LABEL_SOURCE = "label_source"
+HHA = "hha"
+DEPTH = "depth"
+SEMANTIC_MASK = "semantic_mask"
+GEOMETRIC_MASK = "geometric_mask"
 
 
 class InvalidExampleError(ValueError):
@@ -47,9 +58,8 @@ class InvalidExampleError(ValueError):
 def segmentation_features() -> tfds.features.FeaturesDict:
   """The feature spec both builders write."""
   return tfds.features.FeaturesDict({
-      IMAGE: tfds.features.Image(shape=(None, None, 3), encoding_format="jpeg"),
-      MASK: tfds.features.Image(shape=(None, None, 1), encoding_format="png",
-                                doc="class indices 0..20, 255 = void"),
+      IMAGE: image_feature("jpeg"),
+      MASK: mask_feature("class indices 0..20, 255 = void"),
       IMAGE_ID: tfds.features.Text(),
       HEIGHT: tfds.features.Scalar(np.int32),
       WIDTH: tfds.features.Scalar(np.int32),
@@ -57,14 +67,27 @@ def segmentation_features() -> tfds.features.FeaturesDict:
   })
 
 
-def skip_decoding_decoders() -> dict[str, Any]:
-  """TFDS decoders that leave ``image`` and ``segmentation_mask`` as bytes.
+def image_feature(encoding_format: str) -> tfds.features.Image:
+  """An RGB image stored as the original file's bytes (JPEG or PNG)."""
+  return tfds.features.Image(shape=(None, None, 3),
+                             encoding_format=encoding_format)
 
-  The input pipeline decodes them itself with :func:`decode_image` and
-  :func:`decode_mask`, so the pixels do not depend on whether OpenCV happens
-  to be installed (TFDS prefers it when it is).
+
+def mask_feature(doc: str) -> tfds.features.Image:
+  """A mask of class indices stored as a greyscale PNG (lossless)."""
+  return tfds.features.Image(shape=(None, None, 1), encoding_format="png",
+                             doc=doc)
+
+
+def skip_decoding_decoders(keys: Sequence[str] = (IMAGE, MASK)
+                           ) -> dict[str, Any]:
+  """TFDS decoders that leave the image features ``keys`` as bytes.
+
+  The input pipeline decodes them itself with :func:`decode_image`,
+  :func:`decode_mask` and :func:`decode_depth`, so the pixels do not depend
+  on whether OpenCV happens to be installed (TFDS prefers it when it is).
   """
-  return {IMAGE: tfds.decode.SkipDecoding(), MASK: tfds.decode.SkipDecoding()}
+  return {key: tfds.decode.SkipDecoding() for key in keys}
 
 
 def open_image(data: bytes) -> Image.Image:
@@ -91,6 +114,126 @@ def decode_image(data: bytes) -> np.ndarray:
 def decode_mask(data: bytes) -> np.ndarray:
   """Decodes a stored ``segmentation_mask`` PNG to ``uint8 [H, W]`` indices."""
   return np.asarray(open_mask(data), dtype=np.uint8)
+
+
+def decode_depth(data: bytes) -> np.ndarray:
+  """Decodes a stored ``depth`` PNG to ``uint16 [H, W]`` raw values."""
+  with Image.open(io.BytesIO(data)) as image:
+    return np.asarray(image).astype(np.uint16)
+
+
+def encode_depth_png(depth: np.ndarray) -> bytes:
+  """Encodes ``[H, W]`` values in ``0..65535`` as a 16-bit greyscale PNG."""
+  buffer = io.BytesIO()
+  Image.fromarray(np.asarray(depth, np.uint16)).save(buffer, "PNG")
+  return buffer.getvalue()
+
+
+def load_image(data: bytes, image_id: str, where: str,
+               modes: Collection[str] = ("RGB",)) -> Image.Image:
+  """Decodes an image file completely and checks its PIL mode.
+
+  Args:
+    data: The file's bytes.
+    image_id: Named in errors.
+    where: The file, named in errors.
+    modes: The PIL modes accepted (e.g. ``RGB`` for a colour image).
+
+  Returns:
+    The loaded PIL image.
+
+  Raises:
+    InvalidExampleError: Corrupt or truncated file, or another mode.
+  """
+  try:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+  except Exception as e:  # PIL raises several types for corrupt files.
+    raise InvalidExampleError(
+        f"{image_id}: cannot decode the image {where} ({type(e).__name__}: "
+        f"{e}).") from e
+  if image.mode not in modes:
+    raise InvalidExampleError(
+        f"{image_id}: {where} has PIL mode {image.mode!r}; expected "
+        f"{' or '.join(repr(m) for m in modes)}.")
+  return image
+
+
+def read_mat_labels(data: bytes, field: str, image_id: str,
+                    where: str) -> np.ndarray:
+  """Reads a 2-D integer label array from a MATLAB ``.mat`` file.
+
+  Args:
+    data: The ``.mat`` file's bytes.
+    field: The variable, or ``struct.field`` (e.g. ``GTcls.Segmentation``).
+    image_id: Named in errors.
+    where: The file, named in errors.
+
+  Returns:
+    ``int64 [H, W]``, values unchecked.
+
+  Raises:
+    InvalidExampleError: Unreadable file, no such field, not 2-D, or
+      non-integer values.
+  """
+  try:
+    mat = scipy.io.loadmat(io.BytesIO(data), struct_as_record=False,
+                           squeeze_me=True)
+  except Exception as e:  # scipy raises several types for corrupt files.
+    raise InvalidExampleError(
+        f"{image_id}: cannot read {where} ({type(e).__name__}: {e}).") from e
+  name, *attributes = field.split(".")
+  value = mat.get(name)
+  for attribute in attributes:
+    value = getattr(value, attribute, None)
+  if value is None:
+    raise InvalidExampleError(
+        f"{image_id}: {where} has no {field} (keys: "
+        f"{sorted(k for k in mat if not k.startswith('__'))}).")
+  labels = np.asarray(value)
+  if not np.issubdtype(labels.dtype, np.integer):
+    if (not np.issubdtype(labels.dtype, np.floating)
+        or not np.all(labels == np.round(labels))):
+      raise InvalidExampleError(
+          f"{image_id}: {where} {field} is {labels.dtype} with non-integer "
+          "values.")
+  if labels.ndim != 2:
+    raise InvalidExampleError(
+        f"{image_id}: {where} {field} has shape {labels.shape}; expected "
+        "[H, W].")
+  return labels.astype(np.int64)
+
+
+def check_label_values(labels: np.ndarray, allowed: Collection[int],
+                       image_id: str, where: str, allowed_text: str) -> None:
+  """Raises unless every value of ``labels`` is in ``allowed``.
+
+  Args:
+    labels: Integer labels as read from the file (before any mapping).
+    allowed: The values the dataset defines.
+    image_id: Named in the error.
+    where: The file, named in the error.
+    allowed_text: ``allowed`` for the message, e.g. ``{0..40}``.
+
+  Raises:
+    InvalidExampleError: With the id, the file and the offending values.
+  """
+  values = np.unique(labels)
+  bad = values[~np.isin(values, np.asarray(sorted(allowed)))].tolist()
+  if bad:
+    shown = ", ".join(str(v) for v in bad[:10])
+    raise InvalidExampleError(
+        f"{image_id}: {where} has labels outside {allowed_text}: "
+        f"{shown}{' ...' if len(bad) > 10 else ''}.")
+
+
+def check_same_size(height: int, width: int, shape: Sequence[int],
+                    image_id: str, where: str) -> None:
+  """Raises unless ``shape[:2]`` is ``(height, width)`` (the image's)."""
+  if tuple(shape[:2]) != (height, width):
+    raise InvalidExampleError(
+        f"{image_id}: image is {height}x{width} but {where} is "
+        f"{shape[0]}x{shape[1]}.")
 
 
 def decode_palette_png(data: bytes, image_id: str) -> np.ndarray:
