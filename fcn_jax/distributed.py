@@ -117,9 +117,10 @@ class PreemptionWatcher:
     self._previous = None
     self._use_sync_service = False
     if is_multiprocess():
-      from jax._src import distributed as _distributed  # pylint: disable=g-import-not-at-top
-      self._use_sync_service = (
-          _distributed.global_state.preemption_sync_manager is not None)
+      # jax.distributed.initialize starts JAX's preemption sync service when
+      # this public option is on (the default); the public
+      # multihost_utils.reached_preemption_sync_point then works.
+      self._use_sync_service = bool(jax.config.jax_enable_preemption_service)
     if not self._use_sync_service:
       if threading.current_thread() is threading.main_thread():
         self._previous = signal.signal(signal.SIGTERM, self._on_sigterm)

@@ -36,7 +36,7 @@ import tensorflow_datasets as tfds
 from fcn_jax import voc
 
 NUM_CLASSES = len(voc.VOC_CLASSES)
-IGNORE_LABEL = voc.IGNORE_LABEL
+
 
 # Feature keys.
 IMAGE = "image"
@@ -283,12 +283,12 @@ def check_mask_values(mask: np.ndarray, image_id: str, where: str) -> None:
   """
   values = np.unique(np.asarray(mask))
   bad = [v for v in values.tolist()
-         if not (0 <= v < NUM_CLASSES or v == IGNORE_LABEL)]
+         if not (0 <= v < NUM_CLASSES or v == voc.IGNORE_LABEL)]
   if bad:
     shown = ", ".join(str(v) for v in bad[:10])
     raise InvalidExampleError(
         f"{image_id}: mask {where} has values outside {{0..{NUM_CLASSES - 1}, "
-        f"{IGNORE_LABEL}}}: {shown}{' ...' if len(bad) > 10 else ''}.")
+        f"{voc.IGNORE_LABEL}}}: {shown}{' ...' if len(bad) > 10 else ''}.")
 
 
 def encode_mask_png(mask: np.ndarray) -> bytes:

@@ -33,6 +33,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fcn_jax import voc
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
 from fcn_jax.datasets import manual
@@ -140,7 +141,7 @@ def read_depth(data: bytes, image_id: str, where: str) -> np.ndarray:
 def labels_to_mask(labels: np.ndarray) -> np.ndarray:
   """Raw labels ``0..40`` -> classes ``0..39`` with void (0) -> 255."""
   labels = np.asarray(labels)
-  return np.where(labels == 0, common.IGNORE_LABEL, labels - 1).astype(
+  return np.where(labels == 0, voc.IGNORE_LABEL, labels - 1).astype(
       np.uint8)
 
 
@@ -232,7 +233,7 @@ class Nyud(manual.ManualBuilder):
         metadata=tfds.core.MetadataDict(
             synthetic=False, num_classes=NUM_CLASSES,
             class_names=read_class_names(),
-            ignore_label=common.IGNORE_LABEL),
+            ignore_label=voc.IGNORE_LABEL),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

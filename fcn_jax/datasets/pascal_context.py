@@ -35,6 +35,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fcn_jax import voc
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
 from fcn_jax.datasets import manual
@@ -227,7 +228,7 @@ class PascalContext(manual.ManualBuilder):
         metadata=tfds.core.MetadataDict(
             synthetic=False, num_classes=NUM_CLASSES,
             class_names=read_class_names(),
-            ignore_label=common.IGNORE_LABEL),
+            ignore_label=voc.IGNORE_LABEL),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

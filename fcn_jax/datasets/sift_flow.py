@@ -35,6 +35,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fcn_jax import voc
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
 from fcn_jax.datasets import manual
@@ -137,14 +138,14 @@ def _paths(image_id: str) -> dict[str, str]:
 def semantic_to_mask(labels: np.ndarray) -> np.ndarray:
   """Raw semantic labels ``0..33`` -> ``0..32``, void (0) -> 255."""
   labels = np.asarray(labels)
-  return np.where(labels == 0, common.IGNORE_LABEL, labels - 1).astype(
+  return np.where(labels == 0, voc.IGNORE_LABEL, labels - 1).astype(
       np.uint8)
 
 
 def geometric_to_mask(labels: np.ndarray) -> np.ndarray:
   """Raw geometric labels ``-1..3`` -> ``0..2``, void (-1, 0) -> 255."""
   labels = np.asarray(labels)
-  return np.where(labels <= 0, common.IGNORE_LABEL, labels - 1).astype(
+  return np.where(labels <= 0, voc.IGNORE_LABEL, labels - 1).astype(
       np.uint8)
 
 
@@ -232,7 +233,7 @@ class SiftFlow(manual.ManualBuilder):
             geometric_num_classes=NUM_GEOMETRIC_CLASSES,
             geometric_class_names=geometric,
             classes_absent_from_test=list(CLASSES_ABSENT_FROM_TEST),
-            ignore_label=common.IGNORE_LABEL),
+            ignore_label=voc.IGNORE_LABEL),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

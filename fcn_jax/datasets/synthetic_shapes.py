@@ -78,7 +78,7 @@ def render_example(rng: np.random.Generator, height: int, width: int,
     x0, x1 = sorted(rng.integers(0, width, size=2).tolist())
     y0, y1 = sorted(rng.integers(0, height, size=2).tolist())
     x1, y1 = max(x1, x0 + width // 6), max(y1, y0 + height // 6)
-    outline = common.IGNORE_LABEL if rng.random() < 0.5 else None
+    outline = voc.IGNORE_LABEL if rng.random() < 0.5 else None
     kind = rng.integers(3)
     if kind == 0:
       draw.ellipse((x0, y0, x1, y1), fill=label, outline=outline)
@@ -90,7 +90,7 @@ def render_example(rng: np.random.Generator, height: int, width: int,
   mask = np.asarray(mask_image, np.uint8)
   colors = voc.voc_colormap().astype(np.float32)
   colors[0] = (110, 100, 90)  # Background: not black, not a class colour.
-  colors[common.IGNORE_LABEL] = colors[0]
+  colors[voc.IGNORE_LABEL] = colors[0]
   noise = rng.normal(0.0, 12.0, size=(height, width, 3)).astype(np.float32)
   image = np.clip(np.rint(colors[mask] + noise), 0, 255).astype(np.uint8)
   return image, mask
@@ -129,7 +129,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
         metadata=tfds.core.MetadataDict(
             synthetic=True, num_classes=common.NUM_CLASSES,
             class_names=list(voc.VOC_CLASSES),
-            ignore_label=common.IGNORE_LABEL),
+            ignore_label=voc.IGNORE_LABEL),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

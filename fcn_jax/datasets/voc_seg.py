@@ -273,7 +273,7 @@ class VocSeg(manual.ManualBuilder):
         metadata=tfds.core.MetadataDict(
             synthetic=False, num_classes=common.NUM_CLASSES,
             class_names=list(voc.VOC_CLASSES),
-            ignore_label=common.IGNORE_LABEL),
+            ignore_label=voc.IGNORE_LABEL),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
