@@ -88,10 +88,11 @@ from PIL import Image
 import tensorflow_datasets as tfds
 
 from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax import voc
 from fcn_jax import datasets
 from fcn_jax.datasets import common
 
-IGNORE_LABEL = common.IGNORE_LABEL
+
 TRAIN_MODES = ("reference", "epochs")
 
 
@@ -427,7 +428,7 @@ def image_canvas(shape: tuple[int, ...]) -> np.ndarray:
 
 def label_canvas(shape: tuple[int, ...]) -> np.ndarray:
   """Int32 255s: the pad label."""
-  return _canvas(shape, np.int32, IGNORE_LABEL)
+  return _canvas(shape, np.int32, voc.IGNORE_LABEL)
 
 
 @dataclasses.dataclass(frozen=True)
