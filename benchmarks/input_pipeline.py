@@ -23,6 +23,9 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from fcn_jax import augmentations
+from fcn_jax import batch_transforms
+from fcn_jax import data_sources
 from fcn_jax import input_pipeline
 from fcn_jax import preprocessing
 from fcn_jax.datasets import common
@@ -49,7 +52,7 @@ def _config(args: argparse.Namespace, num_workers: int, reference: bool
   return config
 
 
-def _images_per_second(source: input_pipeline.SplitSource,
+def _images_per_second(source: data_sources.SplitSource,
                        config: ml_collections.ConfigDict,
                        num_batches: int) -> float:
   iterator = input_pipeline.create_train_iterator(
@@ -69,13 +72,12 @@ def _images_per_second(source: input_pipeline.SplitSource,
       iterator.close()
 
 
-def _cpu_ms_per_image(source: input_pipeline.SplitSource,
+def _cpu_ms_per_image(source: data_sources.SplitSource,
                       args: argparse.Namespace) -> float:
   """CPU time of the batch transform alone, one thread: load-independent."""
-  transform = input_pipeline.TrainBatchTransform(
-      input_pipeline.TrainAugmentation(preprocessing.CAFFE_VGG, args.crop_size,
-                                       True, (0.5, 2.0)), seed=0,
-      global_batch_size=args.batch_size)
+  transform = batch_transforms.TrainBatchTransform(
+      augmentations.TrainAugmentation(args.crop_size, True, (0.5, 2.0)),
+      preprocessing.CAFFE_VGG, seed=0, global_batch_size=args.batch_size)
   records = source.records
   start = time.process_time()
   for index in range(args.batches):
@@ -108,8 +110,8 @@ def main(argv: list[str]) -> int:
   builder.download_and_prepare()
   records = builder.as_data_source(synthetic_shapes.TRAIN_SPLIT,
                                    decoders=common.skip_decoding_decoders())
-  source = input_pipeline.SplitSource(records, "synthetic_shapes:bench",
-                                      synthetic=True)
+  source = data_sources.SplitSource(records, "synthetic_shapes:bench",
+                                    synthetic=True)
   mean_kb = sum(len(records[i]["image"]) for i in range(8)) / 8 / 1024
 
   print(f"SYNTHETIC images of 375..500 px (JPEG, ~{mean_kb:.0f} KB each), "

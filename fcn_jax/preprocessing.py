@@ -16,6 +16,7 @@ from typing import Any, Mapping
 
 from absl import logging
 import numpy as np
+from PIL import Image
 
 # The FCN data layers subtract this mean from BGR images (docs/reference.md
 # §8.1).
@@ -55,18 +56,72 @@ class Preprocessing:
     if any(s == 0 for s in self.std):
       raise ValueError("std values must be non-zero.")
 
-  def __call__(self, image: np.ndarray) -> np.ndarray:
-    """Turns uint8 RGB images ``[..., H, W, 3]`` into float32 network inputs."""
-    image = np.asarray(image)
-    if image.shape[-1] != 3:
-      raise ValueError(f"expected RGB images [..., 3], got shape {image.shape}")
-    x = image.astype(np.float32)
-    if self.channel_order == "BGR":
-      x = x[..., ::-1]
-    x = x * np.float32(self.scale)
-    x = x - np.asarray(self.mean, np.float32)
-    x = x / np.asarray(self.std, np.float32)
-    return x
+  def __call__(self, image: np.ndarray | Image.Image,
+               out: np.ndarray | None = None) -> np.ndarray:
+    """Turns uint8 RGB images ``[..., H, W, 3]`` into float32 network inputs.
+
+    The float32 operations of the class formula, in its order; multiplying
+    and dividing by one are skipped (they are exact). This is the input
+    pipeline's most expensive step, so it runs on whole pixel rows (one
+    contiguous vector each, several times faster than 3-value pixels) and
+    can write straight into a batch canvas.
+
+    Args:
+      image: RGB values 0-255, ``[..., H, W, 3]`` (an array or a PIL image).
+      out: Where to write the result: float32, the shape of ``image``, e.g.
+        the top-left corner of a batch canvas. Default: a new array.
+
+    Returns:
+      ``out``, or the new array.
+
+    Raises:
+      ValueError: ``image`` is not ``[..., 3]`` or ``out`` does not match it.
+    """
+    pixels = self._in_channel_order(image)
+    if pixels.shape[-1:] != (3,):
+      raise ValueError(
+          f"expected RGB images [..., 3], got shape {pixels.shape}")
+    if out is None:
+      out = np.empty(pixels.shape, np.float32)
+    if out.shape != pixels.shape or out.dtype != np.float32:
+      raise ValueError(f"out must be float32 {pixels.shape}, got {out.dtype} "
+                       f"{out.shape}.")
+    if not pixels.size:
+      return out
+    width = pixels.shape[-2] if pixels.ndim > 1 else 1
+    rows_in = np.ascontiguousarray(pixels).reshape(-1, width * 3)
+    rows_out = _pixel_rows(out)
+    result = (np.empty(rows_in.shape, np.float32) if rows_out is None
+              else rows_out)
+    mean = np.tile(np.asarray(self.mean, np.float32), width)
+    if self.scale == 1.0:
+      np.subtract(rows_in, mean, out=result, dtype=np.float32)
+    else:
+      np.multiply(rows_in, np.float32(self.scale), out=result,
+                  dtype=np.float32)
+      result -= mean
+    if any(s != 1.0 for s in self.std):
+      result /= np.tile(np.asarray(self.std, np.float32), width)
+    if rows_out is None:
+      out[...] = result.reshape(out.shape)
+    return out
+
+  def _in_channel_order(self, image: np.ndarray | Image.Image) -> np.ndarray:
+    """The pixels of an RGB image as an array in ``channel_order``.
+
+    PIL reverses the channels of an 8-bit image several times faster than
+    NumPy does.
+    """
+    if (isinstance(image, Image.Image) and image.mode == "RGB"
+        and self.channel_order == "BGR"):
+      return np.asarray(Image.merge("RGB", image.split()[::-1]))
+    pixels = np.asarray(image)
+    if self.channel_order == "RGB":
+      return pixels
+    if (pixels.dtype == np.uint8 and pixels.ndim == 3
+        and pixels.shape[-1] == 3 and pixels.size):
+      return self._in_channel_order(Image.fromarray(pixels))
+    return pixels[..., ::-1]
 
   def invert(self, inputs: np.ndarray) -> np.ndarray:
     """Maps network inputs back to uint8 RGB (for visualisation)."""
@@ -117,6 +172,23 @@ def get_preprocessing(name: str) -> Preprocessing:
     raise ValueError(
         f"Unknown preprocessing {name!r}; choose one of {sorted(PRESETS)}."
     ) from None
+
+
+def _pixel_rows(array: np.ndarray) -> np.ndarray | None:
+  """A view of ``[..., W, 3]`` as pixel rows ``[rows, W * 3]``, if one exists.
+
+  One exists for C-contiguous arrays and for ``[H, W, 3]`` windows of them
+  (such as the top-left corner of a canvas), whose pixels are contiguous
+  within each row.
+  """
+  width = array.shape[-2] if array.ndim > 1 else 1
+  if array.flags.c_contiguous:
+    return array.reshape(-1, width * 3)
+  if array.ndim == 3 and array.strides[1:] == (3 * array.itemsize,
+                                               array.itemsize):
+    return np.lib.stride_tricks.as_strided(
+        array, (array.shape[0], width * 3), (array.strides[0], array.itemsize))
+  return None
 
 
 def describe(p: Preprocessing) -> str:

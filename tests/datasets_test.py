@@ -184,7 +184,7 @@ def test_build_from_archives(tmp_path, seg11valid_file):
   # The VOC masks keep their void border; SBD's have none.
   border = _read_split(tmp_path / "data", "voc2012_train")[0]
   assert (common.decode_mask(border["segmentation_mask"])[0] == 255).all()
-  # The class names, in the order of FCN_SPEC.md §8.1, as training reads
+  # The class names, in the order of docs/reference.md §8.1, as training reads
   # them: from the prepared files.
   metadata = tfds.builder_from_directory(
       str(tmp_path / "data" / "voc_seg" / "1.0.0")).info.metadata

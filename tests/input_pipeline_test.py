@@ -13,11 +13,15 @@ import logging
 
 from etils import epath
 import grain.checkpoint
+import grain.multiprocessing
 import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import augmentations
+from fcn_jax import batch_transforms
+from fcn_jax import data_sources
 from fcn_jax import input_pipeline
 from fcn_jax import preprocessing as preprocessing_lib
 from fcn_jax import voc
@@ -48,7 +52,7 @@ def _block_label(rng, height, width, block=16):
 
 
 def _source(records, synthetic=False):
-  return input_pipeline.SplitSource(records, "test:split", synthetic)
+  return data_sources.SplitSource(records, "test:split", synthetic)
 
 
 def _constant_source(count, height=12, width=14):
@@ -117,8 +121,10 @@ def _assert_aligned(rgb, label, margin=2):
 @pytest.mark.parametrize("scale", [0.5, 0.77, 1.0, 1.6, 2.0])
 def test_rescale_keeps_alignment(scale):
   label = _block_label(np.random.default_rng(1), 48, 56)
-  image, new_label = (np.asarray(x) for x in input_pipeline.rescale(
-      Image.fromarray(COLORS[label]), Image.fromarray(label), scale))
+  image = np.asarray(augmentations.rescale(
+      Image.fromarray(COLORS[label]), scale, augmentations.IMAGE_RESAMPLING))
+  new_label = np.asarray(augmentations.rescale(
+      Image.fromarray(label), scale, augmentations.LABEL_RESAMPLING))
   assert new_label.shape == (round(48 * scale), round(56 * scale))
   assert image.shape[:2] == new_label.shape
   assert set(np.unique(new_label)) <= set(np.unique(label))
@@ -130,8 +136,11 @@ def test_rescale_window_is_the_window_of_the_rescaled_image():
   for size, window in [((96, 112), (10, 20, 60, 90)),
                        ((30, 35), (0, 0, 30, 35)),
                        ((71, 83), (5, 7, 45, 50))]:
-    image, window_label = (np.asarray(x) for x in input_pipeline.rescale_window(
-        Image.fromarray(COLORS[label]), Image.fromarray(label), size, window))
+    image = np.asarray(augmentations.rescale_window(
+        Image.fromarray(COLORS[label]), size, window,
+        augmentations.IMAGE_RESAMPLING))
+    window_label = np.asarray(augmentations.rescale_window(
+        Image.fromarray(label), size, window, augmentations.LABEL_RESAMPLING))
     top, left, bottom, right = window
     assert window_label.shape == (bottom - top, right - left)
     assert image.shape == (bottom - top, right - left, 3)
@@ -144,23 +153,36 @@ def test_rescale_window_is_the_window_of_the_rescaled_image():
     assert agree.mean() > 0.95
 
 
-@pytest.mark.parametrize("prep", [
-    preprocessing_lib.CAFFE_VGG, preprocessing_lib.TORCHVISION,
-    preprocessing_lib.Preprocessing("BGR", (1.5, -2.0, 100.0), 0.5,
-                                    (2.0, 3.0, 0.7))])
-def test_preprocess_into_is_bit_identical_to_preprocessing(prep):
-  image = np.random.default_rng(9).integers(0, 256, (13, 17, 3), np.uint8)
-  canvas = np.full((20, 20, 3), 7.0, np.float32)
-  input_pipeline.preprocess_into(prep, image[:, ::-1], canvas[:13, :17])
-  np.testing.assert_array_equal(canvas[:13, :17], prep(image[:, ::-1]))
-  assert (canvas[13:] == 7).all() and (canvas[:, 17:] == 7).all()
-
-
 def _augment(record, seed, crop_size=0, mirror=False, scale=(1.0, 1.0)):
-  augmentation = input_pipeline.TrainAugmentation(CAFFE, crop_size, mirror,
-                                                  scale)
-  image, label = augmentation(record, np.random.default_rng(seed))
+  augmentation = augmentations.TrainAugmentation(crop_size, mirror, scale)
+  image, label = batch_transforms.augment_example(
+      record, augmentation, CAFFE, np.random.default_rng(seed))
   return {"image": image, "label": label}
+
+
+@pytest.mark.parametrize("crop_size,mirror,scale", [
+    (0, False, (1.0, 1.0)), (16, False, (1.0, 1.0)), (0, True, (1.0, 1.0)),
+    (20, True, (0.5, 2.0)), (0, False, (0.7, 1.4))])
+def test_draws_come_in_the_documented_order(crop_size, mirror, scale):
+  # The order the TrainAugmentation docstring promises (a new augmentation
+  # must draw after these, or every existing run's stream changes).
+  height, width = 30, 24
+  geometry = augmentations.TrainAugmentation(crop_size, mirror, scale).draw(
+      height, width, np.random.default_rng(11))
+  rng = np.random.default_rng(11)
+  if scale != (1.0, 1.0):
+    factor = rng.uniform(*scale)
+    height, width = (max(1, round(height * factor)),
+                     max(1, round(width * factor)))
+  flip = mirror and rng.random() < 0.5
+  top = left = 0
+  if crop_size:
+    top = rng.integers(0, max(height - crop_size, 0) + 1)
+    left = rng.integers(0, max(width - crop_size, 0) + 1)
+  bottom = top + (min(height, crop_size) if crop_size else height)
+  right = left + (min(width, crop_size) if crop_size else width)
+  assert geometry == augmentations.Geometry((height, width),
+                                            (top, left, bottom, right), flip)
 
 
 def test_mirror_keeps_alignment_and_flips_about_half():
@@ -419,6 +441,19 @@ def test_worker_processes_give_the_same_batches_and_resume():
     resumed.close()
 
 
+def test_worker_init_makes_the_canvases_in_shared_memory(monkeypatch):
+  # What input.num_workers > 0 relies on to hand batches over without a copy.
+  assert type(batch_transforms.image_canvas((2, 3))) is np.ndarray
+  monkeypatch.setattr(batch_transforms, "_SHARED_MEMORY_CANVASES", False)
+  batch_transforms.use_shared_memory_canvases(0, 2)
+  image = batch_transforms.image_canvas((2, 3))
+  label = batch_transforms.label_canvas((2, 3))
+  for canvas, shape, pad in ((image, (2, 3, 3), 0), (label, (2, 3), 255)):
+    assert isinstance(canvas, grain.multiprocessing.SharedMemoryArray)
+    assert canvas.shape == shape and (canvas == pad).all()
+    canvas.unlink_on_del()
+
+
 # --------------------------------------------------------------------------
 # Evaluation.
 # --------------------------------------------------------------------------
@@ -582,9 +617,9 @@ def test_synthetic_dataset_end_to_end_and_logged_as_synthetic(tmp_path, caplog):
 def test_unprepared_voc_seg_says_how_to_prepare(tmp_path):
   with pytest.raises(FileNotFoundError,
                      match=r"python -m fcn_jax.prepare_data --dataset voc_seg"):
-    input_pipeline.open_split("voc_seg", "seg11valid", str(tmp_path))
+    data_sources.open_split("voc_seg", "seg11valid", str(tmp_path))
 
 
 def test_unknown_split_lists_the_splits(tmp_path):
   with pytest.raises(ValueError, match="synthetic_train"):
-    input_pipeline.open_split("synthetic_shapes/tiny", "train", str(tmp_path))
+    data_sources.open_split("synthetic_shapes/tiny", "train", str(tmp_path))

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from fcn_jax import checkpointing
-from fcn_jax import input_pipeline
+from fcn_jax import data_sources
 from fcn_jax import parallel
 from fcn_jax.datasets import common
 
@@ -146,7 +146,7 @@ def tmp_dir(tmp_path_factory):
 def data_dir(tmp_dir):
   # Generated once here, not concurrently by the launched processes.
   path = tmp_dir / "tfds"
-  input_pipeline.open_split(DATASET, "synthetic_val", str(path))
+  data_sources.open_split(DATASET, "synthetic_val", str(path))
   return path
 
 
@@ -225,7 +225,7 @@ def test_sigterm_saves_and_the_rerun_resumes_to_the_same_params(
 
 def _val_label_counts(data_dir):
   """Per-class pixel counts of the val split's labels, read directly."""
-  split = input_pipeline.open_split(DATASET, "synthetic_val", str(data_dir))
+  split = data_sources.open_split(DATASET, "synthetic_val", str(data_dir))
   counts = np.zeros(NUM_CLASSES, np.int64)
   for record in split.records:
     label = common.decode_mask(record[common.MASK]).ravel()

@@ -1,0 +1,90 @@
+"""Opening a prepared TFDS split as a random-access source (no TensorFlow).
+
+:func:`open_split` reads the ``array_record`` files of a builder from
+:mod:`fcn_jax.datasets` through ``tfds`` data sources, keeping ``image`` and
+``segmentation_mask`` encoded (the batch transforms decode them with PIL in
+grain workers). ``synthetic_shapes`` is generated on first use; real
+datasets must be prepared with ``python -m fcn_jax.prepare_data``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Sequence
+
+from absl import logging
+import tensorflow_datasets as tfds
+
+from fcn_jax import datasets
+from fcn_jax.datasets import common
+
+
+@dataclasses.dataclass(frozen=True)
+class SplitSource:
+  """A random-access split plus what the logs should say about it."""
+
+  records: Sequence[dict[str, Any]]
+  description: str
+  synthetic: bool
+
+  def log(self, message: str, *args) -> None:
+    """Logs a line that says SYNTHETIC whenever the data is."""
+    prefix = "[SYNTHETIC DATA, not VOC] " if self.synthetic else ""
+    logging.info(prefix + "%s: " + message, self.description, *args)
+
+
+def open_split(dataset_name: str, split: str, data_dir: str = "", *,
+               prepare_synthetic: bool = True) -> SplitSource:
+  """Opens a prepared split as a random-access data source.
+
+  Args:
+    dataset_name: TFDS name with an optional config, e.g. ``voc_seg`` or
+      ``synthetic_shapes/tiny``.
+    split: Split name, e.g. ``seg11valid``.
+    data_dir: TFDS data dir; ``''`` for the TFDS default.
+    prepare_synthetic: Generate a ``synthetic_shapes`` dataset that is not
+      there yet (it needs no download). Real datasets are never prepared
+      here.
+
+  Returns:
+    A :class:`SplitSource` whose records keep ``image`` and
+    ``segmentation_mask`` as encoded bytes.
+
+  Raises:
+    FileNotFoundError: The dataset is not prepared; the message gives the
+      command that prepares it.
+    ValueError: Unknown dataset or split.
+  """
+  base_name = dataset_name.split("/")[0].split(":")[0]
+  if base_name not in datasets.BUILDERS:
+    raise ValueError(f"Unknown dataset {dataset_name!r}; choose one of "
+                     f"{sorted(datasets.BUILDERS)} (optionally with a config, "
+                     "e.g. 'synthetic_shapes/tiny').")
+  builder = tfds.builder(dataset_name, data_dir=data_dir or None)
+  if not builder.is_prepared():
+    if base_name == "synthetic_shapes" and prepare_synthetic:
+      logging.info("[SYNTHETIC DATA, not VOC] Generating %s in %s.",
+                   dataset_name, builder.data_dir)
+      try:
+        builder.download_and_prepare()
+      except OSError:
+        # Several hosts sharing a file system: another one finished first.
+        builder = tfds.builder(dataset_name, data_dir=data_dir or None)
+        if not builder.is_prepared():
+          raise
+    else:
+      raise FileNotFoundError(
+          f"Dataset {dataset_name} is not prepared in {builder.data_dir}. Run "
+          f"`python -m fcn_jax.prepare_data --dataset {dataset_name} "
+          + ("--manual_dir <dir with the VOC and SBD archives> "
+             if base_name == "voc_seg" else "")
+          + (f"--data_dir {data_dir}" if data_dir else "") + "` first.")
+  splits = builder.info.splits
+  if split not in splits:
+    raise ValueError(f"{dataset_name} has no split {split!r}; it has "
+                     f"{sorted(splits)}.")
+  synthetic = bool(builder.info.metadata and
+                   builder.info.metadata.get("synthetic", False))
+  records = builder.as_data_source(split=split,
+                                   decoders=common.skip_decoding_decoders())
+  return SplitSource(records, f"{dataset_name}:{split}", synthetic)

@@ -1,0 +1,112 @@
+"""Which examples, in which order, on which host (grain datasets, no pixels).
+
+* :class:`SampleWithReplacement`: the ``reference`` training sequence, one
+  seeded uniform draw per position (``solve.py``, docs/reference.md §5.3).
+* :class:`HostSlice` and :func:`global_position`: host ``p`` takes part
+  ``p`` of every global batch of one global training sequence, so the
+  examples a device sees do not depend on the number of hosts.
+* :func:`host_shard_bounds`: each host's contiguous evaluation shard.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import grain
+import numpy as np
+
+
+class SampleWithReplacement(grain.MapDataset):
+  """Infinite dataset: element ``i`` is a uniform draw from ``parent``.
+
+  Draw ``i`` is ``np.random.default_rng((seed, 0, i)).integers(n)``:
+  independent of every other draw, so random access and checkpointing are
+  exact. (The 0 was the host index when each host drew its own stream; it
+  keeps single-host draws as they were.)
+  """
+
+  def __init__(self, parent: grain.MapDataset, *, seed: int):
+    super().__init__(parent)
+    if not len(parent):  # pylint: disable=g-explicit-length-test
+      raise ValueError("Cannot sample from an empty dataset.")
+    self._seed = seed
+
+  def __len__(self) -> int:
+    return sys.maxsize
+
+  def __str__(self) -> str:
+    return f"SampleWithReplacement(seed={self._seed})"
+
+  def draw(self, index: int) -> int:
+    """The parent index of element ``index``."""
+    rng = np.random.default_rng((self._seed, 0, index))
+    return int(rng.integers(len(self._parent)))
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[self.draw(index)]
+
+
+def global_position(host_position: int, global_batch_size: int,
+                    local_batch_size: int, process_index: int) -> int:
+  """Where a host's ``host_position``-th training example is globally.
+
+  Host ``p`` takes examples ``[p * local, (p + 1) * local)`` of every global
+  batch of ``global_batch_size = process_count * local`` examples.
+
+  Args:
+    host_position: Index in this host's sequence of examples.
+    global_batch_size: Examples per step on all hosts together.
+    local_batch_size: Examples per step on this host.
+    process_index: This host.
+
+  Returns:
+    The index in the global sequence.
+  """
+  batch, offset = divmod(host_position, local_batch_size)
+  return (batch * global_batch_size + process_index * local_batch_size
+          + offset)
+
+
+class HostSlice(grain.MapDataset):
+  """This host's part of every global batch of ``parent``.
+
+  Element ``k`` is ``parent[global_position(k, ...)]``: batching this
+  dataset by ``local_batch_size`` gives host ``process_index`` its slice of
+  each global batch of ``parent``, so all hosts together consume
+  ``parent`` in order, whatever their number.
+  """
+
+  def __init__(self, parent: grain.MapDataset, *, global_batch_size: int,
+               local_batch_size: int, process_index: int):
+    super().__init__(parent)
+    if global_batch_size % local_batch_size or not (
+        0 <= process_index < global_batch_size // local_batch_size):
+      raise ValueError(
+          f"process {process_index} cannot take {local_batch_size} examples "
+          f"of each global batch of {global_batch_size}.")
+    self._global = global_batch_size
+    self._local = local_batch_size
+    self._process = process_index
+
+  def __len__(self) -> int:
+    return len(self._parent) // self._global * self._local
+
+  def __str__(self) -> str:
+    return (f"HostSlice(process={self._process}, local={self._local}, "
+            f"global={self._global})")
+
+  def __getitem__(self, index):
+    if isinstance(index, slice):
+      return self.slice(index)
+    return self._parent[global_position(index, self._global, self._local,
+                                        self._process)]
+
+
+def host_shard_bounds(num_examples: int, process_index: int,
+                      process_count: int) -> tuple[int, int]:
+  """``[start, end)`` of this host's contiguous shard; sizes differ by <= 1."""
+  start = num_examples * process_index // process_count
+  end = num_examples * (process_index + 1) // process_count
+  return start, end
