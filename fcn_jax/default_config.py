@@ -68,6 +68,8 @@ def get_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   # "fcn32s", "fcn16s", "fcn8s" or "fcn8s_atonce".
   config.model.name = "fcn32s"
+  # Outputs of the score layers; 0 = the dataset's class count (recorded in
+  # its metadata; a non-zero count must equal it).
   config.model.num_classes = 21
   # Divides every trunk width (64..512) and the fc width (4096); 1 = VGG16.
   config.model.width_divisor = 1

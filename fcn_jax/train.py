@@ -27,6 +27,7 @@ import numpy as np
 import optax
 
 from fcn_jax import checkpointing
+from fcn_jax import datasets
 from fcn_jax import default_config
 from fcn_jax import distributed
 from fcn_jax import input_pipeline
@@ -173,7 +174,9 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
                     "(%s).", config.scratch_init)
     return scratch_init(params, config.scratch_init, rng), None
   source_params, metadata = checkpointing.load_params(config.init_from)
-  params, report = weights.copy_by_name(source_params, params)
+  params, report = weights.copy_by_name(
+      source_params, params, reinit_class_layers=(
+          metadata.get("num_classes", model.num_classes) != model.num_classes))
   logging.info("Initialised from %s: %s\n%s", config.init_from,
                report.summary(), report.table())
   return params, metadata
@@ -658,9 +661,32 @@ def check_local_path(path: str, what: str) -> None:
         "launch/tpu_run.sh does with GCS_BUCKET=...) and pass /gcs/BUCKET/...")
 
 
+def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
+  """Sets ``config.model.num_classes`` 0 to the dataset's class count.
+
+  Raises:
+    ValueError: A non-zero count that differs from the dataset's.
+  """
+  classes = datasets.dataset_classes(datasets.builder(
+      config.dataset.name, config.dataset.data_dir).info.metadata)
+  if classes is None:
+    if not config.model.num_classes:
+      raise ValueError(f"dataset {config.dataset.name} does not record its "
+                       "class count: set config.model.num_classes")
+    return
+  if not config.model.num_classes:
+    config.model.num_classes = classes[0]
+  elif config.model.num_classes != classes[0]:
+    raise ValueError(
+        f"config.model.num_classes={config.model.num_classes} but dataset "
+        f"{config.dataset.name} has {classes[0]} classes; set "
+        f"--config.model.num_classes={classes[0]} (or 0: the dataset's)")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str) -> Any:
   """Runs ``config.mode``: train, eval or train_and_eval."""
   check_local_path(workdir, "--workdir")
+  resolve_num_classes(config)
   if config.mode == "eval":
     return evaluate_checkpoint(config, workdir)
   return train_and_evaluate(config, workdir)

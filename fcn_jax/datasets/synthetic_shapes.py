@@ -128,6 +128,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(
             synthetic=True, num_classes=common.NUM_CLASSES,
+            class_names=list(voc.VOC_CLASSES),
             ignore_label=common.IGNORE_LABEL),
     )
 

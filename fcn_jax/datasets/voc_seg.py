@@ -39,6 +39,7 @@ import numpy as np
 import scipy.io
 import tensorflow_datasets as tfds
 
+from fcn_jax import voc
 from fcn_jax.datasets import common
 
 VOC_ARCHIVE = "VOCtrainval_11-May-2012.tar"
@@ -424,6 +425,7 @@ class VocSeg(tfds.core.GeneratorBasedBuilder):
         disable_shuffling=True,
         metadata=tfds.core.MetadataDict(
             synthetic=False, num_classes=common.NUM_CLASSES,
+            class_names=list(voc.VOC_CLASSES),
             ignore_label=common.IGNORE_LABEL),
     )
 
