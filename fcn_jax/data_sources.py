@@ -39,7 +39,7 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
 
   Args:
     dataset_name: TFDS name with an optional config, e.g. ``voc_seg`` or
-      ``synthetic_shapes/tiny``.
+      ``synthetic_shapes/tiny``, or the name of a built folder dataset.
     split: Split name, e.g. ``seg11valid``.
     data_dir: TFDS data dir; ``''`` for the TFDS default.
     prepare_synthetic: Generate a ``synthetic_shapes`` dataset that is not
@@ -51,16 +51,12 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
     ``segmentation_mask`` as encoded bytes.
 
   Raises:
-    FileNotFoundError: The dataset is not prepared; the message gives the
+    FileNotFoundError: Unknown or not prepared; the message gives the
       command that prepares it.
-    ValueError: Unknown dataset or split.
+    ValueError: Unknown split.
   """
-  base_name = dataset_name.split("/")[0].split(":")[0]
-  if base_name not in datasets.BUILDERS:
-    raise ValueError(f"Unknown dataset {dataset_name!r}; choose one of "
-                     f"{sorted(datasets.BUILDERS)} (optionally with a config, "
-                     "e.g. 'synthetic_shapes/tiny').")
-  builder = tfds.builder(dataset_name, data_dir=data_dir or None)
+  base_name = datasets.base_name(dataset_name)
+  builder = datasets.builder(dataset_name, data_dir)
   if not builder.is_prepared():
     if base_name == "synthetic_shapes" and prepare_synthetic:
       logging.info("[SYNTHETIC DATA, not VOC] Generating %s in %s.",
@@ -69,15 +65,15 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
         builder.download_and_prepare()
       except OSError:
         # Several hosts sharing a file system: another one finished first.
-        builder = tfds.builder(dataset_name, data_dir=data_dir or None)
+        builder = datasets.builder(dataset_name, data_dir)
         if not builder.is_prepared():
           raise
     else:
       raise FileNotFoundError(
           f"Dataset {dataset_name} is not prepared in {builder.data_dir}. Run "
           f"`python -m fcn_jax.prepare_data --dataset {dataset_name} "
-          + ("--manual_dir <dir with the VOC and SBD archives> "
-             if base_name == "voc_seg" else "")
+          + ("--manual_dir <dir with its downloaded archives> "
+             if base_name in datasets.MANUAL_BUILDERS else "")
           + (f"--data_dir {data_dir}" if data_dir else "") + "` first.")
   splits = builder.info.splits
   if split not in splits:

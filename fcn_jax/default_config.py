@@ -70,7 +70,9 @@ def get_config() -> ml_collections.ConfigDict:
   # The model: every field of fcn_jax.models.ModelSpec, with its defaults
   # (name "fcn32s" ... "fcn8s_atonce", num_classes, width_divisor, dtype,
   # learn_upsampling, dropout_rate, upsample_mode); their meanings are in
-  # ModelSpec's docstring, and ModelSpec checks every value.
+  # ModelSpec's docstring, and ModelSpec checks every value. Here
+  # model.num_classes = 0 also means "the dataset's class count" (recorded in
+  # its metadata); a non-zero count must equal the dataset's.
   config.model = ml_collections.ConfigDict(models.ModelSpec().to_dict())
 
   # Data (read by fcn_jax.input_pipeline).

@@ -137,12 +137,14 @@ def max_pool_ceil(x: jax.Array) -> jax.Array:
   """Caffe's 2x2 stride-2 max pooling with ceil rounding (docs/reference.md
   §4.2).
 
-  An odd height or width gets one extra row/column of -inf at the bottom/right,
-  so the last window hangs over the edge and covers only real pixels.
+  One extra row and column of -inf at the bottom/right: for an odd height or
+  width the last window hangs over the edge and covers only real pixels; for
+  an even one no window reaches the extra row, so the output is that of
+  padding by ``size % 2``. Padding by a constant keeps the output size
+  ``floor((size + 1) / 2)`` simple for shape-polymorphic export
+  (:mod:`fcn_jax.export`), where ``size % 2`` blows the symbolic shapes up.
   """
-  pad_h, pad_w = x.shape[1] % 2, x.shape[2] % 2
-  return nn.max_pool(x, (2, 2), strides=(2, 2),
-                     padding=((0, pad_h), (0, pad_w)))
+  return nn.max_pool(x, (2, 2), strides=(2, 2), padding=((0, 1), (0, 1)))
 
 
 def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:

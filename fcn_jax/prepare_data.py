@@ -13,8 +13,15 @@ SYNTHETIC shapes (no download; ``synthetic_shapes/tiny`` for a smaller one)::
 
   python -m fcn_jax.prepare_data --dataset synthetic_shapes
 
+Your own images and masks (see ``fcn_jax.datasets.folder`` for the layout),
+under a name of your choosing that training then takes as
+``--config.dataset.name``::
+
+  python -m fcn_jax.prepare_data --dataset folder --manual_dir ~/data/cats \
+      --name my_cats [--data_dir ~/tensorflow_datasets]
+
 No TensorFlow is needed. Running it again when the data is there does
-nothing.
+nothing (a folder dataset whose files changed gets a new version).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import tensorflow_datasets as tfds
 
 from fcn_jax import datasets
 from fcn_jax.datasets import archives
+from fcn_jax.datasets import folder
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -36,25 +44,46 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
       prog="python -m fcn_jax.prepare_data",
       description=__doc__.split("\n", 1)[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="\n\n".join(f"{name} manual_dir layout:\n{builder.MANUAL_LAYOUT}"
-                        for name, builder in datasets.MANUAL_BUILDERS.items()))
+      epilog="\n\n".join(
+          [f"{name} manual_dir layout:\n{builder.MANUAL_LAYOUT}"
+           for name, builder in datasets.MANUAL_BUILDERS.items()]
+          + ["folder manual_dir layout:\n" + folder.LAYOUT]))
   parser.add_argument(
       "--dataset", required=True,
       help="voc_seg, nyud, sift_flow, pascal_context, synthetic_shapes or "
-           "synthetic_shapes/<config> (configs: small, tiny).")
+           "synthetic_shapes/<config> (configs: small, tiny), or folder "
+           "(your own images and masks).")
   parser.add_argument(
       "--manual_dir", default=None,
       help="voc_seg, nyud, sift_flow, pascal_context: the folder with the "
-           "downloaded archives (or their extracted folders); layouts below.")
+           "downloaded archives (or their extracted folders); folder: the "
+           "folder with images/ and masks/; layouts below.")
+  parser.add_argument(
+      "--name", default=None,
+      help="folder only: the dataset's name (lower-case letters, digits, "
+           "'_'), then given to training as --config.dataset.name=NAME.")
+  parser.add_argument(
+      "--num_classes", type=int, default=None,
+      help="folder only, without classes.txt: the number of classes "
+           "(default: the largest mask value below 255, plus one).")
+  parser.add_argument(
+      "--val_fraction", type=float, default=folder.DEFAULT_VAL_FRACTION,
+      help="folder only, without splits/: the share of images in 'val' "
+           "(by a seeded hash of each name; default %(default)s).")
+  parser.add_argument(
+      "--split_seed", type=int, default=folder.DEFAULT_SPLIT_SEED,
+      help="folder only, without splits/: seeds that hash (default "
+           "%(default)s).")
   parser.add_argument(
       "--data_dir", default=None,
       help="Where TFDS writes the dataset (default: $TFDS_DATA_DIR or "
            "~/tensorflow_datasets). Point config.dataset.data_dir here.")
   parser.add_argument(
       "--skip_invalid", action="store_true",
-      help="Downloaded datasets: leave out (count and log) examples with a "
-           "corrupt image or a label outside the class range instead of "
-           "stopping.")
+      help="Downloaded datasets and folder: leave out (and list) examples "
+           "with a corrupt image or a label outside the class range instead "
+           "of stopping (folder: also images without masks and masks "
+           "without images).")
   parser.add_argument(
       "--no_check_split_sizes", action="store_true",
       help="Downloaded datasets: do not check the id lists against the "
@@ -84,9 +113,11 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
     archives.MissingDataError: Archives missing or incomplete.
   """
   base_name = dataset.split("/")[0]
+  if base_name == "folder":
+    raise ValueError("--dataset folder: use prepare_folder (it needs a name).")
   if base_name not in datasets.BUILDERS:
     raise ValueError(f"Unknown dataset {dataset!r}; choose one of "
-                     f"{sorted(datasets.BUILDERS)}.")
+                     f"{sorted(datasets.BUILDERS)} or folder.")
   download_config = None
   if base_name in datasets.MANUAL_BUILDERS:
     instructions = datasets.MANUAL_BUILDERS[
@@ -113,13 +144,55 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
   return builder
 
 
+def prepare_folder(args: argparse.Namespace) -> folder.PrepareResult:
+  """Checks the folder-only options and builds the folder dataset.
+
+  Raises:
+    ValueError: A missing ``--name``/``--manual_dir``, a bad option value, or
+      problems with the files (all listed).
+  """
+  if not args.name:
+    raise ValueError("--dataset folder needs --name NAME, the name training "
+                     "takes as --config.dataset.name=NAME.")
+  if not args.manual_dir:
+    raise ValueError("--dataset folder needs --manual_dir, the folder with "
+                     "images/ and masks/:\n" + folder.LAYOUT)
+  if not epath.Path(args.manual_dir).expanduser().is_dir():
+    raise FileNotFoundError(f"--manual_dir {args.manual_dir} is not a folder.")
+  if args.num_classes is not None and args.num_classes < 2:
+    raise ValueError(f"--num_classes must be >= 2, got {args.num_classes}.")
+  if args.no_check_split_sizes:
+    raise ValueError("--no_check_split_sizes applies to voc_seg only.")
+  options = folder.FolderOptions(
+      num_classes=args.num_classes, val_fraction=args.val_fraction,
+      split_seed=args.split_seed, skip_invalid=args.skip_invalid)
+  return folder.prepare(args.name, args.manual_dir, args.data_dir, options)
+
+
+def _folder_only_options(args: argparse.Namespace) -> list[str]:
+  return [flag for flag, value, default in (
+      ("--name", args.name, None), ("--num_classes", args.num_classes, None),
+      ("--val_fraction", args.val_fraction, folder.DEFAULT_VAL_FRACTION),
+      ("--split_seed", args.split_seed, folder.DEFAULT_SPLIT_SEED))
+          if value != default]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.INFO)
+  result = None
   try:
-    builder = prepare(args.dataset, manual_dir=args.manual_dir,
-                      data_dir=args.data_dir, skip_invalid=args.skip_invalid,
-                      check_split_sizes=not args.no_check_split_sizes)
+    if args.dataset == "folder":
+      result = prepare_folder(args)
+      builder = result.builder
+    elif _folder_only_options(args):
+      raise ValueError(f"{', '.join(_folder_only_options(args))} apply to "
+                       "--dataset folder only.")
+    else:
+      builder = prepare(args.dataset, manual_dir=args.manual_dir,
+                        data_dir=args.data_dir,
+                        skip_invalid=args.skip_invalid,
+                        check_split_sizes=not args.no_check_split_sizes)
   except (ValueError, FileNotFoundError) as e:
     # Missing/incomplete archives, wrong split sizes, invalid examples and
     # bad options: the message says what to do; a traceback would not help.
@@ -134,6 +207,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if ids:
       print(f"  skipped {len(ids)} invalid examples in {split}: "
             f"{', '.join(ids)}")
+  if result is not None:
+    classes = datasets.dataset_classes(builder.info.metadata)
+    print(f"  {classes[0]} classes ({result.scan.class_source}): "
+          f"{', '.join(classes[1])}")
+    for image_id, reason in result.scan.skipped.items():
+      print(f"  skipped {image_id}: {reason}")
+    for warning in result.scan.warnings:
+      print(f"  warning: {warning}")
+    height, width = result.scan.max_size
+    print(f"  largest image: {height} high, {width} wide (evaluation pads "
+          f"to config.input.eval_pad_size, which must be >= "
+          f"{max(height, width)})")
+    print(result.message)
+    print(f"Train on it with --config configs/folder_fcn8s.py "
+          f"--config.dataset.name={args.name}"
+          + (f" --config.dataset.data_dir={args.data_dir}"
+             if args.data_dir else "") + ".")
   return 0
 
 

@@ -29,6 +29,7 @@ import numpy as np
 import optax
 
 from fcn_jax import checkpointing
+from fcn_jax import datasets
 from fcn_jax import default_config
 from fcn_jax import distributed
 from fcn_jax import input_pipeline
@@ -175,7 +176,9 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
                     "(%s).", config.scratch_init)
     return scratch_init(params, config.scratch_init, rng), None
   source = checkpointing.load(config.init_from)
-  params, report = weights.copy_by_name(source.params, params)
+  params, report = weights.copy_by_name(
+      source.params, params,
+      reinit_class_layers=source.spec.num_classes != model.num_classes)
   logging.info("Initialised from %s: %s\n%s", source.describe(),
                report.summary(), report.table())
   return params, source.metadata
@@ -693,6 +696,28 @@ def check_local_path(path: str, what: str) -> None:
         "launch/tpu_run.sh does with GCS_BUCKET=...) and pass /gcs/BUCKET/...")
 
 
+def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
+  """Sets ``config.model.num_classes`` 0 to the dataset's class count.
+
+  Raises:
+    ValueError: A non-zero count that differs from the dataset's.
+  """
+  classes = datasets.dataset_classes(datasets.builder(
+      config.dataset.name, config.dataset.data_dir).info.metadata)
+  if classes is None:
+    if not config.model.num_classes:
+      raise ValueError(f"dataset {config.dataset.name} does not record its "
+                       "class count: set config.model.num_classes")
+    return
+  if not config.model.num_classes:
+    config.model.num_classes = classes[0]
+  elif config.model.num_classes != classes[0]:
+    raise ValueError(
+        f"config.model.num_classes={config.model.num_classes} but dataset "
+        f"{config.dataset.name} has {classes[0]} classes; set "
+        f"--config.model.num_classes={classes[0]} (or 0: the dataset's)")
+
+
 def run(config: ml_collections.ConfigDict, workdir: str,
         step: str | int = checkpointing.DEFAULT_STEP) -> Any:
   """Runs ``config.mode``: train, eval or train_and_eval.
@@ -701,6 +726,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   ``config.init_from``) and writes its report into the workdir.
   """
   check_local_path(workdir, "--workdir")
+  resolve_num_classes(config)
   if config.mode != "eval":
     return train_and_evaluate(config, workdir)
   workdir = os.path.abspath(workdir)
@@ -715,3 +741,4 @@ def run(config: ml_collections.ConfigDict, workdir: str,
                                log_to_workdir=True)
   logging.info("Wrote %s.", os.path.join(workdir, EVAL_RESULTS_FILE))
   return report
+

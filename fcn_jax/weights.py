@@ -397,6 +397,7 @@ def _upsampler_layout(source: Mapping[str, Any],
 
 def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
                  target_params: Mapping[str, Mapping[str, Any]],
+                 reinit_class_layers: bool = False,
                  ) -> tuple[Params, LoadReport]:
   """Initialises ``target_params`` from ``source_params`` layer by layer.
 
@@ -407,8 +408,11 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
   unused.
 
   Args:
-    source_params: The trained params (e.g. from :func:`load_params`).
+    source_params: The trained params (e.g. :func:`fcn_jax.checkpointing.load`'s).
     target_params: The new model's initial params.
+    reinit_class_layers: The source has another class count: head layers
+      (score, upscore) whose shapes differ keep their initial values (zero
+      scores, bilinear upsamplers) instead of being an error.
 
   Returns:
     ``(params, report)``: params with the target's structure and dtypes.
@@ -433,6 +437,11 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
       try:
         source, note = _upsampler_layout(source, wanted)
       except _Mismatch as e:
+        if reinit_class_layers and _is_head_layer(name):
+          params[name] = dict(target)
+          rows.append(LayerRow(name, MISSING, shapes, _leaves_text(source),
+                               "other class count: kept initial value"))
+          continue
         problems.append(f"{name}: {e}" if str(e) else
                         f"{name}: source {found}, target {wanted}")
         continue

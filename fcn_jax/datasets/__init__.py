@@ -12,13 +12,25 @@
 * ``synthetic_shapes``
   (:class:`~fcn_jax.datasets.synthetic_shapes.SyntheticShapes`): SYNTHETIC
   shapes with the features of ``voc_seg``, generated locally.
+* ``folder`` (:mod:`fcn_jax.datasets.folder`): the user's own images and
+  masks, built under a name of the user's choosing and opened by that name.
 
 The first four read data the user downloaded (``MANUAL_BUILDERS``): they
 are built with ``python -m fcn_jax.prepare_data --dataset NAME --manual_dir
 DIR`` and share the options of :class:`~fcn_jax.datasets.manual.ManualBuilder`.
+:func:`builder` opens any dataset by name; :func:`dataset_classes` reads the
+class count and names every builder records in ``info.metadata``.
 """
 
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import tensorflow_datasets as tfds
+
+from fcn_jax import voc
 from fcn_jax.datasets import common
+from fcn_jax.datasets import folder
 from fcn_jax.datasets import manual
 from fcn_jax.datasets import nyud
 from fcn_jax.datasets import pascal_context
@@ -35,3 +47,68 @@ VocSeg = voc_seg.VocSeg
 MANUAL_BUILDERS = {"voc_seg": VocSeg, "nyud": Nyud, "sift_flow": SiftFlow,
                    "pascal_context": PascalContext}
 BUILDERS = {**MANUAL_BUILDERS, "synthetic_shapes": SyntheticShapes}
+
+
+def base_name(dataset_name: str) -> str:
+  """``synthetic_shapes/tiny:1.0.0`` -> ``synthetic_shapes``."""
+  return dataset_name.split("/")[0].split(":")[0]
+
+
+def builder(dataset_name: str, data_dir: str | None = None
+            ) -> tfds.core.DatasetBuilder:
+  """The builder of a dataset by name, prepared or not.
+
+  Args:
+    dataset_name: A builder of :data:`BUILDERS` with an optional config and
+      version (``synthetic_shapes/tiny``), or the name a folder dataset was
+      built under (``my_cats``, ``my_cats:1.0.0``).
+    data_dir: TFDS data dir; ``None`` or ``''`` for TFDS's default.
+
+  Returns:
+    The builder; for a folder dataset one read from its files.
+
+  Raises:
+    FileNotFoundError: Neither a known builder nor a built folder dataset;
+      the message says how to build one.
+    ValueError: ``folder`` itself (the user's name is wanted).
+  """
+  name = base_name(dataset_name)
+  if not name:
+    raise ValueError(
+        "config.dataset.name is empty: give the dataset, e.g. "
+        "--config.dataset.name=my_cats (the --name of prepare_data).")
+  if name in BUILDERS:
+    return tfds.builder(dataset_name, data_dir=data_dir or None)
+  if name == "folder":
+    raise ValueError(
+        "config.dataset.name=folder: use the --name you gave "
+        "`python -m fcn_jax.prepare_data --dataset folder` (e.g. my_cats).")
+  try:
+    return folder.open_builder(dataset_name, data_dir or None)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(
+        f"Unknown dataset {dataset_name!r}: not one of {sorted(BUILDERS)} "
+        f"(optionally with a config, e.g. 'synthetic_shapes/tiny'), and {e}"
+    ) from None
+
+
+def dataset_classes(info_metadata: Mapping[str, Any] | None
+                    ) -> tuple[int, list[str]] | None:
+  """``(num_classes, class_names)`` from a builder's ``info.metadata``.
+
+  Datasets built before class names were recorded give VOC's names when
+  they have 21 classes (:func:`fcn_jax.voc.class_names`); ``None`` when the
+  metadata has no class count at all.
+  """
+  metadata = info_metadata or {}
+  if "num_classes" not in metadata:
+    return None
+  num_classes = int(metadata["num_classes"])
+  names = metadata.get("class_names")
+  names = list(names) if names else voc.class_names(num_classes)
+  if len(names) != num_classes:
+    raise ValueError(f"dataset metadata has {num_classes} classes but "
+                     f"{len(names)} class names")
+  return num_classes, names
+
+

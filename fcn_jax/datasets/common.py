@@ -1,17 +1,19 @@
 """Features, decoding and validation shared by the segmentation builders.
 
-The VOC builders (:mod:`fcn_jax.datasets.voc_seg` and
-:mod:`fcn_jax.datasets.synthetic_shapes`) write the same features, so the
-input pipeline reads either one the same way:
+The builders (:mod:`fcn_jax.datasets.voc_seg`,
+:mod:`fcn_jax.datasets.synthetic_shapes` and :mod:`fcn_jax.datasets.folder`)
+write the same features, so the input pipeline reads each one the same way:
 
 * ``image``: the JPEG bytes (for VOC and SBD, the original file, byte for
-  byte, so decoding gives exactly the pixels Caffe's ``voc_layers.py`` saw);
-* ``segmentation_mask``: class indices ``0..20`` with ``255`` for void,
+  byte, so decoding gives exactly the pixels Caffe's ``voc_layers.py`` saw;
+  for a folder dataset the user's JPEG or PNG file, unchanged);
+* ``segmentation_mask``: class indices (``0..20`` for VOC) with ``255`` for
+  void,
   stored as a single-channel (mode ``L``) PNG, so it is lossless and decodes
   to the indices directly (no palette involved);
 * ``image_id``, ``height``, ``width``;
-* ``label_source``: where the mask came from (``voc2012``, ``sbd`` or
-  ``synthetic``).
+* ``label_source``: where the mask came from (``voc2012``, ``sbd``,
+  ``synthetic`` or ``folder``).
 
 The builders of the paper's other datasets (``nyud``, ``sift_flow``,
 ``pascal_context``) use the same keys where they mean the same thing and add
@@ -55,11 +57,20 @@ class InvalidExampleError(ValueError):
   """An image or mask that cannot be used as it is; the message names the id."""
 
 
-def segmentation_features() -> tfds.features.FeaturesDict:
-  """The feature spec both builders write."""
+def segmentation_features(num_classes: int = NUM_CLASSES,
+                          image_format: str | None = "jpeg"
+                          ) -> tfds.features.FeaturesDict:
+  """The feature spec the builders write.
+
+  Args:
+    num_classes: Named in the mask's documentation.
+    image_format: The images' encoding; ``None`` when the builder stores
+      image files of several formats (JPEG and PNG) unchanged.
+  """
   return tfds.features.FeaturesDict({
-      IMAGE: image_feature("jpeg"),
-      MASK: mask_feature("class indices 0..20, 255 = void"),
+      IMAGE: image_feature(image_format),
+      MASK: mask_feature(f"class indices 0..{num_classes - 1}, "
+                         f"{voc.IGNORE_LABEL} = void"),
       IMAGE_ID: tfds.features.Text(),
       HEIGHT: tfds.features.Scalar(np.int32),
       WIDTH: tfds.features.Scalar(np.int32),
@@ -270,24 +281,26 @@ def decode_palette_png(data: bytes, image_id: str) -> np.ndarray:
         f"{image_id}: cannot decode the SegmentationClass PNG ({e}).") from e
 
 
-def check_mask_values(mask: np.ndarray, image_id: str, where: str) -> None:
-  """Raises unless every value is a class index ``0..20`` or void ``255``.
+def check_mask_values(mask: np.ndarray, image_id: str, where: str,
+                      num_classes: int = NUM_CLASSES) -> None:
+  """Raises unless every value is a class index or void ``255``.
 
   Args:
     mask: Integer mask of any dtype (checked before any cast).
     image_id: Named in the error.
     where: The file the mask came from, named in the error.
+    num_classes: Valid indices are ``0..num_classes - 1``.
 
   Raises:
     InvalidExampleError: With the id, the file and the offending values.
   """
   values = np.unique(np.asarray(mask))
   bad = [v for v in values.tolist()
-         if not (0 <= v < NUM_CLASSES or v == voc.IGNORE_LABEL)]
+         if not (0 <= v < num_classes or v == voc.IGNORE_LABEL)]
   if bad:
     shown = ", ".join(str(v) for v in bad[:10])
     raise InvalidExampleError(
-        f"{image_id}: mask {where} has values outside {{0..{NUM_CLASSES - 1}, "
+        f"{image_id}: mask {where} has values outside {{0..{num_classes - 1}, "
         f"{voc.IGNORE_LABEL}}}: {shown}{' ...' if len(bad) > 10 else ''}.")
 
 
@@ -307,7 +320,8 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
 
 
 def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
-                 label_source: str, mask_where: str) -> dict[str, Any]:
+                 label_source: str, mask_where: str,
+                 num_classes: int = NUM_CLASSES) -> dict[str, Any]:
   """Checks one image/mask pair and returns the feature dict to write.
 
   The JPEG is decoded completely (a truncated or corrupt file fails here,
@@ -318,8 +332,9 @@ def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
     image_id: Dataset id, e.g. ``2007_000032``.
     jpeg_bytes: The image file's bytes, written unchanged.
     mask: ``[H, W]`` integer class indices.
-    label_source: ``voc2012``, ``sbd`` or ``synthetic``.
+    label_source: ``voc2012``, ``sbd``, ``synthetic`` or ``folder``.
     mask_where: The mask's file, for error messages.
+    num_classes: Valid mask values are ``0..num_classes - 1`` and 255.
 
   Returns:
     A dict with the :func:`segmentation_features` keys.
@@ -344,7 +359,7 @@ def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
     raise InvalidExampleError(
         f"{image_id}: image is {height}x{width} but mask {mask_where} is "
         f"{mask.shape[0]}x{mask.shape[1]}.")
-  check_mask_values(mask, image_id, mask_where)
+  check_mask_values(mask, image_id, mask_where, num_classes)
   return {
       IMAGE: jpeg_bytes,
       MASK: encode_mask_png(mask.astype(np.uint8)),

@@ -1,0 +1,333 @@
+r"""Exports a trained model as a serialized ``jax.export`` artifact (StableHLO).
+
+  python -m fcn_jax.export --checkpoint runs/voc_fcn8s \
+      --output model.jaxexport [--batch N|dynamic] \
+      [--height H --width W | --height dynamic --width dynamic] \
+      [--platforms cpu,cuda,tpu]
+
+writes ``model.jaxexport``, one function from uint8 RGB images
+``[N, H, W, 3]`` to float32 logits ``[N, H, W, num_classes]`` with the
+weights and the input preprocessing inside, and ``model.jaxexport.json``,
+which describes its inputs, outputs, classes and preprocessing. By default
+the batch, height and width are symbolic (one artifact for every image size;
+XLA compiles once per concrete shape when it is called), and the artifact is
+lowered for CPU, CUDA and TPU.
+
+Running it needs JAX only, not fcn_jax's model code (nor Flax)::
+
+  from fcn_jax import export
+  model = export.load("model.jaxexport")
+  logits = model(images)           # uint8 [N, H, W, 3] or [H, W, 3]
+  labels = model.predict(images)   # argmax: int32 [N, H, W]
+
+or, with JAX alone, ``jax.export.deserialize(open(path, "rb").read())
+.call(images)``. This module imports the model code only to export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from typing import Any, Sequence
+
+import jax
+import jax.export  # pylint: disable=unused-import  # jax.export.* below.
+import jax.numpy as jnp
+import numpy as np
+
+FORMAT = "fcn_jax.export"
+FORMAT_VERSION = 1
+DYNAMIC = "dynamic"
+DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+VERIFY_SIZE = 64
+
+
+def description_path(path: str) -> str:
+  """The JSON beside an artifact: ``model.jaxexport.json``."""
+  return path + ".json"
+
+
+# --------------------------------------------------------------------------
+# Exporting (imports the model code).
+# --------------------------------------------------------------------------
+
+
+def preprocess(images: jax.Array, preprocessing: Any) -> jax.Array:
+  """:class:`fcn_jax.preprocessing.Preprocessing` in ``jnp`` (traceable).
+
+  The same operations in the same order as ``Preprocessing.__call__``.
+  """
+  x = images.astype(jnp.float32)
+  if preprocessing.channel_order == "BGR":
+    x = x[..., ::-1]
+  x = x * jnp.float32(preprocessing.scale)
+  x = x - jnp.asarray(preprocessing.mean, jnp.float32)
+  return x / jnp.asarray(preprocessing.std, jnp.float32)
+
+
+def _load(checkpoint: str, step: str | int):
+  """The one place that opens a checkpoint for export."""
+  from fcn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  return checkpointing.load(checkpoint, step)
+
+
+def _dimension(value: str | int | None, name: str) -> int | None:
+  """``None`` for dynamic, else a positive int."""
+  if value is None or value == DYNAMIC:
+    return None
+  try:
+    number = int(value)
+  except (TypeError, ValueError):
+    number = 0
+  if number < 1:
+    raise ValueError(f"--{name} must be a positive integer or '{DYNAMIC}', "
+                     f"got {value!r}")
+  return number
+
+
+@dataclasses.dataclass(frozen=True)
+class ExportResult:
+  """An exported model: the artifact's bytes and its description."""
+
+  serialized: bytes
+  description: dict[str, Any]
+
+
+def export_checkpoint(checkpoint: str, *, step: str | int = "best",
+                      batch: int | None = None,
+                      height: int | None = None, width: int | None = None,
+                      platforms: Sequence[str] = DEFAULT_PLATFORMS
+                      ) -> ExportResult:
+  """Exports a saved model with its weights and preprocessing inside.
+
+  Args:
+    checkpoint: A training workdir, checkpoint step or weights export.
+    step: Which checkpoint of a workdir: ``best`` (default), ``latest`` or a
+      number (:func:`fcn_jax.checkpointing.load`).
+    batch: Fixed batch size, or ``None`` for a symbolic one.
+    height: Fixed image height, or ``None`` for a symbolic one.
+    width: Fixed image width, or ``None`` for a symbolic one.
+    platforms: Lower for these (``cpu``, ``cuda``, ``rocm``, ``tpu``).
+
+  Returns:
+    The serialized ``jax.export.Exported`` and its JSON description.
+  """
+  loaded = _load(checkpoint, step)
+  model, preprocessing, metadata = (loaded.model, loaded.preprocessing,
+                                    loaded.metadata)
+  variables = jax.tree.map(jnp.asarray, loaded.variables)
+
+  def logits(images: jax.Array) -> jax.Array:
+    return model.apply(variables, preprocess(images, preprocessing))
+
+  names = [n if fixed is None else str(fixed)
+           for n, fixed in (("b", batch), ("h", height), ("w", width))]
+  shape = jax.export.symbolic_shape(f"{', '.join(names)}, 3")
+  exported = jax.export.export(jax.jit(logits), platforms=tuple(platforms))(
+      jax.ShapeDtypeStruct(shape, jnp.uint8))
+  num_classes = int(model.num_classes)
+  class_names = loaded.class_names
+  dims = [d if isinstance(d, int) else n for d, n in
+          zip(shape[:3], ("batch", "height", "width"))]
+  description = {
+      "format": FORMAT,
+      "format_version": FORMAT_VERSION,
+      "model": metadata.get("model"),
+      "num_classes": num_classes,
+      "class_names": class_names,
+      "inputs": [{
+          "name": "images", "dtype": "uint8", "shape": [*dims, 3],
+          "layout": "NHWC", "channels": "RGB", "range": [0, 255],
+          "note": "decoded RGB pixels; the preprocessing below is applied "
+                  "inside the artifact"}],
+      "outputs": [{
+          "name": "logits", "dtype": "float32",
+          "shape": [*dims, num_classes],
+          "note": "per-pixel class scores; argmax over the last axis gives "
+                  "the class index (class_names)"}],
+      "preprocessing": {**preprocessing.to_dict(), "applied_inside": True,
+                        "formula": "((rgb[..., order] * scale) - mean) / std"},
+      "platforms": list(exported.platforms),
+      "calling_convention_version": exported.calling_convention_version,
+      "jax_version": jax.__version__,
+      "source": metadata.get("source"),
+      "step": loaded.step,
+  }
+  return ExportResult(bytes(exported.serialize()), description)
+
+
+def save(result: ExportResult, output: str) -> None:
+  """Writes the artifact and its JSON description (atomically)."""
+  os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
+  for path, data in ((output, result.serialized),
+                     (description_path(output),
+                      json.dumps(result.description, indent=2).encode())):
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+      f.write(data)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------
+# Loading (JAX only).
+# --------------------------------------------------------------------------
+
+
+class ExportedModel:
+  """A loaded artifact: call it on uint8 RGB images to get logits.
+
+  Attributes:
+    description: The JSON description (classes, preprocessing, shapes).
+    exported: The ``jax.export.Exported``.
+  """
+
+  def __init__(self, exported: jax.export.Exported,
+               description: dict[str, Any]):
+    self.exported = exported
+    self.description = description
+
+  @property
+  def class_names(self) -> list[str]:
+    return list(self.description.get("class_names") or [])
+
+  def __call__(self, images: Any) -> np.ndarray:
+    """Logits ``float32 [N, H, W, C]`` (``[H, W, C]`` for one image)."""
+    images = np.asarray(images)
+    single = images.ndim == 3
+    if single:
+      images = images[None]
+    if images.ndim != 4 or images.shape[-1] != 3:
+      raise ValueError(f"expected uint8 RGB images [N, H, W, 3] or [H, W, 3], "
+                       f"got shape {images.shape}")
+    if images.dtype != np.uint8:
+      raise ValueError(f"expected uint8 pixels (0-255), got {images.dtype}; "
+                       "the preprocessing is inside the artifact")
+    expected = self.exported.in_avals[0].shape
+    for axis, (got, want) in enumerate(zip(images.shape, expected)):
+      if isinstance(want, int) and got != want:
+        raise ValueError(f"this artifact takes images of shape "
+                         f"{tuple(expected)}; got {images.shape} (axis "
+                         f"{axis}); export with that dimension 'dynamic'")
+    logits = np.asarray(self.exported.call(images))
+    return logits[0] if single else logits
+
+  def predict(self, images: Any) -> np.ndarray:
+    """Class indices ``int32 [N, H, W]`` (``[H, W]`` for one image)."""
+    return np.argmax(self(images), axis=-1).astype(np.int32)
+
+
+def load(path: str) -> ExportedModel:
+  """Loads an artifact written by :func:`save` (JAX only, no model code).
+
+  Args:
+    path: The ``.jaxexport`` file; its ``.json`` is read when present.
+
+  Raises:
+    FileNotFoundError: No such file.
+    ValueError: Not a serialized ``jax.export`` artifact.
+  """
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f"no exported model at {path}")
+  with open(path, "rb") as f:
+    data = f.read()
+  try:
+    exported = jax.export.deserialize(bytearray(data))
+  except Exception as e:  # pylint: disable=broad-except  # flatbuffer errors.
+    raise ValueError(f"{path} is not a serialized jax.export artifact "
+                     f"({type(e).__name__}: {e})") from None
+  description = {}
+  if os.path.isfile(description_path(path)):
+    with open(description_path(path)) as f:
+      description = json.load(f)
+  return ExportedModel(exported, description)
+
+
+# --------------------------------------------------------------------------
+# CLI.
+# --------------------------------------------------------------------------
+
+
+def verify(result: ExportResult, checkpoint: str, batch: int | None,
+           height: int | None, width: int | None,
+           step: str | int = "best") -> float:
+  """Max |logit difference| of the artifact against the model on one
+  random image batch (on this machine's backend)."""
+  loaded = _load(checkpoint, step)
+  model, variables, preprocessing = (loaded.model, loaded.variables,
+                                     loaded.preprocessing)
+  exported = jax.export.deserialize(bytearray(result.serialized))
+  shape = (batch or 1, height or VERIFY_SIZE, width or VERIFY_SIZE + 13, 3)
+  images = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+  expected = model.apply(variables, preprocessing(images))
+  return float(np.max(np.abs(np.asarray(exported.call(images))
+                             - np.asarray(expected))))
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  parser = argparse.ArgumentParser(
+      prog="python -m fcn_jax.export", description=__doc__.split("\n", 1)[0])
+  parser.add_argument("--checkpoint", required=True,
+                      help="Training workdir, checkpoint step directory or "
+                           "weights export.")
+  parser.add_argument("--step", default="best",
+                      help="Which checkpoint of a workdir: best (by mean IU; "
+                      "the latest if none was evaluated; the default), "
+                      "latest, or a step number.")
+  parser.add_argument("--output", required=True,
+                      help="The artifact to write, e.g. model.jaxexport (its "
+                           "description goes to <output>.json).")
+  for name, what in (("batch", "batch size"), ("height", "image height"),
+                     ("width", "image width")):
+    parser.add_argument(f"--{name}", default=DYNAMIC,
+                        help=f"Fixed {what}, or '{DYNAMIC}' (default) for "
+                             "any.")
+  parser.add_argument(
+      "--platforms", default=",".join(DEFAULT_PLATFORMS),
+      help="Comma-separated platforms to lower for (cpu, cuda, rocm, tpu; "
+           "default %(default)s).")
+  parser.add_argument("--no_verify", action="store_true",
+                      help="Skip running the artifact against the model on "
+                           "one random image.")
+  return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  try:
+    batch = _dimension(args.batch, "batch")
+    height = _dimension(args.height, "height")
+    width = _dimension(args.width, "width")
+    if (height is None) != (width is None):
+      raise ValueError("give --height and --width both as numbers or both "
+                       f"'{DYNAMIC}'")
+    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+    unknown = set(platforms) - {"cpu", "cuda", "rocm", "tpu"}
+    if unknown or not platforms:
+      raise ValueError(f"--platforms: unknown {sorted(unknown)}; choose from "
+                       "cpu, cuda, rocm, tpu")
+    result = export_checkpoint(args.checkpoint, step=args.step, batch=batch,
+                               height=height, width=width,
+                               platforms=platforms)
+    save(result, args.output)
+    message = ""
+    if not args.no_verify:
+      difference = verify(result, args.checkpoint, batch, height, width,
+                          args.step)
+      message = (f"; on {jax.default_backend()} its logits differ from the "
+                 f"model's by at most {difference:.2g}")
+  except (ValueError, FileNotFoundError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  inputs = result.description["inputs"][0]["shape"]
+  print(f"wrote {args.output} ({len(result.serialized) / 2**20:.1f} MiB, "
+        f"input uint8 {inputs}, {result.description['num_classes']} classes, "
+        f"platforms {','.join(result.description['platforms'])}) and "
+        f"{description_path(args.output)}{message}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -1,0 +1,140 @@
+"""fcn_jax.export: the serialized artifact gives the model's logits.
+
+A tiny random FCN-8s is saved as a training checkpoint, exported with
+symbolic batch/height/width (and once with fixed ones), and run on images of
+several sizes, against ``model.apply`` on the preprocessed images. One run
+loads the artifact in a fresh process where importing fcn_jax's model code
+(or Flax) fails, to show the loader needs JAX only.
+"""
+
+import json
+import pathlib
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from fcn_jax import export
+from fcn_jax import preprocessing
+from tests import tiny_fcn  # pylint: disable=g-bad-import-order
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+# float32 logits of O(1..10); the artifact fuses the preprocessing into XLA
+# (FMAs), so they differ from NumPy preprocessing + model.apply by rounding.
+ATOL = 1e-4
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  model, variables = tiny_fcn.save_tiny_checkpoint(workdir, "fcn8s",
+                                                   width_divisor=64)
+  output = workdir / "model.jaxexport"
+  result = export.export_checkpoint(str(workdir), platforms=("cpu",))
+  export.save(result, str(output))
+  return model, variables, output
+
+
+def _expected(model, variables, images):
+  return np.asarray(model.apply(variables,
+                                preprocessing.CAFFE_VGG(images)))
+
+
+def test_symbolic_artifact_matches_the_model_at_any_size(exported):
+  model, variables, output = exported
+  loaded = export.load(str(output))
+  rng = np.random.default_rng(0)
+  for shape in ((1, 37, 50), (2, 64, 31), (3, 1, 9)):
+    images = np.stack([tiny_fcn.random_image(rng, *shape[1:])
+                       for _ in range(shape[0])])
+    logits = loaded(images)
+    assert logits.shape == shape + (21,) and logits.dtype == np.float32
+    np.testing.assert_allclose(logits, _expected(model, variables, images),
+                               rtol=0, atol=ATOL)
+  single = images[0]
+  np.testing.assert_array_equal(loaded.predict(single),
+                                np.argmax(loaded(single), -1))
+  with pytest.raises(ValueError, match="uint8"):
+    loaded(images.astype(np.float32))
+
+
+def test_description_says_inputs_outputs_classes_and_preprocessing(exported):
+  _, _, output = exported
+  description = json.loads(pathlib.Path(str(output) + ".json").read_text())
+  assert description["inputs"][0]["shape"] == ["batch", "height", "width", 3]
+  assert description["inputs"][0]["dtype"] == "uint8"
+  assert description["outputs"][0]["shape"] == ["batch", "height", "width",
+                                                21]
+  assert description["class_names"][15] == "person"
+  assert preprocessing.Preprocessing.from_dict(
+      description["preprocessing"]).matches(preprocessing.CAFFE_VGG)
+  assert description["platforms"] == ["cpu"] and description["model"] == (
+      "fcn8s")
+
+
+def test_jnp_preprocessing_is_the_numpy_one():
+  images = np.random.default_rng(1).integers(0, 256, (2, 5, 7, 3), np.uint8)
+  for preset in (preprocessing.CAFFE_VGG, preprocessing.TORCHVISION):
+    np.testing.assert_allclose(
+        np.asarray(jax.jit(lambda x, p=preset: export.preprocess(x, p))(
+            images)), preset(images), rtol=1e-6, atol=1e-5)
+
+
+def test_loader_needs_no_model_code(exported):
+  model, variables, output = exported
+  images = tiny_fcn.random_image(np.random.default_rng(2), 40, 45)[None]
+  np.save(output.parent / "images.npy", images)
+  script = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+  def find_spec(self, name, path=None, target=None):
+    if name.split(".")[0] == "flax" or name in (
+        "fcn_jax.models", "fcn_jax.checkpointing", "fcn_jax.weights"):
+      raise ImportError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+import numpy as np
+from fcn_jax import export
+logits = export.load({str(output)!r})(np.load({str(output.parent)!r} +
+                                               "/images.npy"))
+np.save({str(output.parent)!r} + "/logits.npy", logits)
+assert "flax" not in sys.modules
+"""
+  result = subprocess.run([sys.executable, "-c", script], cwd=REPO,
+                          capture_output=True, text=True, timeout=300,
+                          env={"PYTHONPATH": str(REPO), "JAX_PLATFORMS": "cpu",
+                               "PATH": "/usr/bin:/bin"})
+  assert result.returncode == 0, result.stderr[-3000:]
+  np.testing.assert_allclose(np.load(output.parent / "logits.npy"),
+                             _expected(model, variables, images),
+                             rtol=0, atol=ATOL)
+
+
+def test_cli_fixed_shapes_and_errors(exported, tmp_path):
+  model, variables, output = exported
+  workdir = str(output.parent)
+  fixed = tmp_path / "fixed.jaxexport"
+  result = tiny_fcn.run_module(
+      ["fcn_jax.export", "--checkpoint", workdir, "--output", str(fixed),
+       "--batch", "2", "--height", "33", "--width", "40", "--platforms",
+       "cpu"], tmp_path, REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "input uint8 [2, 33, 40, 3]" in result.stdout
+  assert "differ from the model's by at most" in result.stdout
+  loaded = export.load(str(fixed))
+  images = np.stack([tiny_fcn.random_image(np.random.default_rng(i), 33, 40)
+                     for i in range(2)])
+  np.testing.assert_allclose(loaded(images),
+                             _expected(model, variables, images),
+                             rtol=0, atol=ATOL)
+  with pytest.raises(ValueError, match="export with that dimension"):
+    loaded(images[:, :32])
+  bad = tiny_fcn.run_module(
+      ["fcn_jax.export", "--checkpoint", workdir, "--output", str(fixed),
+       "--height", "33"], tmp_path, REPO)
+  assert bad.returncode == 1 and "error: give --height and --width" in (
+      bad.stderr) and "Traceback" not in bad.stderr
+  with pytest.raises(ValueError, match="not a serialized jax.export"):
+    (tmp_path / "junk.jaxexport").write_bytes(b"junk")
+    export.load(str(tmp_path / "junk.jaxexport"))
