@@ -279,6 +279,28 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
 
 
+def dataset_class_names(dataset_name: str, data_dir: str = ""
+                        ) -> list[str] | None:
+  """The class names a dataset's builder records (``num_classes`` and
+  ``class_names`` in its metadata), from its prepared files or, before it is
+  prepared, its code; no data is read.
+
+  Returns:
+    The names (``class_<i>`` where only a count is recorded), or None for an
+    unknown dataset or one that records no classes.
+  """
+  if dataset_name.split("/")[0].split(":")[0] not in datasets.BUILDERS:
+    return None  # open_split names the known ones.
+  metadata = tfds.builder(dataset_name, data_dir=data_dir or None).info.metadata
+  if not metadata:
+    return None
+  if metadata.get("class_names"):
+    return [str(name) for name in metadata["class_names"]]
+  if metadata.get("num_classes"):
+    return [f"class_{i}" for i in range(int(metadata["num_classes"]))]
+  return None
+
+
 # --------------------------------------------------------------------------
 # Per-example transforms (NumPy/PIL; run in grain workers).
 # --------------------------------------------------------------------------
