@@ -529,27 +529,25 @@ def check_dataset_classes(config: ml_collections.ConfigDict,
   Raises:
     ValueError: The counts differ; the message gives the fix.
   """
-  if loaded is None:
-    num_classes = int(config.model.num_classes)
-    model = "config.model.num_classes"
-    fix = ("Set --config.model.num_classes=NUM (init_from weights of "
-           "another class count keep their trunk; their score layers start "
-           "afresh)")
-  else:
-    num_classes = loaded.spec.num_classes
-    model = f"the model in {loaded.path} has num_classes"
-    fix = "Evaluate it on the dataset it was trained on"
+  num_classes = (int(config.model.num_classes) if loaded is None
+                 else loaded.spec.num_classes)
   names = input_pipeline.dataset_class_names(config.dataset.name,
                                              config.dataset.data_dir)
   if names is None or len(names) == num_classes:
     return names
+  if loaded is None:
+    model = f"config.model.num_classes={num_classes}"
+    fix = (f"Set --config.model.num_classes={len(names)} (init_from weights "
+           "of another class count keep their trunk; their score layers "
+           "start afresh)")
+  else:
+    model = f"the model in {loaded.path} has num_classes={num_classes}"
+    fix = "Evaluate it on the dataset it was trained on"
   effect = (f"its labels {num_classes}..{len(names) - 1} would be ignored"
             if num_classes < len(names) else
             f"classes {len(names)}..{num_classes - 1} would never be seen")
-  raise ValueError(
-      f"{model}={num_classes}, but the dataset {config.dataset.name} has "
-      f"{len(names)} classes: {effect}. "
-      + fix.replace("NUM", str(len(names))) + ".")
+  raise ValueError(f"{model}, but the dataset {config.dataset.name} has "
+                   f"{len(names)} classes: {effect}. {fix}.")
 
 
 def check_same_model(config: ml_collections.ConfigDict,
