@@ -41,6 +41,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from absl import logging
 import grain
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
@@ -68,6 +69,36 @@ Params = dict[str, dict[str, np.ndarray]]
 class CheckpointError(ValueError):
   """A directory that is not a readable checkpoint or weights export, or one
   whose parameters do not fit the model its metadata names."""
+
+
+class DamagedCheckpointError(CheckpointError):
+  """A checkpoint step whose files cannot be read: truncated, missing or
+  garbage (as a crash or a full disk may leave them), or holding non-finite
+  values.
+
+  Attributes:
+    directory: The step directory.
+  """
+
+  def __init__(self, directory: str, reason: str):
+    super().__init__(f"checkpoint {directory} is damaged: {reason}")
+    self.directory = directory
+    self.reason = reason
+
+
+# Suffixes of step directories set aside (renamed, never deleted) by
+# Checkpointer.set_aside; Orbax ignores such names.
+DAMAGED_SUFFIX = "corrupt"
+DIVERGED_SUFFIX = "diverged"
+_STRUCTURE_MISMATCH = "tree structures do not match"
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """``Type: first line of the message``, shortened: library errors (Orbax,
+  tensorstore) span many lines."""
+  lines = str(error).strip().splitlines()
+  text = f"{type(error).__name__}: {lines[0] if lines else ''}".strip()
+  return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 # --------------------------------------------------------------------------
@@ -180,6 +211,47 @@ class Checkpointer:
         create=not read_only, read_only=read_only)
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
+  def step_directory(self, step: int) -> str:
+    return os.path.join(self.directory, str(step))
+
+  def _read(self, step: int, items: Mapping[str, Any]) -> Any:
+    """Restores ``items`` of one step; unreadable files raise
+    :class:`DamagedCheckpointError` (one line) instead of library errors."""
+    try:
+      return self._manager.restore(step, args=ocp.args.Composite(**items))
+    except Exception as e:  # Orbax, tensorstore, JSON, grain: many types.
+      if _STRUCTURE_MISMATCH in str(e):  # Readable, but another optimizer.
+        raise CheckpointError(
+            f"{self.step_directory(step)} holds a train state of another "
+            f"structure than this config builds ({_one_line(e, 120)}): resume "
+            "with the optim settings it was trained with (the workdir's "
+            "config.json), or start a new workdir with --config.init_from="
+            "this workdir") from None
+      raise DamagedCheckpointError(self.step_directory(step),
+                                   _one_line(e)) from None
+
+  def set_aside(self, step: int, suffix: str = DAMAGED_SUFFIX) -> str:
+    """Renames step ``N``'s directory to ``N.<suffix>`` (``N.<suffix>.1``, ...
+    if taken), so that it is no longer a checkpoint but nothing is deleted.
+
+    Only process 0 renames; every process then reloads its list of steps.
+    Call it on every process.
+
+    Returns:
+      The new path.
+    """
+    source = self.step_directory(step)
+    target, n = f"{source}.{suffix}", 0
+    while os.path.exists(target):
+      n += 1
+      target = f"{source}.{suffix}.{n}"
+    if jax.process_index() == 0 and os.path.exists(source):
+      os.rename(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"set aside checkpoint {step}")
+    self._manager.reload()
+    return target
+
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
@@ -273,30 +345,47 @@ class Checkpointer:
         METADATA_ITEM: ocp.args.JsonRestore(),
     }
     if data_iterator is not None:
-      if not os.path.isdir(os.path.join(self.directory, str(step),
+      if not os.path.isdir(os.path.join(self.step_directory(step),
                                         DATA_ITER_ITEM)):
-        raise CheckpointError(
-            f"checkpoint {self.directory}/{step} has no data iterator state; "
-            f"it cannot be resumed exactly")
+        raise DamagedCheckpointError(
+            self.step_directory(step), f"it has no {DATA_ITER_ITEM}/ (the "
+            "data iterator's position), so it cannot be resumed exactly")
       items[DATA_ITER_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
-    restored = self._manager.restore(step, args=ocp.args.Composite(**items))
+    restored = self._read(step, items)
     state = {PARAMS_ITEM: restored[PARAMS_ITEM], **restored[TRAIN_STATE_ITEM]}
-    return state, dict(restored[METADATA_ITEM])
+    state = jax.tree_util.tree_map(np.asarray, state)
+    # Orbax restores the shapes on disk whatever the template says.
+    shapes = jax.tree_util.tree_map(np.shape, state)
+    expected = jax.tree_util.tree_map(np.shape, template)
+    if shapes != expected:
+      raise CheckpointError(
+          f"{self.step_directory(step)} holds arrays of other shapes than "
+          "this config's model and optimizer: resume with the config it was "
+          "trained with (the workdir's config.json), or start a new workdir "
+          "with --config.init_from=this workdir")
+    return state, _metadata_dict(restored[METADATA_ITEM],
+                                 self.step_directory(step))
 
   def read_metadata(self, step: int) -> dict[str, Any]:
-    """The metadata JSON of one step."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        METADATA_ITEM: ocp.args.JsonRestore()}))
-    return dict(restored[METADATA_ITEM])
+    """The metadata JSON of one step.
+
+    Raises:
+      DamagedCheckpointError: It cannot be read or is not a JSON object.
+    """
+    restored = self._read(step, {METADATA_ITEM: ocp.args.JsonRestore()})
+    return _metadata_dict(restored[METADATA_ITEM], self.step_directory(step))
 
   def restore_params(self, step: int) -> tuple[Params, dict[str, Any]]:
-    """Restores only the parameters and metadata of one step."""
-    restored = self._manager.restore(step, args=ocp.args.Composite(**{
-        PARAMS_ITEM: ocp.args.StandardRestore(),
-        METADATA_ITEM: ocp.args.JsonRestore(),
-    }))
+    """Restores only the parameters and metadata of one step.
+
+    Raises:
+      DamagedCheckpointError: They cannot be read.
+    """
+    restored = self._read(step, {PARAMS_ITEM: ocp.args.StandardRestore(),
+                                 METADATA_ITEM: ocp.args.JsonRestore()})
     params = jax.tree_util.tree_map(np.asarray, restored[PARAMS_ITEM])
-    return params, dict(restored[METADATA_ITEM])
+    return params, _metadata_dict(restored[METADATA_ITEM],
+                                  self.step_directory(step))
 
   def wait(self) -> None:
     """Blocks until pending asynchronous saves are on disk."""
@@ -304,6 +393,25 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _metadata_dict(value: Any, directory: str) -> dict[str, Any]:
+  if not isinstance(value, Mapping):
+    raise DamagedCheckpointError(directory, "its metadata is not a JSON "
+                                 "object")
+  return dict(value)
+
+
+def non_finite_leaves(tree: Any) -> list[str]:
+  """The paths of the floating-point arrays of ``tree`` (host or device
+  values) holding a NaN or an infinity."""
+  bad = []
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    leaf = np.asarray(leaf)
+    if np.issubdtype(leaf.dtype, np.inexact) and not np.all(
+        np.isfinite(leaf)):
+      bad.append(jax.tree_util.keystr(path))
+  return bad
 
 
 def parse_step(value: str | int) -> str | int:
@@ -532,7 +640,15 @@ def _read_training_checkpoint(path: str, step: str | int
   try:
     if not reason:
       step, reason = checkpointer.select(step)
-    params, metadata = checkpointer.restore_params(step)
+    try:
+      params, metadata = checkpointer.restore_params(step)
+    except DamagedCheckpointError as e:
+      others = [s for s in checkpointer.all_steps() if s != step]
+      kept = (f"the others kept: {', '.join(map(str, others))}" if others
+              else "no other step is kept")
+      raise DamagedCheckpointError(
+          e.directory, f"{e.reason}. Pick another step with --step ({kept}); "
+          "resuming the training sets damaged checkpoints aside") from None
   finally:
     checkpointer.close()
   return params, metadata, f"{checkpoints_dir}/{step}", step, reason

@@ -84,3 +84,22 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
   records = builder.as_data_source(split=split,
                                    decoders=common.skip_decoding_decoders())
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
+
+
+def dataset_class_names(dataset_name: str, data_dir: str = ""
+                        ) -> list[str] | None:
+  """The class names a dataset records in its metadata.
+
+  Read from its prepared files or, before it is prepared, its builder's code;
+  no data is read.
+
+  Returns:
+    The names (:func:`fcn_jax.datasets.dataset_classes`), or None for an
+    unknown dataset or one that records no class count.
+  """
+  try:
+    builder = datasets.builder(dataset_name, data_dir)
+  except (FileNotFoundError, ValueError):
+    return None  # open_split says what is wrong with the name.
+  classes = datasets.dataset_classes(builder.info.metadata)
+  return None if classes is None else classes[1]

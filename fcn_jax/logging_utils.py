@@ -93,24 +93,63 @@ def to_json(value: Any) -> Any:
   return value
 
 
+def drop_records_after(path: str, step: int) -> int:
+  """Rewrites a JSON-lines file without the records of steps after ``step``
+  (atomically; a truncated last line, as a crash leaves it, goes too).
+
+  Returns:
+    How many lines were dropped.
+  """
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    lines = f.read().splitlines()
+  kept = []
+  for line in lines:
+    try:
+      if int(json.loads(line)["step"]) <= step:
+        kept.append(line)
+    except (ValueError, KeyError, TypeError):
+      pass  # Not a record: a line cut short by a crash.
+  dropped = len(lines) - len(kept)
+  if dropped:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+      f.write("".join(line + "\n" for line in kept))
+    os.replace(tmp, path)
+    logging.info("Dropped %d records after step %d from %s: the resumed run "
+                 "writes them again.", dropped, step, path)
+  return dropped
+
+
 class MetricWriter:
   """Writes scalars, images and JSON lines to a workdir (process 0 only).
 
   Args:
     workdir: Output directory.
     enabled: Whether this process writes (``jax.process_index() == 0``).
+    resume_step: A training run (re)starting after this step: the records of
+      later steps, written by a run that crashed before its next checkpoint
+      and about to be replayed, are dropped from ``metrics.jsonl`` and hidden
+      in TensorBoard (its ``purge_step``), so each step appears once. None
+      (evaluation-only writers): append.
   """
 
-  def __init__(self, workdir: str, enabled: bool = True):
+  def __init__(self, workdir: str, enabled: bool = True,
+               resume_step: int | None = None):
     self.enabled = enabled
     self._summary = None
     self._jsonl = None
     if enabled:
       os.makedirs(workdir, exist_ok=True)
       import tensorboardX  # pylint: disable=g-import-not-at-top
+      path = os.path.join(workdir, METRICS_FILE)
+      if resume_step is not None:
+        drop_records_after(path, resume_step)
       self._summary = tensorboardX.SummaryWriter(
-          os.path.join(workdir, TENSORBOARD_DIR))
-      self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a")
+          os.path.join(workdir, TENSORBOARD_DIR),
+          purge_step=None if resume_step is None else resume_step + 1)
+      self._jsonl = open(path, "a")
 
   def write_scalars(self, step: int, split: str,
                     scalars: Mapping[str, Any]) -> None:

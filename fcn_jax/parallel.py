@@ -248,3 +248,12 @@ def sync_processes(name: str) -> None:
   """A barrier across processes (no-op on one host)."""
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(name)
+
+
+def all_processes(flag: bool) -> bool:
+  """Whether ``flag`` is true on every process (a gather; ``flag`` itself on
+  one host). Every process must call it."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  gathered = multihost_utils.process_allgather(np.asarray(bool(flag)))
+  return bool(np.all(gathered))

@@ -14,8 +14,12 @@ For every input image ``NAME.ext`` this writes, under ``--output``:
 ``--input`` takes files, folders (their images, not recursive) and glob
 patterns, and may be repeated. Images are grouped by run shape (see
 ``--mode`` and ``--buckets``) and batched, so a folder of mixed sizes compiles
-once per bucket. An unreadable file is reported and skipped; a summary ends the
-run, and the exit status is 1 if any input failed.
+once per bucket. 16-bit images are scaled to 8 bits as viewers show them. An
+unreadable file, an image whose forward pass would need more memory than there
+is (``--max-memory``; checked before anything is allocated for it) and outputs
+that cannot be written are reported and skipped; a summary ends the run, and
+the exit status is 1 if any input failed. An output folder that cannot be
+written is an error before any work.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import glob
 import os
 import pathlib
 import sys
+import tempfile
 import time
 from typing import Sequence
 
@@ -95,14 +100,89 @@ def image_size(path: pathlib.Path) -> tuple[int, int]:
   return height, width
 
 
+def to_rgb8(image: Image.Image, path: pathlib.Path) -> np.ndarray:
+  """uint8 RGB ``[H, W, 3]`` of a decoded image.
+
+  16-bit images are scaled to 8 bits as viewers show them: PIL reads 16-bit
+  colour PNGs as their high bytes, and grey ones (modes ``I;16*``, ``I``),
+  which its ``convert`` would clip at 255, get their high bytes here too.
+  Floating-point images have no standard 8-bit view and are refused.
+
+  Raises:
+    InputError: A floating-point image, or integers beyond 16 bits.
+  """
+  if image.mode.startswith("I"):
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+      raise InputError(
+          f"{path}: a {image.mode} image with values outside 0..65535, which "
+          "has no standard 8-bit view; convert it to 8-bit RGB first")
+    grey = (values >> 8).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+  if image.mode == "F":
+    raise InputError(f"{path}: a floating-point image (mode F) has no "
+                     "standard 8-bit view; convert it to 8-bit RGB first")
+  return np.asarray(image.convert("RGB"))
+
+
 def load_image(path: pathlib.Path) -> np.ndarray:
-  """Decodes an image as uint8 RGB ``[H, W, 3]``, upright per its EXIF tag."""
+  """Decodes an image as uint8 RGB ``[H, W, 3]``, upright per its EXIF tag
+  (16-bit images scaled to 8 bits, see :func:`to_rgb8`)."""
   try:
     with Image.open(path) as image:
-      image = ImageOps.exif_transpose(image)
-      return np.asarray(image.convert("RGB"))
+      return to_rgb8(ImageOps.exif_transpose(image), path)
   except (OSError, SyntaxError, ValueError) as e:
+    if isinstance(e, InputError):
+      raise
     raise InputError(f"cannot decode image {path}: {e}") from e
+
+
+def prepare_output(path: str | os.PathLike) -> pathlib.Path:
+  """Creates the output folder and checks that files can be written there.
+
+  Raises:
+    InputError: It is a file, under a file, or not writable.
+  """
+  folder = pathlib.Path(path)
+  try:
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except FileExistsError:
+    raise InputError(f"--output {path} is a file; give a folder") from None
+  except NotADirectoryError:
+    raise InputError(f"--output {path} is under a file, not a folder; give "
+                     "a folder") from None
+  except OSError as e:
+    raise InputError(f"cannot write in --output {path}: {e.strerror or e}; "
+                     "give a folder you can write to") from None
+  return folder
+
+
+def too_large(predictor: inference.Predictor, height: int, width: int,
+              memory_limit: int | None) -> str | None:
+  """Why an image of this size cannot be segmented within ``memory_limit``
+  bytes (None: it can, or the limit is unknown), before anything is
+  allocated for it."""
+  if memory_limit is None:
+    return None
+  needed = predictor.memory_bytes(height, width)
+  if needed <= memory_limit:
+    return None
+  gib = 2.0**30
+  run_height, run_width = predictor.run_shape(height, width)
+  fixes = []
+  if predictor.batch_size > 1 and needed / predictor.batch_size < memory_limit:
+    fixes.append("pass --batch-size 1")
+  # Memory grows with the area: the longer side that would fit.
+  side = int(max(height, width) * (memory_limit / needed) ** 0.5 * 0.9)
+  fixes.append(f"downscale it (to about {side} px on the longer side)")
+  if "slide" in inference.MODES:
+    fixes.append("run it in tiles with --mode slide")
+  return (f"a forward pass at {run_height}x{run_width} (batch "
+          f"{predictor.batch_size}) needs about {needed / gib:.1f} GiB, more "
+          f"than the {memory_limit / gib:.1f} GiB available (--max-memory); "
+          f"{' or '.join(fixes)}")
 
 
 @dataclasses.dataclass
@@ -140,16 +220,18 @@ def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
 def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
         output_dir: str | os.PathLike, class_names: Sequence[str],
         save_logits: bool = False, overlay_alpha: float = 0.5,
-        write_overlay: bool = True, progress: bool = True) -> Summary:
+        write_overlay: bool = True, progress: bool = True,
+        memory_limit: int | None = None) -> Summary:
   """Segments ``paths`` with ``predictor`` and writes the outputs.
 
   Images are grouped by their run shape (bucket) from their headers, decoded a
-  batch at a time and written as they finish. Files that cannot be read are
+  batch at a time and written as they finish. Files that cannot be read,
+  images whose forward pass would need more than ``memory_limit`` bytes
+  (checked before decoding them) and outputs that cannot be written are
   recorded in the summary; the rest carry on.
   """
   start = time.time()
-  output_dir = pathlib.Path(output_dir)
-  output_dir.mkdir(parents=True, exist_ok=True)
+  output_dir = prepare_output(output_dir)
   summary = Summary()
   names = dict(zip(paths, output_names(paths)))
   groups = collections.defaultdict(list)
@@ -162,6 +244,11 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
                                    progress)
   bar.update(len(summary.failures))
   for shape, group in groups.items():
+    refusal = too_large(predictor, *shape, memory_limit)
+    if refusal:
+      summary.failures.extend((str(path), refusal) for path in group)
+      bar.update(len(group))
+      continue
     summary.run_shapes.add(shape)
     for first in range(0, len(group), predictor.batch_size):
       batch_paths, images = [], []
@@ -176,10 +263,15 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
         continue
       for path, image, logits in zip(batch_paths, images,
                                      predictor.predict_logits(images)):
-        write_outputs(output_dir, names[path], image, logits, class_names,
-                      save_logits, overlay_alpha, write_overlay)
-        summary.num_images += 1
         bar.update(1)
+        try:
+          write_outputs(output_dir, names[path], image, logits, class_names,
+                        save_logits, overlay_alpha, write_overlay)
+        except OSError as e:  # E.g. a full disk.
+          summary.failures.append((str(path), f"cannot write its outputs in "
+                                   f"{output_dir}: {e.strerror or e}"))
+          continue
+        summary.num_images += 1
   bar.close()
   summary.num_compiles = predictor.num_compiles
   summary.seconds = time.time() - start
@@ -244,6 +336,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="do not write NAME_overlay.jpg.")
   parser.add_argument("--no-progress", action="store_true",
                       help="no progress bar.")
+  parser.add_argument(
+      "--max-memory", type=float, default=None, metavar="GIB",
+      help="refuse (and report) images whose forward pass would need more "
+      "than this many GiB, before running them (default: the accelerator's "
+      "memory, or on CPU the memory available at start).")
   add_inference_flags(parser)
   return parser.parse_args(argv)
 
@@ -252,6 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   try:
     paths = find_inputs(args.input)
+    prepare_output(args.output)
   except InputError as e:
     print(f"error: {e}", file=sys.stderr)
     return 2
@@ -263,10 +361,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"Segmenting with {loaded.describe()}.")
+  memory_limit = (inference.available_memory() if args.max_memory is None
+                  else int(args.max_memory * 2**30))
   summary = run(predictor, paths, args.output, loaded.class_names,
                 save_logits=args.save_logits, overlay_alpha=args.alpha,
                 write_overlay=not args.no_overlay,
-                progress=not args.no_progress)
+                progress=not args.no_progress, memory_limit=memory_limit)
   print(summary.report())
   return 1 if summary.failures else 0
 

@@ -16,6 +16,7 @@ devices give the same update as one device with the whole batch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -29,7 +30,7 @@ import numpy as np
 import optax
 
 from fcn_jax import checkpointing
-from fcn_jax import datasets
+from fcn_jax import data_sources
 from fcn_jax import default_config
 from fcn_jax import distributed
 from fcn_jax import input_pipeline
@@ -100,6 +101,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.mode not in default_config.MODES:
     raise ValueError(f"config.mode must be one of {default_config.MODES}, "
                      f"got {config.mode!r}")
+  resolve_num_classes(config)
   spec = model_spec(config)
   optim.validate_config(config.optim, spec.num_classes)
   if config.scratch_init not in SCRATCH_INITS:
@@ -119,6 +121,23 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if config.num_train_steps < 0:
     raise ValueError(f"config.num_train_steps must be >= 0, got "
                      f"{config.num_train_steps}")
+
+
+def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
+  """Sets ``config.model.num_classes = 0`` to the dataset's class count.
+
+  Raises:
+    ValueError: The dataset records no class count.
+  """
+  if config.model.num_classes:
+    return
+  names = data_sources.dataset_class_names(config.dataset.name,
+                                           config.dataset.data_dir)
+  if names is None:
+    raise ValueError(f"config.model.num_classes=0 takes the dataset's class "
+                     f"count, but {config.dataset.name} records none: set "
+                     "config.model.num_classes")
+  config.model.num_classes = len(names)
 
 
 def model_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
@@ -445,22 +464,57 @@ def _report_eval(writer: logging_utils.MetricWriter, step: int,
 # --------------------------------------------------------------------------
 
 
+def _diverged(checkpointer: checkpointing.Checkpointer, what: str,
+              unusable_step: int) -> NonFiniteLossError:
+  """The error that ends a diverged run, after setting aside the checkpoint
+  of ``unusable_step`` if one was saved (its state is known to be bad).
+
+  A state is good only if it is finite and so is the loss computed from it
+  (the next step's): the loss of step ``k`` is computed before step ``k``'s
+  update, from the state after step ``k - 1``.
+  """
+  checkpointer.wait()
+  aside = ""
+  if unusable_step in checkpointer.all_steps():
+    path = checkpointer.set_aside(unusable_step, checkpointing.DIVERGED_SUFFIX)
+    aside = (f"the checkpoint of step {unusable_step}, which leads to it, is "
+             f"set aside as {path}; ")
+  latest = checkpointer.latest_step()
+  kept = (f"the newest good checkpoint is {checkpointer.step_directory(latest)}"
+          " (rerunning resumes from it)" if latest is not None else
+          "no checkpoint is left (rerunning starts from the beginning)")
+  return NonFiniteLossError(
+      f"{what}. Stopped without saving this state; {aside}{kept}. Lower "
+      "optim.base_lr (or add optim.warmup_steps), and check that it suits "
+      "optim.loss_normalization (the summed loss needs a rate ~1e-10, the "
+      "normalised one ~1e-4).")
+
+
 def _check_finite(pending: list[tuple[int, Any]],
                   checkpointer: checkpointing.Checkpointer) -> list[float]:
   """Fetches pending step losses; raises on the first non-finite one."""
   values = [float(v) for v in jax.device_get([m["loss"] for _, m in pending])]
   for (step, _), value in zip(pending, values):
     if not np.isfinite(value):
-      checkpointer.wait()
-      latest = checkpointer.latest_step()
-      kept = (f"the last good checkpoint, step {latest}, is intact"
-              if latest is not None else "no checkpoint had been saved")
-      raise NonFiniteLossError(
-          f"Training loss became {value} at step {step}. Stopped without "
-          f"saving this state; {kept}. Lower optim.base_lr, and check that it "
-          f"suits optim.loss_normalization (the summed loss needs a rate "
-          f"~1e-10, the normalised one ~1e-4).")
+      raise _diverged(checkpointer,
+                      f"Training loss became {value} at step {step}",
+                      unusable_step=step - 1)
   return values
+
+
+def _check_state_finite(host_state: Mapping[str, Any], step: int,
+                        checkpointer: checkpointing.Checkpointer) -> None:
+  """Raises unless the parameters and optimizer state are all finite."""
+  trained = {"params": host_state["params"],
+             "opt_state": host_state["opt_state"]}
+  bad = checkpointing.non_finite_leaves(trained)
+  if bad:
+    total = len(jax.tree_util.tree_leaves(trained))
+    raise _diverged(
+        checkpointer, f"The train state after step {step} holds NaN or "
+        f"infinite values in {len(bad)} of {total} arrays ("
+        f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})",
+        unusable_step=step)
 
 
 def _device_batch(batch: Mapping[str, Any], keys: Sequence[str],
@@ -472,16 +526,175 @@ def _device_batch(batch: Mapping[str, Any], keys: Sequence[str],
 
 def _workdir_metadata(config: ml_collections.ConfigDict,
                       preprocessing: preprocessing_lib.Preprocessing,
-                      step: int) -> dict[str, Any]:
+                      step: int, class_names: Sequence[str] | None
+                      ) -> dict[str, Any]:
   return checkpointing.make_metadata(
-      model_spec(config), preprocessing,
+      model_spec(config), preprocessing, class_names=class_names,
       source={"format": "fcn_jax training checkpoint"}, step=int(step),
       config=config.to_json_best_effort())
+
+
+def check_dataset_classes(config: ml_collections.ConfigDict,
+                          loaded: checkpointing.LoadedModel | None = None
+                          ) -> list[str] | None:
+  """Checks that the model predicts the dataset's classes (their count).
+
+  Args:
+    config: Reads ``dataset.name``, ``dataset.data_dir`` and, without
+      ``loaded``, ``model.num_classes``.
+    loaded: A saved model to evaluate (default: the config's model).
+
+  Returns:
+    The dataset's class names, or None if it records none.
+
+  Raises:
+    ValueError: The counts differ; the message gives the fix.
+  """
+  names = data_sources.dataset_class_names(config.dataset.name,
+                                           config.dataset.data_dir)
+  num_classes = (int(config.model.num_classes) if loaded is None
+                 else loaded.spec.num_classes)
+  if names is None or len(names) == num_classes:
+    return names
+  if loaded is None:
+    model = f"config.model.num_classes={num_classes}"
+    fix = (f"Set --config.model.num_classes={len(names)} (init_from weights "
+           "of another class count keep their trunk; their score layers "
+           "start afresh)")
+  else:
+    model = f"the model in {loaded.path} has num_classes={num_classes}"
+    fix = "Evaluate it on the dataset it was trained on"
+  effect = (f"its labels {num_classes}..{len(names) - 1} would be ignored"
+            if num_classes < len(names) else
+            f"classes {len(names)}..{num_classes - 1} would never be seen")
+  raise ValueError(f"{model}, but the dataset {config.dataset.name} has "
+                   f"{len(names)} classes: {effect}. {fix}.")
+
+
+def check_same_model(config: ml_collections.ConfigDict,
+                     metadata: Mapping[str, Any], where: str) -> None:
+  """Checks that ``config.model`` is the model a checkpoint was trained with.
+
+  Raises:
+    ValueError: They differ; the message names the fields and the fixes.
+    checkpointing.DamagedCheckpointError: The metadata describes no model.
+  """
+  requested = model_spec(config)
+  try:
+    saved = checkpointing.model_spec(metadata, dtype=requested.dtype)
+  except (KeyError, TypeError, ValueError) as e:
+    raise checkpointing.DamagedCheckpointError(
+        where, f"its metadata describes no model ({e!r})") from None
+  differ = [f"{field}={getattr(requested, field)!r} (the checkpoint has "
+            f"{getattr(saved, field)!r})" for field in models.ModelSpec.fields()
+            if getattr(requested, field) != getattr(saved, field)]
+  if differ:
+    workdir = os.path.dirname(os.path.dirname(where))
+    raise ValueError(
+        f"cannot resume {where} with another model: config.model."
+        f"{', config.model.'.join(differ)}. Rerun with the model it was "
+        f"trained with (see {os.path.join(workdir, CONFIG_FILE)}), or train in "
+        f"a new --workdir (with --config.init_from={workdir} to start from "
+        "its weights).")
+
+
+@dataclasses.dataclass
+class _Resumed:
+  step: int
+  state: TrainState
+  preprocessing: preprocessing_lib.Preprocessing
+  train_iter: Any
+
+
+def _resume(config: ml_collections.ConfigDict,
+            checkpointer: checkpointing.Checkpointer,
+            make_template: Callable[[], TrainState]) -> _Resumed | None:
+  """Restores the newest intact checkpoint, setting damaged ones aside.
+
+  First the newest readable metadata is checked against the model of
+  ``config`` (before anything is built or written). Then every step, newest
+  first, is read in full (metadata, parameters, train state, data iterator
+  position) into ``make_template()``'s structure and checked (a finite
+  state); one that cannot be read is renamed ``N.corrupt`` (one with
+  non-finite values ``N.diverged``), nothing deleted, once an older one has
+  restored.
+
+  Returns:
+    The restored run, or None when the workdir has no checkpoint.
+
+  Raises:
+    ValueError: The config does not fit the checkpoint (another model,
+      optimizer or iter_size).
+    checkpointing.CheckpointError: No checkpoint can be read; nothing was
+      moved.
+  """
+  steps = checkpointer.all_steps()
+  if not steps:
+    return None
+  for step in reversed(steps):
+    try:
+      check_same_model(config, checkpointer.read_metadata(step),
+                       checkpointer.step_directory(step))
+      break
+    except checkpointing.DamagedCheckpointError:
+      continue  # Judged below.
+  template = parallel.to_host(make_template().to_dict())
+  iter_size = int(config.optim.iter_size)
+  damaged = []
+  for step in reversed(steps):
+    where = checkpointer.step_directory(step)
+    resumed, error, suffix = None, None, checkpointing.DAMAGED_SUFFIX
+    try:
+      metadata = checkpointer.read_metadata(step)
+      check_same_model(config, metadata, where)
+      preprocessing = resolve_preprocessing(config, metadata)
+      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+      restored, _ = checkpointer.restore(step, template,
+                                         data_iterator=train_iter)
+      if int(restored["step"]) != step * iter_size:
+        raise ValueError(
+            f"{where} has consumed {int(restored['step'])} batches in {step} "
+            f"updates, which is not optim.iter_size={iter_size} per update: "
+            "resume with the iter_size it was trained with, or start a new "
+            "workdir (init_from the checkpoint)")
+      bad = checkpointing.non_finite_leaves(restored)
+      if bad:
+        suffix = checkpointing.DIVERGED_SUFFIX
+        raise checkpointing.DamagedCheckpointError(
+            where, f"{len(bad)} arrays hold NaN or infinite values "
+            f"({', '.join(bad[:3])})")
+      resumed = _Resumed(step, TrainState.from_dict(restored), preprocessing,
+                         train_iter)
+    except checkpointing.DamagedCheckpointError as e:
+      error = e
+    if parallel.all_processes(resumed is not None):
+      break
+    damaged.append((step, error.reason if error else
+                    "another process could not read it", suffix))
+  else:
+    raise checkpointing.CheckpointError(
+        f"no intact checkpoint in {checkpointer.directory} ("
+        + "; ".join(f"step {s}: {reason}" for s, reason, _ in damaged)
+        + "); nothing was moved. Restore them from a backup, or move "
+        f"{checkpointer.directory} away to train from the start.")
+  for step, reason, suffix in damaged:
+    path = checkpointer.set_aside(step, suffix)
+    logging.warning("Checkpoint %s cannot be resumed (%s); set it aside as %s.",
+                    checkpointer.step_directory(step), reason, path)
+  logging.info("Resumed from %s.", checkpointer.step_directory(resumed.step))
+  return resumed
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> TrainState:
   """Trains (and evaluates) as the config says; resumes from the workdir.
+
+  Resuming takes the newest intact checkpoint of the workdir (see
+  :func:`_resume`); the model of ``config`` must be the one it was trained
+  with. A SIGTERM, from start-up on, saves (or, before the first step, just
+  stops) and returns. The training stops with :class:`NonFiniteLossError`
+  when the loss or the train state is no longer finite; only states that
+  are finite, and (but for the newest) whose next loss was, are kept.
 
   Args:
     config: A config from ``fcn_jax.default_config`` (see ``configs/``).
@@ -491,63 +704,73 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     The final train state.
   """
   validate_config(config)
+  class_names = check_dataset_classes(config)
   workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   is_main = parallel.is_main_process()
   evaluate_during_training = config.mode == "train_and_eval"
   num_steps = int(config.num_train_steps)
   iter_size = int(config.optim.iter_size)
-
-  model = model_spec(config).create()
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
-  checkpointer = checkpointing.Checkpointer(
-      workdir, max_to_keep=config.checkpoint.max_to_keep,
-      keep_best=config.checkpoint.keep_best if evaluate_during_training else 0)
-  latest = checkpointer.latest_step()
-  if latest is None:
-    params, source_metadata = initial_params(config, model, init_rng)
-  else:  # Resuming: the checkpoint has the parameters and preprocessing.
-    params = models.init_variables(model, init_rng)["params"]
-    source_metadata = checkpointer.read_metadata(latest)
-  preprocessing = resolve_preprocessing(config, source_metadata)
-  tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
-                              num_steps)
-  state = create_train_state(params, tx, state_rng)
-  train_iter = input_pipeline.create_train_iterator(config, preprocessing)
-  start_step = 0
-  if latest is not None:
-    restored, _ = checkpointer.restore(
-        latest, parallel.to_host(state.to_dict()), data_iterator=train_iter)
-    state = TrainState.from_dict(restored)
-    start_step = latest
-    if int(state.step) != latest * iter_size:
-      raise ValueError(
-          f"{checkpointer.directory}/{latest} has consumed {int(state.step)} "
-          f"batches in {latest} updates, which is not optim.iter_size="
-          f"{iter_size} per update: resume with the iter_size it was trained "
-          "with, or start a new workdir (init_from the checkpoint)")
-    logging.info("Resumed from %s/%d.", checkpointer.directory, latest)
-  run_metadata = _workdir_metadata(config, preprocessing, start_step)
-  if is_main:
-    checkpointing.write_json(os.path.join(workdir, CONFIG_FILE), run_metadata)
-  logging.info("Model %s (%d classes), preprocessing %s; training steps "
-               "%d -> %d.", config.model.name, config.model.num_classes,
-               preprocessing.name, start_step, num_steps)
-
-  train_devices = parallel.devices_for_batch(config.batch_size)
-  state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
-  p_train_step = make_train_fn(model, tx, config, train_devices)
-  p_eval_step, eval_devices = make_eval_fn(model, config)
-  class_names = checkpointing.class_names(run_metadata)
-  lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
-  writer = logging_utils.MetricWriter(workdir, enabled=is_main)
-  progress = logging_utils.Progress(num_steps,
-                                    config.batch_size * iter_size, start_step)
-  eval_every = int(config.eval_every_steps)
-
-  pending = []  # (step, device metrics) not yet checked for finiteness.
+  # From here on a SIGTERM (a preemption) stops the run cleanly.
   preemption = distributed.PreemptionWatcher()
+  checkpointer = writer = None
   try:
+    os.makedirs(workdir, exist_ok=True)
+    model = model_spec(config).create()
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    checkpointer = checkpointing.Checkpointer(
+        workdir, max_to_keep=config.checkpoint.max_to_keep,
+        keep_best=config.checkpoint.keep_best if evaluate_during_training
+        else 0)
+    resuming = bool(checkpointer.all_steps())
+
+    @functools.cache
+    def initial_state():  # When resuming, only a template to restore into.
+      if resuming:
+        params = models.init_variables(model, init_rng)["params"]
+        metadata = None
+      else:
+        params, metadata = initial_params(config, model, init_rng)
+      tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
+                                  num_steps)
+      return create_train_state(params, tx, state_rng), tx, metadata
+
+    resumed = _resume(config, checkpointer, lambda: initial_state()[0])
+    state, tx, source_metadata = initial_state()
+    if resumed is None:
+      start_step = 0
+      preprocessing = resolve_preprocessing(config, source_metadata)
+      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+    else:
+      start_step, state = resumed.step, resumed.state
+      preprocessing, train_iter = resumed.preprocessing, resumed.train_iter
+    run_metadata = _workdir_metadata(config, preprocessing, start_step,
+                                     class_names)
+    if is_main:
+      checkpointing.write_json(os.path.join(workdir, CONFIG_FILE),
+                               run_metadata)
+    class_names = checkpointing.class_names(run_metadata)
+    if preemption.should_stop(start_step):
+      logging.warning("Preempted during start-up: stopped before step %d, "
+                      "with nothing new to save; rerun the same command to "
+                      "resume.", start_step + 1)
+      return state
+    logging.info("Model %s (%d classes), preprocessing %s; training steps "
+                 "%d -> %d.", config.model.name, config.model.num_classes,
+                 preprocessing.name, start_step, num_steps)
+
+    train_devices = parallel.devices_for_batch(config.batch_size)
+    state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
+    p_train_step = make_train_fn(model, tx, config, train_devices)
+    p_eval_step, eval_devices = make_eval_fn(model, config)
+    lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
+    writer = logging_utils.MetricWriter(workdir, enabled=is_main,
+                                        resume_step=start_step)
+    progress = logging_utils.Progress(num_steps,
+                                      config.batch_size * iter_size,
+                                      start_step)
+    eval_every = int(config.eval_every_steps)
+
+    pending = []  # (step, device metrics) not yet checked for finiteness.
     for step in range(start_step + 1, num_steps + 1):
       for _ in range(iter_size):
         batch = next(train_iter)
@@ -575,6 +798,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         scalars.update(progress.update(step, loss, scalars["learning_rate"]))
         writer.write_scalars(step, "train", scalars)
       pending = []
+      if do_save:  # Before evaluating: a diverged state is neither.
+        host_state = parallel.to_host(state.to_dict())
+        _check_state_finite(host_state, step, checkpointer)
       eval_results = None
       if do_eval:
         eval_results, tiles = evaluate(
@@ -584,11 +810,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
         _report_eval(writer, step, eval_results, tiles, class_names)
       if do_save:
-        host_state = parallel.to_host(state.to_dict())
         parallel.check_same_across_processes(host_state, "train states")
         logging.info("Saving step %d (parameters fingerprint %s).", step,
                      parallel.fingerprint(host_state["params"]))
-        metadata = _workdir_metadata(config, preprocessing, step)
+        metadata = _workdir_metadata(config, preprocessing, step, class_names)
         if eval_results is not None:
           metadata["metrics"] = logging_utils.to_json(eval_results)
         checkpointer.save(step, host_state,
@@ -600,9 +825,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         break
   finally:
     preemption.close()
-    checkpointer.wait()
-    checkpointer.close()
-    writer.close()
+    if checkpointer is not None:
+      checkpointer.wait()
+      checkpointer.close()
+    if writer is not None:
+      writer.close()
   return state
 
 
@@ -637,6 +864,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
   """
   validate_config(config)
   loaded = checkpointing.load(source, step, dtype=config.model.dtype)
+  check_dataset_classes(config, loaded)
   logging.info("Evaluating %s.", loaded.describe())
   preprocessing = resolve_preprocessing(config, loaded.metadata)
   tta = tta_from_config(config)
@@ -696,28 +924,6 @@ def check_local_path(path: str, what: str) -> None:
         "launch/tpu_run.sh does with GCS_BUCKET=...) and pass /gcs/BUCKET/...")
 
 
-def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
-  """Sets ``config.model.num_classes`` 0 to the dataset's class count.
-
-  Raises:
-    ValueError: A non-zero count that differs from the dataset's.
-  """
-  classes = datasets.dataset_classes(datasets.builder(
-      config.dataset.name, config.dataset.data_dir).info.metadata)
-  if classes is None:
-    if not config.model.num_classes:
-      raise ValueError(f"dataset {config.dataset.name} does not record its "
-                       "class count: set config.model.num_classes")
-    return
-  if not config.model.num_classes:
-    config.model.num_classes = classes[0]
-  elif config.model.num_classes != classes[0]:
-    raise ValueError(
-        f"config.model.num_classes={config.model.num_classes} but dataset "
-        f"{config.dataset.name} has {classes[0]} classes; set "
-        f"--config.model.num_classes={classes[0]} (or 0: the dataset's)")
-
-
 def run(config: ml_collections.ConfigDict, workdir: str,
         step: str | int = checkpointing.DEFAULT_STEP) -> Any:
   """Runs ``config.mode``: train, eval or train_and_eval.
@@ -726,7 +932,6 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   ``config.init_from``) and writes its report into the workdir.
   """
   check_local_path(workdir, "--workdir")
-  resolve_num_classes(config)
   if config.mode != "eval":
     return train_and_evaluate(config, workdir)
   workdir = os.path.abspath(workdir)

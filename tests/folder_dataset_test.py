@@ -290,12 +290,15 @@ def test_training_takes_the_class_count_from_the_dataset(tmp_path):
   config.model.num_classes = 0
   train.resolve_num_classes(config)
   assert config.model.num_classes == 3
+  assert train.check_dataset_classes(config) == ["background", "cat", "dog"]
   config.model.num_classes = 21
-  with pytest.raises(ValueError, match="has 3 classes; set "
+  with pytest.raises(ValueError, match="has 3 classes.*"
                      "--config.model.num_classes=3"):
-    train.resolve_num_classes(config)
+    train.check_dataset_classes(config)
   config.dataset.name = "synthetic_shapes/tiny"  # Not built: code metadata.
+  config.model.num_classes = 0
   train.resolve_num_classes(config)
+  assert config.model.num_classes == 21
 
 
 def test_builtin_builders_record_class_names(tmp_path):

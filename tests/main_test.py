@@ -79,6 +79,9 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
     (["--config.model.upsample_mode=sparse"], "config.model.upsample_mode"),
     (["--config.init_from=/no/such/weights"], "/no/such/weights"),
     (["--config=no_such_config.py"], "no_such_config.py"),
+    # Only the bad override is named.
+    (["--config.model.width_divisor=64", "--config.nosuch.deep=1"],
+     "unknown config field --config.nosuch.deep ("),
     (["--workdir=gs://bucket/run"], "gcsfuse"),
 ])
 def test_main_rejects_bad_arguments(tmp_path, args, message):
@@ -87,3 +90,20 @@ def test_main_rejects_bad_arguments(tmp_path, args, message):
   assert result.returncode != 0
   assert message in result.stderr
   assert "Traceback" not in result.stderr  # A message, not a crash.
+
+
+@pytest.mark.parametrize("source, message", [
+    ("def get_config(:\n  pass\n",
+     "the config file bad_config.py has a syntax error at line 1"),
+    ("from fcn_jax import default_config\n\ndef get_config():\n"
+     "  return default_config.get_config().no_such_group\n",
+     "the config file bad_config.py fails at line 4: AttributeError"),
+])
+def test_a_config_file_that_does_not_load_is_one_line(tmp_path, source,
+                                                      message):
+  (tmp_path / "bad_config.py").write_text(source)
+  result = _run(["--config=bad_config.py", "--workdir", str(tmp_path / "run")],
+                tmp_path)
+  assert result.returncode == 2
+  assert message in result.stderr
+  assert "Traceback" not in result.stderr

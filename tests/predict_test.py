@@ -128,3 +128,87 @@ def test_predict_command_end_to_end(tmp_path):
     np.testing.assert_array_equal(
         labels, predictor.predict([_decoded(inputs / name)])[0])
     assert (tmp_path / "out" / f"{stem}_overlay.jpg").is_file()
+
+
+def _png16(path: pathlib.Path, values: np.ndarray) -> None:
+  """Writes a 16-bit PNG (grey [H, W] or RGB [H, W, 3]) from its spec."""
+  import struct  # pylint: disable=g-import-not-at-top
+  import zlib  # pylint: disable=g-import-not-at-top
+  height, width = values.shape[:2]
+  rows = b"".join(b"\0" + row.astype(">u2").tobytes() for row in values)
+
+  def chunk(kind, data):
+    return (struct.pack(">I", len(data)) + kind + data
+            + struct.pack(">I", zlib.crc32(kind + data)))
+
+  header = struct.pack(">IIBBBBB", width, height, 16,
+                       0 if values.ndim == 2 else 2, 0, 0, 0)
+  path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+                   + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def test_16_bit_images_are_scaled_to_8_bits(tmp_path):
+  rng = np.random.default_rng(0)
+  grey = rng.integers(0, 65536, (6, 7), dtype=np.uint16)
+  colour = rng.integers(0, 65536, (6, 7, 3), dtype=np.uint16)
+  _png16(tmp_path / "grey.png", grey)
+  _png16(tmp_path / "colour.png", colour)
+  # Not clipped at 255: the high byte, as PIL reads 16-bit colour PNGs.
+  np.testing.assert_array_equal(predict.load_image(tmp_path / "grey.png"),
+                                np.repeat((grey >> 8)[..., None], 3, -1))
+  np.testing.assert_array_equal(predict.load_image(tmp_path / "colour.png"),
+                                colour >> 8)
+  # A 16-bit PGM (PIL mode I).
+  (tmp_path / "grey.pgm").write_bytes(b"P5\n7 6\n65535\n"
+                                      + grey.astype(">u2").tobytes())
+  np.testing.assert_array_equal(predict.load_image(tmp_path / "grey.pgm"),
+                                np.repeat((grey >> 8)[..., None], 3, -1))
+  Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float.tif")
+  with pytest.raises(predict.InputError, match=r"float\.tif: a floating-point"
+                     r" image .*convert it to 8-bit"):
+    predict.load_image(tmp_path / "float.tif")
+
+
+def test_an_image_too_large_for_the_memory_is_refused_before_running(
+    tmp_path):
+  model, variables = tiny_fcn("fcn32s")
+  predictor = inference.Predictor(model, variables, CAFFE_VGG, batch_size=2)
+  small, large = predictor.memory_bytes(32, 32), predictor.memory_bytes(
+      256, 192)
+  # At least the logits it returns; growing with the size (the net pads
+  # every image by 100 px, so not in proportion).
+  assert small >= 2 * 32 * 32 * 21 * 4
+  assert large >= 2 * 256 * 192 * 21 * 4 and large > small
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  rng = np.random.default_rng(1)
+  Image.fromarray(random_image(rng, 30, 20)).save(inputs / "small.png")
+  Image.fromarray(random_image(rng, 250, 190)).save(inputs / "large.png")
+  summary = predict.run(predictor, predict.find_inputs([str(inputs)]),
+                        tmp_path / "out", voc.VOC_CLASSES, progress=False,
+                        memory_limit=(small + large) // 2)
+  assert summary.num_images == 1 and (tmp_path / "out" / "small.png").exists()
+  assert not (tmp_path / "out" / "large.png").exists()
+  [(path, message)] = summary.failures
+  assert path.endswith("large.png")
+  assert "a forward pass at 256x192 (batch 2) needs about" in message
+  assert "--max-memory" in message and "downscale it" in message
+  assert summary.run_shapes == {(32, 32)}  # The large one never ran.
+
+
+@pytest.mark.parametrize("make_output, message", [
+    (lambda tmp: tmp / "file.txt", "is a file"),
+    (lambda tmp: tmp / "file.txt" / "out", "is under a file"),
+])
+def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys,
+                                                      make_output, message):
+  (tmp_path / "file.txt").write_text("not a folder")
+  Image.fromarray(random_image(np.random.default_rng(2), 8, 8)).save(
+      tmp_path / "x.png")
+  code = predict.main(["--checkpoint", str(tmp_path / "no_checkpoint"),
+                       "--input", str(tmp_path / "x.png"), "--output",
+                       str(make_output(tmp_path))])
+  err = capsys.readouterr().err
+  assert code == 2
+  assert err.startswith("error: --output") and message in err
+  assert err.count("\n") == 1 and "Traceback" not in err

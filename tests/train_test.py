@@ -350,20 +350,28 @@ def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
   assert not np.array_equal(earlier["fc6"]["kernel"], moved)
 
 
-def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(
+def test_non_finite_loss_sets_aside_the_checkpoint_it_came_from(
     data_dir, tmp_path):
   config = _loop_config(data_dir, 5)
-  config.optim.base_lr = 1e30  # Diverges after the first update.
-  workdir = str(tmp_path / "nan")
-  with pytest.raises(train.NonFiniteLossError,
-                     match=r"at step (\d+).*step (\d+), is intact") as error:
-    train.train_and_evaluate(config, workdir)
+  # The first update makes the parameters huge but finite; the loss of the
+  # next step, computed from them, is not.
+  config.optim.base_lr = 1e30
+  workdir = tmp_path / "nan"
+  with pytest.raises(train.NonFiniteLossError) as error:
+    train.train_and_evaluate(config, str(workdir))
   import re  # pylint: disable=g-import-not-at-top
-  bad, kept = map(int, re.search(r"at step (\d+).*step (\d+), is intact",
-                                 str(error.value)).groups())
-  assert kept == bad - 1
-  checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
-  assert checkpointer.latest_step() == kept
-  params, _ = checkpointer.restore_params(kept)
+  bad, aside, path = re.search(
+      r"at step (\d+)\..*checkpoint of step (\d+), which leads to it, is set "
+      r"aside as (\S+);", str(error.value)).groups()
+  assert int(aside) == int(bad) - 1
+  assert path == str(workdir / "checkpoints" / f"{aside}.diverged")
+  assert (workdir / "checkpoints" / f"{aside}.diverged" / "params").is_dir()
+  checkpointer = checkpointing.Checkpointer(str(workdir), read_only=True)
+  kept = checkpointer.all_steps()
+  for step in kept:  # Only states whose next loss was finite remain.
+    assert step < int(aside)
+    params, _ = checkpointer.restore_params(step)
+    assert not checkpointing.non_finite_leaves(params)
   checkpointer.close()
-  assert all(np.all(np.isfinite(x)) for x in jax.tree_util.tree_leaves(params))
+  if not kept:
+    assert "no checkpoint is left" in str(error.value)

@@ -707,10 +707,25 @@ def test_cli_wrong_file(tmp_path, capsys, content, fmt, match):
              "fcn32s", match=match)
 
 
-def test_cli_caffemodel_read_as_keras(tmp_path, capsys):
-  path = write_caffemodel(tmp_path / "net.caffemodel", caffe_blobs("fcn32s"))
-  _cli_fails(tmp_path, capsys, "--input", path, "--format", "keras", "--model",
-             "fcn32s", match="net.caffemodel")
+@pytest.mark.parametrize("v1", [False, True])
+@pytest.mark.parametrize("fmt", ["keras", "pytorch"])
+def test_cli_caffemodel_read_as_another_format(tmp_path, capsys, fmt, v1):
+  # Named .bin: recognised by its bytes, not its name.
+  path = write_caffemodel(tmp_path / "net.bin", caffe_blobs("fcn32s"), v1=v1)
+  err = _cli_fails(tmp_path, capsys, "--input", path, "--format", fmt,
+                   "--model", "fcn32s", match="net.bin is a Caffe .caffemodel")
+  assert "Use --format caffemodel" in err and "corrupt" not in err
+
+
+def test_pickled_whole_module_is_named_not_called_corrupt(tmp_path):
+  torch = _torch()
+  path = tmp_path / "model.pth"
+  torch.save(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3)), path)
+  with pytest.raises(WeightFileError) as error:
+    readers.read_pytorch_fcn(str(path))
+  message = str(error.value)
+  assert "torch.nn.modules.container.Sequential" in message
+  assert "model.state_dict()" in message and "truncated" not in message
 
 
 def test_cli_torchvision_caffe_file_name_check(tmp_path, capsys):

@@ -53,6 +53,9 @@ def describe_file(path: str) -> tuple[str, str | None] | None:
   if head and all(b in _TEXT_BYTES for b in head):
     return ("a text file (a .prototxt network definition or similar, not "
             "weights)", None)
+  from fcn_jax.readers import caffemodel  # pylint: disable=g-import-not-at-top
+  if caffemodel.looks_like_caffemodel(head):
+    return caffemodel.DESCRIPTION, "caffemodel"
   return None
 
 

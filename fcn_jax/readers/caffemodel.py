@@ -213,6 +213,42 @@ def _net_layers(buf, size: int) -> list[tuple[str, object, list[np.ndarray]]]:
   return layers
 
 
+DESCRIPTION = "a Caffe .caffemodel (binary protobuf)"
+# NetParameter's fields and their wire types: what a .caffemodel starts with.
+_NET_FIELDS = {1: _LENGTH_DELIMITED, 2: _LENGTH_DELIMITED,
+               3: _LENGTH_DELIMITED, 4: _VARINT, 5: _VARINT,
+               6: _LENGTH_DELIMITED, 7: _VARINT, 8: _LENGTH_DELIMITED,
+               _NET_LAYER: _LENGTH_DELIMITED}
+
+
+def looks_like_caffemodel(head: bytes) -> bool:
+  """Whether the first bytes of a file read as the start of a NetParameter:
+  net fields (usually the name first), up to a layer whose first field is
+  valid (a layer may run far past ``head``)."""
+  pos, end = 0, len(head)
+  try:
+    for _ in range(2):
+      key, pos = _varint(head, pos, end)
+      field, wire_type = key >> 3, key & 7
+      if _NET_FIELDS.get(field) != wire_type:
+        return False
+      if wire_type == _VARINT:
+        _, pos = _varint(head, pos, end)
+        continue
+      size, pos = _varint(head, pos, end)
+      if field in (_NET_V1_LAYERS, _NET_LAYER):
+        key, _ = _varint(head, pos, end)
+        return 1 <= key >> 3 <= 200 and key & 7 in (_VARINT,
+                                                    _LENGTH_DELIMITED)
+      if pos + size > end or (field == 1 and not _string(
+          head, (pos, pos + size)).isprintable()):
+        return False
+      pos += size
+    return True
+  except _Corrupt:
+    return False
+
+
 def read_caffemodel(path: str) -> LayerBlobs:
   """Reads a ``.caffemodel`` into ``{layer name: [blobs in Caffe layout]}``.
 
@@ -224,7 +260,7 @@ def read_caffemodel(path: str) -> LayerBlobs:
     WeightFileError: the file is missing, of another format, truncated or
       corrupt, holds no weights, or names two weighted layers alike.
   """
-  check_input_file(path, "a Caffe .caffemodel (binary protobuf)", "caffemodel")
+  check_input_file(path, DESCRIPTION, "caffemodel", accepted=(DESCRIPTION,))
   with open(path, "rb") as f, mmap.mmap(f.fileno(), 0,
                                         access=mmap.ACCESS_READ) as buf:
     try:

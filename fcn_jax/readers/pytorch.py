@@ -20,6 +20,8 @@ mapping itself (:func:`state_dict_to_layers`) needs only NumPy.
 
 from __future__ import annotations
 
+import pickle
+import re
 from typing import Any, Mapping
 
 import numpy as np
@@ -128,6 +130,19 @@ def load_state_dict(path: str, fmt: str = "pytorch") -> dict[str, np.ndarray]:
         "torch).") from None
   try:
     obj = torch.load(path, map_location="cpu", weights_only=True)
+  except pickle.UnpicklingError as e:
+    # weights_only refuses pickled objects other than tensors and containers.
+    classes = re.findall(r"GLOBAL (\S+)", str(e))
+    if not classes:
+      raise WeightFileError(
+          f"{path}: torch.load failed (UnpicklingError: "
+          f"{str(e).splitlines()[0]}). The file is truncated or not a PyTorch "
+          "checkpoint; download it again.") from None
+    raise WeightFileError(
+        f"{path} holds a pickled {classes[0]} object (e.g. a whole model "
+        "saved with torch.save(model)), not a state dict of tensors; fcn_jax "
+        "does not unpickle objects, which can run arbitrary code. Load it in "
+        "PyTorch and save model.state_dict() with torch.save.") from None
   except Exception as e:  # torch raises many types for bad files.
     raise WeightFileError(
         f"{path}: torch.load failed ({type(e).__name__}: {e}). The file is "

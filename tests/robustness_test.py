@@ -1,0 +1,374 @@
+"""Nothing lost, nothing poisoned: damaged checkpoints, resuming with another
+model, divergence, dataset/model class counts, replayed metrics and SIGTERM
+during start-up, on the tiny quickstart (FCN-32s / 64, 32 px crops, a
+checkpoint every 2 steps) on ``synthetic_shapes/tiny``."""
+
+import glob
+import json
+import os
+import pathlib
+import re
+import shutil
+import signal
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from fcn_jax import checkpointing
+from fcn_jax import data_sources
+from fcn_jax import default_config
+from fcn_jax import input_pipeline
+from fcn_jax import models
+from fcn_jax import parallel
+from fcn_jax import preprocessing
+from fcn_jax import train
+
+# Orbax's asyncio threads report the failed reads of damaged checkpoints
+# once more when their event loop closes; the errors themselves are tested.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore::pytest.PytestUnraisableExceptionWarning")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+NUM_STEPS = 4  # Checkpoints 2 and 4.
+
+
+def _config(data_dir, num_train_steps=NUM_STEPS, **optim):
+  config = default_config.get_config()
+  config.mode = "train"
+  config.model.width_divisor = 64
+  config.model.dropout_rate = 0.0
+  config.dataset.name = "synthetic_shapes/tiny"
+  config.dataset.data_dir = str(data_dir)
+  config.dataset.train_split = "synthetic_train"
+  config.dataset.eval_split = "synthetic_val"
+  config.preprocessing = "torchvision"
+  config.batch_size = 4
+  config.eval_batch_size = 2
+  config.num_train_steps = num_train_steps
+  config.log_every_steps = 1
+  config.checkpoint.every_steps = 2
+  config.input.train_mode = "epochs"
+  config.input.crop_size = 32
+  config.input.eval_pad_size = 48
+  config.optim.loss_normalization = "valid"
+  config.optim.base_lr = 1e-2
+  config.optim.momentum = 0.9
+  for key, value in optim.items():
+    setattr(config.optim, key, value)
+  return config
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+  """A 4-step run: checkpoints 2 and 4, and its final parameters."""
+  root = tmp_path_factory.mktemp("robust")
+  data_dir = root / "tfds"
+  workdir = root / "run"
+  state = train.train_and_evaluate(_config(data_dir), str(workdir))
+  return dict(data_dir=data_dir, workdir=workdir,
+              params=parallel.to_host(state.params))
+
+
+def _copy(trained, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(trained["workdir"], workdir)
+  return workdir
+
+
+def _steps(workdir):
+  checkpointer = checkpointing.Checkpointer(str(workdir), read_only=True)
+  try:
+    return checkpointer.all_steps()
+  finally:
+    checkpointer.close()
+
+
+def _train_records(workdir):
+  lines = (workdir / "metrics.jsonl").read_text().splitlines()
+  return [r for r in map(json.loads, lines) if r["split"] == "train"]
+
+
+def _template(config):
+  model = train.model_spec(config).create()
+  params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
+  tx = train.optim.create_optimizer(config.optim, params,
+                                    model.frozen_layers(), NUM_STEPS)
+  return train.create_train_state(params, tx, jax.random.PRNGKey(1))
+
+
+# --------------------------------------------------------------------------
+# Damaged checkpoints.
+# --------------------------------------------------------------------------
+
+
+def _truncate_a_params_file(step_dir):
+  data = sorted(glob.glob(str(step_dir / "params" / "d" / "*")))[0]
+  with open(data, "r+b") as f:
+    f.truncate(os.path.getsize(data) // 2)
+
+
+def _delete_a_params_file(step_dir):
+  os.remove(sorted(glob.glob(str(step_dir / "params" / "d" / "*")))[0])
+
+
+def _garbage_metadata(step_dir):
+  (step_dir / "params" / "_METADATA").write_text("{garbage")
+
+
+def _garbage_run_metadata(step_dir):
+  for path in (step_dir / "metadata").iterdir():
+    path.write_text("not JSON")
+
+
+def _delete_train_state(step_dir):
+  shutil.rmtree(step_dir / "train_state")
+
+
+def _delete_params(step_dir):
+  shutil.rmtree(step_dir / "params")
+
+
+def _empty_directory(step_dir):
+  shutil.rmtree(step_dir)
+  step_dir.mkdir()
+
+
+DAMAGES = [_truncate_a_params_file, _delete_a_params_file, _garbage_metadata,
+           _garbage_run_metadata, _delete_train_state, _delete_params,
+           _empty_directory]
+
+
+@pytest.mark.parametrize("damage", DAMAGES, ids=lambda f: f.__name__[1:])
+def test_resume_sets_a_damaged_latest_checkpoint_aside(trained, tmp_path,
+                                                        damage):
+  workdir = _copy(trained, tmp_path)
+  damage(workdir / "checkpoints" / "4")
+  config = _config(trained["data_dir"])
+  checkpointer = checkpointing.Checkpointer(str(workdir))
+  try:
+    resumed = train._resume(config, checkpointer, lambda: _template(config))
+    assert checkpointer.all_steps() == [2]
+  finally:
+    checkpointer.close()
+  assert resumed.step == 2 and int(resumed.state.step) == 2
+  assert (workdir / "checkpoints" / "4.corrupt").is_dir()  # Nothing deleted.
+  assert not (workdir / "checkpoints" / "4").exists()
+
+  # predict/evaluate on the damaged step: one line naming it and the fix
+  # (they read only the parameters and metadata).
+  (workdir / "checkpoints" / "4.corrupt").rename(workdir / "checkpoints" / "4")
+  if damage is _delete_train_state:
+    assert checkpointing.load(str(workdir), "latest").step == 4
+    return
+  with pytest.raises(checkpointing.CheckpointError) as error:
+    checkpointing.load(str(workdir), "latest")
+  message = str(error.value)
+  assert str(workdir / "checkpoints" / "4") in message
+  assert "--step" in message and "2" in message and "\n" not in message
+
+
+def test_no_intact_checkpoint_is_one_line_and_moves_nothing(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  _delete_params(workdir / "checkpoints" / "4")
+  _empty_directory(workdir / "checkpoints" / "2")
+  config = _config(trained["data_dir"])
+  checkpointer = checkpointing.Checkpointer(str(workdir))
+  try:
+    with pytest.raises(checkpointing.CheckpointError,
+                       match="no intact checkpoint in") as error:
+      train._resume(config, checkpointer, lambda: _template(config))
+  finally:
+    checkpointer.close()
+  message = str(error.value)
+  assert str(workdir / "checkpoints") in message and "\n" not in message
+  assert "step 4:" in message and "step 2:" in message
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["2", "4"]
+
+
+def test_resume_sets_a_non_finite_checkpoint_aside(trained, tmp_path):
+  """One saved before these checks (or with bits flipped on disk)."""
+  config = _config(trained["data_dir"])
+  template = parallel.to_host(_template(config).to_dict())
+  source = checkpointing.Checkpointer(str(trained["workdir"]), read_only=True)
+  target = checkpointing.Checkpointer(str(tmp_path / "run"), keep_best=0)
+  try:
+    for step in (2, 4):
+      data_iter = input_pipeline.create_train_iterator(
+          config, preprocessing.TORCHVISION)
+      state, metadata = source.restore(step, template, data_iterator=data_iter)
+      if step == 4:
+        state["params"]["fc6"]["kernel"].flat[7] = np.inf
+      target.save(step, state, metadata=metadata, data_iterator=data_iter)
+      target.wait()
+    resumed = train._resume(config, target, lambda: _template(config))
+    assert target.all_steps() == [2]
+  finally:
+    source.close()
+    target.close()
+  assert resumed.step == 2
+  assert (tmp_path / "run" / "checkpoints" / "4.diverged").is_dir()
+
+
+def test_resume_past_damage_equals_the_uninterrupted_run(trained, tmp_path,
+                                                         monkeypatch):
+  workdir = _copy(trained, tmp_path)
+  _truncate_a_params_file(workdir / "checkpoints" / "4")
+  # Real class names of the dataset go into the metadata (here: made up, so
+  # that they differ from the VOC default).
+  names = [f"thing_{i}" for i in range(21)]
+  monkeypatch.setattr(data_sources, "dataset_class_names",
+                      lambda *args: names)
+  state = train.train_and_evaluate(_config(trained["data_dir"]), str(workdir))
+  for (path, a), b in zip(
+      jax.tree_util.tree_leaves_with_path(parallel.to_host(state.params)),
+      jax.tree_util.tree_leaves(trained["params"])):
+    np.testing.assert_array_equal(a, b, err_msg=jax.tree_util.keystr(path))
+  assert _steps(workdir) == [2, 4]
+  assert (workdir / "checkpoints" / "4.corrupt").is_dir()
+  # Steps 3 and 4 were replayed: each appears once.
+  assert [r["step"] for r in _train_records(workdir)] == [1, 2, 3, 4]
+  assert json.loads((workdir / "config.json").read_text())[
+      "class_names"] == names
+  assert checkpointing.load(str(workdir)).class_names == names
+
+
+# --------------------------------------------------------------------------
+# Another model, another dataset.
+# --------------------------------------------------------------------------
+
+
+def test_resume_with_another_model_fails_before_writing(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  before = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+  config = _config(trained["data_dir"], num_train_steps=6)
+  config.model.width_divisor = 32
+  with pytest.raises(ValueError) as error:
+    train.train_and_evaluate(config, str(workdir))
+  message = str(error.value)
+  assert "config.model.width_divisor=32 (the checkpoint has 64)" in message
+  assert "config.json" in message and "--config.init_from" in message
+  assert "\n" not in message
+  after = {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+  assert after == before  # config.json, metrics, checkpoints untouched.
+
+
+def test_model_and_dataset_class_counts_must_match(trained, tmp_path):
+  config = _config(trained["data_dir"])
+  config.model.num_classes = 5
+  with pytest.raises(ValueError, match=r"config.model.num_classes=5, but the "
+                     r"dataset synthetic_shapes/tiny has 21 classes.*labels "
+                     r"5..20 would be ignored.*num_classes=21"):
+    train.train_and_evaluate(config, str(tmp_path / "new"))
+  assert not (tmp_path / "new").exists()
+
+  # Evaluating a 5-class model on 21-class data.
+  spec = models.ModelSpec("fcn32s", 5, width_divisor=64)
+  params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                        models.param_shapes(spec.create()))
+  checkpointing.save_weights(
+      str(tmp_path / "five"), params,
+      checkpointing.make_metadata(spec, preprocessing.TORCHVISION))
+  with pytest.raises(ValueError, match=r"five has num_classes=5, but the "
+                     r"dataset synthetic_shapes/tiny has 21"):
+    train.evaluate_checkpoint(_config(trained["data_dir"]),
+                              str(tmp_path / "five"))
+
+
+def test_dataset_class_names_come_from_the_builder(tmp_path):
+  nyud = data_sources.dataset_class_names("nyud", str(tmp_path))
+  assert len(nyud) == 40 and nyud[:3] == ["wall", "floor", "cabinet"]
+  assert data_sources.dataset_class_names("no_such", str(tmp_path)) is None
+
+
+# --------------------------------------------------------------------------
+# Divergence.
+# --------------------------------------------------------------------------
+
+
+def test_a_non_finite_state_is_never_saved(trained, tmp_path):
+  config = _config(trained["data_dir"], num_train_steps=3,
+                   loss_normalization="sum", base_lr=1e38, warmup_steps=0)
+  config.checkpoint.every_steps = 1
+  workdir = tmp_path / "diverged"
+  with pytest.raises(train.NonFiniteLossError,
+                     match=r"The train state after step 1 holds NaN or "
+                     r"infinite values in \d+ of \d+ arrays.*no checkpoint "
+                     r"is left"):
+    train.train_and_evaluate(config, str(workdir))
+  assert _steps(workdir) == []
+  assert os.listdir(workdir / "checkpoints") == []
+
+
+def test_a_huge_rate_after_a_good_start_keeps_the_good_checkpoint(
+    trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  # The first update makes the parameters huge but finite (it is saved: every
+  # step is), the loss of the next step, computed from them, is not.
+  config = _config(trained["data_dir"], num_train_steps=8, base_lr=1e30)
+  config.checkpoint.every_steps = 1
+  with pytest.raises(train.NonFiniteLossError) as error:
+    train.train_and_evaluate(config, str(workdir))
+  message = str(error.value)
+  assert "loss became nan at step 6" in message.lower(), message
+  assert re.search(r"checkpoint of step 5, which leads to it, is set aside as "
+                   r"\S+/checkpoints/5\.diverged;", message), message
+  assert (f"the newest good checkpoint is {workdir / 'checkpoints' / '4'}"
+          in message)
+  assert _steps(workdir) == [4]
+
+  # A normal rerun resumes from step 4 and stays finite.
+  state = train.train_and_evaluate(
+      _config(trained["data_dir"], num_train_steps=6), str(workdir))
+  assert int(state.step) == 6
+  assert not checkpointing.non_finite_leaves(parallel.to_host(state.params))
+  records = _train_records(workdir)
+  assert [r["step"] for r in records] == [1, 2, 3, 4, 5, 6]
+  assert all(np.isfinite(r["loss"]) for r in records)
+
+
+# --------------------------------------------------------------------------
+# SIGTERM during start-up (the real CLI in a subprocess).
+# --------------------------------------------------------------------------
+
+
+def test_sigterm_during_start_up_exits_cleanly(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.Popen(
+      [sys.executable, "-m", "fcn_jax.main",
+       "--config", str(REPO / "configs" / "quickstart.py"),
+       "--workdir", str(workdir), "--config.mode=train",
+       "--config.model.name=fcn32s", "--config.model.width_divisor=64",
+       "--config.dataset.name=synthetic_shapes/tiny",
+       f"--config.dataset.data_dir={trained['data_dir']}",
+       "--config.num_train_steps=6", "--config.batch_size=4",
+       "--config.input.crop_size=32", "--config.optim.base_lr=1e-2",
+       "--config.optim.schedule=fixed", "--config.optim.warmup_steps=0",
+       "--config.optim.weight_decay=5e-4", "--config.log_every_steps=1",
+       "--config.checkpoint.every_steps=2"],
+      cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+  log = []
+  try:
+    for line in proc.stderr:
+      log.append(line)
+      if "Resumed from" in line:
+        proc.send_signal(signal.SIGTERM)
+        break
+    log.extend(proc.stderr)
+    code = proc.wait(timeout=300)
+  finally:
+    proc.kill()
+  text = "".join(log)
+  assert "Resumed from" in text, text[-3000:]
+  assert code == 0, text[-3000:]
+  assert "Traceback" not in text
+  # Either it stopped before the first step, or it ran one and saved it.
+  steps = _steps(workdir)
+  if "Preempted during start-up" in text:
+    assert steps == [2, 4]
+  else:
+    assert "Preempted: saved step 5" in text and steps[-1] == 5
