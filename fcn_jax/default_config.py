@@ -67,31 +67,11 @@ def get_config() -> ml_collections.ConfigDict:
   # at each evaluation.
   config.num_eval_tiles = 4
 
-<<<<<<< HEAD
   # The model: every field of fcn_jax.models.ModelSpec, with its defaults
   # (name "fcn32s" ... "fcn8s_atonce", num_classes, width_divisor, dtype,
   # learn_upsampling, dropout_rate, upsample_mode); their meanings are in
   # ModelSpec's docstring, and ModelSpec checks every value.
   config.model = ml_collections.ConfigDict(models.ModelSpec().to_dict())
-=======
-  config.model = ml_collections.ConfigDict()
-  # "fcn32s", "fcn16s", "fcn8s" or "fcn8s_atonce".
-  config.model.name = "fcn32s"
-  config.model.num_classes = 21
-  # Divides every trunk width (64..512) and the fc width (4096); 1 = VGG16.
-  config.model.width_divisor = 1
-  # Computation dtype ("float32" or "bfloat16"); parameters stay float32.
-  config.model.dtype = "float32"
-  # Train the 2x upsamplers (the CVPR variant); the reference freezes all.
-  config.model.learn_upsampling = False
-  # Dropout after fc6 and fc7 in training (inverted dropout, as Caffe).
-  config.model.dropout_rate = 0.5
-  # "dense": upsampler kernels (k, k, C, C) as Caffe stores them
-  # (docs/reference.md §10 counts); "depthwise": only their diagonal
-  # (k, k, 1, C), the same function with C times fewer upsampling FLOPs (see
-  # fcn_jax.models).
-  config.model.upsample_mode = "dense"
->>>>>>> docs
 
   # Data (read by fcn_jax.input_pipeline).
   config.dataset = ml_collections.ConfigDict()
