@@ -214,9 +214,14 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
   metadata = None
   for suffix, path in sources.items():
     source = checkpointing.load(path)
+    # Layers a weights export did not read from its file (a VGG16 export's
+    # zero score_fr and bilinear upscore, made for its class count) are not
+    # weights: the model's own reference init stands.
+    made_up = set(((source.metadata.get("report") or {}).get("missing"))
+                  or ())
     params, report = weights.copy_by_name(
-        source.params, params, suffix=suffix,
-        renamed=model.renamed_trunk_layers())
+        {k: v for k, v in source.params.items() if k not in made_up}, params,
+        suffix=suffix, renamed=model.renamed_trunk_layers())
     logging.info("Initialised %sfrom %s: %s\n%s",
                  f"the {suffix} stream " if suffix else "",
                  source.describe(), report.summary(), report.table())

@@ -377,10 +377,15 @@ def _load_error(problems: list[str], layers: Mapping[str, Any],
   """One message listing every problem, with the likely fix."""
   hints = []
   guess = guess_model(layers)
-  if guess and guess != "vgg16" and model_name not in guess.split(" or "):
+  trunk = models.NETS[model_name].trunk_spec
+  if guess in models.TRUNKS and guess != trunk.name:
+    users = [n.name for n in models.NETS.values() if n.trunk == guess]
+    hints.append(f"{source} is a {guess} base net, not {trunk.name}: it "
+                 f"starts {' or '.join(users)} (--model {users[0]}).")
+  elif (guess and guess not in models.TRUNKS
+        and model_name not in guess.split(" or ")):
     hints.append(f"{source} looks like {guess}, not {model_name}: convert it "
                  f"with --model {guess.split(' or ')[0]}.")
-  trunk = models.NETS[model_name].trunk_spec
   trunk_names = {n for n in set(trunk.layer_names)
                  | models.model_layer_names(model_name)
                  if not is_head_layer(n)}
