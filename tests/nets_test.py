@@ -134,9 +134,12 @@ def test_pascalcontext_nets_are_the_voc_graphs_with_60_classes():
     context = models.create_model(f"pascalcontext_fcn{stride}",
                                   width_divisor=64)
     voc = models.create_model(f"fcn{stride}", 60, width_divisor=64)
-    variables = models_test._to_flax(models_test._random_caffe_blobs(voc, rng))
-    np.testing.assert_array_equal(context.apply({"params": variables}, x),
-                                  voc.apply({"params": variables}, x))
+    assert context.layer_names() == voc.layer_names()
+    assert context.frozen_layers() == voc.frozen_layers()
+  # The whole graph once, at stride 8 (the one with both skips).
+  variables = models_test._to_flax(models_test._random_caffe_blobs(voc, rng))
+  np.testing.assert_array_equal(context.apply({"params": variables}, x),
+                                voc.apply({"params": variables}, x))
 
 
 def _output_sizes_match(name, sizes):
@@ -153,15 +156,15 @@ def _output_sizes_match(name, sizes):
 
 
 def test_alexnet_output_matches_input_for_odd_and_even_sizes():
-  # Every size through 96 (three periods of the stride 32), then a sample;
+  # Every size through 64 (two periods of the stride 32), then a sample;
   # each height h is traced with width 601 - h.
-  _output_sizes_match("fcn_alexnet", list(range(1, 97)) +
-                      list(range(97, 601, 13)) + [599, 600])
+  _output_sizes_match("fcn_alexnet", list(range(1, 65)) +
+                      list(range(65, 601, 29)) + [599, 600])
 
 
 @pytest.mark.parametrize("name", [n for n in NEW_NETS if n != "fcn_alexnet"])
 def test_output_matches_input_for_odd_and_even_sizes(name):
-  _output_sizes_match(name, [1, 2, 31, 32, 33, 256, 299, 300, 500])
+  _output_sizes_match(name, [1, 2, 31, 32, 33, 300])
 
 
 def test_inputs_are_checked_against_the_net():
