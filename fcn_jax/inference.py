@@ -403,10 +403,9 @@ class Predictor:
       if min(array.shape[:2]) < 1:
         raise ValueError(f"empty {name} of shape {array.shape}")
       checked[name] = array
-    sizes = {a.shape[:2] for a in checked.values()}
-    if len(sizes) > 1:
-      raise ValueError(f"the images of one example differ in size: "
-                       f"{', '.join(f'{k} {v.shape[:2]}' for k, v in checked.items())}")
+    sizes = {k: a.shape[:2] for k, a in checked.items()}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"the images of one example differ in size: {sizes}")
     return checked
 
 
