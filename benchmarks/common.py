@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks import flops
+from fcn_jax import models
 
 # Dense (no sparsity) peak TFLOP/s by device-name substring, first match wins.
 # "float32" is the TF32 tensor-core peak: JAX and PyTorch both let cuDNN use
@@ -70,6 +71,13 @@ class Runner(Protocol):
 
   def teardown(self) -> None:
     """Frees memory."""
+
+
+# The nets the runners feed (one [N, H, W, 3] input, one head).
+BENCHMARK_MODELS = tuple(
+    name for name, net in models.NETS.items()
+    if not net.multi_input and not net.multi_head
+    and net.inputs[0].channels == 3)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,7 +243,8 @@ def add_flags(parser: argparse.ArgumentParser, default_sizes: str) -> None:
   """Command-line flags shared by the training and inference benchmarks."""
   cpu = on_cpu()
   parser.add_argument("--models", default="fcn8s",
-                      help="comma list of fcn32s, fcn16s, fcn8s, fcn8s_atonce")
+                      help="comma list of the nets with one 3-channel input "
+                      f"and one head: {', '.join(BENCHMARK_MODELS)}")
   parser.add_argument("--sizes", default=default_sizes,
                       help="comma list of square image sizes")
   parser.add_argument("--dtypes", default="float32" if cpu else
@@ -282,6 +291,12 @@ def rows_from_flags(args: argparse.Namespace) -> list[Row]:
   split = lambda text: [x.strip() for x in text.split(",") if x.strip()]
   rows = []
   for model in split(args.models):
+    if model not in BENCHMARK_MODELS:
+      raise ValueError(
+          f"--models: {model!r} is not one of the benchmarked nets "
+          f"{list(BENCHMARK_MODELS)} (one 3-channel input, one head; the "
+          "multi-input and two-head nets cost their streams and heads more, "
+          "see benchmarks.flops)")
     for size in map(int, split(args.sizes)):
       for dtype in split(args.dtypes):
         if dtype not in DTYPES:

@@ -3,8 +3,10 @@
 Every convolution and transposed convolution is counted as ``2 * MACs``; ReLU,
 pooling, crops, sums and the loss are left out (they are < 0.5% of the total).
 The shapes follow the Caffe geometry of :mod:`fcn_jax.models` (docs/reference.md
-§11): ``conv1_1`` pads by 100, the pools round up, ``fc6`` is an unpadded 7x7
-convolution and a ``Deconvolution(k, s)`` maps ``n`` to ``s * (n - 1) + k``.
+§11), from the same trunk tables: the first convolution pads by 100,
+convolutions round down and pools up, ``fc6`` is an unpadded 7x7 (CaffeNet:
+6x6) convolution, grouped convolutions do ``1 / groups`` of the MACs, and a
+``Deconvolution(k, s)`` maps ``n`` to ``s * (n - 1) + k``.
 
 A transposed convolution does ``k * k`` MACs per *input* pixel and channel
 pair: the zeros of the stride-dilated input are not counted (cuDNN and XLA's
@@ -35,7 +37,8 @@ class Layer:
     kernel: Kernel height and width.
     in_channels: Input channels.
     out_channels: Output channels.
-    groups: 1, or ``C`` for a depthwise upsampler.
+    groups: 1; Caffe's ``group`` (CaffeNet's conv2/4/5); ``C`` for a
+      depthwise upsampler.
     transposed: True for a transposed convolution (upsampler).
     trainable: Whether its kernel gets a gradient.
   """
@@ -57,65 +60,77 @@ class Layer:
             * self.out_channels // self.groups)
 
 
-def fcn_layers(name: str, height: int, width: int, num_classes: int = 21,
-               width_divisor: int = 1, upsample_mode: str = "dense",
+def fcn_layers(name: str, height: int, width: int,
+               num_classes: int | None = None, width_divisor: int = 1,
+               upsample_mode: str = "dense",
                learn_upsampling: bool = False) -> list[Layer]:
   """The convolution-like layers of an FCN for one ``height x width`` image.
 
   Args:
-    name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s_atonce``.
+    name: Any of :data:`fcn_jax.models.MODEL_NAMES`.
     height: Input height.
     width: Input width.
-    num_classes: Score channels.
+    num_classes: Score channels of the (first) head; None: the net's own.
     width_divisor: As in :func:`fcn_jax.models.create_model`.
     upsample_mode: ``dense`` (C x C kernels) or ``depthwise``.
     learn_upsampling: Whether the 2x upsamplers are trainable.
 
   Returns:
-    The layers in execution order.
+    The layers in execution order (stream by stream, then head by head).
   """
-  if name not in models.HEADS:
+  if name not in models.NETS:
     raise ValueError(f"Unknown model {name!r}; choose one of "
                      f"{models.MODEL_NAMES}.")
   if upsample_mode not in models.UPSAMPLE_MODES:
     raise ValueError(f"Unknown upsample_mode {upsample_mode!r}; choose one "
                      f"of {models.UPSAMPLE_MODES}.")
-  head = models.HEADS[name]
-  channels_of = lambda c: max(1, c // width_divisor)
+  net = models.NETS[name]
+  trunk = net.trunk_spec
+  head = net.head
+  inputs = {i.name: i.channels for i in net.inputs}
   layers = []
-  size, channels = (height, width), 3
-  pools = {}
+  streams = []  # (fc7 size, fc7 channels, {pool: (size, channels)}) each.
+  for stream in net.streams:
+    size, channels = (height, width), inputs[stream.input]
+    pools = {}
+    for index, spec in enumerate(trunk.layers):
+      out_channels = trunk.width(spec.features, width_divisor)
+      out = tuple((n + 2 * spec.pad - spec.kernel) // spec.stride + 1
+                  for n in size)
+      layer_name = (stream.first_layer if index == 0 and stream.first_layer
+                    else spec.name) + stream.suffix
+      layers.append(Layer(layer_name, size, out, spec.kernel, channels,
+                          out_channels, spec.groups))
+      size, channels = out, out_channels
+      if spec.pool:
+        size = tuple(-(-max(n - trunk.pool_window, 0) // trunk.pool_stride)
+                     + 1 for n in size)
+        pools[spec.pool] = (size, channels)
+    streams.append((size, channels, pools))
 
-  def conv(layer_name, kernel, pad, out_channels):
-    nonlocal size, channels
-    out = tuple(n + 2 * pad - kernel + 1 for n in size)
-    layers.append(Layer(layer_name, size, out, kernel, channels, out_channels))
-    size, channels = out, out_channels
+  for output, classes in zip(net.outputs,
+                             net.output_classes(num_classes
+                                                or net.num_classes).values()):
+    suffix = output.suffix
+    groups = classes if upsample_mode == "depthwise" else 1
+    for stream, (fc_size, fc_channels, _) in zip(net.streams, streams):
+      layers.append(Layer(models.SCORE_LAYER + stream.suffix + suffix,
+                          fc_size, fc_size, 1, fc_channels, classes))
+    size = streams[0][0]
+    pools = streams[0][2]
 
-  for block, (block_channels, depth) in enumerate(models.VGG16_BLOCKS, 1):
-    for i in range(1, depth + 1):
-      pad = models.INPUT_PAD if (block, i) == (1, 1) else 1
-      conv(f"conv{block}_{i}", 3, pad, channels_of(block_channels))
-    size = tuple(math.ceil(n / 2) for n in size)
-    pools[f"pool{block}"] = (size, channels)
-  conv("fc6", models.FC6_KERNEL, 0, channels_of(models.FC_WIDTH))
-  conv("fc7", 1, 0, channels_of(models.FC_WIDTH))
-  conv("score_fr", 1, 0, num_classes)
-  groups = num_classes if upsample_mode == "depthwise" else 1
+    def upsample(up, trainable, size=None):
+      out = tuple(up.stride * (n - 1) + up.kernel for n in size)
+      layers.append(Layer(up.name + suffix, size, out, up.kernel, classes,
+                          classes, groups, True, trainable))
+      return out
 
-  def upsample(up, trainable):
-    nonlocal size
-    out = tuple(up.stride * (n - 1) + up.kernel for n in size)
-    layers.append(Layer(up.name, size, out, up.kernel, num_classes,
-                        num_classes, groups, True, trainable))
-    size = out
-
-  for skip in head.skips:
-    upsample(skip.upsampler, learn_upsampling)
-    pool_size, pool_channels = pools[skip.source]
-    layers.append(Layer(skip.score_layer, pool_size, pool_size, 1,
-                        pool_channels, num_classes))
-  upsample(head.final, False)
+    for skip in head.skips:
+      size = upsample(skip.upsampler, learn_upsampling, size)
+      pool_size, pool_channels = pools[skip.source]
+      layers.append(Layer(skip.score_layer + suffix, pool_size, pool_size, 1,
+                          pool_channels, classes))
+    upsample(head.final, False, size)
   return layers
 
 

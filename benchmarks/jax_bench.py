@@ -84,8 +84,8 @@ def create_train_step(config: ml_collections.ConfigDict,
   model = train_lib.create_model(config.model).clone(upsample_mode=upsample_mode)
   devices = jax.local_devices()[:1]
   params = common.random_variables(model)["params"]
-  tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
-                              config.num_train_steps)
+  tx = optim.create_model_optimizer(config.optim, params, model,
+                                    config.num_train_steps)
   state = train_lib.create_train_state(params, tx,
                                        jax.random.PRNGKey(config.seed))
   step = train_lib.make_train_fn(model, tx, config, devices, donate_state=donate)

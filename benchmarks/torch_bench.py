@@ -60,7 +60,8 @@ def caffe_sgd(model: torch.nn.Module, optim: Any) -> torch.optim.SGD:
   """``torch.optim.SGD`` doing the update of ``fcn_jax.optim`` (Caffe's).
 
   Weights get ``base_lr`` and ``weight_decay``; biases ``bias_lr_mult`` times
-  the rate and ``bias_decay_mult`` times the decay; parameters without
+  the rate and ``bias_decay_mult`` times the decay (those of
+  ``model.default_bias_layers`` are treated as weights); parameters without
   gradients (the frozen layers) are left out. PyTorch applies the rate after
   the momentum (``v = mu v + g; w -= lr v``) and Caffe before it
   (``v = mu v + lr g; w -= v``); with a fixed rate both give the same
@@ -77,8 +78,11 @@ def caffe_sgd(model: torch.nn.Module, optim: Any) -> torch.optim.SGD:
     raise ValueError("the PyTorch peer step supports only optim.schedule="
                      "'fixed' and optim.iter_size=1")
   trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-  weights = [p for n, p in trainable if not n.endswith(".bias")]
-  biases = [p for n, p in trainable if n.endswith(".bias")]
+  # Caffe's default multipliers (FCN-AlexNet's trunk): biases as weights.
+  like_weights = {f"trunk.{layer}.bias" for layer in model.default_bias_layers}
+  is_bias = lambda n: n.endswith(".bias") and n not in like_weights
+  weights = [p for n, p in trainable if not is_bias(n)]
+  biases = [p for n, p in trainable if is_bias(n)]
   return torch.optim.SGD(
       [{"params": weights, "lr": optim.base_lr,
         "weight_decay": optim.weight_decay},

@@ -1,12 +1,15 @@
 """A PyTorch FCN of the same graph as :mod:`fcn_jax.models`, for speed peers.
 
-The network is written here (not copied from pytorch-fcn) from the same head
-table as fcn_jax (:data:`fcn_jax.models.HEADS`): VGG16 with a 100-pixel pad in
-``conv1_1``, ceil-mode 2x2 max pooling, fc6/fc7 as 7x7/1x1 convolutions with
-dropout, 1x1 score layers, fixed bilinear transposed convolutions and the Caffe
-crops (5/9/31 for FCN-8s). :func:`load_flax_variables` copies an fcn_jax
+The network is written here (not copied from pytorch-fcn) from the same
+tables as fcn_jax: the trunk tables (:data:`fcn_jax.models.TRUNKS`: VGG16 with
+a 100-pixel pad in ``conv1_1``, 2x2 round-up pooling, fc6/fc7 as 7x7/1x1
+convolutions with dropout; CaffeNet with stride-4 conv1, 3x3/2 pooling, LRN
+and grouped convolutions), the head table (:data:`fcn_jax.models.HEADS`: 1x1
+score layers, fixed bilinear transposed convolutions, the Caffe crops) and
+the net table (:data:`fcn_jax.models.NETS`: NYUD's two streams and 4-channel
+input, SIFT Flow's two heads). :func:`load_flax_variables` copies an fcn_jax
 variable tree into it so both frameworks compute the same function
-(``tests/torch_peer_test.py`` checks the logits agree).
+(``tests/torch_peer_test.py`` checks the logits agree for every net).
 
 Upsampling is either ``dense`` (a ``C x C`` transposed convolution, as Caffe and
 pytorch-fcn do) or ``depthwise`` (``groups=C``, the same function when the
@@ -29,93 +32,132 @@ UPSAMPLE_MODES = ("dense", "depthwise")
 
 
 class TorchFCN(nn.Module):
-  """FCN-32s/16s/8s (VGG16) in PyTorch, NCHW, layer names as in Caffe.
+  """Any fcn_jax net in PyTorch, NCHW, layer names as in Caffe.
 
   Args:
-    name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s_atonce``.
-    num_classes: Output channels.
+    name: One of ``fcn_jax.models.MODEL_NAMES``.
+    num_classes: Output channels of the (first) head; None: the net's own.
     width_divisor: Divides every trunk width and the fc width (tiny models).
     upsample_mode: ``dense`` or ``depthwise`` transposed convolutions.
+
+  Attributes:
+    default_bias_layers: Layers whose biases keep Caffe's default
+      multipliers (FCN-AlexNet's trunk; see ``torch_bench.caffe_sgd``).
   """
 
-  def __init__(self, name: str, num_classes: int = 21, width_divisor: int = 1,
-               upsample_mode: str = "dense"):
+  def __init__(self, name: str, num_classes: int | None = None,
+               width_divisor: int = 1, upsample_mode: str = "dense"):
     super().__init__()
-    if name not in models.HEADS:
+    if name not in models.NETS:
       raise ValueError(f"Unknown model {name!r}; choose one of "
                        f"{models.MODEL_NAMES}.")
     if upsample_mode not in UPSAMPLE_MODES:
       raise ValueError(f"Unknown upsample_mode {upsample_mode!r}; choose one "
                        f"of {UPSAMPLE_MODES}.")
-    self.head = models.HEADS[name]
-    self.num_classes = num_classes
-    width = lambda channels: max(1, channels // width_divisor)
+    self.net = models.NETS[name]
+    self.head = self.net.head
+    spec = self.net.trunk_spec
+    self.classes = self.net.output_classes(num_classes
+                                           or self.net.num_classes)
+    self.num_classes = next(iter(self.classes.values()))
+    input_channels = {i.name: i.channels for i in self.net.inputs}
     self.trunk = nn.ModuleDict()
-    self.blocks: list[list[str]] = []
-    in_channels = 3
-    for block, (channels, depth) in enumerate(models.VGG16_BLOCKS, start=1):
+    self.stream_layers: list[list[tuple[str, models.TrunkLayer]]] = []
+    pool_channels = {}
+    for stream in self.net.streams:
+      in_channels = input_channels[stream.input]
       names = []
-      for i in range(1, depth + 1):
-        pad = models.INPUT_PAD if (block, i) == (1, 1) else 1
-        layer = f"conv{block}_{i}"
-        self.trunk[layer] = nn.Conv2d(in_channels, width(channels), 3,
-                                      padding=pad)
-        in_channels = width(channels)
-        names.append(layer)
-      self.blocks.append(names)
-    fc_width = width(models.FC_WIDTH)
-    self.trunk["fc6"] = nn.Conv2d(in_channels, fc_width, models.FC6_KERNEL)
-    self.trunk["fc7"] = nn.Conv2d(fc_width, fc_width, 1)
+      for index, layer in enumerate(spec.layers):
+        layer_name = (stream.first_layer if index == 0 and stream.first_layer
+                      else layer.name) + stream.suffix
+        out_channels = spec.width(layer.features, width_divisor)
+        self.trunk[layer_name] = nn.Conv2d(
+            in_channels, out_channels, layer.kernel, stride=layer.stride,
+            padding=layer.pad, groups=layer.groups)
+        in_channels = out_channels
+        names.append((layer_name, layer))
+        if layer.pool:
+          pool_channels[layer.pool] = out_channels
+      self.stream_layers.append(names)
+    fc_width = in_channels
+    self.default_bias_layers = (
+        tuple(self.trunk) if spec.default_bias_multipliers else ())
     self.dropout = nn.Dropout(models.DROPOUT_RATE)
-    self.pool = nn.MaxPool2d(2, 2, ceil_mode=True)
-    self.score = nn.ModuleDict({"score_fr": nn.Conv2d(fc_width, num_classes,
-                                                      1)})
-    pool_channels = {f"pool{b}": width(c)
-                     for b, (c, _) in enumerate(models.VGG16_BLOCKS, start=1)}
+    self.pool = nn.MaxPool2d(spec.pool_window, spec.pool_stride,
+                             ceil_mode=True)
+    self.lrn = nn.LocalResponseNorm(spec.lrn_size, spec.lrn_alpha,
+                                    spec.lrn_beta, k=1.0)
+    self.score = nn.ModuleDict()
     # at-once: fixed per-channel Scale layers (Caffe lr_mult 0).
     self.scale = nn.ParameterDict()
-    upsamplers = [s.upsampler for s in self.head.skips] + [self.head.final]
-    for skip in self.head.skips:
-      self.score[skip.score_layer] = nn.Conv2d(pool_channels[skip.source],
-                                               num_classes, 1)
-      if skip.scale is not None:
-        self.scale[skip.scale_layer] = nn.Parameter(
-            torch.full((pool_channels[skip.source],), skip.scale),
-            requires_grad=False)
-    groups = num_classes if upsample_mode == "depthwise" else 1
     self.upsample = nn.ModuleDict()
-    for up in upsamplers:
-      deconv = nn.ConvTranspose2d(num_classes, num_classes, up.kernel,
-                                  up.stride, bias=False, groups=groups)
-      deconv.weight.requires_grad_(False)  # Frozen, as Caffe's lr_mult 0.
-      self.upsample[up.name] = deconv
-    self.groups = groups
+    self.groups = {}
+    for output in self.net.outputs:
+      classes = self.classes[output.name]
+      suffix = output.suffix
+      for stream in self.net.streams:
+        self.score[models.SCORE_LAYER + stream.suffix + suffix] = nn.Conv2d(
+            fc_width, classes, 1)
+      for skip in self.head.skips:
+        self.score[skip.score_layer + suffix] = nn.Conv2d(
+            pool_channels[skip.source], classes, 1)
+        if skip.scale is not None:
+          self.scale[skip.scale_layer + suffix] = nn.Parameter(
+              torch.full((pool_channels[skip.source],), skip.scale),
+              requires_grad=False)
+      groups = classes if upsample_mode == "depthwise" else 1
+      for up in self.head.upsamplers():
+        deconv = nn.ConvTranspose2d(classes, classes, up.kernel, up.stride,
+                                    bias=False, groups=groups)
+        deconv.weight.requires_grad_(False)  # Frozen, as Caffe's lr_mult 0.
+        self.upsample[up.name + suffix] = deconv
+        self.groups[up.name + suffix] = groups
 
-  def forward(self, images: torch.Tensor) -> torch.Tensor:
-    """Scores ``[N, 3, H, W]`` images; returns ``[N, C, H, W]`` logits."""
-    height, width = images.shape[2:]
-    blobs = {}
-    x = images
-    for block, names in enumerate(self.blocks, start=1):
-      for layer in names:
-        x = F.relu(self.trunk[layer](x), inplace=True)
-      x = self.pool(x)
-      blobs[f"pool{block}"] = x
-    x = self.dropout(F.relu(self.trunk["fc6"](x), inplace=True))
-    x = self.dropout(F.relu(self.trunk["fc7"](x), inplace=True))
-    score = self.score["score_fr"](x)
-    for skip in self.head.skips:
-      upscored = self.upsample[skip.upsampler.name](score)
-      features = blobs[skip.source]
-      if skip.scale is not None:
-        features = features * self.scale[skip.scale_layer][:, None, None]
-      skip_score = self.score[skip.score_layer](features)
-      off = skip.offset
-      score = upscored + skip_score[:, :, off:off + upscored.shape[2],
-                                    off:off + upscored.shape[3]]
-    score = self.upsample[self.head.final.name](score)
-    off = self.head.final_offset
-    return score[:, :, off:off + height, off:off + width]
+  def forward(self, images: Any) -> Any:
+    """Scores ``[N, C, H, W]`` images (a dict of them for a multi-input
+    net); returns ``[N, K, H, W]`` logits (a dict keyed by head for a
+    multi-head net)."""
+    inputs = images if self.net.multi_input else {
+        self.net.inputs[0].name: images}
+    height, width = next(iter(inputs.values())).shape[2:]
+    features = []
+    for stream, names in zip(self.net.streams, self.stream_layers):
+      x = inputs[stream.input]
+      blobs = {}
+      for layer_name, layer in names:
+        x = F.relu(self.trunk[layer_name](x), inplace=True)
+        if layer.dropout:
+          x = self.dropout(x)
+        if layer.pool:
+          x = self.pool(x)
+          blobs[layer.pool] = x
+        if layer.norm:
+          x = self.lrn(x)
+      blobs["fc7"] = x
+      features.append(blobs)
+    outputs = {}
+    for output in self.net.outputs:
+      suffix = output.suffix
+      scores = [self.score[models.SCORE_LAYER + s.suffix + suffix](f["fc7"])
+                for s, f in zip(self.net.streams, features)]
+      score = scores[0]
+      if self.net.fusion is not None:
+        score = sum(w * s for w, s in zip(self.net.fusion.coefficients,
+                                          scores))
+      for skip in self.head.skips:
+        upscored = self.upsample[skip.upsampler.name + suffix](score)
+        pooled = features[0][skip.source]
+        if skip.scale is not None:
+          pooled = pooled * self.scale[skip.scale_layer + suffix][:, None,
+                                                                  None]
+        skip_score = self.score[skip.score_layer + suffix](pooled)
+        off = skip.offset
+        score = upscored + skip_score[:, :, off:off + upscored.shape[2],
+                                      off:off + upscored.shape[3]]
+      score = self.upsample[self.head.final.name + suffix](score)
+      off = self.head.final_offset
+      outputs[output.name] = score[:, :, off:off + height, off:off + width]
+    return outputs if self.net.multi_head else next(iter(outputs.values()))
 
 
 def _torch_deconv_weight(kernel: np.ndarray, groups: int) -> np.ndarray:
@@ -125,7 +167,8 @@ def _torch_deconv_weight(kernel: np.ndarray, groups: int) -> np.ndarray:
     kernel: ``(k, k, C, C)`` (dense) or ``(k, k, 1, C)`` (depthwise) kernel of
       ``lax.conv_transpose`` without kernel transposition, i.e. the spatially
       flipped Caffe kernel.
-    groups: 1 for a dense ``(C, C, k, k)`` weight, ``C`` for ``(C, 1, k, k)``.
+    groups: 1 for a dense ``(C, C, k, k)`` weight, else ``C``, for
+      ``(C, 1, k, k)``.
 
   Returns:
     The PyTorch weight.
@@ -135,7 +178,7 @@ def _torch_deconv_weight(kernel: np.ndarray, groups: int) -> np.ndarray:
       depthwise.
   """
   kernel = kernel[::-1, ::-1]
-  if groups == 1:
+  if groups == 1:  # (groups == C == 1 is both: the dense form covers it.)
     dense = kernel if kernel.shape[2] > 1 else models.dense_kernel(kernel)
     return dense.transpose(2, 3, 0, 1)
   depthwise = kernel if kernel.shape[2] == 1 else models.depthwise_kernel(
@@ -172,5 +215,5 @@ def load_flax_variables(module: TorchFCN,
       scale.copy_(tensor(params[name]["scale"]))
     for name, deconv in module.upsample.items():
       deconv.weight.copy_(tensor(_torch_deconv_weight(
-          np.asarray(params[name]["kernel"]), module.groups)))
+          np.asarray(params[name]["kernel"]), module.groups[name])))
   return module

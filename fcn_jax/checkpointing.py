@@ -108,7 +108,8 @@ def _one_line(error: BaseException, limit: int = 300) -> str:
 
 def make_metadata(spec: models.ModelSpec,
                   preprocessing: preprocessing_lib.Preprocessing, *,
-                  class_names: Sequence[str] | None = None,
+                  class_names: Sequence[str] | Mapping[str, Sequence[str]]
+                  | None = None,
                   source: Mapping[str, Any] | None = None,
                   **extra: Any) -> dict[str, Any]:
   """The description that travels with a model's parameters.
@@ -118,7 +119,8 @@ def make_metadata(spec: models.ModelSpec,
       are recorded (the compute dtype is not: it does not shape parameters).
     preprocessing: What inputs the weights expect.
     class_names: The classes' names (default: VOC's for 21 classes, else
-      ``class_<i>``).
+      ``class_<i>``); for a multi-head net a dict of them keyed by head, as
+      recorded.
     source: Where the parameters came from (e.g. ``{'file', 'format',
       'sha256'}`` of a converted file).
     **extra: More JSON-able entries (``report``, ``step``, ``config``, ...).
@@ -126,11 +128,25 @@ def make_metadata(spec: models.ModelSpec,
   Returns:
     A JSON-serialisable dict; :func:`model_spec` reads it back.
   """
-  names = list(class_names) if class_names else voc.class_names(
-      spec.num_classes)
-  if len(names) != spec.num_classes:
-    raise ValueError(f"{len(names)} class names for a model of "
-                     f"{spec.num_classes} classes")
+  if spec.multi_head:
+    given = dict(class_names or {})
+    unknown = sorted(set(given) - set(spec.head_classes))
+    if unknown:
+      raise ValueError(f"class names for {unknown}, which {spec.name} does "
+                       f"not have (heads: {sorted(spec.head_classes)})")
+    names = {h: list(given.get(h) or voc.class_names(c))
+             for h, c in spec.head_classes.items()}
+  else:
+    names = {models.SINGLE_OUTPUT: list(class_names) if class_names
+             else voc.class_names(spec.num_classes)}
+  for head, head_names in names.items():
+    wanted = spec.head_classes[head]
+    if len(head_names) != wanted:
+      raise ValueError(f"{len(head_names)} class names for a model of "
+                       f"{wanted} classes"
+                       + (f" in its {head} head" if spec.multi_head else ""))
+  if not spec.multi_head:
+    names = names[models.SINGLE_OUTPUT]
   return {
       "format_version": FORMAT_VERSION,
       "model": spec.name,
@@ -156,10 +172,14 @@ def model_spec(metadata: Mapping[str, Any], **overrides: Any
       num_classes=metadata["num_classes"], **overrides)
 
 
-def class_names(metadata: Mapping[str, Any]) -> list[str]:
-  """The class names recorded in ``metadata`` (older files: the VOC rule)."""
-  return list(metadata.get("class_names")
-              or voc.class_names(int(metadata["num_classes"])))
+def class_names(metadata: Mapping[str, Any]
+                ) -> list[str] | dict[str, list[str]]:
+  """The class names recorded in ``metadata`` (older files: the VOC rule);
+  a dict of them keyed by head for a multi-head net."""
+  names = metadata.get("class_names")
+  if isinstance(names, Mapping):
+    return {head: list(v) for head, v in names.items()}
+  return list(names or voc.class_names(int(metadata["num_classes"])))
 
 
 def write_json(path: str, content: Mapping[str, Any]) -> None:
@@ -582,7 +602,7 @@ class LoadedModel:
     return {"params": self.params}
 
   @property
-  def class_names(self) -> list[str]:
+  def class_names(self) -> list[str] | dict[str, list[str]]:
     return class_names(self.metadata)
 
   def describe(self) -> str:

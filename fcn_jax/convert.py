@@ -48,7 +48,12 @@ def _check_file_name(path: str, fmt: str, model_name: str,
         "torchvision assumes torchvision's preprocessing (RGB, /255, ImageNet "
         "mean/std). State it: --preprocessing caffe_vgg (pytorch-fcn's "
         "vgg16_from_caffe.pth) or --preprocessing torchvision.")
-  if "atonce" in name and model_name != "fcn8s_atonce":
+  released = {n.released.lower(): n.name for n in models.NETS.values()
+              if n.released}
+  if released.get(name, model_name) != model_name:
+    problems.append(f"{path}: the name is the reference's release of "
+                    f"{released[name]}; use --model {released[name]}.")
+  elif "atonce" in name and model_name != "fcn8s_atonce":
     problems.append(f"{path}: the name says an at-once model; use --model "
                     "fcn8s_atonce.")
   if fmt == "pytorch" and model_name == "fcn8s_atonce" and "atonce" not in name:
@@ -70,7 +75,8 @@ def sha256sum(path: str, chunk_size: int = 1 << 22) -> str:
 
 
 def convert(input_path: str, fmt: str, model_name: str, output: str, *,
-            num_classes: int = 21, preprocessing: str | None = None,
+            num_classes: int | None = None,
+            preprocessing: str | None = None,
             allow_partial: bool = False, overwrite: bool = False,
             ignore_file_name: bool = False, width_divisor: int = 1,
             out: TextIO | None = None) -> tuple[str, weights.LoadReport]:
@@ -81,9 +87,11 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
     fmt: Its format, a key of :data:`fcn_jax.readers.FORMATS`.
     model_name: The FCN to build.
     output: The checkpoint directory to create.
-    num_classes: The model's classes.
-    preprocessing: The preset the weights were trained with (default: the
-      format's).
+    num_classes: The model's classes (of its first head); None: the net's
+      reference count.
+    preprocessing: The preset the weights were trained with (default: for a
+      trained net, a file with score layers, the preset of the net's data
+      layer, e.g. ``nyud``; for a base net the format's).
     allow_partial: Copy by name like Caffe (``strict=False``).
     overwrite: Replace an existing ``output``.
     ignore_file_name: Skip the file-name checks.
@@ -104,9 +112,10 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
                      f"{sorted(readers.FORMATS)}.")
   spec = models.ModelSpec(model_name, num_classes,
                           width_divisor=width_divisor)  # Validates.
+  num_classes = spec.num_classes
   model_options = spec.shape_options()
-  chosen = preprocessing_lib.get_preprocessing(
-      preprocessing or readers.FORMATS[fmt].preprocessing)
+  if preprocessing is not None:
+    preprocessing_lib.get_preprocessing(preprocessing)  # Validates.
   output = os.path.abspath(output)
   if os.path.isdir(output) and os.listdir(output) and not overwrite:
     raise checkpointing.CheckpointError(
@@ -116,6 +125,10 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
     _check_file_name(input_path, fmt, model_name, preprocessing)
 
   layers = readers.read_layers(input_path, fmt)
+  trained = any(weights.is_head_layer(name) for name in layers)
+  chosen = preprocessing_lib.get_preprocessing(
+      preprocessing or (spec.net.preprocessing if trained
+                        else readers.FORMATS[fmt].preprocessing))
   params, report = weights.from_caffe_layers(
       layers, model_name, num_classes, strict=not allow_partial,
       optional_layers=_FORWARD_SCALES if fmt == "pytorch" else (),
@@ -142,12 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
                       for f in readers.FORMATS.values())
   parser = argparse.ArgumentParser(
       prog="python -m fcn_jax.convert",
-      description="Convert pretrained VGG16/FCN weights (Caffe, PyTorch, "
-      "Keras) into an fcn_jax weights export.",
+      description="Convert pretrained VGG16/CaffeNet/FCN weights (Caffe, "
+      "PyTorch, Keras) into an fcn_jax weights export.",
       formatter_class=argparse.RawDescriptionHelpFormatter,
       epilog=f"formats:\n{formats}\n\n"
-      "A VGG16 file converted to an FCN gives zero score layers and bilinear "
-      "upsamplers (the reference's starting point). The preprocessing the "
+      "A VGG16 (or, for fcn_alexnet, CaffeNet) file converted to an FCN gives "
+      "zero score layers and bilinear upsamplers (the reference's starting "
+      "point); for nyud_fcn32s_color_d, conv1_1 becomes conv1_1_bgrd with a "
+      "fourth input channel, the mean of the three. The preprocessing the "
       "weights expect is recorded and then used by training, evaluation and "
       "prediction.")
   parser.add_argument("--input", required=True, help="the weights file")
@@ -157,15 +172,19 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the FCN to build")
   parser.add_argument("--output", required=True,
                       help="weights export directory to create")
-  parser.add_argument("--num_classes", type=int, default=21,
-                      help="classes of the model (default 21, PASCAL VOC); "
-                      "must match the file's score layers, if any")
+  parser.add_argument("--num_classes", type=int, default=None,
+                      help="classes of the model (of SIFT Flow's sem head; "
+                      "default: the net's own, 21 for VOC, 40 NYUD, 33 SIFT "
+                      "Flow, 60 PASCAL-Context); must match the file's score "
+                      "layers, if any")
   parser.add_argument("--preprocessing", default=None,
                       choices=sorted(preprocessing_lib.PRESETS),
                       help="the preprocessing the weights were trained with "
-                      "(default: the format's; caffe_vgg for caffemodel and "
-                      "pytorch, torchvision for torchvision, keras_vgg for "
-                      "keras)")
+                      "(default: for a trained net, the one of its data layer: "
+                      "caffe_vgg for VOC, nyud, sift_flow, pascal_context; "
+                      "for a base net the format's: caffe_vgg for caffemodel "
+                      "and pytorch, torchvision for torchvision, keras_vgg "
+                      "for keras)")
   parser.add_argument("--allow_partial", action="store_true",
                       help="copy only the layers that match by name, like "
                       "Caffe's copy_from (e.g. an FCN-32s file into FCN-16s)")

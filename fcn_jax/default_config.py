@@ -134,6 +134,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Keep each pixel in the loss with this probability (the paper's §4.3 loss
   # sampling experiment); 1 = every pixel.
   config.optim.loss_sampling_p = 1.0
+  # "all": train every layer the model does not fix (the reference);
+  # "score": only the score layers, the trunk frozen (CVPR Table 2's
+  # FCN-32s-fixed, configs/voc_fcn32s_fixed.py).
+  config.optim.trainable = "all"
   # Per-class loss weights (num_classes floats); empty = unweighted.
   config.optim.class_weights = ()
 

@@ -30,13 +30,14 @@ from __future__ import annotations
 import collections
 import dataclasses
 import os
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from fcn_jax import models
+from fcn_jax import preprocessing as preprocessing_lib
 from fcn_jax import tta as tta_lib
 from fcn_jax.preprocessing import Preprocessing
 
@@ -199,7 +200,16 @@ class CoarseHead:
 
 
 def coarse_head(model: models.FCN) -> CoarseHead:
-  """The stride and alignment of an FCN's last scores before upsampling."""
+  """The stride and alignment of an FCN's last scores before upsampling.
+
+  Raises:
+    ValueError: A net with two heads or two streams (shift-and-stitch here
+      replaces the final upsampler of one head on one trunk).
+  """
+  if model.multi_head or model.net.fusion is not None:
+    raise ValueError(f"shift-and-stitch supports one-trunk, one-head nets; "
+                     f"{model.net.name} has "
+                     + ("two heads" if model.multi_head else "two streams"))
   final = model.head.final
   return CoarseHead(final.stride,
                     (final.kernel - 1) / 2 - model.head.final_offset)
@@ -242,7 +252,7 @@ def stitched_scores(model: models.FCN, variables: Any, images: jax.Array,
   Returns:
     Float32 scores ``[N, H, W, C]``.
   """
-  if not hasattr(model, "head"):
+  if not hasattr(model, "net"):
     raise TypeError(
         "stitched_scores needs an fcn_jax.models.FCN; for another network use "
         "shift_and_stitch(apply_fn, images, f, stride).")
@@ -301,7 +311,7 @@ class Predictor:
     if shift_stitch < 1:
       raise ValueError(f"shift_stitch must be >= 1, got {shift_stitch}")
     if shift_stitch > 1:
-      stride = coarse_head(model).stride if hasattr(model, "head") else None
+      stride = coarse_head(model).stride if hasattr(model, "net") else None
       if stride is None or stride % shift_stitch:
         raise ValueError(
             f"shift_stitch={shift_stitch} needs an FCN model whose output "
@@ -309,6 +319,11 @@ class Predictor:
     if isinstance(buckets, int):
       bucket_shape(1, 1, buckets)  # Validates.
     self.model = model
+    net = getattr(model, "net", None)
+    inputs = net.inputs if net is not None else (models.nets.Input(),)
+    self.input_sources = {i.name: i.sources for i in inputs}
+    self.input_channels = {i.name: i.channels for i in inputs}
+    self.multi_input = len(inputs) > 1
     self.variables = jax.device_put(variables)
     self.preprocessing = preprocessing
     self.mode = mode
@@ -348,48 +363,98 @@ class Predictor:
       total = int(total * CPU_MEMORY_FACTOR)
     return int(total)
 
+  def _model_input(self, arrays: dict[str, np.ndarray]) -> Any:
+    return arrays if self.multi_input else next(iter(arrays.values()))
+
   def _executable(self, shape: tuple[int, int, int]) -> Any:
     if shape not in self._compiled:
-      spec = jax.ShapeDtypeStruct(shape + (3,), jnp.float32)
+      spec = self._model_input({
+          name: jax.ShapeDtypeStruct(shape + (c,), jnp.float32)
+          for name, c in self.input_channels.items()})
       self._compiled[shape] = self._forward.lower(self.variables,
                                                   spec).compile()
     return self._compiled[shape]
 
-  def _run(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Logits of each image at its own size: bucketed, batched, cropped."""
+  def _run(self, examples: Sequence[dict[str, np.ndarray]]) -> list[Any]:
+    """Logits of each example at its own size: bucketed, batched, cropped."""
     groups = collections.defaultdict(list)
-    for index, image in enumerate(images):
-      groups[self.run_shape(*image.shape[:2])].append(index)
-    results: list[np.ndarray | None] = [None] * len(images)
+    for index, example in enumerate(examples):
+      groups[self.run_shape(*example["image" if "image" in example else
+                                     next(iter(example))].shape[:2])
+             ].append(index)
+    results: list[Any] = [None] * len(examples)
     for (height, width), indices in groups.items():
       for start in range(0, len(indices), self.batch_size):
         chunk = indices[start:start + self.batch_size]
-        batch = np.zeros((self.batch_size, height, width, 3), np.float32)
+        batch = {name: np.zeros((self.batch_size, height, width, c),
+                                np.float32)
+                 for name, c in self.input_channels.items()}
+        sizes = []
         for slot, index in enumerate(chunk):
-          h, w = images[index].shape[:2]
-          batch[slot, :h, :w] = self.preprocessing(images[index])
-        logits = np.asarray(self._executable(batch.shape[:3])(self.variables,
-                                                              batch))
-        for slot, index in enumerate(chunk):
-          h, w = images[index].shape[:2]
-          results[index] = logits[slot, :h, :w]
+          inputs = preprocessing_lib.prepare_inputs(
+              examples[index], self.input_sources, self.preprocessing)
+          h, w = next(iter(inputs.values())).shape[:2]
+          sizes.append((h, w))
+          for name, x in inputs.items():
+            batch[name][slot, :h, :w] = x
+        logits = jax.tree.map(np.asarray, self._executable(
+            (self.batch_size, height, width))(self.variables,
+                                              self._model_input(batch)))
+        for slot, (index, (h, w)) in enumerate(zip(chunk, sizes)):
+          results[index] = jax.tree.map(lambda y: y[slot, :h, :w], logits)
     return results
 
-  def predict_logits(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Float32 logits ``[H, W, C]`` for each uint8 RGB image ``[H, W, 3]``,
-    averaged over the test-time augmentations."""
-    return self._run([_check_image(image) for image in images])
+  def predict_logits(self, images: Sequence[Any]) -> list[Any]:
+    """Float32 logits ``[H, W, C]`` per example, averaged over the test-time
+    augmentations; a dict of them keyed by head for a multi-head net.
 
-  def predict(self, images: Sequence[np.ndarray]) -> list[np.ndarray]:
+    Args:
+      images: uint8 RGB images ``[H, W, 3]``, or for nets that read more than
+        the colour image (NYUD color-D, color-HHA, HHA) dicts of an example's
+        arrays keyed by feature: ``image`` (uint8 RGB), ``hha`` (uint8
+        ``[H, W, 3]``), ``depth`` (raw ``[H, W]`` values), as
+        :attr:`input_sources` lists them.
+    """
+    return self._run([self._check_example(image) for image in images])
+
+  def predict(self, images: Sequence[Any]) -> list[Any]:
     """``uint8 [H, W]`` class maps (argmax of :meth:`predict_logits`)."""
-    return [logits.argmax(-1).astype(np.uint8)
+    return [jax.tree.map(lambda y: y.argmax(-1).astype(np.uint8), logits)
             for logits in self.predict_logits(images)]
 
+  def _check_example(self, example: Any) -> dict[str, np.ndarray]:
+    needed = sorted({f for fs in self.input_sources.values() for f in fs})
+    if not isinstance(example, Mapping):
+      if needed != ["image"]:
+        raise ValueError(f"this net reads {needed}: pass a dict of them per "
+                         "example")
+      example = {"image": example}
+    missing = sorted(set(needed) - set(example))
+    if missing:
+      raise ValueError(f"this net reads {needed}; missing {missing}")
+    checked = {}
+    for name in needed:
+      array = np.asarray(example[name])
+      if name == "depth":
+        if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
+          raise ValueError(f"expected a depth map [H, W], got {array.dtype} "
+                           f"{array.shape}")
+      else:
+        _check_image(array, name)
+      if min(array.shape[:2]) < 1:
+        raise ValueError(f"empty {name} of shape {array.shape}")
+      checked[name] = array
+    sizes = {k: a.shape[:2] for k, a in checked.items()}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"the images of one example differ in size: {sizes}")
+    return checked
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+
+def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-    raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {image.dtype} "
+    what = "RGB image" if name == "image" else f"{name} image"
+    raise ValueError(f"expected a uint8 {what} [H, W, 3], got {image.dtype} "
                      f"{image.shape}")
   if min(image.shape[:2]) < 1:
     raise ValueError(f"empty image of shape {image.shape}")

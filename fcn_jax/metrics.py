@@ -103,7 +103,8 @@ def _percent(value: Any) -> str:
 
 
 def format_report(results: dict[str, Any],
-                  class_names: list[str] | None = None) -> str:
+                  class_names: list[str] | dict[str, list[str]] | None = None
+                  ) -> str:
   """The four metrics and a per-class table (IU, accuracy, pixel share).
 
   The one text form of evaluation results: training logs it after each
@@ -112,14 +113,20 @@ def format_report(results: dict[str, Any],
   Args:
     results: From :func:`segmentation_metrics`, with the summed
       ``confusion_matrix`` (as :func:`fcn_jax.train.evaluate` returns); the
-      per-class accuracy and pixel share columns need it.
+      per-class accuracy and pixel share columns need it. Results with
+      ``heads`` (a multi-head net) get one report per head.
     class_names: Row names (default: the keys of a ``per_class_iu`` dict, else
-      ``class_<i>``).
+      ``class_<i>``); a dict of them keyed by head for ``heads``.
 
   Returns:
     Percentages, ``-`` where undefined (a class absent from both ground truth
     and predictions).
   """
+  if "heads" in results:
+    names = class_names if isinstance(class_names, dict) else {}
+    return "\n\n".join(
+        f"head {head}:\n" + format_report(head_results, names.get(head))
+        for head, head_results in results["heads"].items())
   lines = [f"{label:>15}: {_percent(results.get(key))}"
            for key, label in SUMMARY_METRICS]
   per_class = results.get("per_class_iu")

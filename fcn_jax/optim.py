@@ -5,13 +5,21 @@ Every parameter belongs to one group, read from the variable tree:
 ==========  =============================  ================================
 group       parameters                     Caffe multipliers
 ==========  =============================  ================================
-``weight``  ``kernel`` of every layer      lr_mult 1, decay_mult 1
-``bias``    ``bias`` of every layer        ``bias_lr_mult`` (2), ``bias_decay_mult`` (0)
+``weight``  ``kernel`` of every layer,     lr_mult 1, decay_mult 1
+            and ``bias`` of the layers in
+            ``default_bias_layers``
+``bias``    ``bias`` of every other layer  ``bias_lr_mult`` (2), ``bias_decay_mult`` (0)
 ``frozen``  layers in ``frozen_layers``    lr_mult 0: never updated, no decay
 ==========  =============================  ================================
 
 Frozen layers are the fixed bilinear upsamplers and the at-once Scale layers
-(``model.frozen_layers()``). Within a group with learning rate ``lr`` (the
+(``model.frozen_layers()``) and, with ``config.optim.trainable = "score"``
+(CVPR Table 2's FCN-32s-fixed), every layer but the score layers
+(``model.score_layers()``). ``default_bias_layers`` are the layers whose
+biases keep Caffe's default multipliers, FCN-AlexNet's trunk
+(``model.default_bias_multiplier_layers()``, docs/reference.md §2.3).
+:func:`create_model_optimizer` reads all three from the model. Within a group
+with learning rate ``lr`` (the
 schedule times the multiplier), decay ``d`` and momentum ``mu`` the update is
 exactly Caffe's::
 
@@ -37,22 +45,28 @@ WEIGHT = "weight"
 BIAS = "bias"
 FROZEN = "frozen"
 SCHEDULES = ("fixed", "poly", "cosine")
+# config.optim.trainable: every layer (the reference) or only the score
+# layers (FCN-32s-fixed, CVPR Table 2).
+TRAINABLE = ("all", "score")
 
 
-def param_labels(params: Any, frozen_layers: Iterable[str]) -> Any:
+def param_labels(params: Any, frozen_layers: Iterable[str],
+                 default_bias_layers: Iterable[str] = ()) -> Any:
   """Labels every parameter ``weight``, ``bias`` or ``frozen``.
 
   Args:
     params: ``{layer_name: {"kernel" | "bias" | "scale": array}}``.
     frozen_layers: Names of layers that are never trained.
+    default_bias_layers: Layers whose bias is trained like a weight.
 
   Returns:
     A tree of the same structure with a label per leaf.
   """
   frozen_layers = set(frozen_layers)
-  unknown = frozen_layers - set(params)
+  default_bias_layers = set(default_bias_layers)
+  unknown = (frozen_layers | default_bias_layers) - set(params)
   if unknown:
-    raise ValueError(f"frozen layers {sorted(unknown)} are not in the params "
+    raise ValueError(f"layers {sorted(unknown)} are not in the params "
                      f"(layers: {sorted(params)})")
 
   def label(path, _):
@@ -60,7 +74,7 @@ def param_labels(params: Any, frozen_layers: Iterable[str]) -> Any:
     leaf = path[-1].key
     if layer in frozen_layers:
       return FROZEN
-    if leaf == "kernel":
+    if leaf == "kernel" or (leaf == "bias" and layer in default_bias_layers):
       return WEIGHT
     if leaf == "bias":
       return BIAS
@@ -90,6 +104,9 @@ def validate_config(optim: ml_collections.ConfigDict,
   if not 0.0 < optim.loss_sampling_p <= 1.0:
     raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
                      f"{optim.loss_sampling_p}")
+  if optim.get("trainable", "all") not in TRAINABLE:
+    raise ValueError(f"config.optim.trainable must be one of {TRAINABLE}, "
+                     f"got {optim.trainable!r}")
   if optim.iter_size < 1:
     raise ValueError(f"config.optim.iter_size must be >= 1, got "
                      f"{optim.iter_size}")
@@ -139,7 +156,9 @@ def caffe_sgd(learning_rate: Callable[[Any], Any], momentum: float,
 
 
 def create_optimizer(optim: ml_collections.ConfigDict, params: Any,
-                     frozen_layers: Iterable[str], num_train_steps: int
+                     frozen_layers: Iterable[str], num_train_steps: int, *,
+                     score_layers: Iterable[str] = (),
+                     default_bias_layers: Iterable[str] = ()
                      ) -> optax.GradientTransformation:
   """Caffe SGD with per-group multipliers, frozen layers and iter_size.
 
@@ -148,11 +167,25 @@ def create_optimizer(optim: ml_collections.ConfigDict, params: Any,
     params: The parameter tree (for the group labels).
     frozen_layers: ``model.frozen_layers()``.
     num_train_steps: Optimizer updates, for the decaying schedules.
+    score_layers: ``model.score_layers()``: with ``optim.trainable =
+      "score"`` every other layer is frozen too.
+    default_bias_layers: ``model.default_bias_multiplier_layers()``.
 
   Returns:
     An optax transformation; call ``update`` once per batch.
+
+  Raises:
+    ValueError: A bad ``optim`` value, or ``trainable = "score"`` without
+      score layers.
   """
   validate_config(optim)
+  frozen_layers = set(frozen_layers)
+  if optim.get("trainable", "all") == "score":
+    score_layers = set(score_layers)
+    if not score_layers:
+      raise ValueError("config.optim.trainable='score' needs the model's "
+                       "score layers (model.score_layers())")
+    frozen_layers |= set(params) - score_layers
   lr_fn = create_learning_rate_fn(optim, num_train_steps)
   bias_lr_mult = float(optim.bias_lr_mult)
   tx = optax.multi_transform(
@@ -163,7 +196,18 @@ def create_optimizer(optim: ml_collections.ConfigDict, params: Any,
                           optim.weight_decay * optim.bias_decay_mult),
           FROZEN: optax.set_to_zero(),
       },
-      param_labels(params, frozen_layers))
+      param_labels(params, frozen_layers, default_bias_layers))
   if optim.iter_size > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=optim.iter_size)
   return tx
+
+
+def create_model_optimizer(optim: ml_collections.ConfigDict, params: Any,
+                           model: Any, num_train_steps: int
+                           ) -> optax.GradientTransformation:
+  """:func:`create_optimizer` with the frozen, score and default-bias layers
+  of ``model`` (an :class:`fcn_jax.models.FCN`)."""
+  return create_optimizer(
+      optim, params, model.frozen_layers(), num_train_steps,
+      score_layers=model.score_layers(),
+      default_bias_layers=model.default_bias_multiplier_layers())

@@ -11,6 +11,23 @@ For every input image ``NAME.ext`` this writes, under ``--output``:
   of the classes present;
 * ``NAME.npz`` with ``--save-logits``: ``logits``, float16 ``[H, W, C]``.
 
+A two-headed net (SIFT Flow) writes one of each per head, ``NAME_sem.png``,
+``NAME_sem_overlay.jpg``, ``NAME_geo.png`` ... (and ``logits_sem``,
+``logits_geo`` in ``NAME.npz``).
+
+Nets that read more than the colour image take the other images from
+matching files, named as the ``--input`` image (same stem, any image suffix)
+in a folder, or by a pattern with ``{name}`` for the stem:
+
+* NYUD color-HHA: ``--hha FOLDER`` (or ``--hha 'hha/{name}.png'``), the HHA
+  PNGs;
+* NYUD color-D: ``--depth FOLDER``, the raw depth PNGs (16-bit; the net takes
+  ``log(depth) - 7.844``, so every pixel needs a positive depth);
+* NYUD HHA alone: ``--input`` gives the HHA images themselves.
+
+An example whose matching file is missing or unreadable fails alone, like an
+unreadable image.
+
 ``--input`` takes files, folders (their images, not recursive) and glob
 patterns, and may be repeated. Images are grouped by run shape (see
 ``--mode`` and ``--buckets``) and batched, so a folder of mixed sizes compiles
@@ -185,6 +202,69 @@ def too_large(predictor: inference.Predictor, height: int, width: int,
           f"{' or '.join(fixes)}")
 
 
+def load_depth(path: pathlib.Path) -> np.ndarray:
+  """Decodes a one-channel depth PNG as its raw values ``[H, W]``."""
+  try:
+    with Image.open(path) as image:
+      depth = np.asarray(image)
+  except (OSError, SyntaxError, ValueError) as e:
+    raise InputError(f"cannot decode depth map {path}: {e}") from e
+  if depth.ndim != 2:
+    raise InputError(f"{path}: a depth map has one channel, this has shape "
+                     f"{depth.shape}")
+  if depth.size and depth.min() <= 0:
+    raise InputError(f"{path}: depth values <= 0 (the net takes "
+                     "log(depth); fill the holes first)")
+  return depth
+
+
+# The features a net may read besides its first one, with their flags and
+# loaders (docs/reference.md §8.2).
+EXTRA_SOURCES = {"hha": ("--hha", load_image), "depth": ("--depth",
+                                                          load_depth)}
+
+
+def matching_file(locator: str, path: pathlib.Path) -> pathlib.Path:
+  """The file of another input that belongs with the image ``path``.
+
+  Args:
+    locator: A folder (the file with the same stem and an image suffix) or
+      a pattern in which ``{name}`` stands for the stem.
+    path: The ``--input`` image.
+
+  Raises:
+    InputError: No such file (or several candidates in the folder).
+  """
+  if "{name}" in locator:
+    found = pathlib.Path(locator.replace("{name}", path.stem))
+    if not found.is_file():
+      raise InputError(f"no {found} for {path}")
+    return found
+  folder = pathlib.Path(locator)
+  candidates = sorted(p for p in folder.glob(glob.escape(path.stem) + ".*")
+                      if p.suffix.lower() in IMAGE_SUFFIXES)
+  if len(candidates) != 1:
+    raise InputError(
+        f"{'no' if not candidates else 'several'} {path.stem}.<image "
+        f"suffix> in {folder} for {path}"
+        + (f": {[c.name for c in candidates]}" if candidates else ""))
+  return candidates[0]
+
+
+def load_example(path: pathlib.Path, primary: str,
+                 extras: dict[str, str]) -> dict[str, np.ndarray]:
+  """The arrays of one example: the ``--input`` image as ``primary`` and each
+  other feature from its matching file (``extras``: feature -> locator)."""
+  example = {primary: load_image(path)}
+  for feature, locator in extras.items():
+    example[feature] = EXTRA_SOURCES[feature][1](matching_file(locator, path))
+  sizes = {k: v.shape[:2] for k, v in example.items()}
+  if len(set(sizes.values())) > 1:
+    raise InputError(f"{path}: the images of this example differ in size: "
+                     f"{sizes}")
+  return example
+
+
 @dataclasses.dataclass
 class Summary:
   """What a prediction run did."""
@@ -203,25 +283,39 @@ class Summary:
 
 
 def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
-                  logits: np.ndarray, class_names: Sequence[str],
+                  logits: np.ndarray | dict[str, np.ndarray],
+                  class_names: Sequence[str] | dict[str, Sequence[str]],
                   save_logits: bool = False, overlay_alpha: float = 0.5,
                   write_overlay: bool = True) -> None:
-  """Writes ``NAME.png``, ``NAME_overlay.jpg`` and (optionally) ``NAME.npz``."""
-  labels = logits.argmax(-1).astype(np.uint8)
-  visualize.write_label_png(output_dir / f"{name}.png", labels)
-  if write_overlay:
-    picture = visualize.overlay(image, labels, alpha=overlay_alpha,
-                                class_names=class_names)
-    picture.save(output_dir / f"{name}_overlay.jpg", quality=90)
+  """Writes ``NAME.png``, ``NAME_overlay.jpg`` and (optionally) ``NAME.npz``;
+  for a dict of logits (a multi-head net) ``NAME_<head>.png`` and
+  ``NAME_<head>_overlay.jpg`` per head, and ``logits_<head>`` arrays."""
+  if isinstance(logits, dict):
+    heads = {f"{name}_{head}": (value, class_names[head])
+             for head, value in logits.items()}
+    arrays = {f"logits_{head}": value for head, value in logits.items()}
+  else:
+    heads = {name: (logits, class_names)}
+    arrays = {"logits": logits}
+  for stem, (head_logits, names) in heads.items():
+    labels = head_logits.argmax(-1).astype(np.uint8)
+    visualize.write_label_png(output_dir / f"{stem}.png", labels)
+    if write_overlay:
+      picture = visualize.overlay(image, labels, alpha=overlay_alpha,
+                                  class_names=names)
+      picture.save(output_dir / f"{stem}_overlay.jpg", quality=90)
   if save_logits:
-    np.savez(output_dir / f"{name}.npz", logits=logits.astype(np.float16))
+    np.savez(output_dir / f"{name}.npz",
+             **{k: v.astype(np.float16) for k, v in arrays.items()})
 
 
 def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
-        output_dir: str | os.PathLike, class_names: Sequence[str],
+        output_dir: str | os.PathLike,
+        class_names: Sequence[str] | dict[str, Sequence[str]],
         save_logits: bool = False, overlay_alpha: float = 0.5,
         write_overlay: bool = True, progress: bool = True,
-        memory_limit: int | None = None) -> Summary:
+        memory_limit: int | None = None,
+        extra_inputs: dict[str, str] | None = None) -> Summary:
   """Segments ``paths`` with ``predictor`` and writes the outputs.
 
   Images are grouped by their run shape (bucket) from their headers, decoded a
@@ -229,7 +323,22 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
   images whose forward pass would need more than ``memory_limit`` bytes
   (checked before decoding them) and outputs that cannot be written are
   recorded in the summary; the rest carry on.
+
+  Args:
+    predictor: The predictor.
+    paths: The ``--input`` images (the net's first feature).
+    output_dir: Where the outputs go.
+    class_names: For the overlay legends (a dict keyed by head for a
+      multi-head net).
+    save_logits: Also write ``NAME.npz``.
+    overlay_alpha: Opacity of the colour mask.
+    write_overlay: Write the overlays.
+    progress: Show a progress bar.
+    extra_inputs: ``{feature: folder or pattern}`` for the net's other
+      features (:func:`check_extra_inputs`).
   """
+  extras = dict(extra_inputs or {})
+  primary = first_feature(predictor)
   start = time.time()
   output_dir = prepare_output(output_dir)
   summary = Summary()
@@ -254,19 +363,25 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
       batch_paths, images = [], []
       for path in group[first:first + predictor.batch_size]:
         try:
-          images.append(load_image(path))
+          images.append(load_example(path, primary, extras))
           batch_paths.append(path)
         except InputError as e:
           summary.failures.append((str(path), str(e)))
           bar.update(1)
       if not images:
         continue
-      for path, image, logits in zip(batch_paths, images,
-                                     predictor.predict_logits(images)):
+      try:
+        batch_logits = predictor.predict_logits(images)
+      except ValueError as e:  # E.g. a depth map with holes.
+        summary.failures += [(str(p), str(e)) for p in batch_paths]
+        bar.update(len(batch_paths))
+        continue
+      for path, example, logits in zip(batch_paths, images, batch_logits):
         bar.update(1)
         try:
-          write_outputs(output_dir, names[path], image, logits, class_names,
-                        save_logits, overlay_alpha, write_overlay)
+          write_outputs(output_dir, names[path], example[primary], logits,
+                        class_names, save_logits, overlay_alpha,
+                        write_overlay)
         except OSError as e:  # E.g. a full disk.
           summary.failures.append((str(path), f"cannot write its outputs in "
                                    f"{output_dir}: {e.strerror or e}"))
@@ -276,6 +391,40 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
   summary.num_compiles = predictor.num_compiles
   summary.seconds = time.time() - start
   return summary
+
+
+def first_feature(predictor: inference.Predictor) -> str:
+  """The feature ``--input`` gives: the first one the net reads."""
+  return next(iter(predictor.input_sources.values()))[0]
+
+
+def check_extra_inputs(predictor: inference.Predictor, model_name: str,
+                       given: dict[str, str | None]) -> dict[str, str]:
+  """The ``--hha``/``--depth`` locators the net needs, checked.
+
+  Raises:
+    InputError: A needed one is missing, an unneeded one is given, or a
+      folder does not exist.
+  """
+  needed = {f for fs in predictor.input_sources.values() for f in fs}
+  needed.discard(first_feature(predictor))
+  extras = {}
+  for feature, (flag, _) in EXTRA_SOURCES.items():
+    locator = given.get(feature)
+    if feature in needed and not locator:
+      raise InputError(
+          f"{model_name} also reads {feature} images: pass {flag} FOLDER "
+          f"(files named like the --input images) or {flag} "
+          f"'PATTERN/{{name}}.png'")
+    if feature not in needed and locator:
+      raise InputError(f"{model_name} does not read {feature} images; drop "
+                       f"{flag}")
+    if locator:
+      if "{name}" not in locator and not os.path.isdir(locator):
+        raise InputError(f"{flag} {locator}: no such folder (or give a "
+                         "pattern with {name})")
+      extras[feature] = locator
+  return extras
 
 
 def add_inference_flags(parser: argparse.ArgumentParser) -> None:
@@ -328,6 +477,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--input", required=True, action="append",
                       help="image file, folder or glob pattern (repeatable).")
   parser.add_argument("--output", required=True, help="output folder.")
+  parser.add_argument("--hha", default=None,
+                      help="NYUD color-HHA: folder of the HHA images, named "
+                      "as the --input images, or a pattern with {name} for "
+                      "the stem (e.g. 'hha/{name}.png').")
+  parser.add_argument("--depth", default=None,
+                      help="NYUD color-D: folder (or {name} pattern) of the "
+                      "raw depth PNGs, named as the --input images.")
   parser.add_argument("--save-logits", action="store_true",
                       help="also write NAME.npz with float16 logits [H, W, C].")
   parser.add_argument("--alpha", type=float, default=0.5,
@@ -357,7 +513,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     loaded = checkpointing.load(args.checkpoint, args.step)
     predictor = make_predictor(args, loaded.model, loaded.variables,
                                loaded.preprocessing)
-  except (OSError, ValueError) as e:
+    extras = check_extra_inputs(predictor, loaded.spec.name,
+                                {"hha": args.hha, "depth": args.depth})
+  except (OSError, ValueError) as e:  # InputError included.
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"Segmenting with {loaded.describe()}.")
@@ -366,7 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   summary = run(predictor, paths, args.output, loaded.class_names,
                 save_logits=args.save_logits, overlay_alpha=args.alpha,
                 write_overlay=not args.no_overlay,
-                progress=not args.no_progress, memory_limit=memory_limit)
+                progress=not args.no_progress, memory_limit=memory_limit,
+                extra_inputs=extras)
   print(summary.report())
   return 1 if summary.failures else 0
 

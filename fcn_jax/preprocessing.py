@@ -12,7 +12,7 @@ weights record.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from absl import logging
 import numpy as np
@@ -157,11 +157,102 @@ CAFFE_VGG = Preprocessing("BGR", CAFFE_VGG_MEAN_BGR, 1.0, (1.0, 1.0, 1.0),
 TORCHVISION = Preprocessing("RGB", IMAGENET_MEAN_RGB, 1.0 / 255.0,
                             IMAGENET_STD_RGB, name="torchvision")
 
+# The colour inputs of the other families' data layers (docs/reference.md
+# §8.2-§8.4): BGR minus their own means.
+NYUD = Preprocessing("BGR", (116.190, 97.203, 92.318), name="nyud")
+SIFT_FLOW = Preprocessing("BGR", (114.578, 115.294, 108.353),
+                          name="sift_flow")
+PASCAL_CONTEXT = Preprocessing("BGR", (104.007, 116.669, 122.679),
+                               name="pascal_context")
+
 PRESETS: dict[str, Preprocessing] = {
     "caffe_vgg": CAFFE_VGG,
     "keras_vgg": dataclasses.replace(CAFFE_VGG, name="keras_vgg"),
     "torchvision": TORCHVISION,
+    "nyud": NYUD,
+    "sift_flow": SIFT_FLOW,
+    "pascal_context": PASCAL_CONTEXT,
 }
+
+
+# --------------------------------------------------------------------------
+# NYUD's other inputs, HHA and depth (fixed by the reference's data layer).
+# --------------------------------------------------------------------------
+
+# HHA, channels in file order (no reversal) minus their means (§8.2).
+NYUD_HHA = Preprocessing("RGB", (132.431, 94.076, 118.477), name="nyud_hha")
+
+
+@dataclasses.dataclass(frozen=True)
+class LogDepth:
+  """NYUD's depth input: ``log(depth) - mean``, one channel (§8.2).
+
+  Attributes:
+    mean: Subtracted after the natural logarithm (7.844).
+    name: A short label.
+  """
+  mean: float = 7.844
+  name: str = "nyud_log_depth"
+
+  def __call__(self, depth: np.ndarray) -> np.ndarray:
+    """``[..., H, W]`` raw depth (e.g. uint16 PNG values) -> float32
+    ``[..., H, W, 1]``.
+
+    Raises:
+      ValueError: A value <= 0, whose logarithm is not finite.
+    """
+    depth = np.asarray(depth)
+    if depth.ndim >= 3 and depth.shape[-1] == 1:
+      depth = depth[..., 0]
+    if depth.size and depth.min() <= 0:
+      raise ValueError(
+          f"depth has values <= 0 (min {depth.min()}); the reference feeds "
+          "log(depth), so every pixel needs a positive depth (fill holes "
+          "first, as NYUDv2's in-painted depth maps are)")
+    x = np.log(depth.astype(np.float32)) - np.float32(self.mean)
+    return x[..., None]
+
+
+NYUD_LOG_DEPTH = LogDepth()
+# How each dataset feature other than the colour image becomes input
+# channels (the colour image uses the weights' Preprocessing).
+SOURCE_PREPROCESSING = {"hha": NYUD_HHA, "depth": NYUD_LOG_DEPTH}
+
+
+def prepare_inputs(sources: Mapping[str, np.ndarray],
+                   input_sources: Mapping[str, Sequence[str]],
+                   color: Preprocessing) -> dict[str, np.ndarray]:
+  """A model's inputs from an example's raw arrays.
+
+  Args:
+    sources: The example's features by name: ``image`` (uint8 RGB), ``hha``
+      (uint8, file order), ``depth`` (raw values ``[H, W]``).
+    input_sources: ``ModelSpec.input_sources``: for each model input, the
+      features concatenated along channels.
+    color: How the colour ``image`` is prepared (the weights' preset).
+
+  Returns:
+    ``{input name: float32 [H, W, C]}``.
+
+  Raises:
+    ValueError: A feature is missing or cannot be prepared.
+  """
+  inputs = {}
+  for name, features in input_sources.items():
+    parts = []
+    for feature in features:
+      if feature not in sources:
+        raise ValueError(f"input {name!r} needs the {feature!r} image, which "
+                         f"was not given (given: {sorted(sources)})")
+      prepare = color if feature == "image" else SOURCE_PREPROCESSING[feature]
+      parts.append(prepare(sources[feature]))
+    sizes = {p.shape[:-1] for p in parts}
+    if len(sizes) > 1:
+      raise ValueError(f"input {name!r}: {' and '.join(features)} differ in "
+                       f"size: {sorted(sizes)}")
+    inputs[name] = np.concatenate(parts, axis=-1) if len(parts) > 1 \
+        else parts[0]
+  return inputs
 
 
 def get_preprocessing(name: str) -> Preprocessing:

@@ -104,6 +104,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   resolve_num_classes(config)
   spec = model_spec(config)
   optim.validate_config(config.optim, spec.num_classes)
+  if spec.multi_head and tuple(config.optim.class_weights):
+    raise ValueError(f"config.optim.class_weights weighs one head's classes; "
+                     f"{spec.name} has the heads {sorted(spec.head_classes)}")
   if config.scratch_init not in SCRATCH_INITS:
     raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
                      f"got {config.scratch_init!r}")
@@ -115,9 +118,10 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       value = getattr(value, part)
     if value < 1:
       raise ValueError(f"config.{field} must be >= 1, got {value}")
-  if config.init_from:  # Before any work: a wrong path fails at once.
-    check_local_path(config.init_from, "config.init_from")
-    checkpointing.existing_source(config.init_from)
+  for path in init_sources(config.init_from, spec).values():
+    # Before any work: a wrong path fails at once.
+    check_local_path(path, "config.init_from")
+    checkpointing.existing_source(path)
   if config.num_train_steps < 0:
     raise ValueError(f"config.num_train_steps must be >= 0, got "
                      f"{config.num_train_steps}")
@@ -182,25 +186,68 @@ def scratch_init(params: Any, scheme: str, rng: jax.Array) -> Any:
   return params
 
 
+def init_sources(init_from: str, spec: models.ModelSpec) -> dict[str, str]:
+  """The sources ``config.init_from`` names, keyed by stream suffix.
+
+  ``"PATH"`` initialises the whole model (``{"": PATH}``). A two-stream net
+  (NYUD color-HHA) takes one trained net per stream, as the reference's
+  ``surgery.transplant(..., suffix)``: ``"color=PATH,hha=PATH"`` copies each
+  source layer ``L`` into ``L + suffix`` (docs/reference.md §5.3, §6.1).
+
+  Raises:
+    ValueError: A stream that the model does not have, or a malformed entry.
+  """
+  text = init_from.strip()
+  if not text:
+    return {}
+  if "=" not in text:
+    return {"": text}
+  suffixes = [s.suffix for s in spec.net.streams if s.suffix]
+  sources = {}
+  for entry in text.split(","):
+    suffix, sep, path = (part.strip() for part in entry.partition("="))
+    if not sep or not path or suffix not in suffixes or suffix in sources:
+      raise ValueError(
+          f"config.init_from={init_from!r}: give one path, or one "
+          f"STREAM=PATH per stream of {spec.name} (streams: "
+          f"{suffixes or 'none, it has one trunk'}), separated by commas")
+    sources[suffix] = path
+  return sources
+
+
 def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
                    rng: jax.Array) -> tuple[Any, dict[str, Any] | None]:
-  """Fresh parameters, overwritten by name from ``config.init_from``.
+  """Fresh parameters, overwritten by name from ``config.init_from``
+  (:func:`init_sources`; renamed first layers such as color-D's
+  ``conv1_1_bgrd`` from the source's ``conv1_1``, §8.2).
 
   Returns:
-    ``(params, source_metadata)``; the metadata is None without init_from.
+    ``(params, source_metadata)``; the metadata (of the first source) is None
+    without init_from.
   """
   params = models.init_variables(model, rng)["params"]
-  if not config.init_from:
+  sources = init_sources(config.init_from, model_spec(config))
+  if not sources:
     logging.warning("No init_from: the trunk starts from random weights "
                     "(%s).", config.scratch_init)
     return scratch_init(params, config.scratch_init, rng), None
-  source = checkpointing.load(config.init_from)
-  params, report = weights.copy_by_name(
-      source.params, params,
-      reinit_class_layers=source.spec.num_classes != model.num_classes)
-  logging.info("Initialised from %s: %s\n%s", source.describe(),
-               report.summary(), report.table())
-  return params, source.metadata
+  metadata = None
+  for suffix, path in sources.items():
+    source = checkpointing.load(path)
+    # Layers a weights export did not read from its file (a VGG16 export's
+    # zero score_fr and bilinear upscore, made for its class count) are not
+    # weights: the model's own reference init stands.
+    made_up = set(((source.metadata.get("report") or {}).get("missing"))
+                  or ())
+    params, report = weights.copy_by_name(
+        {k: v for k, v in source.params.items() if k not in made_up}, params,
+        suffix=suffix, renamed=model.renamed_trunk_layers(),
+        reinit_class_layers=source.spec.num_classes != model.num_classes)
+    logging.info("Initialised %sfrom %s: %s\n%s",
+                 f"the {suffix} stream " if suffix else "",
+                 source.describe(), report.summary(), report.table())
+    metadata = metadata or source.metadata
+  return params, metadata
 
 
 def resolve_preprocessing(config: ml_collections.ConfigDict,
@@ -223,7 +270,7 @@ def create_train_state(params: Any, tx: optax.GradientTransformation,
 # --------------------------------------------------------------------------
 
 
-def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
+def train_step(state: TrainState, batch: Mapping[str, Any], *,
                model: models.FCN, tx: optax.GradientTransformation,
                loss_normalization: str = "sum",
                loss_sampling_p: float = 1.0,
@@ -235,40 +282,55 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   global number of images, or the valid-pixel loss by the global (weighted)
   number of valid pixels. Each device differentiates its share of that global
   loss, scaled by the device count so that ``pmean`` of the gradients is the
-  gradient of the global loss.
+  gradient of the global loss. A multi-head net (SIFT Flow) adds the losses
+  of its heads, each normalised on its own, with weight 1 each, as the
+  reference's two SoftmaxWithLoss layers do (docs/reference.md §8.3).
 
   Args:
     state: The replicated train state.
-    batch: ``image`` float32 ``[b, H, W, 3]`` and ``label`` int ``[b, H, W]``
-      (255 = ignored).
+    batch: ``image`` float32 ``[b, H, W, C]`` (a dict of them keyed by input
+      name for a multi-input net) and ``label`` int ``[b, H, W]`` (a dict
+      keyed by head for a multi-head net); 255 = ignored.
     model: The FCN.
     tx: The optimizer.
     loss_normalization: ``"sum"`` or ``"valid"`` (see :mod:`fcn_jax.losses`).
     loss_sampling_p: Keep probability of each pixel in the loss.
-    class_weights: Optional per-class loss weights.
+    class_weights: Optional per-class loss weights (single-head nets).
 
   Returns:
     ``(new_state, metrics)`` with the global ``loss``, ``valid_pixels`` and
-    training ``pixel_acc`` of the batch.
+    training ``pixel_acc`` of the batch (of the first head; a multi-head net
+    adds ``<head>_loss`` and ``<head>_pixel_acc`` for every head).
   """
   rng = jax.random.fold_in(jax.random.fold_in(state.rng, state.step),
                            parallel.device_index())
   dropout_rng, sampling_rng = jax.random.split(rng)
-  labels = batch["label"]
-  num_classes = model.num_classes
-  keep = losses.sample_keep_mask(sampling_rng, labels.shape, loss_sampling_p)
-  pixel_weights = losses.pixel_weights(labels, num_classes,
-                                       class_weights=class_weights,
-                                       keep_mask=keep)
-  total_normalizer = parallel.psum(losses.normalizer(
-      pixel_weights, labels.shape[0], loss_normalization))
+  labels = model.per_head(batch["label"])
+  classes = model.head_classes
+  shape = next(iter(labels.values())).shape
+  keep = losses.sample_keep_mask(sampling_rng, shape, loss_sampling_p)
+  pixel_weights = {h: losses.pixel_weights(labels[h], classes[h],
+                                           class_weights=class_weights,
+                                           keep_mask=keep)
+                   for h in classes}
+  total_normalizer = parallel.psum({
+      h: losses.normalizer(pixel_weights[h], shape[0], loss_normalization)
+      for h in classes})
   num_devices = parallel.device_count_in_step()
 
+  def head_sum(per_head):
+    return functools.reduce(jnp.add, per_head.values())
+
   def loss_fn(params):
-    logits = model.apply({"params": params}, batch["image"], train=True,
-                         rngs={"dropout": dropout_rng})
-    loss_sum = losses.weighted_loss_sum(logits, labels, pixel_weights)
-    share = losses.normalized_loss(loss_sum, total_normalizer) * num_devices
+    logits = model.per_head(model.apply(
+        {"params": params}, batch["image"], train=True,
+        rngs={"dropout": dropout_rng}))
+    loss_sum = {h: losses.weighted_loss_sum(logits[h], labels[h],
+                                            pixel_weights[h])
+                for h in classes}
+    share = head_sum({h: losses.normalized_loss(loss_sum[h],
+                                                total_normalizer[h])
+                      for h in classes}) * num_devices
     return share, (loss_sum, logits)
 
   grads, (loss_sum, logits) = jax.grad(loss_fn, has_aux=True)(state.params)
@@ -276,18 +338,27 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
 
-  valid = (labels >= 0) & (labels < num_classes)
-  correct = valid & (jnp.argmax(logits, axis=-1) == labels)
-  totals = parallel.psum({
-      "loss_sum": loss_sum,
-      "valid": jnp.sum(valid).astype(jnp.float32),
-      "correct": jnp.sum(correct).astype(jnp.float32),
-  })
-  metrics = {
-      "loss": losses.normalized_loss(totals["loss_sum"], total_normalizer),
-      "valid_pixels": totals["valid"],
-      "pixel_acc": totals["correct"] / jnp.maximum(totals["valid"], 1.0),
-  }
+  totals = {}
+  for h, c in classes.items():
+    valid = (labels[h] >= 0) & (labels[h] < c)
+    correct = valid & (jnp.argmax(logits[h], axis=-1) == labels[h])
+    totals[h] = {"loss_sum": loss_sum[h],
+                 "valid": jnp.sum(valid).astype(jnp.float32),
+                 "correct": jnp.sum(correct).astype(jnp.float32)}
+  totals = parallel.psum(totals)
+  head_metrics = {  # In the heads' order (psum returns sorted dicts).
+      h: {"loss": losses.normalized_loss(totals[h]["loss_sum"],
+                                         total_normalizer[h]),
+          "valid_pixels": totals[h]["valid"],
+          "pixel_acc": totals[h]["correct"] / jnp.maximum(totals[h]["valid"],
+                                                          1.0)}
+      for h in classes}
+  metrics = dict(next(iter(head_metrics.values())))
+  if model.multi_head:
+    metrics["loss"] = head_sum({h: m["loss"] for h, m in head_metrics.items()})
+    for h, m in head_metrics.items():
+      metrics[f"{h}_loss"] = m["loss"]
+      metrics[f"{h}_pixel_acc"] = m["pixel_acc"]
   new_state = state.replace(step=state.step + 1, params=params,
                             opt_state=opt_state)
   return new_state, metrics
@@ -301,7 +372,7 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
 
   Args:
     model: The FCN.
-    tx: The optimizer (:func:`fcn_jax.optim.create_optimizer`).
+    tx: The optimizer (:func:`fcn_jax.optim.create_model_optimizer`).
     config: Reads ``optim.loss_normalization``, ``optim.loss_sampling_p`` and
       ``optim.class_weights``.
     devices: From :func:`fcn_jax.parallel.devices_for_batch`.
@@ -320,10 +391,10 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
                                  donate_state=donate_state)
 
 
-def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
+def eval_step(params: Any, batch: Mapping[str, Any], *,
               model: models.FCN, loss_normalization: str = "sum",
               tta: tta_lib.TestTimeAugmentation = tta_lib.TestTimeAugmentation()
-              ) -> tuple[dict[str, jax.Array], jax.Array]:
+              ) -> tuple[dict[str, Any], Any]:
   """Scores a shard of an evaluation batch.
 
   Padding examples (``valid`` False) and pixels labelled outside
@@ -331,10 +402,12 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
 
   Args:
     params: Model parameters (replicated).
-    batch: ``image``, ``label`` and optionally ``valid`` bool ``[b]``.
+    batch: ``image``, ``label`` (dicts for multi-input / multi-head nets, as
+      in :func:`train_step`) and optionally ``valid`` bool ``[b]``.
     model: The FCN.
     loss_normalization: How each image's loss is normalised (``"sum"``: the
       sum over its valid pixels, as score.py reports; ``"valid"``: the mean).
+      A multi-head net's image loss is the sum over its heads.
     tta: Test-time augmentation (:mod:`fcn_jax.tta`; the reference used
       none, the default).
 
@@ -342,25 +415,36 @@ def eval_step(params: Any, batch: Mapping[str, jax.Array], *,
     ``(totals, predictions)``: totals summed over devices — the int32
     ``confusion`` matrix ``[C, C]`` (rows = ground truth), ``loss_sum`` over
     the images and ``num_images`` — and this device's argmax predictions
-    ``[b, H, W]``.
+    ``[b, H, W]``. A multi-head net gives ``confusion`` and the predictions
+    as dicts keyed by head.
   """
-  num_classes = model.num_classes
-  labels = batch["label"].astype(jnp.int32)
+  classes = model.head_classes
+  labels = model.per_head(batch["label"])
   image_valid = batch.get("valid")
   if image_valid is None:
-    image_valid = jnp.ones(labels.shape[:1], bool)
-  labels = jnp.where(image_valid[:, None, None], labels, voc.IGNORE_LABEL)
-  logits = tta(lambda x: model.apply({"params": params}, x, train=False),
-               batch["image"])
-  predictions = jnp.argmax(logits, axis=-1).astype(jnp.int32)
-  pixel_weights = losses.pixel_weights(labels, num_classes)
-  per_image = jnp.sum(pixel_weights * losses.pixel_cross_entropy(
-      logits, labels), axis=(1, 2))
-  if loss_normalization == "valid":
-    per_image = per_image / jnp.maximum(jnp.sum(pixel_weights, (1, 2)), 1.0)
+    image_valid = jnp.ones(next(iter(labels.values())).shape[:1], bool)
+  logits = model.per_head(tta(
+      lambda x: model.apply({"params": params}, x, train=False),
+      batch["image"]))
+  predictions, confusion, per_image = {}, {}, 0.0
+  for h, c in classes.items():
+    head_labels = jnp.where(image_valid[:, None, None],
+                            labels[h].astype(jnp.int32), voc.IGNORE_LABEL)
+    predictions[h] = jnp.argmax(logits[h], axis=-1).astype(jnp.int32)
+    pixel_weights = losses.pixel_weights(head_labels, c)
+    head_loss = jnp.sum(pixel_weights * losses.pixel_cross_entropy(
+        logits[h], head_labels), axis=(1, 2))
+    if loss_normalization == "valid":
+      head_loss = head_loss / jnp.maximum(jnp.sum(pixel_weights, (1, 2)),
+                                          1.0)
+    per_image = per_image + head_loss
+    confusion[h] = metrics_lib.confusion_matrix(head_labels, predictions[h],
+                                                c)
+  if not model.multi_head:
+    confusion = confusion[models.SINGLE_OUTPUT]
+    predictions = predictions[models.SINGLE_OUTPUT]
   totals = parallel.psum({
-      "confusion": metrics_lib.confusion_matrix(labels, predictions,
-                                                num_classes),
+      "confusion": confusion,
       "loss_sum": jnp.sum(jnp.where(image_valid, per_image, 0.0)),
       "num_images": jnp.sum(image_valid).astype(jnp.int32),
   })
@@ -394,8 +478,9 @@ def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
 
 def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
              params: Any, batches: Iterable[Mapping[str, np.ndarray]], *,
-             num_classes: int,
-             class_names: Sequence[str] | None = None,
+             num_classes: int | Mapping[str, int],
+             class_names: Sequence[str] | Mapping[str, Sequence[str]]
+             | None = None,
              preprocessing: preprocessing_lib.Preprocessing | None = None,
              num_tiles: int = 0
              ) -> tuple[dict[str, Any], list[np.ndarray]]:
@@ -409,19 +494,31 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
     devices: Its devices.
     params: The parameters to evaluate.
     batches: One pass over the split (host-local batches).
-    num_classes: ``C``.
-    class_names: Names for ``per_class_iu``.
+    num_classes: ``C``, or ``{head: C}`` for a multi-head net
+      (:func:`eval_classes`).
+    class_names: Names for ``per_class_iu`` (``{head: names}`` for a
+      multi-head net).
     preprocessing: To turn inputs back into images for the tiles.
     num_tiles: How many image | label | prediction tiles to return (from the
-      first valid examples of this process).
+      first valid examples of this process; the first head's).
 
   Returns:
     ``(metrics, tiles)``: ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
     ``per_class_iu``, ``loss`` (mean per image) and ``num_images``, computed
     once from the confusion matrix of the whole split over all hosts, and
-    that ``confusion_matrix`` (``[C][C]`` ints, rows = ground truth).
+    that ``confusion_matrix`` (``[C][C]`` ints, rows = ground truth). For a
+    multi-head net the four metrics, ``per_class_iu`` and
+    ``confusion_matrix`` are the first head's, and ``heads`` holds them for
+    every head (SIFT Flow's geometric accuracy is
+    ``heads["geo"]["pixel_acc"]``).
   """
-  hist = np.zeros((num_classes, num_classes), np.int64)
+  multi_head = isinstance(num_classes, Mapping)
+  classes = (dict(num_classes) if multi_head
+             else {models.SINGLE_OUTPUT: num_classes})
+  names = (dict(class_names) if multi_head and class_names
+           else {models.SINGLE_OUTPUT: class_names})
+  hist = {h: np.zeros((c, c), np.int64) for h, c in classes.items()}
+  first = next(iter(classes))
   loss_sum, num_images = 0.0, 0
   tiles = []
   for batch in batches:
@@ -429,27 +526,45 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
         params, _device_batch(batch, ("image", "label", "valid"),
                               len(devices)))
     totals = jax.device_get(totals)
-    hist += np.asarray(totals["confusion"], np.int64)
+    confusion = totals["confusion"] if multi_head else {
+        first: totals["confusion"]}
+    for h in classes:
+      hist[h] += np.asarray(confusion[h], np.int64)
     loss_sum += float(totals["loss_sum"])
     num_images += int(totals["num_images"])
     if len(tiles) < num_tiles and preprocessing is not None:
-      predictions = parallel.unshard(predictions)
+      predictions = parallel.unshard(
+          predictions[first] if multi_head else predictions)
+      images = jax.tree.leaves(batch["image"])[0]
+      labels = batch["label"][first] if multi_head else batch["label"]
       valid = np.asarray(batch.get("valid", np.ones(len(predictions), bool)))
       for i in np.flatnonzero(valid)[:num_tiles - len(tiles)]:
         tiles.append(visualize.make_tile(
-            preprocessing.invert(np.asarray(batch["image"][i])),
-            np.asarray(batch["label"][i]), predictions[i]))
+            preprocessing.invert(np.asarray(images[i])[..., :3]),
+            np.asarray(labels[i]), predictions[i]))
   # The step's psum spans every device of every host: the totals are global.
-  results = metrics_lib.segmentation_metrics(hist, class_names)
+  heads = {}
+  for h, counts in hist.items():
+    heads[h] = metrics_lib.segmentation_metrics(counts, names.get(h))
+    heads[h]["confusion_matrix"] = counts.tolist()
+  results = dict(heads[first])
+  if multi_head:
+    results["heads"] = heads
   results["loss"] = loss_sum / num_images if num_images else float("nan")
   results["num_images"] = int(num_images)
-  results["confusion_matrix"] = hist.tolist()
   return results, tiles
+
+
+def eval_classes(spec: models.ModelSpec | models.FCN
+                 ) -> int | dict[str, int]:
+  """What :func:`evaluate` takes as ``num_classes`` for a model."""
+  return spec.head_classes if spec.multi_head else spec.num_classes
 
 
 def _report_eval(writer: logging_utils.MetricWriter, step: int,
                  results: Mapping[str, Any], tiles: Sequence[np.ndarray],
-                 class_names: Sequence[str]) -> None:
+                 class_names: Sequence[str] | Mapping[str, Sequence[str]]
+                 ) -> None:
   logging.info("Evaluation at step %d on %d images:\n%s", step,
                results["num_images"],
                metrics_lib.format_report(results, class_names))
@@ -730,8 +845,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         metadata = None
       else:
         params, metadata = initial_params(config, model, init_rng)
-      tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
-                                  num_steps)
+      tx = optim.create_model_optimizer(config.optim, params, model,
+                                        num_steps)
       return create_train_state(params, tx, state_rng), tx, metadata
 
     resumed = _resume(config, checkpointer, lambda: initial_state()[0])
@@ -806,7 +921,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         eval_results, tiles = evaluate(
             p_eval_step, eval_devices, state.params,
             input_pipeline.create_eval_iterator(config, preprocessing),
-            num_classes=config.model.num_classes, class_names=class_names,
+            num_classes=eval_classes(model), class_names=class_names,
             preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
         _report_eval(writer, step, eval_results, tiles, class_names)
       if do_save:
@@ -873,7 +988,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
   results, tiles = evaluate(
       p_eval_step, devices, loaded.params,
       logging_utils.track(batches, "batches", "evaluating", progress),
-      num_classes=loaded.spec.num_classes, class_names=loaded.class_names,
+      num_classes=eval_classes(loaded.spec),
+      class_names=loaded.class_names,
       preprocessing=preprocessing,
       num_tiles=config.num_eval_tiles if log_to_workdir else 0)
   report = {
@@ -897,17 +1013,27 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
 
 def write_eval_results(output_dir: str, report: Mapping[str, Any]) -> None:
   """Writes ``eval_results.json`` (strict JSON, NaN as null) and
-  ``confusion.png`` (the row-normalised confusion matrix)."""
+  ``confusion.png`` (the row-normalised confusion matrix; a multi-head net's
+  first head, and ``confusion_<head>.png`` for every head)."""
   os.makedirs(output_dir, exist_ok=True)
   checkpointing.write_json(os.path.join(output_dir, EVAL_RESULTS_FILE),
                            report)
   results = report["metrics"]
-  hist = np.asarray(results["confusion_matrix"])
-  names = report.get("class_names") or voc.class_names(len(hist))
-  title = (f"mean IU {100 * results['mean_iu']:.2f}%, pixel acc. "
-           f"{100 * results['pixel_acc']:.2f}%")
-  visualize.confusion_matrix_image(hist, names, title=title).save(
-      os.path.join(output_dir, CONFUSION_FILE))
+  names = report.get("class_names")
+  charts = {CONFUSION_FILE: (results, names)}
+  if "heads" in results:
+    first = next(iter(results["heads"]))
+    charts = {CONFUSION_FILE: (results, (names or {}).get(first))}
+    stem, ext = os.path.splitext(CONFUSION_FILE)
+    for head, head_results in results["heads"].items():
+      charts[f"{stem}_{head}{ext}"] = (head_results, (names or {}).get(head))
+  for file_name, (head_results, head_names) in charts.items():
+    hist = np.asarray(head_results["confusion_matrix"])
+    title = (f"mean IU {100 * head_results['mean_iu']:.2f}%, pixel acc. "
+             f"{100 * head_results['pixel_acc']:.2f}%")
+    visualize.confusion_matrix_image(
+        hist, head_names or voc.class_names(len(hist)), title=title).save(
+            os.path.join(output_dir, file_name))
 
 
 def check_local_path(path: str, what: str) -> None:

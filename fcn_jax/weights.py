@@ -4,9 +4,13 @@ The one seam is :func:`from_caffe_layers`. Every reader in
 :mod:`fcn_jax.readers` turns its file into ``{caffe_layer: [blobs]}`` in Caffe
 layouts, and this module maps those blobs onto a model's parameters by name:
 
-* convolutions OIHW -> HWIO; InnerProduct ``(out, C*k*k)`` blobs (VGG16's
-  fc6/fc7) are convolutionalised by the C-order reshape (docs/reference.md
-  §4.5);
+* convolutions OIHW -> HWIO (grouped ones, CaffeNet's conv2/4/5, are
+  ``(out, in/group, k, k)``, which is Flax's ``(k, k, in/group, out)``);
+  InnerProduct ``(out, C*k*k)`` blobs (VGG16's and CaffeNet's fc6/fc7) are
+  convolutionalised by the C-order reshape (docs/reference.md §4.5);
+* a base net's first convolution fills a renamed, wider one (NYUD color-D's
+  ``conv1_1_bgrd`` from ``conv1_1``: the three input channels copied, the
+  fourth their mean, §8.2);
 * Deconvolution ``(C_in, C_out, k, k)`` -> HWIO, spatially flipped (§4.3);
 * every shape is checked, and all mismatches are reported in one error;
 * layers the file lacks start as Caffe starts them
@@ -14,8 +18,9 @@ layouts, and this module maps those blobs onto a model's parameters by name:
   upsamplers bilinear, Scale layers at their constants). Layers the file has
   but the model lacks are reported as unused (:class:`LoadReport`).
 
-Staged training (FCN-32s -> 16s -> 8s) copies layers by name between
-parameter trees with :func:`copy_by_name`. Where converted weights are stored,
+Staged training (FCN-32s -> 16s -> 8s; trained colour and HHA nets into
+the streams of color-HHA) copies layers by name between parameter trees with
+:func:`copy_by_name`. Where converted weights are stored,
 and how, is :mod:`fcn_jax.checkpointing`'s business.
 """
 
@@ -132,15 +137,19 @@ def _blobs_text(blobs: Sequence[np.ndarray]) -> str:
 # --------------------------------------------------------------------------
 
 
-def _is_head_layer(name: str) -> bool:
+def is_head_layer(name: str) -> bool:
+  """Whether a layer belongs to a head (score, upsampler, Scale)."""
   return name.startswith(("score", "upscore", "scale_"))
 
 
 def guess_model(layer_names: Iterable[str]) -> str | None:
-  """Which network a set of layer names is: a model name, ``vgg16`` or None."""
+  """Which network a set of layer names is: model names (``a or b`` where
+  nets share their layer names), a base net (``vgg16``, ``caffenet``) or
+  None."""
   names = set(layer_names) - set(IMAGENET_CLASSIFIER_LAYERS)
-  if names == set(models.TRUNK_LAYERS):
-    return "vgg16"
+  for trunk in models.TRUNKS.values():
+    if names == set(trunk.layer_names):
+      return trunk.name
   unscaled = {n for n in names if not n.startswith("scale_")}
   matches = [m for m in models.MODEL_NAMES
              if names == models.model_layer_names(m)
@@ -227,6 +236,36 @@ def _convert_layer(blobs, target: Mapping[str, Any]):
   raise ValueError(f"unexpected parameters {sorted(kind)}")
 
 
+def expand_input_channels(kernel: np.ndarray, channels: int) -> np.ndarray:
+  """A first-layer HWIO kernel widened to ``channels`` inputs as NYUD
+  color-D's ``solve.py`` does (docs/reference.md §8.2): the existing input
+  channels copied, each new one the mean of the existing ones."""
+  kernel = np.asarray(kernel)
+  extra = channels - kernel.shape[2]
+  if extra < 0:
+    raise ValueError(f"cannot narrow a kernel of {kernel.shape[2]} input "
+                     f"channels to {channels}")
+  mean = kernel.mean(axis=2, keepdims=True)
+  return np.concatenate([kernel] + [mean] * extra, axis=2)
+
+
+def _expanded_leaves(blobs, target: Mapping[str, Any], source_name: str
+                     ) -> tuple[dict[str, np.ndarray], str]:
+  """A base net's first convolution (``conv1_1``) for a renamed, wider one
+  (``conv1_1_bgrd``): converted at its own input width, then expanded."""
+  kh, kw, cin, cout = target["kernel"].shape
+  _expect_count(blobs, 2, "weight and bias")
+  base_in = int(np.prod(blobs[0].shape)) // (cout * kh * kw)
+  if base_in < 1 or base_in > cin:
+    raise _Mismatch(f"{source_name} weight {tuple(blobs[0].shape)} cannot "
+                    f"start a ({cout}, {cin}, {kh}, {kw}) convolution")
+  base = jax.ShapeDtypeStruct((kh, kw, base_in, cout), np.float32)
+  leaves, _ = _conv_leaves(blobs, base.shape)
+  leaves["kernel"] = expand_input_channels(leaves["kernel"], cin)
+  return leaves, (f"from {source_name}: {base_in} input channels copied, "
+                  f"{cin - base_in} more their mean")
+
+
 def _check_finite(params: Params) -> list[str]:
   return [f"{layer}: non-finite values in {leaf}"
           for layer, leaves in params.items() for leaf, value in leaves.items()
@@ -234,7 +273,7 @@ def _check_finite(params: Params) -> list[str]:
 
 
 def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
-                      model_name: str, num_classes: int = 21, *,
+                      model_name: str, num_classes: int | None = None, *,
                       strict: bool = True,
                       optional_layers: Sequence[str] = (),
                       source: str = "the weights",
@@ -247,11 +286,15 @@ def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
       plus bias; InnerProduct ``(out, in)`` plus bias (convolutionalised);
       Deconvolution ``(C_in, C_out, k, k)``; Scale ``(C,)``. Legacy 4-D blobs
       padded with leading 1s are accepted.
-    model_name: ``fcn32s``, ``fcn16s``, ``fcn8s`` or ``fcn8s_atonce``.
-    num_classes: The model's classes; must match any score layers in
-      ``layers``.
-    strict: Require that the weights are exactly this model, or a VGG16
-      trunk for it: no layers the model lacks (other than VGG16's ``fc8``),
+    model_name: One of ``models.MODEL_NAMES``; ``layers`` uses the
+      reference's Caffe layer names for it (``conv1`` ... for
+      ``fcn_alexnet``, ``conv1_1color`` ... for ``nyud_fcn32s_color_hha``,
+      ``score_fr_sem`` ... for SIFT Flow).
+    num_classes: The model's classes (None: the net's own); must match any
+      score layers in ``layers``.
+    strict: Require that the weights are exactly this model, or a base net
+      (VGG16, CaffeNet) for it: no layers the model lacks (other than the
+      ImageNet ``fc8``),
       and, when the weights carry a head (score/upscore/scale layers), every
       head layer. ``False`` copies whatever matches by name, as Caffe's
       ``copy_from`` does (e.g. an FCN-32s file into an FCN-16s). Trunk layers
@@ -273,16 +316,23 @@ def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
       layer (strict) and non-finite value, with hints.
   """
   model = models.create_model(model_name, num_classes, **model_options)
+  num_classes = model.num_classes
   targets = models.param_shapes(model)
-  has_head = any(_is_head_layer(name) for name in layers)
+  renamed = {target: base for target, base in
+             model.renamed_trunk_layers().items() if target not in layers}
+  has_head = any(is_head_layer(name) for name in layers)
   params: Params = {}
   rows, problems, missing_required, unexpected = [], [], [], []
   for name, target in targets.items():
     shapes = _leaves_text(target)
-    if name in layers:
-      blobs = [np.asarray(b) for b in layers[name]]
+    source_name = renamed.get(name, name)
+    if source_name in layers:
+      blobs = [np.asarray(b) for b in layers[source_name]]
       try:
-        leaves, note = _convert_layer(blobs, target)
+        if source_name != name:
+          leaves, note = _expanded_leaves(blobs, target, source_name)
+        else:
+          leaves, note = _convert_layer(blobs, target)
       except _Mismatch as e:
         problems.append(f"{name}: {e}")
         continue
@@ -290,7 +340,7 @@ def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
                       for k, v in leaves.items()}
       rows.append(LayerRow(name, LOADED, shapes, _blobs_text(blobs), note))
       continue
-    if not _is_head_layer(name):
+    if not is_head_layer(name):
       missing_required.append(name)
       continue
     if strict and has_head and name not in optional_layers:
@@ -299,7 +349,7 @@ def from_caffe_layers(layers: Mapping[str, Sequence[np.ndarray]],
         name, {k: v.shape for k, v in target.items()})
     rows.append(LayerRow(name, MISSING, shapes, "", note))
   for name, blobs in layers.items():
-    if name in targets:
+    if name in targets or name in renamed.values():
       continue
     if name in IMAGENET_CLASSIFIER_LAYERS:
       note = "ImageNet classifier, not part of FCN"
@@ -327,13 +377,22 @@ def _load_error(problems: list[str], layers: Mapping[str, Any],
   """One message listing every problem, with the likely fix."""
   hints = []
   guess = guess_model(layers)
-  if guess and guess != "vgg16" and model_name not in guess.split(" or "):
+  trunk = models.NETS[model_name].trunk_spec
+  if guess in models.TRUNKS and guess != trunk.name:
+    users = [n.name for n in models.NETS.values() if n.trunk == guess]
+    hints.append(f"{source} is a {guess} base net, not {trunk.name}: it "
+                 f"starts {' or '.join(users)} (--model {users[0]}).")
+  elif (guess and guess not in models.TRUNKS
+        and model_name not in guess.split(" or ")):
     hints.append(f"{source} looks like {guess}, not {model_name}: convert it "
                  f"with --model {guess.split(' or ')[0]}.")
-  if not any(name in layers for name in models.TRUNK_LAYERS):
+  trunk_names = {n for n in set(trunk.layer_names)
+                 | models.model_layer_names(model_name)
+                 if not is_head_layer(n)}
+  if not trunk_names & set(layers):
     names = ", ".join(list(layers)[:8]) + (" ..." if len(layers) > 8 else "")
-    hints.append(f"{source} has no VGG16 layer (conv1_1 ... fc7): its layers "
-                 f"are {names}.")
+    hints.append(f"{source} has no {trunk.name.upper()} layer "
+                 f"({trunk.layer_names[0]} ... fc7): its layers are {names}.")
   score = layers.get("score_fr")
   if score is not None and len(score) == 2:
     file_classes = int(np.size(score[1]))
@@ -396,20 +455,31 @@ def _upsampler_layout(source: Mapping[str, Any],
 
 
 def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
-                 target_params: Mapping[str, Mapping[str, Any]],
+                 target_params: Mapping[str, Mapping[str, Any]], *,
+                 suffix: str = "",
+                 renamed: Mapping[str, str] | None = None,
                  reinit_class_layers: bool = False,
                  ) -> tuple[Params, LoadReport]:
   """Initialises ``target_params`` from ``source_params`` layer by layer.
 
-  This is the reference's staged training (docs/reference.md §5.3): FCN-16s
-  starts from a trained FCN-32s and FCN-8s from FCN-16s. Layers in both are
+  This is the reference's staged training (docs/reference.md §5.3, §6.1):
+  FCN-16s starts from a trained FCN-32s and FCN-8s from FCN-16s
+  (``copy_from``); NYUD color-HHA's streams from a trained colour and a
+  trained HHA net (``surgery.transplant`` with a suffix); color-D's
+  ``conv1_1_bgrd`` from VGG16's ``conv1_1`` (``renamed``). Layers in both are
   copied; layers only in the target keep their initial values (new skip score
   layers zero, upsamplers bilinear); layers only in the source are reported
   unused.
 
   Args:
-    source_params: The trained params (e.g. :func:`fcn_jax.checkpointing.load`'s).
+    source_params: The trained params (e.g. ``checkpointing.load(...).params``).
     target_params: The new model's initial params.
+    suffix: Source layer ``L`` fills target layer ``L + suffix``; only the
+      target layers with that suffix are considered (one stream of a
+      two-stream net), the others are returned as they are.
+    renamed: ``{target layer: source layer}`` for layers the source names
+      differently (``model.renamed_trunk_layers()``); a narrower source
+      kernel is widened by :func:`expand_input_channels`.
     reinit_class_layers: The source has another class count: head layers
       (score, upscore) whose shapes differ keep their initial values (zero
       scores, bilinear upsamplers) instead of being an error.
@@ -421,23 +491,33 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
     WeightsError: a same-named layer differs in parameter names or shapes
       (all such layers are listed).
   """
+  renamed = dict(renamed or {})
   params: dict[str, dict[str, Any]] = {}
-  rows, problems = [], []
+  rows, problems, used = [], [], set()
   for name, target in target_params.items():
+    params[name] = dict(target)
+    if not name.endswith(suffix):
+      continue
     shapes = _leaves_text(target)
-    if name not in source_params:
-      params[name] = dict(target)
+    base = name[:len(name) - len(suffix)] if suffix else name
+    if base not in source_params and renamed.get(name) in source_params:
+      base = renamed[name]
+    if base not in source_params:
       rows.append(LayerRow(name, MISSING, shapes, "", "kept initial value"))
       continue
-    source = source_params[name]
+    used.add(base)
+    source = source_params[base]
     found = {k: tuple(np.shape(v)) for k, v in source.items()}
     wanted = {k: tuple(np.shape(v)) for k, v in target.items()}
-    note = ""
+    note = "" if base == name else f"from {base}"
     if found != wanted:
       try:
-        source, note = _upsampler_layout(source, wanted)
+        if base != name and name in renamed:
+          source, note = _widened(source, wanted, base)
+        else:
+          source, note = _upsampler_layout(source, wanted)
       except _Mismatch as e:
-        if reinit_class_layers and _is_head_layer(name):
+        if reinit_class_layers and is_head_layer(name):
           params[name] = dict(target)
           rows.append(LayerRow(name, MISSING, shapes, _leaves_text(source),
                                "other class count: kept initial value"))
@@ -448,10 +528,27 @@ def copy_by_name(source_params: Mapping[str, Mapping[str, Any]],
     params[name] = {k: _like(source[k], v) for k, v in target.items()}
     rows.append(LayerRow(name, LOADED, shapes, _leaves_text(source), note))
   for name, source in source_params.items():
-    if name not in target_params:
-      rows.append(LayerRow(name, UNUSED, "", _leaves_text(source)))
+    if name not in used:
+      rows.append(LayerRow(name + suffix if suffix else name, UNUSED, "",
+                           _leaves_text(source),
+                           f"source {name}" if suffix else ""))
   if problems:
     raise WeightsError(
         "cannot copy layers by name, shapes differ (check num_classes and "
         "width_divisor):" + "".join(f"\n  - {p}" for p in problems))
   return params, LoadReport(tuple(rows))
+
+
+def _widened(source: Mapping[str, Any], wanted: Mapping[str, tuple[int, ...]],
+             base: str) -> tuple[dict[str, np.ndarray], str]:
+  """A renamed first convolution with more input channels (color-D)."""
+  kernel = np.asarray(source.get("kernel"))
+  shape = wanted.get("kernel", ())
+  if (set(source) != set(wanted) or kernel.ndim != 4 or len(shape) != 4
+      or kernel.shape[:2] != shape[:2] or kernel.shape[3] != shape[3]
+      or kernel.shape[2] > shape[2]
+      or np.shape(source.get("bias")) != wanted.get("bias")):
+    raise _Mismatch("")
+  widened = dict(source, kernel=expand_input_channels(kernel, shape[2]))
+  return widened, (f"from {base}: {kernel.shape[2]} input channels copied, "
+                   f"{shape[2] - kernel.shape[2]} more their mean")

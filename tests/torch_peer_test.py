@@ -42,29 +42,42 @@ def _random_variables(model, seed):
 
 
 def _logits(name, upsample_mode, torch_mode, variables=None, seed=0):
+  """Both frameworks' logits on the same random inputs, the heads' channels
+  concatenated."""
   model = models.create_model(name, NUM_CLASSES, width_divisor=WIDTH_DIVISOR,
                               upsample_mode=upsample_mode)
   if variables is None:
     variables = _random_variables(model, seed)
-  images = np.random.RandomState(seed + 1).normal(
-      0, 50, (2, 37, 45, 3)).astype(np.float32)
-  want = np.asarray(jax.jit(model.apply)(variables, jnp.asarray(images)))
+  rng = np.random.RandomState(seed + 1)
+  images = {n: rng.normal(0, 50, (2, 37, 45, c)).astype(np.float32)
+            for n, c in model.input_channels.items()}
+  if not model.multi_input:
+    images = next(iter(images.values()))
+  want = model.per_head(jax.jit(model.apply)(variables, images))
   net = torch_fcn.TorchFCN(name, NUM_CLASSES, WIDTH_DIVISOR,
                            upsample_mode=torch_mode).eval()
   torch_fcn.load_flax_variables(net, variables)
   with torch.no_grad():
-    got = net(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()))
-  return got.numpy().transpose(0, 2, 3, 1), want
+    got = model.per_head(net(jax.tree.map(
+        lambda x: torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), images)))
+  got = np.concatenate([got[h].numpy().transpose(0, 2, 3, 1) for h in want],
+                       -1)
+  return got, np.concatenate([np.asarray(want[h]) for h in want], -1)
 
 
 def _relative_error(got, want):
   return float(np.max(np.abs(got - want)) / np.max(np.abs(want)))
 
 
-@pytest.mark.parametrize("name", models.MODEL_NAMES)
+# The VOC nets and one of each other structure (the NYUD color/HHA and
+# PASCAL-Context nets are VOC graphs with other class counts).
+@pytest.mark.parametrize("name", (
+    "fcn32s", "fcn16s", "fcn8s", "fcn8s_atonce", "fcn_alexnet",
+    "nyud_fcn32s_color_d", "nyud_fcn32s_color_hha", "siftflow_fcn16s"))
 def test_same_logits_as_fcn_jax(name):
   got, want = _logits(name, "dense", "dense")
-  assert got.shape == want.shape == (2, 37, 45, NUM_CLASSES)
+  classes = models.create_model(name, NUM_CLASSES).head_classes
+  assert got.shape == want.shape == (2, 37, 45, sum(classes.values()))
   assert np.max(np.abs(want)) > 0
   assert _relative_error(got, want) < 1e-4
 
@@ -102,12 +115,12 @@ def test_dense_kernel_with_off_diagonal_cannot_be_depthwise():
 # docs/reference.md §10: (trainable, fixed) parameters with 21 classes.
 @pytest.mark.parametrize("name,trainable,frozen", [
     ("fcn32s", 134_346_581, 1_806_336), ("fcn8s", 134_362_751, 127_008),
-    ("fcn8s_atonce", 134_362_751, 127_776)])
+    ("fcn8s_atonce", 134_362_751, 127_776),
+    ("fcn_alexnet", 56_954_261, 1_750_329)])
 def test_torch_net_has_the_spec_parameters(name, trainable, frozen):
   net = torch_fcn.TorchFCN(name)
   names = {n.split(".")[1] for n, _ in net.named_parameters()}
-  assert names >= {"conv1_1", "conv5_3", "fc6", "fc7", "score_fr",
-                   "upscore" if name == "fcn32s" else "upscore8"}
+  assert names == set(models.create_model(name).layer_names())
   count = lambda grad: sum(p.numel() for p in net.parameters()
                            if p.requires_grad == grad)
   assert (count(True), count(False)) == (trainable, frozen)

@@ -48,7 +48,9 @@ def random_variables(model: models.FCN, seed: int) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--image", default=str(DEMO))
-  parser.add_argument("--model", default="fcn8s", choices=models.MODEL_NAMES)
+  parser.add_argument("--model", default="fcn8s", choices=[
+      name for name, net in models.NETS.items()  # Colour in, one head out.
+      if net.inputs == (models.nets.Input(),) and not net.multi_head])
   parser.add_argument("--width-divisor", type=int, default=16)
   parser.add_argument("--buckets", default="32", type=inference.parse_buckets)
   parser.add_argument("--seeds", type=int, default=3)

@@ -1,0 +1,330 @@
+"""The FCN module: trunk(s), head(s) and fusion of one reference net.
+
+A transcription of the reference Caffe nets (docs/reference.md §2-§4, §8):
+
+* Each stream runs a trunk (:mod:`fcn_jax.models.trunks`) on its input.
+* Each output runs the net's head (:mod:`fcn_jax.models.heads`): ``score_fr``
+  on fc7, the skip steps, the final upsampler and crop. With late fusion the
+  streams' ``score_fr`` are summed with their coefficients first.
+* Upsamplers are ``nn.ConvTranspose`` (VALID, no bias) initialised with the
+  diagonal bilinear kernel of ``surgery.upsample_filt``. They live in
+  ``params`` under their Caffe names so weights map 1:1, and are frozen (Caffe
+  ``lr_mult: 0``): :meth:`FCN.frozen_layers` names them for the optimizer.
+
+Variables are keyed by the Caffe layer names (``conv1_1`` ... ``upscore8``,
+``conv1_1color``, ``score_fr_sem``, ...) in one flat tree. Kernels are HWIO.
+Score layers start at zero, as Caffe's default filler does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fcn_jax.models import heads as heads_lib
+from fcn_jax.models import layers
+from fcn_jax.models import nets
+from fcn_jax.models import trunks
+
+
+class FCN(nn.Module):
+  """A fully convolutional network: one of :data:`fcn_jax.models.NETS`.
+
+  Attributes:
+    net: Which reference net (trunk, head, inputs, streams, outputs).
+    num_classes: Classes of the first output (21 for PASCAL VOC); outputs
+      with a fixed count (SIFT Flow's ``geo``) keep theirs.
+    width_divisor: Divides every trunk width (64 ... 512) and the fc width
+      (4096); 1 is the real net. Larger values give tiny models for tests.
+    dtype: Computation dtype (e.g. ``jnp.bfloat16``). Parameters stay float32
+      and the logits are returned in float32.
+    learn_upsampling: Train the 2x upsamplers (the CVPR variant); the final
+      upsampler stays fixed.
+    dropout_rate: Dropout after fc6 and fc7 in training (inverted dropout).
+    upsample_mode: ``"dense"`` (default) stores each upsampler as Caffe does,
+      a ``(k, k, C, C)`` kernel whose off-diagonal is zero, so parameter counts
+      match docs/reference.md §10; ``"depthwise"`` stores only the diagonal
+      ``(k, k, 1, C)`` (:class:`~fcn_jax.models.layers.DepthwiseConvTranspose`):
+      the same function for FCN's per-class kernels, ``C`` times cheaper.
+  """
+  net: nets.Net
+  num_classes: int = 21
+  width_divisor: int = 1
+  dtype: Any = jnp.float32
+  learn_upsampling: bool = False
+  dropout_rate: float = trunks.DROPOUT_RATE
+  upsample_mode: str = "dense"
+
+  # ------------------------------------------------------------------
+  # What the net is: inputs, outputs, layers.
+  # ------------------------------------------------------------------
+
+  @property
+  def head(self) -> heads_lib.HeadSpec:
+    return self.net.head
+
+  @property
+  def multi_input(self) -> bool:
+    """Whether the model takes a dict of inputs (keyed by input name)."""
+    return self.net.multi_input
+
+  @property
+  def multi_head(self) -> bool:
+    """Whether the model returns (and trains on) a dict keyed by head."""
+    return self.net.multi_head
+
+  @property
+  def input_channels(self) -> dict[str, int]:
+    """Channels of each input, by name (``{"image": 3}`` for most nets)."""
+    return {i.name: i.channels for i in self.net.inputs}
+
+  @property
+  def head_classes(self) -> dict[str, int]:
+    """Classes of each output, by name (``{"score": 21}`` for VOC)."""
+    return self.net.output_classes(self.num_classes)
+
+  def per_head(self, value: Any) -> dict[str, Any]:
+    """Logits or labels as ``{head: array}`` (a single-head net's plain
+    array under ``"score"``).
+
+    Raises:
+      ValueError: A multi-head value that is not a dict of the heads.
+    """
+    if not self.multi_head:
+      if isinstance(value, Mapping):
+        raise ValueError(f"{self.net.name} has one head: expected an array, "
+                         f"got a dict with keys {sorted(value)}")
+      return {nets.SINGLE_OUTPUT: value}
+    if not isinstance(value, Mapping) or set(value) != set(self.head_classes):
+      raise ValueError(
+          f"{self.net.name} has the heads {sorted(self.head_classes)}: "
+          "expected a dict keyed by them, got "
+          f"{sorted(value) if isinstance(value, Mapping) else 'an array'}")
+    return {name: value[name] for name in self.head_classes}
+
+  def _streams(self, attach: bool = False) -> list[trunks.Trunk]:
+    """One trunk per stream: submodules in ``__call__`` (``attach``), else
+    free-standing descriptions (for the layer names)."""
+    parent = {} if attach else {"parent": None}
+    return [trunks.Trunk(self.net.trunk_spec, self.width_divisor, self.dtype,
+                         dropout_rate=self.dropout_rate, suffix=s.suffix,
+                         first_layer=s.first_layer, **parent)
+            for s in self.net.streams]
+
+  def _head_layers(self) -> list[tuple[str, str, Any, int]]:
+    """``(layer, kind, what, classes)`` of every head layer, forward order.
+
+    ``kind`` is ``score`` (``what`` None), ``upsampler`` (an
+    :class:`~fcn_jax.models.heads.Upsampler`) or ``scale`` (its constant).
+    """
+    rows = []
+    classes = self.head_classes
+    for output in self.net.outputs:
+      c = classes[output.name]
+      suffix = output.suffix
+      for stream in self.net.streams:
+        rows.append((heads_lib.SCORE_LAYER + stream.suffix + suffix, "score",
+                     None, c))
+      for skip in self.head.skips:
+        rows.append((skip.upsampler.name + suffix, "upsampler", skip.upsampler,
+                     c))
+        if skip.scale is not None:
+          rows.append((skip.scale_layer + suffix, "scale", skip.scale, c))
+        rows.append((skip.score_layer + suffix, "score", None, c))
+      rows.append((self.head.final.name + suffix, "upsampler", self.head.final,
+                   c))
+    return rows
+
+  def trunk_layers(self) -> tuple[str, ...]:
+    """The trunks' parameterised layers in forward order, stream by stream."""
+    return tuple(name for trunk in self._streams()
+                 for name in trunk.layer_names())
+
+  def layer_names(self) -> tuple[str, ...]:
+    """The parameterised layers in forward order, as the Caffe nets list
+    them (color-HHA: each stream with its score_fr, then the upsampler)."""
+    head = tuple(row[0] for row in self._head_layers())
+    if self.net.fusion is None:
+      return self.trunk_layers() + head
+    streams = self._streams()
+    names = ()
+    for trunk, score in zip(streams, head):
+      names += trunk.layer_names() + (score,)
+    return names + head[len(streams):]
+
+  def frozen_layers(self) -> tuple[str, ...]:
+    """Names of layers with Caffe ``lr_mult: 0``: fixed upsamplers and scales
+    (the 2x upsamplers are trained with ``learn_upsampling``)."""
+    final = {self.head.final.name + o.suffix for o in self.net.outputs}
+    names = []
+    for layer, kind, _, _ in self._head_layers():
+      if kind == "scale" or (kind == "upsampler" and (
+          layer in final or not self.learn_upsampling)):
+        names.append(layer)
+    return tuple(names)
+
+  def score_layers(self) -> tuple[str, ...]:
+    """The classifier: every score convolution (``config.optim.trainable =
+    "score"`` trains only these, FCN-32s-fixed)."""
+    return tuple(row[0] for row in self._head_layers() if row[1] == "score")
+
+  def default_bias_multiplier_layers(self) -> tuple[str, ...]:
+    """Layers whose biases keep Caffe's default multipliers (lr 1, decay 1),
+    like their weights: CaffeNet's trunk (docs/reference.md §2.3)."""
+    if self.net.trunk_spec.default_bias_multipliers:
+      return self.trunk_layers()
+    return ()
+
+  def renamed_trunk_layers(self) -> dict[str, str]:
+    """Trunk layers under another name than the base net's, e.g.
+    ``{"conv1_1_bgrd": "conv1_1"}`` (color-D; docs/reference.md §8.2)."""
+    first = self.net.trunk_spec.first_layer
+    return {s.first_layer: first for s in self.net.streams if s.first_layer}
+
+  def reference_init(self, layer: str, shapes: Mapping[str, Sequence[int]]
+                     ) -> tuple[dict[str, np.ndarray], str]:
+    """How the reference starts a head layer that pretrained weights lack.
+
+    Upsamplers get the bilinear kernel (``surgery.interp``, docs/reference.md
+    §6.3), Scale layers their constant, score layers zeros (Caffe's default
+    filler, §5.3).
+
+    Args:
+      layer: A head layer's name.
+      shapes: Its parameter shapes, ``{"kernel": (...), ...}``.
+
+    Returns:
+      ``(leaves, note)``: float32 arrays of those shapes and how they were
+      made.
+    """
+    rows = {row[0]: row for row in self._head_layers()}
+    _, kind, what, classes = rows.get(layer, (layer, "score", None, 0))
+    if kind == "upsampler":
+      dense = layers.bilinear_kernel(what.kernel, classes)
+      kernel = (layers.depthwise_kernel(dense)
+                if self.upsample_mode == "depthwise" else dense)
+      return {"kernel": kernel}, "bilinear"
+    if kind == "scale":
+      return ({"scale": np.full(tuple(shapes["scale"]), what, np.float32)},
+              f"constant {what:g}")
+    return ({k: np.zeros(tuple(v), np.float32) for k, v in shapes.items()},
+            "zeros")
+
+  def dummy_inputs(self, size: int = 32, batch: int = 1) -> Any:
+    """Zero inputs of the right structure and channels (for ``init``)."""
+    arrays = {name: jnp.zeros((batch, size, size, c), jnp.float32)
+              for name, c in self.input_channels.items()}
+    return arrays if self.multi_input else next(iter(arrays.values()))
+
+  # ------------------------------------------------------------------
+  # The forward pass.
+  # ------------------------------------------------------------------
+
+  def _check_inputs(self, images: Any) -> dict[str, jax.Array]:
+    channels = self.input_channels
+    if self.multi_input:
+      if not isinstance(images, Mapping) or set(images) != set(channels):
+        raise ValueError(
+            f"{self.net.name} takes a dict of inputs {sorted(channels)}, got "
+            f"{sorted(images) if isinstance(images, Mapping) else 'an array'}")
+      inputs = dict(images)
+    else:
+      if isinstance(images, Mapping):
+        raise ValueError(f"{self.net.name} takes one array [N, H, W, "
+                         f"{next(iter(channels.values()))}], got a dict")
+      inputs = {next(iter(channels)): images}
+    shapes = set()
+    for name, x in inputs.items():
+      if x.ndim != 4 or x.shape[-1] != channels[name]:
+        raise ValueError(
+            f"{self.net.name}: expected NHWC input {name!r} with "
+            f"{channels[name]} channels, got shape {x.shape}")
+      shapes.add(x.shape[:3])
+    if len(shapes) > 1:
+      raise ValueError(f"{self.net.name}: inputs differ in batch or size: "
+                       f"{sorted(shapes)}")
+    return inputs
+
+  def _upsample(self, up: heads_lib.Upsampler, name: str, classes: int,
+                x: jax.Array, blobs: dict[str, jax.Array]) -> jax.Array:
+    dense = layers.bilinear_kernel(up.kernel, classes)
+    if self.upsample_mode == "depthwise":
+      y = layers.DepthwiseConvTranspose(
+          up.kernel, up.stride,
+          lambda *_: jnp.asarray(layers.depthwise_kernel(dense)), self.dtype,
+          name=name)(x)
+    else:
+      y = nn.ConvTranspose(classes, (up.kernel, up.kernel),
+                           (up.stride, up.stride), padding="VALID",
+                           use_bias=False,
+                           kernel_init=lambda *_: jnp.asarray(dense),
+                           dtype=self.dtype, param_dtype=jnp.float32,
+                           name=name)(x)
+    blobs[name] = y
+    return y
+
+  def _score(self, name: str, classes: int, x: jax.Array,
+             blobs: dict[str, jax.Array]) -> jax.Array:
+    y = layers.caffe_conv(classes, 1, 0, name, self.dtype, zero_init=True)(x)
+    blobs[name] = y
+    return y
+
+  @nn.compact
+  def __call__(self, images: Any, train: bool = False) -> Any:
+    """Scores every pixel.
+
+    Args:
+      images: Preprocessed float inputs ``[N, H, W, C]`` (any H, W >= 1), or
+        for a multi-input net a dict of them keyed by input name
+        (:attr:`input_channels`).
+      train: Enables dropout (needs a ``'dropout'`` rng).
+
+    Returns:
+      Float32 logits ``[N, H, W, classes]``, or for a multi-head net a dict
+      of them keyed by output name (:attr:`head_classes`).
+    """
+    inputs = self._check_inputs(images)
+    height, width = next(iter(inputs.values())).shape[1:3]
+    blobs = {}
+    features = []
+    for stream, trunk in zip(self.net.streams, self._streams(attach=True)):
+      nn.share_scope(trunk, self)
+      stream_blobs = trunk(inputs[stream.input].astype(self.dtype), train)
+      blobs.update({k + stream.suffix: v for k, v in stream_blobs.items()})
+      features.append(stream_blobs)
+    classes = self.head_classes
+    outputs = {}
+    for output in self.net.outputs:
+      c, suffix = classes[output.name], output.suffix
+      scores = [self._score(heads_lib.SCORE_LAYER + stream.suffix + suffix, c,
+                            f["fc7"], blobs)
+                for stream, f in zip(self.net.streams, features)]
+      score = scores[0]
+      if self.net.fusion is not None:
+        fusion = self.net.fusion
+        score = sum(w * s for w, s in zip(fusion.coefficients, scores))
+        blobs[fusion.layer] = score
+      for skip in self.head.skips:
+        upscored = self._upsample(skip.upsampler, skip.upsampler.name + suffix,
+                                  c, score, blobs)
+        pooled = features[0][skip.source]
+        if skip.scale is not None:
+          pooled = layers.Scale(skip.scale, self.dtype,
+                                name=skip.scale_layer + suffix)(pooled)
+        cropped = layers.crop_like(
+            self._score(skip.score_layer + suffix, c, pooled, blobs),
+            skip.offset, upscored.shape[1], upscored.shape[2])
+        blobs[skip.score_layer + suffix + "c"] = cropped
+        score = upscored + cropped
+      score = self._upsample(self.head.final, self.head.final.name + suffix,
+                             c, score, blobs)
+      score = layers.crop_like(score, self.head.final_offset, height, width)
+      blobs["score" + suffix] = score
+      outputs[output.name] = score.astype(jnp.float32)
+    # Every named blob, for inspection: apply(..., mutable=["intermediates"]).
+    self.sow("intermediates", "blobs", blobs)
+    return outputs if self.multi_head else outputs[nets.SINGLE_OUTPUT]

@@ -1,0 +1,250 @@
+"""Caffe layers that the FCN nets need, in Flax: kernels, pooling, crops, LRN.
+
+* The diagonal bilinear upsampling kernel (``surgery.upsample_filt``) and its
+  dense/depthwise forms; InnerProduct weights as convolution kernels.
+* Caffe's round-up max pooling, its Crop, its across-channel LRN (CaffeNet)
+  and its bias-free Scale (FCN-8s at-once).
+* :class:`DepthwiseConvTranspose`, the per-class form of a diagonal
+  upsampler, and :func:`caffe_conv`, a Caffe convolution with float32
+  parameters.
+
+Each follows docs/reference.md §4; the NumPy transcriptions in
+``tests/models_test.py`` check them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# --------------------------------------------------------------------------
+# Kernels.
+# --------------------------------------------------------------------------
+
+
+def bilinear_kernel(size: int, channels: int) -> np.ndarray:
+  """The diagonal bilinear upsampling kernel of FCN's ``surgery.interp``.
+
+  ``filt[i, j] = (1 - |i - c| / f) * (1 - |j - c| / f)`` with
+  ``f = (size + 1) // 2`` and ``c = f - 1`` for odd sizes, ``f - 0.5`` for even
+  (docs/reference.md §6.2). Only the diagonal ``[:, :, k, k]`` is non-zero,
+  so each channel is upsampled on its own.
+
+  Args:
+    size: Kernel height and width.
+    channels: Number of input (= output) channels.
+
+  Returns:
+    A float32 array of shape ``(size, size, channels, channels)`` (HWIO).
+  """
+  factor = (size + 1) // 2
+  center = factor - 1 if size % 2 == 1 else factor - 0.5
+  profile = 1.0 - np.abs(np.arange(size) - center) / factor
+  filt = np.outer(profile, profile).astype(np.float32)
+  kernel = np.zeros((size, size, channels, channels), np.float32)
+  kernel[:, :, np.arange(channels), np.arange(channels)] = filt[..., None]
+  return kernel
+
+
+def depthwise_kernel(dense: np.ndarray) -> np.ndarray:
+  """The ``(k, k, 1, C)`` kernel of :class:`DepthwiseConvTranspose` that
+  computes the same function as a dense ``(k, k, C, C)`` upsampling kernel.
+
+  Raises:
+    ValueError: ``dense`` has a non-zero off-diagonal entry (it mixes classes,
+      so it has no depthwise form).
+  """
+  dense = np.asarray(dense)
+  channels = np.arange(dense.shape[-1])
+  diagonal = dense[:, :, channels, channels]
+  if np.count_nonzero(dense) != np.count_nonzero(diagonal):
+    raise ValueError(
+        f"a dense {dense.shape} upsampling kernel with non-zero off-diagonal "
+        "entries mixes classes and has no depthwise form")
+  return diagonal[:, :, None, :]
+
+
+def dense_kernel(depthwise: np.ndarray) -> np.ndarray:
+  """The dense ``(k, k, C, C)`` form of a ``(k, k, 1, C)`` depthwise kernel."""
+  depthwise = np.asarray(depthwise)
+  channels = np.arange(depthwise.shape[-1])
+  dense = np.zeros(depthwise.shape[:2] + (len(channels),) * 2,
+                   depthwise.dtype)
+  dense[:, :, channels, channels] = depthwise[:, :, 0, :]
+  return dense
+
+
+def convolutionalize(fc_weight: np.ndarray, in_channels: int,
+                     kernel_size: int) -> np.ndarray:
+  """Turns a Caffe InnerProduct weight into the equivalent HWIO conv kernel.
+
+  Caffe flattens a ``(C, k, k)`` input in C order, so the fc weight of shape
+  ``(out, C*k*k)`` is a flattened ``(out, C, k, k)`` convolution and
+  ``kernel[h, w, c, o] = fc_weight[o, c*k*k + h*k + w]``
+  (docs/reference.md §4.5).
+
+  Args:
+    fc_weight: ``(out_features, in_channels * kernel_size**2)`` weight.
+    in_channels: Channels of the feature map the fc layer reads.
+    kernel_size: Spatial size of that feature map (7 for VGG16 fc6, 6 for
+      CaffeNet's).
+
+  Returns:
+    The kernel, shape ``(kernel_size, kernel_size, in_channels, out)``.
+  """
+  fc_weight = np.asarray(fc_weight)
+  out = fc_weight.shape[0]
+  expected = in_channels * kernel_size * kernel_size
+  if fc_weight.ndim != 2 or fc_weight.shape[1] != expected:
+    raise ValueError(
+        f"fc weight of shape {fc_weight.shape} cannot be convolutionalised to "
+        f"a {kernel_size}x{kernel_size}x{in_channels} kernel: expected "
+        f"(out, {expected}).")
+  return fc_weight.reshape(out, in_channels, kernel_size,
+                           kernel_size).transpose(2, 3, 1, 0)
+
+
+# --------------------------------------------------------------------------
+# Pooling, crops, normalisation.
+# --------------------------------------------------------------------------
+
+
+def max_pool_ceil(x: jax.Array, window: int = 2, stride: int = 2
+                  ) -> jax.Array:
+  """Caffe's max pooling with round-up output sizes (docs/reference.md §4.2).
+
+  ``out = ceil((in - window) / stride) + 1``. The bottom/right get
+  ``stride - 1`` rows/columns of -inf, so the last window may hang over the
+  edge and covers only real pixels; rows no window reaches change nothing.
+  A constant pad (rather than one depending on ``in``) keeps the output size
+  simple for shape-polymorphic export (:mod:`fcn_jax.export`). A side smaller
+  than the window gets one window over all of it, as in Caffe.
+  """
+  pads = []
+  for size in x.shape[1:3]:
+    short = isinstance(size, int) and size < window
+    pads.append((0, window - size if short else stride - 1))
+  return nn.max_pool(x, (window, window), strides=(stride, stride),
+                     padding=tuple(pads))
+
+
+def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:
+  """Caffe's Crop (axis 2): ``x[:, off:off+height, off:off+width]``."""
+  if x.shape[1] < offset + height or x.shape[2] < offset + width:
+    raise ValueError(
+        f"cannot crop {x.shape[1]}x{x.shape[2]} at offset {offset} to "
+        f"{height}x{width}")
+  return x[:, offset:offset + height, offset:offset + width, :]
+
+
+def local_response_norm(x: jax.Array, size: int, alpha: float,
+                        beta: float, k: float = 1.0) -> jax.Array:
+  """Caffe's LRN across channels (docs/reference.md §4.11).
+
+  ``y_c = x_c / (k + alpha / size * sum_{|c' - c| <= size // 2} x_c'^2)^beta``
+  with zeros beyond the first and last channel. Note that Caffe divides
+  ``alpha`` by ``size``. Computed in float32.
+  """
+  x32 = x.astype(jnp.float32)
+  half = (size - 1) // 2
+  window_sums = jax.lax.reduce_window(
+      x32 * x32, 0.0, jax.lax.add, (1, 1, 1, size), (1, 1, 1, 1),
+      ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
+  scale = k + (alpha / size) * window_sums
+  return (x32 * scale ** -beta).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
+# Modules.
+# --------------------------------------------------------------------------
+
+
+class DepthwiseConvTranspose(nn.Module):
+  """A per-channel (``groups = C``) VALID transposed convolution, no bias.
+
+  The same function as ``nn.ConvTranspose(C, (k, k), (s, s), "VALID",
+  transpose_kernel=False)`` whose ``(k, k, C, C)`` kernel is zero off the
+  diagonal, with only the diagonal stored: kernel ``(k, k, 1, C)`` and
+  ``dense[:, :, c, c] == depthwise[:, :, 0, c]``.
+
+  It is computed by output phase rather than as a convolution of the
+  stride-dilated input (which XLA's CPU backend runs slowly when grouped):
+  with the Caffe kernel ``w`` (the stored one flipped) zero-padded to ``m * s``
+  taps, ``y[s*q + r] = sum_{a < m} x[q - a] * w[s*a + r]`` for every phase
+  ``r < s``, i.e. ``m * m`` shifted, broadcast multiply-adds in 2-D followed by
+  an interleave -- exactly ``k * k`` multiply-adds per input pixel and channel.
+
+  Attributes:
+    kernel_size: Kernel height and width ``k``.
+    stride: Upsampling factor ``s``.
+    kernel_init: Initialiser of the ``(k, k, 1, C)`` kernel.
+    dtype: Computation dtype; the kernel is stored in float32 and the sums
+      are accumulated in float32.
+  """
+  kernel_size: int
+  stride: int
+  kernel_init: Any
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    batch, height, width, channels = x.shape
+    k, s = self.kernel_size, self.stride
+    kernel = self.param("kernel", self.kernel_init, (k, k, 1, channels),
+                        jnp.float32)
+    taps = -(-k // s)  # m = ceil(k / s).
+    caffe = jnp.pad(kernel[::-1, ::-1, 0, :],
+                    ((0, taps * s - k), (0, taps * s - k), (0, 0)))
+    phases = caffe.reshape(taps, s, taps, s, channels)  # [a, r_h, b, r_w, c]
+    pad = taps - 1
+    padded = jnp.pad(x.astype(jnp.float32),
+                     ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+    out_h, out_w = height + pad, width + pad
+    y = 0.0
+    for a in range(taps):
+      for b in range(taps):
+        shifted = padded[:, pad - a:pad - a + out_h, pad - b:pad - b + out_w]
+        y = y + (shifted[:, :, None, :, None, :]
+                 * phases[a, :, b, :, :][None, None, :, None, :, :])
+    y = y.reshape(batch, out_h * s, out_w * s, channels)
+    return y[:, :s * (height - 1) + k, :s * (width - 1) + k].astype(self.dtype)
+
+
+class Scale(nn.Module):
+  """Caffe's Scale layer without bias: a per-channel constant multiplier."""
+  value: float
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    scale = self.param("scale", nn.initializers.constant(self.value),
+                       (x.shape[-1],), jnp.float32)
+    return x * scale.astype(self.dtype)
+
+
+def caffe_conv(features: int, kernel: int, padding: int, name: str,
+               dtype: Any, *, stride: int = 1, groups: int = 1,
+               zero_init: bool = False) -> nn.Conv:
+  """A Caffe convolution: HWIO float32 parameters, computation in ``dtype``.
+
+  Caffe rounds the output size down (docs/reference.md §4.1), as VALID
+  strided convolutions of the explicitly padded input do. ``groups`` splits
+  inputs and outputs into consecutive halves (thirds, ...) as Caffe's
+  ``group`` does; the kernel is then ``(k, k, C_in / groups, C_out)``.
+  """
+  init = {}
+  if zero_init:  # Caffe's default (constant 0) filler.
+    init = dict(kernel_init=nn.initializers.zeros,
+                bias_init=nn.initializers.zeros)
+  extra = {}
+  if stride != 1:
+    extra["strides"] = (stride, stride)
+  if groups != 1:
+    extra["feature_group_count"] = groups
+  return nn.Conv(features, (kernel, kernel), padding=padding, name=name,
+                 dtype=dtype, param_dtype=jnp.float32, **extra, **init)
