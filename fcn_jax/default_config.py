@@ -63,6 +63,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Allow a preprocessing that differs from the one the weights were trained
   # with (otherwise that is an error).
   config.force_preprocessing = False
+  # How steps run data-parallel (fcn_jax.parallel): "pmap" (jax.pmap) or "jit"
+  # (jax.jit + shard_map over one global Mesh, NamedSharding'd global arrays).
+  # Both give the same results.
+  config.parallel = "pmap"
   # Validation image tiles (image | label | prediction) written to TensorBoard
   # at each evaluation.
   config.num_eval_tiles = 4

@@ -2,14 +2,21 @@
 
 Step functions are written for one device's shard of the batch and use the
 collectives below (:func:`pmean`, :func:`psum`, :func:`device_index`) over one
-named axis. This module wraps them with ``jax.pmap`` in the current Flax
-ImageNet idiom: the train state is passed unreplicated (``in_axes=None``) and
-returned replicated (``out_axes=None``), batches are split along a leading
-device axis, and reduced outputs come back as single values. Moving to
-``jax.jit`` + ``NamedSharding`` only needs this file to change.
+named axis. :func:`replicate_step` runs them data-parallel in one of two ways
+(``config.parallel``), with the same inputs and outputs:
 
-Host helpers: process index/count, fetching replicated values to NumPy, and
-checking that the processes' replicas agree (:func:`fingerprint`,
+* ``"pmap"`` (the default): ``jax.pmap`` in the Flax ImageNet idiom. The train
+  state is passed unreplicated (``in_axes=None``) and returned replicated
+  (``out_axes=None``), batches are split along a leading device axis, and
+  reduced outputs come back as single values.
+* ``"jit"``: ``jax.jit`` of ``jax.shard_map`` over one global
+  ``Mesh(devices, ("data",))``. The state is replicated by
+  ``NamedSharding(mesh, P())``; a batch is one global array (built with
+  ``jax.make_array_from_process_local_data`` from each host's share) in the
+  same ``[devices, per-device batch, ...]`` layout, split over the mesh.
+
+Host helpers: fetching replicated values to NumPy, and checking that the
+processes' replicas agree (:func:`fingerprint`,
 :func:`check_same_across_processes`). (Multi-process start-up is in
 :mod:`fcn_jax.distributed`.)
 """
@@ -26,7 +33,9 @@ from jax import lax
 from jax.experimental import multihost_utils
 import numpy as np
 
-AXIS_NAME = "batch"
+AXIS_NAME = "data"
+# How steps are parallelised (config.parallel): see the module docstring.
+MODES = ("pmap", "jit")
 
 
 # --------------------------------------------------------------------------
@@ -57,14 +66,6 @@ def device_count_in_step() -> int:
 # --------------------------------------------------------------------------
 # Processes and devices.
 # --------------------------------------------------------------------------
-
-
-def process_index() -> int:
-  return jax.process_index()
-
-
-def process_count() -> int:
-  return jax.process_count()
 
 
 def is_main_process() -> bool:
@@ -116,25 +117,44 @@ def devices_for_batch(global_batch_size: int, what: str = "batch_size"
 def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
                    devices: Sequence[jax.Device], *,
                    per_device_outputs: Sequence[bool],
-                   donate_state: bool = False) -> Callable[..., Any]:
+                   donate_state: bool = False,
+                   mode: str = "pmap") -> Callable[..., Any]:
   """Runs ``step_fn(state, batch)`` data-parallel over ``devices``.
 
   Args:
     step_fn: ``(state, batch) -> tuple of outputs``, written for one device's
       shard of the batch; it reduces with :func:`pmean` / :func:`psum`.
-    devices: Devices from :func:`devices_for_batch`.
+    devices: Devices from :func:`devices_for_batch` (with several processes,
+      every device of every process is used), or any devices to compile for
+      (e.g. a TPU topology's, see :mod:`fcn_jax.dry_run`).
     per_device_outputs: One flag per output of ``step_fn``: False for outputs
       that are identical on every device (the new state, reduced metrics;
       returned once), True for per-device outputs (returned with a leading
       device axis, see :func:`unshard`).
     donate_state: Reuse the state's buffers for the new state (ignored on CPU,
       where XLA does not support donation).
+    mode: ``"pmap"`` or ``"jit"`` (see the module docstring).
 
   Returns:
     A compiled function ``(state, sharded_batch) -> outputs``: ``state`` on
-    the host or replicated, the batch from :func:`shard`.
+    the host or replicated, the batch from :func:`shard`. Its ``lower(state,
+    batch)`` takes the same arguments, or ``jax.ShapeDtypeStruct`` trees of
+    their shapes, to compile ahead of time.
+
+  Raises:
+    ValueError: An unknown ``mode``.
   """
+  if mode not in MODES:
+    raise ValueError(f"config.parallel must be one of {MODES}, got {mode!r}")
   donate = donate_state and devices[0].platform != "cpu"
+  if mode == "jit":
+    if not hasattr(jax, "shard_map"):
+      raise ValueError(
+          f"config.parallel='jit' needs jax.shard_map, which jax "
+          f"{jax.__version__} lacks: upgrade jax, or use "
+          f"config.parallel='pmap'.")
+    return ShardedStep(step_fn, data_mesh(devices), per_device_outputs,
+                       donate_state=donate)
   if jax.process_count() > 1:
     # Multi-host pmap runs over every device of every host.
     devices = None
@@ -142,6 +162,86 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
       step_fn, axis_name=AXIS_NAME, in_axes=(None, 0),
       out_axes=tuple(0 if d else None for d in per_device_outputs),
       devices=devices, donate_argnums=(0,) if donate else ())
+
+
+def data_mesh(devices: Sequence[jax.Device]) -> jax.sharding.Mesh:
+  """The 1-D mesh ``("data",)`` of a step: ``devices``, or every device.
+
+  With several processes the mesh holds every device of every process,
+  process by process, so that each host's share of a batch is one contiguous
+  block of the global batch (as with multi-host pmap).
+  """
+  if jax.process_count() > 1:
+    devices = jax.devices()
+  devices = sorted(devices, key=lambda d: (d.process_index, d.id))
+  return jax.sharding.Mesh(np.asarray(devices), (AXIS_NAME,))
+
+
+class ShardedStep:
+  """``jit(shard_map(step_fn))`` over a mesh, called as a pmapped step is.
+
+  The state (and any other first argument) is replicated by
+  ``NamedSharding(mesh, P())``; the batch is a global array ``[devices, b,
+  ...]`` split over the mesh axis, and each device's step sees its ``[b,
+  ...]`` block, as under pmap. Host values are placed on the call, so the
+  caller passes what it passes to the pmapped step.
+  """
+
+  def __init__(self, step_fn: Callable[..., tuple[Any, ...]],
+               mesh: jax.sharding.Mesh, per_device_outputs: Sequence[bool], *,
+               donate_state: bool = False):
+    spec = jax.sharding.PartitionSpec
+    self.mesh = mesh
+    self._replicated = jax.sharding.NamedSharding(mesh, spec())
+    self._split = jax.sharding.NamedSharding(mesh, spec(AXIS_NAME))
+    per_device_outputs = tuple(per_device_outputs)
+
+    def per_device(state, batch):
+      outputs = step_fn(state, jax.tree_util.tree_map(lambda x: x[0], batch))
+      return tuple(
+          jax.tree_util.tree_map(lambda x: x[None], out) if split else out
+          for out, split in zip(outputs, per_device_outputs))
+
+    # check_vma=False keeps pmap's autodiff: the gradient of the replicated
+    # state is this device's own, and the step reduces it with pmean. (With
+    # the check on, JAX would also psum it in the transpose: N times the
+    # gradient.)
+    mapped = jax.shard_map(
+        per_device, mesh=mesh, in_specs=(spec(), spec(AXIS_NAME)),
+        out_specs=tuple(spec(AXIS_NAME) if split else spec()
+                        for split in per_device_outputs),
+        check_vma=False)
+    self._step = jax.jit(
+        mapped, in_shardings=(self._replicated, self._split),
+        out_shardings=tuple(self._split if split else self._replicated
+                            for split in per_device_outputs),
+        donate_argnums=(0,) if donate_state else ())
+
+  def __call__(self, state: Any, batch: Any) -> tuple[Any, ...]:
+    return self._step(self._place(state, self._replicated),
+                      self._place(batch, self._split))
+
+  def lower(self, state: Any, batch: Any) -> jax.stages.Lowered:
+    """Lowers for arrays or ``jax.ShapeDtypeStruct`` s of the call's shapes."""
+    return self._step.lower(state, batch)
+
+  def _place(self, tree: Any, sharding: jax.sharding.NamedSharding) -> Any:
+    """Global arrays with ``sharding`` from host or device values."""
+    split = sharding == self._split
+
+    def place(x):
+      if isinstance(x, jax.Array):
+        if x.sharding == sharding or not x.is_fully_addressable:
+          return x
+        if jax.process_count() == 1:
+          return jax.device_put(x, sharding)
+      x = np.asarray(x)
+      # This host's share: its devices' blocks of the batch, or all of a
+      # replicated value.
+      shape = (self.mesh.size,) + x.shape[1:] if split else x.shape
+      return jax.make_array_from_process_local_data(sharding, x, shape)
+
+    return jax.tree_util.tree_map(place, tree)
 
 
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
@@ -153,9 +253,8 @@ def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
   """
   if jax.process_count() > 1:
     return tree
-  mesh = jax.sharding.Mesh(np.asarray(devices), (AXIS_NAME,))
   return jax.device_put(tree, jax.sharding.NamedSharding(
-      mesh, jax.sharding.PartitionSpec()))
+      data_mesh(devices), jax.sharding.PartitionSpec()))
 
 
 def shard(batch: Any, num_devices: int) -> Any:
@@ -173,7 +272,13 @@ def shard(batch: Any, num_devices: int) -> Any:
 
 
 def unshard(x: Any) -> np.ndarray:
-  """Fetches a per-device output ``[devices, b, ...]`` as ``[devices*b, ...]``."""
+  """Fetches a per-device output ``[devices, b, ...]`` as ``[devices*b, ...]``.
+
+  Only this process's devices' blocks, in order (all of them on one host).
+  """
+  if isinstance(x, jax.Array) and not x.is_fully_addressable:
+    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start)
+    x = np.concatenate([np.asarray(s.data) for s in shards])
   x = np.asarray(x)
   return x.reshape((-1,) + x.shape[2:])
 
@@ -242,12 +347,6 @@ def check_same_across_processes(tree: Any, what: str) -> None:
         f"{', ...' if len(names) > 5 else ''}): the replicas have diverged "
         "(different code, config or data on some host, or a "
         "non-deterministic collective).")
-
-
-def sync_processes(name: str) -> None:
-  """A barrier across processes (no-op on one host)."""
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(name)
 
 
 def all_processes(flag: bool) -> bool:

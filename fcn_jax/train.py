@@ -107,6 +107,9 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if spec.multi_head and tuple(config.optim.class_weights):
     raise ValueError(f"config.optim.class_weights weighs one head's classes; "
                      f"{spec.name} has the heads {sorted(spec.head_classes)}")
+  if config.parallel not in parallel.MODES:
+    raise ValueError(f"config.parallel must be one of {parallel.MODES}, got "
+                     f"{config.parallel!r}")
   if config.scratch_init not in SCRATCH_INITS:
     raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
                      f"got {config.scratch_init!r}")
@@ -259,6 +262,14 @@ def resolve_preprocessing(config: ml_collections.ConfigDict,
       config.force_preprocessing, force_flag="config.force_preprocessing")
 
 
+def create_optimizer(config: ml_collections.ConfigDict, params: Any,
+                     model: models.FCN) -> optax.GradientTransformation:
+  """The optimizer training uses for ``model`` (Caffe SGD of
+  ``config.optim`` over ``config.num_train_steps`` updates)."""
+  return optim.create_model_optimizer(config.optim, params, model,
+                                      int(config.num_train_steps))
+
+
 def create_train_state(params: Any, tx: optax.GradientTransformation,
                        rng: jax.Array) -> TrainState:
   return TrainState(step=jnp.zeros((), jnp.int32), params=params,
@@ -373,8 +384,8 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
   Args:
     model: The FCN.
     tx: The optimizer (:func:`fcn_jax.optim.create_model_optimizer`).
-    config: Reads ``optim.loss_normalization``, ``optim.loss_sampling_p`` and
-      ``optim.class_weights``.
+    config: Reads ``optim.loss_normalization``, ``optim.loss_sampling_p``,
+      ``optim.class_weights`` and ``parallel``.
     devices: From :func:`fcn_jax.parallel.devices_for_batch`.
     donate_state: Reuse the state's buffers for the new state.
 
@@ -388,7 +399,8 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
       class_weights=tuple(config.optim.class_weights) or None)
   return parallel.replicate_step(step, devices,
                                  per_device_outputs=(False, False),
-                                 donate_state=donate_state)
+                                 donate_state=donate_state,
+                                 mode=config.parallel)
 
 
 def eval_step(params: Any, batch: Mapping[str, Any], *,
@@ -457,23 +469,29 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
 
 
 def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
-                 tta: tta_lib.TestTimeAugmentation | None = None
+                 tta: tta_lib.TestTimeAugmentation | None = None,
+                 devices: Sequence[jax.Device] | None = None
                  ) -> tuple[Callable[..., Any], list[jax.Device]]:
   """The data-parallel eval step and the devices it runs on.
 
   Args:
     model: The FCN.
     config: Reads ``eval_batch_size``, ``optim.loss_normalization`` and
-      ``tta``.
+      ``tta`` and ``parallel``.
     tta: Overrides ``config.tta``.
+    devices: The devices to run on; default: those
+      :func:`fcn_jax.parallel.devices_for_batch` picks for
+      ``eval_batch_size``.
   """
-  devices = parallel.devices_for_batch(config.eval_batch_size,
-                                       "eval_batch_size")
+  if devices is None:
+    devices = parallel.devices_for_batch(config.eval_batch_size,
+                                         "eval_batch_size")
   step = functools.partial(eval_step, model=model,
                            loss_normalization=config.optim.loss_normalization,
                            tta=tta or tta_from_config(config))
   return parallel.replicate_step(step, devices,
-                                 per_device_outputs=(False, True)), devices
+                                 per_device_outputs=(False, True),
+                                 mode=config.parallel), devices
 
 
 def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
@@ -845,8 +863,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         metadata = None
       else:
         params, metadata = initial_params(config, model, init_rng)
-      tx = optim.create_model_optimizer(config.optim, params, model,
-                                        num_steps)
+      tx = create_optimizer(config, params, model)
       return create_train_state(params, tx, state_rng), tx, metadata
 
     resumed = _resume(config, checkpointer, lambda: initial_state()[0])
@@ -870,8 +887,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
                       "resume.", start_step + 1)
       return state
     logging.info("Model %s (%d classes), preprocessing %s; training steps "
-                 "%d -> %d.", config.model.name, config.model.num_classes,
-                 preprocessing.name, start_step, num_steps)
+                 "%d -> %d (parallel=%s).", config.model.name,
+                 config.model.num_classes, preprocessing.name, start_step,
+                 num_steps, config.parallel)
 
     train_devices = parallel.devices_for_batch(config.batch_size)
     state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.

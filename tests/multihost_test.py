@@ -157,6 +157,13 @@ def two_hosts(tmp_dir, data_dir):
 
 
 @pytest.fixture(scope="module")
+def two_hosts_jit(tmp_dir, data_dir):
+  """As two_hosts, with config.parallel=jit (one global mesh)."""
+  return Run(tmp_dir, "two_hosts_jit", 2, 2, data_dir,
+             "--config.parallel=jit").wait()
+
+
+@pytest.fixture(scope="module")
 def one_host(tmp_dir, data_dir):
   """1 process x 4 devices, the same global batches."""
   return Run(tmp_dir, "one_host", 1, 4, data_dir, "--config.mode=train").wait()
@@ -178,6 +185,25 @@ def test_two_hosts_train_exactly_like_one_host(two_hosts, one_host):
   # Both processes held the parameters that process 0 checkpointed.
   expected = parallel.fingerprint(final)
   assert two_hosts.fingerprints(NUM_STEPS) == [expected, expected]
+
+
+def test_two_hosts_with_jit_train_and_evaluate_as_with_pmap(
+    two_hosts_jit, two_hosts, one_host):
+  for log, other in zip(two_hosts_jit.logs(), two_hosts.logs()):
+    assert f"-> {NUM_STEPS} (parallel=jit)." in log
+    assert f"-> {NUM_STEPS} (parallel=pmap)." in other
+  final = _checkpoint_params(two_hosts_jit.workdir, NUM_STEPS)
+  _assert_params_close(final, _checkpoint_params(one_host.workdir, NUM_STEPS))
+  np.testing.assert_allclose(
+      [r["loss"] for r in two_hosts_jit.records("train")],
+      [r["loss"] for r in one_host.records("train")], rtol=1e-5)
+  assert two_hosts_jit.fingerprints(NUM_STEPS) == [
+      parallel.fingerprint(final)] * 2
+  (jit_eval,), (pmap_eval,) = (two_hosts_jit.records("eval"),
+                               two_hosts.records("eval"))
+  assert jit_eval["num_images"] == pmap_eval["num_images"] == 10
+  for key in ("pixel_acc", "mean_acc", "mean_iu", "fw_iu"):
+    assert jit_eval[key] == pytest.approx(pmap_eval[key], rel=1e-6)
 
 
 def test_only_process_0_writes_logs_and_metrics(two_hosts):

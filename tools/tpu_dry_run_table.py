@@ -1,0 +1,232 @@
+r"""Runs the TPU dry run over every shipped config and slice; writes the table.
+
+  venv_tpu/bin/python tools/tpu_dry_run_table.py [--jobs 2] [--only SUBSTR]
+  python tools/tpu_dry_run_table.py --render   # The markdown from the JSON.
+
+Each cell is one ``python -m fcn_jax.dry_run`` (with ``--find_max_batch`` for
+the modern config, in bfloat16 and float32). Results are merged into
+``docs/tpu_dry_run.json`` after every cell, so an interrupted run resumes
+where it stopped (cells already there are skipped), and
+``docs/tpu_dry_run.md`` is rewritten from that file each time. Batches: the
+modern config's own (24 images, or 32 where 24 does not split over the
+chips; evaluation 16); the reference configs train and evaluate one
+native-size image per chip, compiled at 500x500 (the largest VOC image).
+Compiles are single-threaded and take minutes each: run it under ``nice``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import tempfile
+import time
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+RESULTS = REPO / "docs" / "tpu_dry_run.json"
+TABLE = REPO / "docs" / "tpu_dry_run.md"
+GIB = 1 << 30
+
+# Slice -> chips.
+SLICES = {"v5e-16": 16, "v4-8": 4, "v6e-8": 8}
+REFERENCE_CONFIGS = ("voc_fcn32s", "voc_fcn16s", "voc_fcn8s",
+                     "voc_fcn8s_atonce")
+MODERN = "voc_fcn8s_modern"
+MODERN_BATCH, MODERN_EVAL_BATCH = 24, 16
+COLUMNS = ("config", "slice", "dtype", "train batch @ size",
+           "train GiB used / HBM", "train TFLOP/step/chip",
+           "eval batch @ size", "eval GiB used / HBM", "eval TFLOP/step/chip",
+           "largest train batch/chip", "compile s")
+
+
+def cells() -> list[dict]:
+  """The grid, most wanted first: modern bf16, modern f32, references."""
+  grid = []
+  for dtype in ("bfloat16", "float32"):
+    for topology, chips in SLICES.items():
+      batch = MODERN_BATCH if MODERN_BATCH % chips == 0 else (
+          -(-MODERN_BATCH // chips) * chips)
+      grid.append(dict(config=MODERN, topology=topology, dtype=dtype,
+                       overrides=[f"--config.model.dtype={dtype}",
+                                  f"--config.batch_size={batch}",
+                                  f"--config.eval_batch_size="
+                                  f"{MODERN_EVAL_BATCH}"],
+                       search=True))
+  for name in REFERENCE_CONFIGS:
+    for topology, chips in SLICES.items():
+      grid.append(dict(config=name, topology=topology, dtype="float32",
+                       overrides=[f"--config.batch_size={chips}",
+                                  f"--config.eval_batch_size={chips}"],
+                       search=False))
+  for cell in grid:
+    cell["key"] = f"{cell['config']}|{cell['topology']}|{cell['dtype']}"
+  return grid
+
+
+def command(cell: dict, json_path: str) -> list[str]:
+  args = [sys.executable, "-m", "fcn_jax.dry_run",
+          "--config", f"configs/{cell['config']}.py",
+          "--topology", cell["topology"], f"--json={json_path}",
+          *cell["overrides"]]
+  if cell["search"]:
+    args.append("--find_max_batch")
+  return args
+
+
+def _shell(args: list[str]) -> str:
+  args = ["python" if a == sys.executable else a for a in args]
+  return " ".join(a for a in args if not a.startswith("--json="))
+
+
+def run_cell(cell: dict, log_dir: pathlib.Path) -> dict:
+  """Runs one cell; its console output goes to ``log_dir`` as it comes."""
+  log_path = log_dir / (cell["key"].replace("|", "_") + ".log")
+  with tempfile.TemporaryDirectory() as tmp, open(log_path, "w") as log:
+    path = os.path.join(tmp, "cell.json")
+    start = time.time()
+    proc = subprocess.run(command(cell, path), cwd=REPO, stdout=log,
+                          stderr=subprocess.STDOUT, text=True,
+                          env=dict(os.environ, PYTHONPATH=str(REPO),
+                                   # libtpu locks itself to one process
+                                   # unless told otherwise.
+                                   ALLOW_MULTIPLE_LIBTPU_LOAD="1"))
+    record = {"key": cell["key"], "command": _shell(command(cell, path)),
+              "wall_seconds": round(time.time() - start),
+              "exit_code": proc.returncode}
+    if os.path.exists(path):
+      with open(path) as f:
+        record["result"] = json.load(f)
+    else:  # Failed before any result: keep the error line.
+      lines = log_path.read_text().strip().splitlines()
+      record["error"] = lines[-1] if lines else f"exit {proc.returncode}"
+  return record
+
+
+def load() -> dict:
+  if RESULTS.exists():
+    return json.loads(RESULTS.read_text())
+  return {"cells": {}}
+
+
+def _gib(num_bytes: float) -> str:
+  return f"{num_bytes / GIB:.2f}"
+
+
+def render(results: dict) -> str:
+  """The markdown page: how it was made, then one row per cell."""
+  rows = []
+  for cell in cells():
+    record = results["cells"].get(cell["key"])
+    if record is None:
+      rows.append(f"| {cell['config']} | {cell['topology']} | "
+                  f"{cell['dtype']} | not run yet |||||||")
+      continue
+    if "result" not in record:
+      rows.append(f"| {cell['config']} | {cell['topology']} | "
+                  f"{cell['dtype']} | error: {record['error']} |||||||")
+      continue
+    r = record["result"]
+    train, evaluation = r["train"], r["eval"]
+
+    def used(step):
+      if step["error"]:
+        return f"out of memory / {_gib(step['capacity_bytes'])}"
+      return f"{_gib(step['total_bytes'])} / {_gib(step['capacity_bytes'])}"
+
+    largest = str(r.get("max_per_chip_batch", "")) if cell["search"] else ""
+    rows.append(
+        f"| {cell['config']} | {cell['topology']} ({r['chips']} x "
+        f"{r['device_kind']}, {r['hosts']} host(s)) | {cell['dtype']} | "
+        f"{train['per_chip_batch']} @ {train['image_size']}² | "
+        f"{used(train)} | "
+        f"{train['flops'] / 1e12:.2f} | "
+        f"{evaluation['per_chip_batch']} @ {evaluation['image_size']}² | "
+        f"{used(evaluation)} | {evaluation['flops'] / 1e12:.2f} | "
+        f"{largest} | {train['compile_seconds']:.0f} |")
+  done = [c["result"] for c in results["cells"].values() if "result" in c]
+  versions = sorted({d["jax"] for d in done}) or ["?"]
+  commands = "\n".join(
+      results["cells"][c["key"]]["command"] for c in cells()
+      if c["key"] in results["cells"])
+  header = "| " + " | ".join(COLUMNS) + " |\n|" + "---|" * len(COLUMNS)
+  return f"""# TPU dry run: memory and FLOPs per chip of every shipped config
+
+Made on a machine without a TPU by `python -m fcn_jax.dry_run` (deviceless
+compilation with libtpu, jax {', '.join(versions)}, `config.parallel=pmap`),
+driven by `tools/tpu_dry_run_table.py` from the results in
+`docs/tpu_dry_run.json` ({len(done)} of {len(cells())} cells so far;
+measured {results.get('date', '?')}). Re-make it with
+
+```bash
+python -m venv --system-site-packages venv_tpu
+venv_tpu/bin/pip install -e ".[tpu]"
+nice -n 19 venv_tpu/bin/python tools/tpu_dry_run_table.py --jobs 2
+```
+
+Per chip: the HBM a step needs (arguments + outputs not aliased to the
+donated state + temporaries + code, GiB) of the chip's HBM, and the FLOPs of
+one step on one chip (XLA's count for the compiled program). "batch @ size":
+images per chip and their side. The reference configs (batch 1 at native
+size) are compiled with one 500x500 image per chip, the largest VOC image;
+the modern config with its own batches (24 for training, or 32 where 24 does
+not split over the chips; 16 for evaluation), at its 320x320 crops and
+512x512 evaluation padding. "Largest batch": the largest per-chip training
+batch that compiles within the chip's HBM (`--find_max_batch`). Compile: the
+train step's compile time on this project's 2-core machine, shared with
+other work (not a property of the TPU).
+
+{header}
+{chr(10).join(rows)}
+
+The commands of the cells above:
+
+```bash
+{commands}
+```
+"""
+
+
+def save(results: dict) -> None:
+  RESULTS.write_text(json.dumps(results, indent=1) + "\n")
+  TABLE.write_text(render(results))
+
+
+def main() -> int:
+  parser = argparse.ArgumentParser(
+      description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--jobs", type=int, default=1,
+                      help="Cells compiled at the same time.")
+  parser.add_argument("--only", default="",
+                      help="Only cells whose key (config|slice|dtype) "
+                      "contains this.")
+  parser.add_argument("--log_dir", default="/tmp/tpu_dry_run_logs",
+                      help="Each cell's console output, as it runs.")
+  parser.add_argument("--render", action="store_true",
+                      help="Only rewrite the markdown from the JSON.")
+  args = parser.parse_args()
+  results = load()
+  if args.render:
+    TABLE.write_text(render(results))
+    return 0
+  todo = [c for c in cells() if c["key"] not in results["cells"]
+          and args.only in c["key"]]
+  with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+    log_dir = pathlib.Path(args.log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    futures = [pool.submit(run_cell, cell, log_dir) for cell in todo]
+    for future in concurrent.futures.as_completed(futures):
+      record = future.result()
+      results["cells"][record["key"]] = record
+      results["date"] = time.strftime("%Y-%m-%d")
+      save(results)
+      print(f"{record['key']}: exit {record['exit_code']} in "
+            f"{record['wall_seconds']} s", flush=True)
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())
