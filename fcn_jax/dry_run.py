@@ -328,6 +328,7 @@ class Setup:
   model: models.FCN
   tx: Any
   state: Any  # jax.ShapeDtypeStruct leaves.
+  spec: models.ModelSpec
 
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
@@ -339,14 +340,15 @@ def setup(config: ml_collections.ConfigDict) -> Setup:
   checked = ml_collections.ConfigDict(config.to_dict())
   checked.init_from = ""  # No weights are loaded.
   train.validate_config(checked)
-  model = train.model_spec(checked).create()
+  spec = train.model_spec(checked)
+  model = spec.create()
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   params = jax.eval_shape(
       lambda: models.init_variables(model, init_rng)["params"])
   tx = train.create_optimizer(config, params, model)
   state = jax.eval_shape(
       lambda p: train.create_train_state(p, tx, state_rng), params)
-  return Setup(config, model, tx, state)
+  return Setup(config, model, tx, state, spec)
 
 
 def per_chip(global_batch: int, num_chips: int, field: str) -> int:
@@ -365,12 +367,23 @@ def per_chip(global_batch: int, num_chips: int, field: str) -> int:
   return global_batch // num_chips
 
 
-def _batch_shapes(num_chips: int, per_chip_batch: int, size: int,
-                  with_valid: bool) -> dict[str, jax.ShapeDtypeStruct]:
-  """The sharded batch of a step (:func:`fcn_jax.parallel.shard` layout)."""
+def _batch_shapes(spec: models.ModelSpec, num_chips: int,
+                  per_chip_batch: int, size: int, with_valid: bool
+                  ) -> dict[str, Any]:
+  """The sharded batch of a step (:func:`fcn_jax.parallel.shard` layout).
+
+  ``image`` is one array, or a dict of the net's inputs (color, HHA, depth)
+  by name; ``label`` one array, or a dict of its heads' labels by name.
+  """
   lead = (num_chips, per_chip_batch)
-  shapes = {"image": jax.ShapeDtypeStruct(lead + (size, size, 3), jnp.float32),
-            "label": jax.ShapeDtypeStruct(lead + (size, size), jnp.int32)}
+  images = {name: jax.ShapeDtypeStruct(lead + (size, size, channels),
+                                       jnp.float32)
+            for name, channels in spec.input_channels.items()}
+  labels = {name: jax.ShapeDtypeStruct(lead + (size, size), jnp.int32)
+            for name in spec.head_classes}
+  shapes = {
+      "image": images if spec.multi_input else next(iter(images.values())),
+      "label": labels if spec.multi_head else next(iter(labels.values()))}
   if with_valid:
     shapes["valid"] = jax.ShapeDtypeStruct(lead, jnp.bool_)
   return shapes
@@ -382,7 +395,8 @@ def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
   config = built.config
   size = config.input.crop_size or native_size
   step = train.make_train_fn(built.model, built.tx, config, devices)
-  batch = _batch_shapes(len(devices), per_chip_batch, size, with_valid=False)
+  batch = _batch_shapes(built.spec, len(devices), per_chip_batch, size,
+                        with_valid=False)
   return compile_step("train", step, (built.state, batch),
                       per_chip_batch=per_chip_batch,
                       global_batch=per_chip_batch * len(devices),
@@ -397,7 +411,8 @@ def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
                             "eval_batch_size")
   size = config.input.eval_pad_size or native_size
   step, _ = train.make_eval_fn(built.model, config, devices=devices)
-  batch = _batch_shapes(len(devices), per_chip_batch, size, with_valid=True)
+  batch = _batch_shapes(built.spec, len(devices), per_chip_batch, size,
+                        with_valid=True)
   return compile_step("eval", step, (built.state.params, batch),
                       per_chip_batch=per_chip_batch,
                       global_batch=config.eval_batch_size, image_size=size,

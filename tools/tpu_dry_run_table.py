@@ -35,6 +35,14 @@ GIB = 1 << 30
 SLICES = {"v5e-16": 16, "v4-8": 4, "v6e-8": 8}
 REFERENCE_CONFIGS = ("voc_fcn32s", "voc_fcn16s", "voc_fcn8s",
                      "voc_fcn8s_atonce")
+# The paper's other nets, float32, one native-size image per chip at their
+# dataset's largest side (NYUDv2 560x425, SIFT Flow 256x256, PASCAL 500).
+OTHER_CONFIGS = {"voc_fcn32s_fixed": 500, "voc_fcn_alexnet": 500,
+                 "nyud_fcn32s_color": 560, "nyud_fcn32s_hha": 560,
+                 "nyud_fcn32s_color_d": 560, "nyud_fcn32s_color_hha": 560,
+                 "siftflow_fcn32s": 256, "siftflow_fcn16s": 256,
+                 "siftflow_fcn8s": 256, "pascalcontext_fcn32s": 500,
+                 "pascalcontext_fcn16s": 500, "pascalcontext_fcn8s": 500}
 MODERN = "voc_fcn8s_modern"
 MODERN_BATCH, MODERN_EVAL_BATCH = 24, 16
 COLUMNS = ("config", "slice", "dtype", "train batch @ size",
@@ -61,6 +69,13 @@ def cells() -> list[dict]:
       grid.append(dict(config=name, topology=topology, dtype="float32",
                        overrides=[f"--config.batch_size={chips}",
                                   f"--config.eval_batch_size={chips}"],
+                       search=False))
+  for name, size in OTHER_CONFIGS.items():
+    for topology, chips in SLICES.items():
+      grid.append(dict(config=name, topology=topology, dtype="float32",
+                       overrides=[f"--config.batch_size={chips}",
+                                  f"--config.eval_batch_size={chips}",
+                                  f"--native_size={size}"],
                        search=False))
   for cell in grid:
     cell["key"] = f"{cell['config']}|{cell['topology']}|{cell['dtype']}"
@@ -171,7 +186,8 @@ Per chip: the HBM a step needs (arguments + outputs not aliased to the
 donated state + temporaries + code, GiB) of the chip's HBM, and the FLOPs of
 one step on one chip (XLA's count for the compiled program). "batch @ size":
 images per chip and their side. The reference configs (batch 1 at native
-size) are compiled with one 500x500 image per chip, the largest VOC image;
+size) are compiled with one 500x500 image per chip, the largest VOC image
+(NYUDv2 nets at 560x560, SIFT Flow at 256x256: their datasets' largest side);
 the modern config with its own batches (24 for training, or 32 where 24 does
 not split over the chips; 16 for evaluation), at its 320x320 crops and
 512x512 evaluation padding. "Largest batch": the largest per-chip training
