@@ -114,8 +114,19 @@ def export_checkpoint(checkpoint: str, *, step: str | int = "best",
 
   Returns:
     The serialized ``jax.export.Exported`` and its JSON description.
+
+  Raises:
+    ValueError: A net with several inputs (NYUD colour-HHA) or outputs (SIFT
+      Flow): the artifact's interface is one RGB image batch to one logits
+      array.
   """
   loaded = _load(checkpoint, step)
+  if loaded.spec.multi_input or loaded.spec.multi_head:
+    raise ValueError(
+        f"{checkpoint}: {loaded.spec.name} takes or gives several arrays "
+        f"(inputs {sorted(loaded.spec.input_channels)}, outputs "
+        f"{sorted(loaded.spec.head_classes)}); fcn_jax.export writes nets "
+        f"with one RGB input and one output only: use fcn_jax.predict for it.")
   model, preprocessing, metadata = (loaded.model, loaded.preprocessing,
                                     loaded.metadata)
   variables = jax.tree.map(jnp.asarray, loaded.variables)

@@ -138,3 +138,10 @@ def test_cli_fixed_shapes_and_errors(exported, tmp_path):
   with pytest.raises(ValueError, match="not a serialized jax.export"):
     (tmp_path / "junk.jaxexport").write_bytes(b"junk")
     export.load(str(tmp_path / "junk.jaxexport"))
+
+
+def test_several_inputs_or_outputs_are_refused_by_name(tmp_path):
+  tiny_fcn.save_tiny_checkpoint(tmp_path, "siftflow_fcn32s", width_divisor=64)
+  with pytest.raises(ValueError, match="siftflow_fcn32s takes or gives "
+                     r"several arrays.*\['geo', 'sem'\].*fcn_jax.predict"):
+    export.export_checkpoint(str(tmp_path), platforms=("cpu",))

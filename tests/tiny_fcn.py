@@ -37,7 +37,8 @@ def tiny_fcn(name: str = "fcn32s", width_divisor: int = 16, seed: int = 0,
       params[layer] = {"scale": np.full(leaves["scale"].shape, scales[layer])}
     elif "bias" not in leaves:  # Upsamplers: the fixed bilinear kernels.
       size = leaves["kernel"].shape[0]
-      params[layer] = {"kernel": models.bilinear_kernel(size, num_classes)}
+      params[layer] = {"kernel": models.bilinear_kernel(
+          size, leaves["kernel"].shape[-1])}  # Each head's own classes.
     else:
       kernel = leaves["kernel"].shape
       fan_in = np.prod(kernel[:3])
