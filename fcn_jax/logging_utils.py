@@ -19,7 +19,7 @@ import math
 import os
 import sys
 import time
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping
 
 from absl import logging
 import numpy as np

@@ -78,6 +78,17 @@ def segmentation_features(num_classes: int = NUM_CLASSES,
   })
 
 
+def class_metadata(num_classes: int, class_names: Sequence[str], *,
+                   synthetic: bool = False, **extra: Any
+                   ) -> tfds.core.MetadataDict:
+  """The ``info.metadata`` every fcn_jax builder records: the class count
+  and names (read by :func:`fcn_jax.data_sources.dataset_class_names`), the
+  void label, whether the data is synthetic, and ``extra`` fields."""
+  return tfds.core.MetadataDict(
+      synthetic=synthetic, num_classes=num_classes,
+      class_names=list(class_names), ignore_label=voc.IGNORE_LABEL, **extra)
+
+
 def image_feature(encoding_format: str) -> tfds.features.Image:
   """An RGB image stored as the original file's bytes (JPEG or PNG)."""
   return tfds.features.Image(shape=(None, None, 3),

@@ -91,7 +91,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
   MANUAL_LAYOUT: ClassVar[str] = ""
 
   def __init__(self, *, skip_invalid: bool = False,
-               check_split_sizes: bool = True, **kwargs):
+               check_split_sizes: bool = True,
+               id_list_dir: str | None = None, **kwargs):
     """Creates the builder.
 
     Args:
@@ -99,14 +100,30 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         corrupt or whose labels are invalid, instead of stopping with an
         error. Missing files always stop the build.
       check_split_sizes: Check each split against :attr:`SPLIT_SIZES`.
+      id_list_dir: Folder of the id lists :meth:`_read_id_lists` reads
+        (builders whose splits are the reference's lists); default: the
+        copies shipped in ``fcn_jax/datasets/splits/``.
       **kwargs: Passed to ``tfds.core.GeneratorBasedBuilder`` (``data_dir``,
         ``file_format``, ...).
     """
     self._skip_invalid = skip_invalid
     self._check_split_sizes = check_split_sizes
+    self._id_list_dir = epath.Path(id_list_dir or SPLITS_DIR)
     self.skipped_ids: dict[str, list[str]] = {}
     kwargs.setdefault("file_format", "array_record")
     super().__init__(**kwargs)
+
+  def _read_id_lists(self, prefix: str, splits: Sequence[str]
+                     ) -> tuple[dict[str, list[str]], dict[str, str]]:
+    """The ids of each split from ``<id_list_dir>/<prefix>_<split>.txt``.
+
+    Returns:
+      The ids by split, and each split's list file (for messages).
+    """
+    files = {split: self._id_list_dir / f"{prefix}_{split}.txt"
+             for split in splits}
+    return ({split: read_id_list(path) for split, path in files.items()},
+            {split: str(path) for split, path in files.items()})
 
   def _manual_dir(self, dl_manager: tfds.download.DownloadManager
                   ) -> epath.Path:

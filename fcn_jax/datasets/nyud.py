@@ -195,18 +195,6 @@ class Nyud(manual.ManualBuilder):
   MANUAL_LAYOUT = MANUAL_LAYOUT
   SPLIT_SIZES = SPLIT_SIZES
 
-  def __init__(self, *, id_list_dir: str | None = None, **kwargs):
-    """Creates the builder.
-
-    Args:
-      id_list_dir: Folder with ``nyud_{train,val,test}.txt``; defaults to
-        the reference's lists shipped in ``fcn_jax/datasets/splits/``.
-      **kwargs: Passed to :class:`manual.ManualBuilder` (``skip_invalid``,
-        ``check_split_sizes``, ``data_dir``, ...).
-    """
-    self._id_list_dir = epath.Path(id_list_dir or manual.SPLITS_DIR)
-    super().__init__(**kwargs)
-
   def _info(self) -> tfds.core.DatasetInfo:
     return tfds.core.DatasetInfo(
         builder=self,
@@ -230,27 +218,19 @@ class Nyud(manual.ManualBuilder):
         homepage="https://cs.nyu.edu/~silberman/datasets/nyu_depth_v2.html",
         citation=_CITATION,
         disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(
-            synthetic=False, num_classes=NUM_CLASSES,
-            class_names=read_class_names(),
-            ignore_label=voc.IGNORE_LABEL),
+        metadata=common.class_metadata(NUM_CLASSES, read_class_names()),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     tree = self._open(dl_manager, SOURCE, "data")
-    list_files = {split: self._id_list_dir / f"nyud_{split}.txt"
-                  for split in LISTED_SPLITS}
-    ids = {split: manual.read_id_list(path)
-           for split, path in list_files.items()}
+    ids, list_files = self._read_id_lists("nyud", LISTED_SPLITS)
     both = set(ids["train"]) & set(ids["val"])
     if both:
       raise ValueError(
           f"{list_files['train']} and {list_files['val']} share ids "
           f"{sorted(both)[:10]}; trainval would hold them twice.")
     ids["trainval"] = ids["train"] + ids["val"]
-    described = {split: str(path) for split, path in list_files.items()}
-    described["trainval"] = "train + val"
-    self._check_sizes(ids, described)
+    self._check_sizes(ids, {**list_files, "trainval": "train + val"})
     return {split: self._generate_examples(split, split_ids, tree)
             for split, split_ids in ids.items()}
 

@@ -35,7 +35,6 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
-from fcn_jax import voc
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
 from fcn_jax.datasets import manual
@@ -225,10 +224,7 @@ class PascalContext(manual.ManualBuilder):
         homepage="https://cs.stanford.edu/~roozbeh/pascal-context/",
         citation=_CITATION,
         disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(
-            synthetic=False, num_classes=NUM_CLASSES,
-            class_names=read_class_names(),
-            ignore_label=voc.IGNORE_LABEL),
+        metadata=common.class_metadata(NUM_CLASSES, read_class_names()),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -193,18 +193,6 @@ class SiftFlow(manual.ManualBuilder):
   MANUAL_LAYOUT = MANUAL_LAYOUT
   SPLIT_SIZES = SPLIT_SIZES
 
-  def __init__(self, *, id_list_dir: str | None = None, **kwargs):
-    """Creates the builder.
-
-    Args:
-      id_list_dir: Folder with ``siftflow_{trainval,test}.txt``; defaults to
-        the reference's lists shipped in ``fcn_jax/datasets/splits/``.
-      **kwargs: Passed to :class:`manual.ManualBuilder` (``skip_invalid``,
-        ``check_split_sizes``, ``data_dir``, ...).
-    """
-    self._id_list_dir = epath.Path(id_list_dir or manual.SPLITS_DIR)
-    super().__init__(**kwargs)
-
   def _info(self) -> tfds.core.DatasetInfo:
     semantic, geometric = read_class_names()
     return tfds.core.DatasetInfo(
@@ -228,28 +216,23 @@ class SiftFlow(manual.ManualBuilder):
         homepage="https://www.cs.unc.edu/~jtighe/Papers/ECCV10/",
         citation=_CITATION,
         disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(
-            synthetic=False, num_classes=NUM_CLASSES, class_names=semantic,
+        metadata=common.class_metadata(
+            NUM_CLASSES, semantic,
             geometric_num_classes=NUM_GEOMETRIC_CLASSES,
             geometric_class_names=geometric,
-            classes_absent_from_test=list(CLASSES_ABSENT_FROM_TEST),
-            ignore_label=voc.IGNORE_LABEL),
+            classes_absent_from_test=list(CLASSES_ABSENT_FROM_TEST)),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     tree = self._open(dl_manager, SOURCE, "files")
-    list_files = {split: self._id_list_dir / f"siftflow_{split}.txt"
-                  for split in SPLIT_SIZES}
-    ids = {split: manual.read_id_list(path)
-           for split, path in list_files.items()}
+    ids, list_files = self._read_id_lists("siftflow", SPLIT_SIZES)
     for split, split_ids in ids.items():
       unannotated = sorted(set(split_ids) & set(UNANNOTATED_IMAGES))
       if unannotated:
         raise ValueError(
             f"{list_files[split]} lists {', '.join(unannotated)}, which have "
             "no annotation (docs/reference.md §1); remove them from the list.")
-    self._check_sizes(ids, {split: str(path)
-                            for split, path in list_files.items()})
+    self._check_sizes(ids, list_files)
     return {split: self._generate_examples(split, split_ids, tree)
             for split, split_ids in ids.items()}
 

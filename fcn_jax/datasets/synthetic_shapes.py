@@ -126,10 +126,8 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
                      "nothing for VOC."),
         features=common.segmentation_features(),
         disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(
-            synthetic=True, num_classes=common.NUM_CLASSES,
-            class_names=list(voc.VOC_CLASSES),
-            ignore_label=voc.IGNORE_LABEL),
+        metadata=common.class_metadata(common.NUM_CLASSES, voc.VOC_CLASSES,
+                                       synthetic=True),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):

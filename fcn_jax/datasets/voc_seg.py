@@ -270,10 +270,7 @@ class VocSeg(manual.ManualBuilder):
         homepage="http://host.robots.ox.ac.uk/pascal/VOC/voc2012/",
         citation=_CITATION,
         disable_shuffling=True,
-        metadata=tfds.core.MetadataDict(
-            synthetic=False, num_classes=common.NUM_CLASSES,
-            class_names=list(voc.VOC_CLASSES),
-            ignore_label=voc.IGNORE_LABEL),
+        metadata=common.class_metadata(common.NUM_CLASSES, voc.VOC_CLASSES),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
