@@ -69,6 +69,11 @@ _FIND_MAX_BATCH = flags.DEFINE_bool(
     "find_max_batch", False,
     "Also find the largest per-chip training batch that fits (one train-step "
     "compile per probe).")
+_MAX_PROBES = flags.DEFINE_integer(
+    "max_probes", 0,
+    "With --find_max_batch: stop after this many train-step compiles and "
+    "report the largest batch that fitted as a lower bound (0: search until "
+    "exact).")
 _NATIVE_SIZE = flags.DEFINE_integer(
     "native_size", 500,
     "Image side for configs that train (input.crop_size=0) or evaluate "
@@ -420,7 +425,8 @@ def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
 
 
 def find_max_batch(probe: Callable[[int], StepReport], start: int,
-                   limit: int = 4096) -> tuple[int, dict[int, StepReport]]:
+                   limit: int = 4096, max_probes: int = 0
+                   ) -> tuple[int, dict[int, StepReport]]:
   """The largest per-chip batch whose step fits, and every probe's report.
 
   Memory grows about linearly with the batch, so probes go where a straight
@@ -435,6 +441,9 @@ def find_max_batch(probe: Callable[[int], StepReport], start: int,
     probe: Compiles the step for a per-chip batch.
     start: The first batch to try.
     limit: The largest batch tried (the answer is then ``>= limit``).
+    max_probes: Stop after this many compiles (0: no limit). The answer is
+      then the largest batch that fitted, a lower bound; :func:`search_bounds`
+      says how tight.
 
   Returns:
     ``(largest, reports)``; ``largest`` is 0 when even 1 does not fit.
@@ -446,10 +455,13 @@ def find_max_batch(probe: Callable[[int], StepReport], start: int,
       reports[batch] = probe(batch)
     return reports[batch].fits
 
+  def out_of_probes() -> bool:
+    return bool(max_probes) and len(reports) >= max_probes
+
   if fits(start):
     low, high = start, None
     while high is None:
-      if low >= limit:
+      if low >= limit or out_of_probes():
         return low, reports
       guess = min(max(_extrapolate(reports[low]), low + 1), low * 4, limit)
       if fits(guess):
@@ -459,17 +471,26 @@ def find_max_batch(probe: Callable[[int], StepReport], start: int,
   else:
     high, low = start, None
     while low is None:
-      if high == 1:
+      if high == 1 or out_of_probes():
         return 0, reports
       if fits(high // 2):
         low = high // 2
       else:
         high //= 2
-  while high - low > 1:
+  while high - low > 1 and not out_of_probes():
     fits(_next_probe(reports[low], reports[high], low, high))
     low = max(b for b in reports if b < high and reports[b].fits)
     high = min(b for b in reports if b > low and not reports[b].fits)
   return low, reports
+
+
+def search_bounds(reports: Mapping[int, StepReport]) -> tuple[int, int | None]:
+  """``(largest batch that fitted, smallest that did not)`` of the probes
+  (0 / None where there is none): the answer is exact when they are 1 apart."""
+  fitted = [b for b, r in reports.items() if r.fits]
+  low = max(fitted, default=0)
+  failed = [b for b, r in reports.items() if not r.fits and b > low]
+  return low, min(failed, default=None)
 
 
 def _extrapolate(report: StepReport) -> int:
@@ -520,6 +541,7 @@ def _bytes_used(report: StepReport) -> int:
 
 def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
             capacity: int, native_size: int = 500, search: bool = False,
+            max_probes: int = 0,
             on_report: Callable[[StepReport], None] = lambda report: None
             ) -> dict[str, Any]:
   """Compiles a config's steps for ``devices`` and reports what they need.
@@ -530,6 +552,7 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
     capacity: Memory per chip in bytes.
     native_size: Image side for native-size training or evaluation.
     search: Also find the largest per-chip training batch that fits.
+    max_probes: Compiles the search may take (0: until exact).
     on_report: Called with each step's report as soon as it is compiled.
 
   Returns:
@@ -561,8 +584,14 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
              "fits": train_step.fits and eval_step.fits}
   if search:
     probe = lambda b: train_step if b == per_chip_batch else train_batch(b)
-    largest, probes = find_max_batch(probe, per_chip_batch)
+    largest, probes = find_max_batch(probe, per_chip_batch,
+                                     max_probes=max_probes)
+    _, first_failing = search_bounds(probes)
     results["max_per_chip_batch"] = largest
+    results["first_failing_batch"] = first_failing
+    results["max_per_chip_batch_exact"] = (
+        first_failing is not None and first_failing - largest == 1) or (
+            largest == 0 and 1 in probes)
     results["probes"] = [probes[b] for b in sorted(probes)]
   return results
 
@@ -575,7 +604,16 @@ def search_summary(results: Mapping[str, Any], num_chips: int) -> str:
     probed = ", ".join(
         f"{r.per_chip_batch}: {'fits' if r.fits else 'no'}"
         for r in results["probes"])
-    if largest:
+    exact = results.get("max_per_chip_batch_exact", True)
+    if largest and not exact:
+      above = results.get("first_failing_batch")
+      lines.append(
+          f"largest per-chip training batch that fits: at least {largest} "
+          f"(--config.batch_size={largest * num_chips}); "
+          + (f"{above} does not fit; " if above else "")
+          + f"the probe budget (--max_probes) ended the search (probed "
+          f"{probed})")
+    elif largest:
       lines.append(
           f"largest per-chip training batch that fits: {largest} "
           f"(--config.batch_size={largest * num_chips}; probed {probed})")
@@ -644,6 +682,7 @@ def main(argv: list[str]) -> None:
     results = dry_run(config, devices, capacity=capacity,
                       native_size=_NATIVE_SIZE.value,
                       search=_FIND_MAX_BATCH.value,
+                      max_probes=_MAX_PROBES.value,
                       on_report=lambda r: print(r.describe(), flush=True))
   except ValueError as e:  # DryRunError and config errors.
     sys.exit(f"error: {e}")

@@ -170,6 +170,28 @@ def test_find_max_batch_finds_the_largest_that_fits(start, quote_oom):
   assert len(calls) <= 8
 
 
+@pytest.mark.parametrize("max_probes", [1, 2, 3])
+def test_find_max_batch_with_a_probe_budget_gives_a_true_lower_bound(
+    max_probes):
+  fixed, per_image, capacity = GIB, 700 << 20, 16 * GIB
+  calls = []
+  largest, reports = dry_run.find_max_batch(
+      _linear_probe(fixed, per_image, capacity, calls), 2,
+      max_probes=max_probes)
+  assert len(calls) == max_probes
+  assert 2 <= largest <= 21 and reports[largest].fits  # Fits, and <= exact.
+  low, high = dry_run.search_bounds(reports)
+  assert low == largest
+  assert high is None or (high > 21 and not reports[high].fits)
+  summary = dry_run.search_summary(
+      {"max_per_chip_batch": largest, "first_failing_batch": high,
+       "max_per_chip_batch_exact": high == largest + 1,
+       "probes": [reports[b] for b in sorted(reports)]}, num_chips=4)
+  if high != largest + 1:
+    assert f"at least {largest} (--config.batch_size={4 * largest})" in (
+        summary) and "--max_probes" in summary
+
+
 def test_find_max_batch_when_nothing_fits():
   calls = []
   largest, _ = dry_run.find_max_batch(
