@@ -47,8 +47,9 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
       here.
 
   Returns:
-    A :class:`SplitSource` whose records keep ``image`` and
-    ``segmentation_mask`` as encoded bytes.
+    A :class:`SplitSource` whose records keep every image feature
+    (``image``, ``segmentation_mask``, ``hha``, ``depth``, ...) as encoded
+    bytes.
 
   Raises:
     FileNotFoundError: Unknown or not prepared; the message gives the
@@ -81,8 +82,12 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
                      f"{sorted(splits)}.")
   synthetic = bool(builder.info.metadata and
                    builder.info.metadata.get("synthetic", False))
-  records = builder.as_data_source(split=split,
-                                   decoders=common.skip_decoding_decoders())
+  # Every image feature stays encoded (image, masks, NYUD's hha and 16-bit
+  # depth): the batch transforms decode them with PIL.
+  encoded = [key for key, feature in builder.info.features.items()
+             if isinstance(feature, tfds.features.Image)]
+  records = builder.as_data_source(
+      split=split, decoders=common.skip_decoding_decoders(encoded))
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
 
 
