@@ -258,7 +258,10 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
 def resolve_preprocessing(config: ml_collections.ConfigDict,
                           metadata: Mapping[str, Any] | None
                           ) -> preprocessing_lib.Preprocessing:
-  """``config.preprocessing``, checked against the weights' own."""
+  """``config.preprocessing``, checked against the weights' own (and their
+  HHA / depth preparations against fcn_jax's)."""
+  preprocessing_lib.check_source_preprocessing(
+      (metadata or {}).get("source_preprocessing"), "the weights")
   return preprocessing_lib.resolve(
       config.preprocessing or None, (metadata or {}).get("preprocessing"),
       config.force_preprocessing, force_flag="config.force_preprocessing")

@@ -240,6 +240,14 @@ def test_label_features_must_name_the_heads():
         _config("fcn32s", sem="semantic_mask"))
 
 
+def test_weights_with_another_depth_preparation_are_refused():
+  recorded = preprocessing.source_preprocessing_metadata(["image", "depth"])
+  assert recorded == {"depth": {"mean": 7.844, "name": "nyud_log_depth"}}
+  preprocessing.check_source_preprocessing(recorded, "w")
+  with pytest.raises(ValueError, match="w was trained with depth prepared"):
+    preprocessing.check_source_preprocessing({"depth": {"mean": 7.0}}, "w")
+
+
 # --------------------------------------------------------------------------
 # Excluded classes.
 # --------------------------------------------------------------------------
@@ -343,6 +351,8 @@ def test_nyud_color_hha_end_to_end(tmp_path):
   assert hist.sum() == (label != 255).sum()  # Every labelled test pixel.
   saved = json.loads((workdir / "config.json").read_text())
   assert saved["preprocessing"]["name"] == "nyud"
+  assert saved["source_preprocessing"]["hha"]["mean"] == pytest.approx(
+      [132.431, 94.076, 118.477])
 
   data = tmp_path / "manual" / "data"
   out = tmp_path / "predictions"
