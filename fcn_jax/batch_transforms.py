@@ -281,8 +281,8 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
       image, label = augment_example(records[0], self.augmentation,
                                      self.preprocessing, rng(0),
                                      layout=layout)
-      add_batch = lambda x: _map_arrays(lambda a: a[None], x)
-      return {"image": add_batch(image), "label": add_batch(label)}
+      return {"image": _map_arrays(lambda a: a[None], image),
+              "label": _map_arrays(lambda a: a[None], label)}
     images = input_canvases(layout, (size, crop, crop))
     labels = label_canvases(layout, (size, crop, crop))
     for j, record in enumerate(records):
