@@ -7,8 +7,10 @@ both label maps) with its own function of the pixel position, so after a
 crop and a mirror each plane says which source pixel it holds; they must all
 agree. The end-to-end tests build the tiny fixtures of
 ``paper_datasets_test`` in the real formats, prepare them, train a tiny net
-for two steps with each dataset's own config and evaluate it, then run
-``fcn_jax.predict`` on the fixture's images.
+for two steps with each dataset's own config file and evaluate it (in
+process, with ``train.run``, what ``python -m fcn_jax.main`` runs once it has
+parsed its flags; ``main_test`` covers the command line), then run
+``fcn_jax.predict``'s ``main`` on the fixture's images.
 """
 
 import importlib.util
@@ -297,26 +299,36 @@ def test_excluded_class_names_are_resolved_per_head():
 # --------------------------------------------------------------------------
 
 
-def _load_config(name, data_dir, workdir, **overrides):
+# The tiny run every end-to-end test makes of a dataset's own config file.
+TINY = {
+    "model.width_divisor": 64, "init_from": "", "num_train_steps": 2,
+    "eval_every_steps": 2, "log_every_steps": 1, "checkpoint.every_steps": 2,
+    "num_eval_tiles": 1,
+    # One training shape (one compilation): 32x32 crops of the tiny images.
+    "input.train_mode": "epochs", "input.crop_size": 32,
+}
+
+
+def _config_file(name, data_dir, **overrides):
+  """``configs/<name>.py`` with :data:`TINY` and ``overrides`` applied."""
   spec = importlib.util.spec_from_file_location(name, REPO / "configs" /
                                                 f"{name}.py")
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   config = module.get_config()
-  config.dataset.data_dir = str(data_dir)
-  config.model.width_divisor = 64
-  config.init_from = ""
-  config.num_train_steps = 2
-  config.eval_every_steps = 2
-  config.log_every_steps = 1
-  config.checkpoint.every_steps = 2
-  config.num_eval_tiles = 1
-  for key, value in overrides.items():
+  for key, value in {"dataset.data_dir": str(data_dir), **TINY,
+                     **overrides}.items():
     node = config
     *parents, leaf = key.split(".")
     for parent in parents:
       node = node[parent]
     node[leaf] = value
+  return config
+
+
+def _load_config(name, data_dir, workdir, **overrides):
+  """Trains and evaluates as ``fcn_jax.main`` does after parsing its flags."""
+  config = _config_file(name, data_dir, **overrides)
   train.run(config, str(workdir))
   return config
 
