@@ -302,6 +302,9 @@ def test_excluded_class_names_are_resolved_per_head():
 # The tiny run every end-to-end test makes of a dataset's own config file.
 TINY = {
     "model.width_divisor": 64, "init_from": "", "num_train_steps": 2,
+    # The fixed bilinear upsamplers as (k, k, 1, C) kernels: the same
+    # numbers, without (64, 64, 60, 60) dense kernels on CPU.
+    "model.upsample_mode": "depthwise",
     "eval_every_steps": 2, "log_every_steps": 1, "checkpoint.every_steps": 2,
     "num_eval_tiles": 1,
     # One training shape (one compilation): 32x32 crops of the tiny images.
