@@ -29,6 +29,10 @@ def get_config():
   config.dataset.name = "pascal_context"
   config.dataset.train_split = "train"
   config.dataset.eval_split = "val"
+  # The metrics count background as one of the 60 classes, as the reference's
+  # score.py does; ("background",) gives means over the 59 task classes only
+  # (docs/reference.md §8.4).
+  config.eval.exclude_classes = ()
   config.optim.base_lr = 1e-12
   config.num_train_steps = 400_000
   config.eval_every_steps = 8000

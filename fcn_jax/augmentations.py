@@ -19,6 +19,7 @@ in :meth:`TrainAugmentation.__call__`.
 from __future__ import annotations
 
 import dataclasses
+from typing import Mapping
 
 import numpy as np
 from PIL import Image
@@ -143,7 +144,38 @@ class TrainAugmentation:
       The augmented image and label: at most ``crop_size`` on each side,
       or the rescaled native size when ``crop_size`` is 0.
     """
-    width, height = label.size
+    images, labels = self.augment({"image": image}, {"label": label}, rng)
+    return images["image"], labels["label"]
+
+  def augment(self, images: Mapping[str, Image.Image],
+              labels: Mapping[str, Image.Image], rng: np.random.Generator
+              ) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
+    """Augments every plane of one example with one :class:`Geometry`.
+
+    The random draws are those of one example (:meth:`draw`), however many
+    planes it has: colour, HHA and depth inputs (resampled bilinearly; a
+    depth map as a float ``F`` image) and every head's labels (nearest
+    neighbour) stay aligned pixel for pixel.
+
+    Args:
+      images: Input planes by feature name, all of the labels' size.
+      labels: Label planes (mode ``L``) by name; at least one.
+      rng: This example's generator.
+
+    Returns:
+      ``(images, labels)``, augmented, keyed as given.
+
+    Raises:
+      ValueError: The planes differ in size.
+    """
+    sizes = {name: plane.size for name, plane in (*labels.items(),
+                                                  *images.items())}
+    if len(set(sizes.values())) > 1:
+      raise ValueError(f"the planes of an example differ in size (width, "
+                       f"height): {sizes}")
+    width, height = next(iter(labels.values())).size
     geometry = self.draw(height, width, rng)
-    return (geometry.apply(image, IMAGE_RESAMPLING),
-            geometry.apply(label, LABEL_RESAMPLING))
+    return ({name: geometry.apply(plane, IMAGE_RESAMPLING)
+             for name, plane in images.items()},
+            {name: geometry.apply(plane, LABEL_RESAMPLING)
+             for name, plane in labels.items()})

@@ -10,12 +10,20 @@ metrics); an example smaller than its slot fills the top-left corner.
   generator seeded by its global position.
 * :class:`EvalBatchTransform`: a batch index -> ``{'image', 'label',
   'valid'}`` of this host's eval shard, padding examples included.
+
+Which features make the inputs and labels is the
+:class:`~fcn_jax.input_config.ExampleLayout`: by default one colour
+``image`` and one ``segmentation_mask`` (plain arrays); NYUD's nets read
+``hha`` and ``depth`` too (a multi-input net's ``image`` is a dict by input
+name, each input its features' preparations concatenated along channels) and
+SIFT Flow's two heads their own masks (``label`` a dict by head). One random
+geometry is applied to every plane of an example.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import grain
 import grain.multiprocessing
@@ -23,6 +31,7 @@ import numpy as np
 from PIL import Image
 
 from fcn_jax import augmentations
+from fcn_jax import input_config
 from fcn_jax import preprocessing as preprocessing_lib
 from fcn_jax import sampling
 from fcn_jax import voc
@@ -56,14 +65,28 @@ def _canvas(shape: tuple[int, ...], dtype: type, fill: int) -> np.ndarray:
   return np.full(shape, fill, dtype) if fill else np.zeros(shape, dtype)
 
 
-def image_canvas(shape: tuple[int, ...]) -> np.ndarray:
-  """Float32 zeros ``[*shape, 3]``: the pad value of preprocessed images."""
-  return _canvas((*shape, 3), np.float32, 0)
+def image_canvas(shape: tuple[int, ...], channels: int = 3) -> np.ndarray:
+  """Float32 zeros ``[*shape, channels]``: the pad value of preprocessed
+  inputs."""
+  return _canvas((*shape, channels), np.float32, 0)
 
 
 def label_canvas(shape: tuple[int, ...]) -> np.ndarray:
   """Int32 255s: the pad label."""
   return _canvas(shape, np.int32, voc.IGNORE_LABEL)
+
+
+def input_canvases(layout: input_config.ExampleLayout,
+                   shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+  """One :func:`image_canvas` per model input (its channel count)."""
+  return {name: image_canvas(shape, channels)
+          for name, _, channels in layout.inputs}
+
+
+def label_canvases(layout: input_config.ExampleLayout,
+                   shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+  """One :func:`label_canvas` per head."""
+  return {head: label_canvas(shape) for head, _ in layout.labels}
 
 
 def place_in_canvas(image: np.ndarray | Image.Image, label: np.ndarray,
@@ -84,53 +107,145 @@ def place_in_canvas(image: np.ndarray | Image.Image, label: np.ndarray,
   Raises:
     ValueError: The example does not fit.
   """
-  height, width = np.shape(label)
-  if height > out_label.shape[0] or width > out_label.shape[1]:
+  place_example({common.IMAGE: image}, {"score": label},
+                input_config.ExampleLayout(), preprocessing,
+                {common.IMAGE: out_image}, {"score": out_label})
+
+
+def _preparation(feature: str,
+                 preprocessing: preprocessing_lib.Preprocessing) -> Any:
+  """How one input feature is prepared (docs/reference.md §8.2-§8.4)."""
+  return (preprocessing if feature == common.IMAGE
+          else preprocessing_lib.SOURCE_PREPROCESSING[feature])
+
+
+def _prepared(feature: str, plane: Any,
+              preprocessing: preprocessing_lib.Preprocessing) -> np.ndarray:
+  """One input feature, prepared: float32 ``[h, w, channels]``."""
+  prepare = _preparation(feature, preprocessing)
+  if isinstance(prepare, preprocessing_lib.Preprocessing):
+    return prepare(plane)
+  return prepare(np.asarray(plane))  # Depth: log(d) - mean, one channel.
+
+
+def _prepare_into(feature: str, plane: Any,
+                  preprocessing: preprocessing_lib.Preprocessing,
+                  out: np.ndarray) -> None:
+  """One input feature, prepared, written into ``out`` (its shape)."""
+  prepare = _preparation(feature, preprocessing)
+  if isinstance(prepare, preprocessing_lib.Preprocessing):
+    prepare(plane, out=out)  # Straight into the canvas.
+  else:
+    out[...] = prepare(np.asarray(plane))
+
+
+def place_example(sources: Mapping[str, Any], labels: Mapping[str, Any],
+                  layout: input_config.ExampleLayout,
+                  preprocessing: preprocessing_lib.Preprocessing,
+                  out_inputs: Mapping[str, np.ndarray],
+                  out_labels: Mapping[str, np.ndarray]) -> None:
+  """Writes an example's prepared inputs and labels top-left into canvases.
+
+  Each model input is its features' preparations concatenated along
+  channels (the colour ``image`` by ``preprocessing``, ``hha`` and
+  ``depth`` by :data:`fcn_jax.preprocessing.SOURCE_PREPROCESSING`).
+
+  Args:
+    sources: The example's input planes by feature name (PIL images or
+      arrays of one size).
+    labels: ``[h, w]`` class indices by head.
+    layout: Which features make which input.
+    preprocessing: How the colour image is prepared.
+    out_inputs: ``float32 [S, S, C]`` canvas per input, holding pad values.
+    out_labels: ``int32 [S, S]`` canvas per head.
+
+  Raises:
+    ValueError: The example does not fit.
+  """
+  height, width = np.shape(next(iter(labels.values())))
+  some = next(iter(out_labels.values()))
+  if height > some.shape[0] or width > some.shape[1]:
     raise ValueError(f"{height}x{width} does not fit in "
-                     f"{out_label.shape[0]}x{out_label.shape[1]}.")
-  preprocessing(image, out=out_image[:height, :width])
-  out_label[:height, :width] = label
+                     f"{some.shape[0]}x{some.shape[1]}.")
+  for name, features, _ in layout.inputs:
+    out = out_inputs[name][:height, :width]
+    if len(features) == 1:
+      _prepare_into(features[0], sources[features[0]], preprocessing, out)
+      continue
+    channel = 0
+    for feature in features:  # E.g. NYUD color-D: BGR, then log-depth.
+      part = _prepared(feature, sources[feature], preprocessing)
+      out[..., channel:channel + part.shape[-1]] = part
+      channel += part.shape[-1]
+  for head, label in labels.items():
+    out_labels[head][:height, :width] = label
 
 
-def _open(record: dict[str, Any]) -> tuple[Image.Image, Image.Image]:
-  """The record's RGB image and label (PIL; decoded lazily)."""
-  return (common.open_image(record[common.IMAGE]),
-          common.open_mask(record[common.MASK]))
+def _open_source(record: dict[str, Any], feature: str) -> Image.Image:
+  """An input feature of a record as a PIL image (decoded lazily).
+
+  Colour and HHA open as RGB; depth as a float (``F``) image of the raw
+  values (:func:`fcn_jax.datasets.common.decode_depth`), which PIL
+  resamples bilinearly like the colour planes.
+  """
+  if feature == common.DEPTH:
+    return Image.fromarray(common.decode_depth(record[feature]).astype(
+        np.float32), mode="F")
+  return common.open_image(record[feature])
+
+
+def open_example(record: dict[str, Any], layout: input_config.ExampleLayout
+                 ) -> tuple[dict[str, Image.Image], dict[str, Image.Image]]:
+  """A record's input planes (by feature) and label planes (by head)."""
+  return ({f: _open_source(record, f) for f in layout.source_features},
+          {head: common.open_mask(record[f]) for head, f in layout.labels})
 
 
 def augment_example(record: dict[str, Any],
                     augmentation: augmentations.TrainAugmentation,
                     preprocessing: preprocessing_lib.Preprocessing,
                     rng: np.random.Generator,
-                    out_image: np.ndarray | None = None,
-                    out_label: np.ndarray | None = None
-                    ) -> tuple[np.ndarray, np.ndarray]:
+                    out_image: Any = None, out_label: Any = None,
+                    layout: input_config.ExampleLayout =
+                    input_config.ExampleLayout()) -> tuple[Any, Any]:
   """Decodes, augments and preprocesses one training record.
 
   Args:
-    record: A split record (image and mask encoded).
-    augmentation: The random scale, mirror and crop.
-    preprocessing: Applied to the augmented image.
+    record: A split record (image features encoded).
+    augmentation: The random scale, mirror and crop, the same for every
+      plane of the example.
+    preprocessing: Applied to the augmented colour image.
     rng: This example's generator.
     out_image: Canvas to write into (e.g. one example of a batch), holding
-      the pad values; default a new one.
-    out_label: Its label canvas.
+      the pad values (a dict of them for a multi-input ``layout``); default
+      a new one.
+    out_label: Its label canvas (a dict for a multi-head ``layout``).
+    layout: Which features make the inputs and labels.
 
   Returns:
-    ``(float32 [H, W, 3], int32 [H, W])``, ``out_image`` and ``out_label``
-    when given: ``H = W = crop_size``, or the rescaled native size when
-    ``crop_size`` is 0.
+    ``(float32 [H, W, C], int32 [H, W])`` (dicts for multi-input /
+    multi-head layouts), ``out_image`` and ``out_label`` when given: ``H = W
+    = crop_size``, or the rescaled native size when ``crop_size`` is 0.
   """
-  image, label = augmentation(*_open(record), rng)
-  label = np.asarray(label)
+  sources, labels = augmentation.augment(*open_example(record, layout), rng)
+  labels = {head: np.asarray(label) for head, label in labels.items()}
   crop = augmentation.crop_size
-  shape = (crop, crop) if crop else label.shape
-  if out_image is None:
-    out_image = image_canvas(shape)
-  if out_label is None:
-    out_label = label_canvas(shape)
-  place_in_canvas(image, label, preprocessing, out_image, out_label)
-  return out_image, out_label
+  shape = (crop, crop) if crop else next(iter(labels.values())).shape
+  out_image = (input_canvases(layout, shape) if out_image is None
+               else _unpack(out_image, layout.inputs[0][0]))
+  out_label = (label_canvases(layout, shape) if out_label is None
+               else _unpack(out_label, layout.labels[0][0]))
+  place_example(sources, labels, layout, preprocessing, out_image, out_label)
+  return layout.pack_inputs(out_image), layout.pack_labels(out_label)
+
+
+def _unpack(value: Any, name: str) -> dict[str, np.ndarray]:
+  return dict(value) if isinstance(value, Mapping) else {name: value}
+
+
+def _batch_slot(canvases: Mapping[str, np.ndarray], j: int
+                ) -> dict[str, np.ndarray]:
+  return {name: canvas[j] for name, canvas in canvases.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,9 +264,10 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
   seed: int
   global_batch_size: int
   process_index: int = 0
+  layout: input_config.ExampleLayout = input_config.ExampleLayout()
 
   def map_with_index(self, index: int, records: Sequence[dict[str, Any]]
-                     ) -> dict[str, np.ndarray]:
+                     ) -> dict[str, Any]:
     size = len(records)
 
     def rng(j: int) -> np.random.Generator:
@@ -160,16 +276,28 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
           self.process_index)))
 
     crop = self.augmentation.crop_size
+    layout = self.layout
     if not crop:  # Native sizes: one example per batch.
       image, label = augment_example(records[0], self.augmentation,
-                                     self.preprocessing, rng(0))
-      return {"image": image[None], "label": label[None]}
-    images = image_canvas((size, crop, crop))
-    labels = label_canvas((size, crop, crop))
+                                     self.preprocessing, rng(0),
+                                     layout=layout)
+      return {"image": _map_arrays(lambda a: a[None], image),
+              "label": _map_arrays(lambda a: a[None], label)}
+    images = input_canvases(layout, (size, crop, crop))
+    labels = label_canvases(layout, (size, crop, crop))
     for j, record in enumerate(records):
       augment_example(record, self.augmentation, self.preprocessing, rng(j),
-                      images[j], labels[j])
-    return {"image": images, "label": labels}
+                      _batch_slot(images, j), _batch_slot(labels, j),
+                      layout=layout)
+    return {"image": layout.pack_inputs(images),
+            "label": layout.pack_labels(labels)}
+
+
+def _map_arrays(function: Any, value: Any) -> Any:
+  """``function`` of an array, or of each array of a dict of them."""
+  if isinstance(value, Mapping):
+    return {k: function(v) for k, v in value.items()}
+  return function(value)
 
 
 def _as_str(value: Any) -> str:
@@ -196,22 +324,26 @@ class EvalBatchTransform(grain.transforms.Map):
   pad_size: int
   preprocessing: preprocessing_lib.Preprocessing
   include_ids: bool = False
+  layout: input_config.ExampleLayout = input_config.ExampleLayout()
 
   def __post_init__(self):
     if not self.pad_size and self.batch_size != 1:
       raise ValueError("Native-size evaluation (pad_size 0) needs batch 1.")
 
-  def _read(self, position: int) -> tuple[Image.Image, np.ndarray, str]:
+  def _read(self, position: int) -> tuple[dict[str, Image.Image],
+                                          dict[str, np.ndarray], str]:
     record = self.records[self.start + position]
-    image, label = _open(record)
-    label = np.asarray(label, np.uint8)
+    sources, labels = open_example(record, self.layout)
+    labels = {head: np.asarray(label, np.uint8)
+              for head, label in labels.items()}
     image_id = _as_str(record[common.IMAGE_ID])
-    if self.pad_size and max(label.shape) > self.pad_size:
+    shape = next(iter(labels.values())).shape
+    if self.pad_size and max(shape) > self.pad_size:
       raise ValueError(
-          f"{image_id} is {label.shape[0]}x{label.shape[1]}, larger than "
+          f"{image_id} is {shape[0]}x{shape[1]}, larger than "
           f"config.input.eval_pad_size={self.pad_size}; raise it (VOC images "
           "are at most 500x500) or use 0 for native sizes.")
-    return image, label, image_id
+    return sources, labels, image_id
 
   def _native_shape(self) -> tuple[int, int]:
     if not self.num_real:
@@ -219,26 +351,29 @@ class EvalBatchTransform(grain.transforms.Map):
     first = self.records[self.start]
     return int(first[common.HEIGHT]), int(first[common.WIDTH])
 
-  def map(self, batch_index: int) -> dict[str, np.ndarray]:
+  def map(self, batch_index: int) -> dict[str, Any]:
     positions = range(batch_index * self.batch_size,
                       (batch_index + 1) * self.batch_size)
     shape = ((self.pad_size, self.pad_size) if self.pad_size else
              self._native_shape())
     if not self.pad_size and positions[0] < self.num_real:
-      image, label, image_id = self._read(positions[0])
-      shape = label.shape
-    images = image_canvas((self.batch_size, *shape))
-    labels = label_canvas((self.batch_size, *shape))
+      sources, labels, image_id = self._read(positions[0])
+      shape = next(iter(labels.values())).shape
+    layout = self.layout
+    images = input_canvases(layout, (self.batch_size, *shape))
+    label_arrays = label_canvases(layout, (self.batch_size, *shape))
     valid = np.zeros((self.batch_size,), bool)
     image_ids = [""] * self.batch_size
     for j, position in enumerate(positions):
       if position >= self.num_real:
         continue
       if self.pad_size:
-        image, label, image_id = self._read(position)
-      place_in_canvas(image, label, self.preprocessing, images[j], labels[j])
+        sources, labels, image_id = self._read(position)
+      place_example(sources, labels, layout, self.preprocessing,
+                    _batch_slot(images, j), _batch_slot(label_arrays, j))
       valid[j], image_ids[j] = True, image_id
-    batch = {"image": images, "label": labels, "valid": valid}
+    batch = {"image": layout.pack_inputs(images),
+             "label": layout.pack_labels(label_arrays), "valid": valid}
     if self.include_ids:
       batch["image_id"] = np.asarray(image_ids)
     return batch

@@ -117,7 +117,9 @@ def make_metadata(spec: models.ModelSpec,
   Args:
     spec: The model. Its name, class count and :meth:`ModelSpec.shape_options`
       are recorded (the compute dtype is not: it does not shape parameters).
-    preprocessing: What inputs the weights expect.
+    preprocessing: What inputs the weights expect (the colour image's; the
+      HHA and depth preparations of NYUD's nets are recorded under
+      ``source_preprocessing``).
     class_names: The classes' names (default: VOC's for 21 classes, else
       ``class_<i>``); for a multi-head net a dict of them keyed by head, as
       recorded.
@@ -154,6 +156,10 @@ def make_metadata(spec: models.ModelSpec,
       "model_options": spec.shape_options(),
       "class_names": names,
       "preprocessing": preprocessing.to_dict(),
+      **({"source_preprocessing": extra_sources} if (
+          extra_sources := preprocessing_lib.source_preprocessing_metadata(
+              [f for fs in spec.input_sources.values() for f in fs]))
+         else {}),
       "source": dict(source or {}),
       **extra,
   }

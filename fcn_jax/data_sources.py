@@ -46,8 +46,9 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
       here.
 
   Returns:
-    A :class:`SplitSource` whose records keep ``image`` and
-    ``segmentation_mask`` as encoded bytes.
+    A :class:`SplitSource` whose records keep every image feature
+    (``image``, ``segmentation_mask``, ``hha``, ``depth``, ...) as encoded
+    bytes.
 
   Raises:
     FileNotFoundError: Unknown or not prepared; the message gives the
@@ -80,9 +81,37 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
                      f"{sorted(splits)}.")
   synthetic = bool(builder.info.metadata and
                    builder.info.metadata.get("synthetic", False))
-  records = builder.as_data_source(split=split,
-                                   decoders=common.skip_decoding_decoders())
+  # Every image feature stays encoded (image, masks, NYUD's hha and 16-bit
+  # depth): the batch transforms decode them with PIL.
+  encoded = [key for key, feature in builder.info.features.items()
+             if isinstance(feature, tfds.features.Image)]
+  records = builder.as_data_source(
+      split=split, decoders=common.skip_decoding_decoders(encoded))
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
+
+
+def label_class_names(dataset_name: str, label_feature: str,
+                      data_dir: str = "") -> list[str] | None:
+  """The class names of one label feature of a dataset.
+
+  ``class_names`` in a dataset's metadata names the classes of its main
+  labels (``segmentation_mask``; SIFT Flow's ``semantic_mask``); another
+  label feature ``<stem>_mask`` has its own ``<stem>_class_names`` (SIFT
+  Flow's ``geometric_class_names``).
+
+  Returns:
+    The names, or None for an unknown dataset or one that records none.
+  """
+  try:
+    builder = datasets.builder(dataset_name, data_dir)
+  except (FileNotFoundError, ValueError):
+    return None
+  metadata = builder.info.metadata or {}
+  stem = label_feature.removesuffix("_mask")
+  if metadata.get(f"{stem}_class_names"):
+    return list(metadata[f"{stem}_class_names"])
+  classes = datasets.dataset_classes(metadata)
+  return None if classes is None else classes[1]
 
 
 def dataset_class_names(dataset_name: str, data_dir: str = ""

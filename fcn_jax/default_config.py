@@ -87,6 +87,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset.data_dir = ""
   config.dataset.train_split = "sbd_train"
   config.dataset.eval_split = "seg11valid"
+  # The dataset feature holding each head's labels, by head name; empty =
+  # segmentation_mask for a one-head net (SIFT Flow's two heads:
+  # {"sem": "semantic_mask", "geo": "geometric_mask"}). The input features
+  # follow from model.name (NYUD's nets read hha / depth).
+  config.dataset.label_features = ml_collections.ConfigDict()
 
   config.input = ml_collections.ConfigDict()
   # "reference": draw one image uniformly at random with replacement per
@@ -150,6 +155,14 @@ def get_config() -> ml_collections.ConfigDict:
   config.tta = ml_collections.ConfigDict()
   config.tta.flip = False
   config.tta.scales = (1.0,)
+
+  # Evaluation (fcn_jax.train.evaluate).
+  config.eval = ml_collections.ConfigDict()
+  # Class names left out of the class means (mean accuracy, mean IU) and of
+  # the f.w. IU of the head that has them, e.g. SIFT Flow's classes absent
+  # from its test set (cow, desert, moon); "head:name" picks a head. Their
+  # IU is still reported per class.
+  config.eval.exclude_classes = ()
 
   config.checkpoint = ml_collections.ConfigDict()
   # Keep the latest N checkpoints ...

@@ -9,7 +9,14 @@ Training (:func:`create_train_iterator`) yields host-local batches forever::
   {'image': float32 [local_batch, H, W, 3],   # preprocessed, pad value 0
    'label': int32   [local_batch, H, W]}      # 255 = ignore (void and pad)
 
-with ``local_batch = config.batch_size // process_count``. The training stream
+with ``local_batch = config.batch_size // process_count``. For the paper's
+other nets (:class:`~fcn_jax.input_config.ExampleLayout`, from
+``config.model.name``) ``image`` holds 4 channels (NYUD color-D: BGR and
+log-depth) or is a dict of inputs (NYUD color-HHA: ``{'color', 'hha'}``),
+each the dataset features its input lists (``ModelSpec.input_sources``), and
+``label`` is a dict of heads (SIFT Flow: ``{'sem', 'geo'}``, read from the
+features ``config.dataset.label_features`` names); every plane of an example
+gets the same scale, mirror and crop. The training stream
 is defined once for the whole run, independent of the number of hosts: global
 batch ``i`` is examples ``[i * batch_size, (i + 1) * batch_size)`` of one
 global sequence, and host ``p`` yields its part ``[p * local_batch, (p + 1) *
@@ -49,6 +56,10 @@ Config fields read (all required unless a default is given):
 ``dataset.data_dir``            str     TFDS data dir; ``''`` (default) = TFDS's
 ``dataset.train_split``         str     e.g. ``'sbd_train'``, ``'train_aug'``
 ``dataset.eval_split``          str     e.g. ``'seg11valid'``
+``dataset.label_features``      dict    head -> label feature (default
+                                        ``{}``: ``segmentation_mask``)
+``model.name``                  str     which features make the inputs
+                                        (default: one colour ``image``)
 ``batch_size``                  int     global train batch
 ``eval_batch_size``             int     global eval batch
 ``seed``                        int     shuffling and augmentation seed
@@ -142,6 +153,15 @@ def _to_iter_dataset(ds: grain.MapDataset, cfg: input_config.InputConfig
           worker_init_fn=batch_transforms.use_shared_memory_canvases)
 
 
+def _check_features(layout: input_config.ExampleLayout,
+                    source: data_sources.SplitSource,
+                    config: ml_collections.ConfigDict) -> None:
+  """Refuses a split that lacks a feature the model reads (its first
+  record's keys)."""
+  model = config.model.name if "model" in config else "the model"
+  layout.check_features(source.records[0].keys(), source.description, model)
+
+
 def _seed32(seed: int) -> int:
   return seed % 2**32
 
@@ -169,11 +189,13 @@ def create_train_dataset(config: ml_collections.ConfigDict,
         "random_mirror=False and scale_range=(1.0, 1.0); got "
         f"crop_size={cfg.crop_size}, random_mirror={cfg.random_mirror}, "
         f"scale_range={cfg.scale_range}. Use train_mode='epochs' to augment.")
+  layout = input_config.ExampleLayout.from_config(config)
   source = source or data_sources.open_split(cfg.dataset_name,
                                              cfg.train_split, cfg.data_dir)
   ds = grain.MapDataset.source(source.records)
   if not len(ds):  # pylint: disable=g-explicit-length-test
     raise ValueError(f"{source.description} has no examples to train on.")
+  _check_features(layout, source, config)
   if cfg.train_mode == "reference":
     ds = sampling.SampleWithReplacement(ds, seed=cfg.sampling_seed)
   else:
@@ -186,7 +208,8 @@ def create_train_dataset(config: ml_collections.ConfigDict,
       augmentations.TrainAugmentation(cfg.crop_size, cfg.random_mirror,
                                       cfg.scale_range),
       preprocessing, seed=_seed32(cfg.seed),
-      global_batch_size=cfg.batch_size, process_index=process_index))
+      global_batch_size=cfg.batch_size, process_index=process_index,
+      layout=layout))
   source.log(
       "train, host %d/%d takes examples [%d, %d) of each global batch of %d "
       "from %d; mode=%s, crop %s, mirror=%s, scale=%s, %d workers, "
@@ -292,16 +315,19 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
         f"per host: set config.eval_batch_size to the process count "
         f"({process_count}) or set eval_pad_size (e.g. 512 for VOC); got "
         f"eval_batch_size={cfg.eval_batch_size}.")
+  layout = input_config.ExampleLayout.from_config(config)
   source = source or data_sources.open_split(cfg.dataset_name,
                                              cfg.eval_split, cfg.data_dir)
   num_examples = len(source.records)
+  if num_examples:
+    _check_features(layout, source, config)
   start, end = sampling.host_shard_bounds(num_examples, process_index,
                                           process_count)
   num_batches = num_eval_batches(num_examples, local_batch, process_count)
   ds = grain.MapDataset.range(num_batches).map(
       batch_transforms.EvalBatchTransform(
           source.records, start, end - start, local_batch, cfg.eval_pad_size,
-          preprocessing, include_ids))
+          preprocessing, include_ids, layout))
   source.log(
       "eval, host %d/%d has examples [%d, %d) of %d in %d batches of %d "
       "(%s), %d workers, preprocessing %s.", process_index, process_count,

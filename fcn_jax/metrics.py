@@ -10,7 +10,7 @@ total.
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -40,8 +40,8 @@ def confusion_matrix(labels: jax.Array, predictions: jax.Array,
 
 
 def segmentation_metrics(hist: Any,
-                         class_names: list[str] | None = None
-                         ) -> dict[str, Any]:
+                         class_names: list[str] | None = None,
+                         exclude: Sequence[int] = ()) -> dict[str, Any]:
   """The four FCN metrics and per-class IU from a summed confusion matrix.
 
   NaN rules follow ``score.py``: mean accuracy skips classes absent from the
@@ -49,9 +49,17 @@ def segmentation_metrics(hist: Any,
   predictions (a class only predicted counts as IU 0); frequency-weighted IU
   sums over classes present in the ground truth.
 
+  ``exclude`` leaves classes out of the class means as the paper does for
+  SIFT Flow's classes absent from its test set (docs/reference.md §7): mean
+  accuracy and mean IU average over the other classes, and the f.w. IU
+  weighs the other classes by their share of the other classes' pixels.
+  Pixel accuracy is unchanged (every pixel and prediction counts; an absent
+  class has no pixels anyway), and ``per_class_iu`` still lists every class.
+
   Args:
     hist: ``[C, C]`` counts, rows = ground truth, columns = prediction.
     class_names: Optional names for the ``per_class_iu`` mapping.
+    exclude: Class indices left out of the means.
 
   Returns:
     A dict with floats ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``
@@ -71,12 +79,16 @@ def segmentation_metrics(hist: Any,
     pixel_acc = diag.sum() / total if total > 0 else float("nan")
     class_acc = diag / gt_total
     iu = diag / (gt_total + pred_total - diag)
-    freq = gt_total / total if total > 0 else np.zeros_like(gt_total)
-    present = freq > 0
+    kept = np.ones(len(diag), bool)
+    kept[list(exclude)] = False
+    kept_total = gt_total[kept].sum()
+    freq = gt_total / kept_total if kept_total > 0 else np.zeros_like(
+        gt_total)
+    present = (freq > 0) & kept
     result = {
         "pixel_acc": float(pixel_acc),
-        "mean_acc": float(np.nanmean(class_acc)),
-        "mean_iu": float(np.nanmean(iu)),
+        "mean_acc": float(np.nanmean(class_acc[kept])),
+        "mean_iu": float(np.nanmean(iu[kept])),
         "fw_iu": (float((freq[present] * iu[present]).sum())
                   if present.any() else float("nan")),
     }
@@ -89,6 +101,42 @@ def segmentation_metrics(hist: Any,
   else:
     result["per_class_iu"] = per_class
   return result
+
+
+def excluded_classes(exclude: Sequence[str],
+                     class_names: Mapping[str, Sequence[str]]
+                     ) -> dict[str, list[int]]:
+  """Class indices per head for ``config.eval.exclude_classes``.
+
+  Args:
+    exclude: Class names (``"cow"``), or ``"head:name"`` for one head's.
+    class_names: Each head's class names.
+
+  Returns:
+    ``{head: sorted indices}`` for every head (empty lists included).
+
+  Raises:
+    ValueError: A name that no head has, or that several heads have without
+      a ``head:`` prefix.
+  """
+  result = {head: set() for head in class_names}
+  for entry in exclude:
+    head, _, name = str(entry).rpartition(":")
+    heads = [head] if head else [h for h, names in class_names.items()
+                                 if name in names]
+    if head and head not in class_names:
+      raise ValueError(f"config.eval.exclude_classes: {entry!r} names the "
+                       f"head {head!r}; the heads are {sorted(class_names)}")
+    if not heads or name not in class_names[heads[0]]:
+      raise ValueError(
+          f"config.eval.exclude_classes: no class {name!r} in "
+          + (f"head {head!r}" if head else "any head")
+          + f" (classes: {[list(n) for n in class_names.values()]})")
+    if len(heads) > 1:
+      raise ValueError(f"config.eval.exclude_classes: {name!r} is a class of "
+                       f"the heads {heads}; write 'head:{name}'")
+    result[heads[0]].add(list(class_names[heads[0]]).index(name))
+  return {head: sorted(indices) for head, indices in result.items()}
 
 
 SUMMARY_METRICS = (("pixel_acc", "pixel accuracy"),

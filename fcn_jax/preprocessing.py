@@ -219,6 +219,40 @@ NYUD_LOG_DEPTH = LogDepth()
 SOURCE_PREPROCESSING = {"hha": NYUD_HHA, "depth": NYUD_LOG_DEPTH}
 
 
+def source_preprocessing_metadata(features: Sequence[str]
+                                  ) -> dict[str, dict[str, Any]]:
+  """What checkpoint metadata records of the non-colour features a net reads
+  (``{'hha': {...}, 'depth': {'mean': 7.844, ...}}``; empty for colour
+  only)."""
+  return {f: dataclasses.asdict(SOURCE_PREPROCESSING[f])
+          for f in dict.fromkeys(features) if f in SOURCE_PREPROCESSING}
+
+
+def check_source_preprocessing(recorded: Mapping[str, Any] | None,
+                               where: str) -> None:
+  """Refuses weights that record another HHA/depth preparation than the one
+  fcn_jax applies (:data:`SOURCE_PREPROCESSING`).
+
+  Raises:
+    ValueError: Naming the feature, both preparations and the weights.
+  """
+  for feature, values in (recorded or {}).items():
+    current = SOURCE_PREPROCESSING.get(feature)
+    if current is None:
+      raise ValueError(f"{where} records a preprocessing for the input "
+                       f"feature {feature!r}, which fcn_jax does not know "
+                       f"(known: {sorted(SOURCE_PREPROCESSING)})")
+    if isinstance(current, Preprocessing):
+      same = current.matches(Preprocessing.from_dict(values))
+    else:
+      same = np.isclose(float(values.get("mean", np.nan)), current.mean)
+    if not same:
+      raise ValueError(
+          f"{where} was trained with {feature} prepared as {dict(values)}, "
+          f"but fcn_jax prepares it as {dataclasses.asdict(current)} "
+          "(docs/reference.md §8.2): its inputs would be wrong.")
+
+
 def prepare_inputs(sources: Mapping[str, np.ndarray],
                    input_sources: Mapping[str, Sequence[str]],
                    color: Preprocessing) -> dict[str, np.ndarray]:

@@ -16,6 +16,7 @@ devices give the same update as one device with the whole batch.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import functools
 import os
@@ -33,6 +34,7 @@ from fcn_jax import checkpointing
 from fcn_jax import data_sources
 from fcn_jax import default_config
 from fcn_jax import distributed
+from fcn_jax import input_config
 from fcn_jax import input_pipeline
 from fcn_jax import logging_utils
 from fcn_jax import losses
@@ -256,7 +258,10 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
 def resolve_preprocessing(config: ml_collections.ConfigDict,
                           metadata: Mapping[str, Any] | None
                           ) -> preprocessing_lib.Preprocessing:
-  """``config.preprocessing``, checked against the weights' own."""
+  """``config.preprocessing``, checked against the weights' own (and their
+  HHA / depth preparations against fcn_jax's)."""
+  preprocessing_lib.check_source_preprocessing(
+      (metadata or {}).get("source_preprocessing"), "the weights")
   return preprocessing_lib.resolve(
       config.preprocessing or None, (metadata or {}).get("preprocessing"),
       config.force_preprocessing, force_flag="config.force_preprocessing")
@@ -500,7 +505,8 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
              class_names: Sequence[str] | Mapping[str, Sequence[str]]
              | None = None,
              preprocessing: preprocessing_lib.Preprocessing | None = None,
-             num_tiles: int = 0
+             num_tiles: int = 0,
+             exclude_classes: Sequence[str] = ()
              ) -> tuple[dict[str, Any], list[np.ndarray]]:
   """Evaluates on every batch of a split; metrics from the summed matrix.
 
@@ -519,6 +525,9 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
     preprocessing: To turn inputs back into images for the tiles.
     num_tiles: How many image | label | prediction tiles to return (from the
       first valid examples of this process; the first head's).
+    exclude_classes: Class names left out of the means
+      (``config.eval.exclude_classes``; ``"head:name"`` for one head's, see
+      :func:`fcn_jax.metrics.excluded_classes`); they need ``class_names``.
 
   Returns:
     ``(metrics, tiles)``: ``pixel_acc``, ``mean_acc``, ``mean_iu``, ``fw_iu``,
@@ -528,7 +537,11 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
     multi-head net the four metrics, ``per_class_iu`` and
     ``confusion_matrix`` are the first head's, and ``heads`` holds them for
     every head (SIFT Flow's geometric accuracy is
-    ``heads["geo"]["pixel_acc"]``).
+    ``heads["geo"]["pixel_acc"]``). A head with excluded classes lists
+    their names under ``excluded_classes``.
+
+  Raises:
+    ValueError: An excluded class that is not a class of the heads.
   """
   multi_head = isinstance(num_classes, Mapping)
   classes = (dict(num_classes) if multi_head
@@ -537,6 +550,10 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
            else {models.SINGLE_OUTPUT: class_names})
   hist = {h: np.zeros((c, c), np.int64) for h, c in classes.items()}
   first = next(iter(classes))
+  exclude = {h: [] for h in classes}
+  if exclude_classes:
+    exclude = metrics_lib.excluded_classes(
+        exclude_classes, _head_class_names(classes, names))
   loss_sum, num_images = 0.0, 0
   tiles = []
   for batch in batches:
@@ -563,7 +580,11 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   # The step's psum spans every device of every host: the totals are global.
   heads = {}
   for h, counts in hist.items():
-    heads[h] = metrics_lib.segmentation_metrics(counts, names.get(h))
+    heads[h] = metrics_lib.segmentation_metrics(counts, names.get(h),
+                                                exclude[h])
+    if exclude[h]:
+      head_names = names.get(h) or voc.class_names(len(counts))
+      heads[h]["excluded_classes"] = [head_names[k] for k in exclude[h]]
     heads[h]["confusion_matrix"] = counts.tolist()
   results = dict(heads[first])
   if multi_head:
@@ -571,6 +592,34 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   results["loss"] = loss_sum / num_images if num_images else float("nan")
   results["num_images"] = int(num_images)
   return results, tiles
+
+
+def _head_class_names(classes: Mapping[str, int],
+                      names: Mapping[str, Sequence[str] | None]
+                      ) -> dict[str, list[str]]:
+  return {h: list(names.get(h) or voc.class_names(c))
+          for h, c in classes.items()}
+
+
+def check_eval_exclusions(config: ml_collections.ConfigDict,
+                          model: models.FCN | models.ModelSpec,
+                          class_names: Any) -> None:
+  """Refuses, before training, an excluded class the model does not have."""
+  exclude = eval_exclusions(config)
+  if not exclude:
+    return
+  classes = (dict(model.head_classes) if model.multi_head
+             else {models.SINGLE_OUTPUT: model.num_classes})
+  names = (dict(class_names or {}) if model.multi_head
+           else {models.SINGLE_OUTPUT: class_names})
+  metrics_lib.excluded_classes(exclude, _head_class_names(classes, names))
+
+
+def eval_exclusions(config: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """``config.eval.exclude_classes`` (empty for configs without it)."""
+  if "eval" not in config or "exclude_classes" not in config.eval:
+    return ()
+  return tuple(str(name) for name in config.eval.exclude_classes)
 
 
 def eval_classes(spec: models.ModelSpec | models.FCN
@@ -678,11 +727,15 @@ def check_dataset_classes(config: ml_collections.ConfigDict,
     loaded: A saved model to evaluate (default: the config's model).
 
   Returns:
-    The dataset's class names, or None if it records none.
+    The dataset's class names (for a multi-head net ``{head: names}``, each
+    head's from its label feature), or None if it records none.
 
   Raises:
     ValueError: The counts differ; the message gives the fix.
   """
+  spec = model_spec(config) if loaded is None else loaded.spec
+  if spec.multi_head:
+    return _check_head_classes(config, spec, loaded)
   names = data_sources.dataset_class_names(config.dataset.name,
                                            config.dataset.data_dir)
   num_classes = (int(config.model.num_classes) if loaded is None
@@ -702,6 +755,40 @@ def check_dataset_classes(config: ml_collections.ConfigDict,
             f"classes {len(names)}..{num_classes - 1} would never be seen")
   raise ValueError(f"{model}, but the dataset {config.dataset.name} has "
                    f"{len(names)} classes: {effect}. {fix}.")
+
+
+def _check_head_classes(config: ml_collections.ConfigDict,
+                        spec: models.ModelSpec,
+                        loaded: checkpointing.LoadedModel | None
+                        ) -> dict[str, list[str]] | None:
+  """:func:`check_dataset_classes` for a multi-head net: each head against
+  the classes of its label feature (``config.dataset.label_features``)."""
+  layout = input_config.ExampleLayout.from_config(
+      config if loaded is None else _with_model_name(config, spec.name))
+  names = {}
+  for head, feature in layout.labels:
+    head_names = data_sources.label_class_names(
+        config.dataset.name, feature, config.dataset.data_dir)
+    if head_names is None:
+      return None
+    wanted = spec.head_classes[head]
+    if len(head_names) != wanted:
+      where = ("config.model" if loaded is None
+               else f"the model in {loaded.path}")
+      raise ValueError(
+          f"{where}: the {head} head of {spec.name} has {wanted} classes, but "
+          f"{feature} of the dataset {config.dataset.name} has "
+          f"{len(head_names)}: check config.dataset.label_features and "
+          "config.model.num_classes.")
+    names[head] = head_names
+  return names
+
+
+def _with_model_name(config: ml_collections.ConfigDict,
+                     name: str) -> ml_collections.ConfigDict:
+  config = copy.deepcopy(config)
+  config.model.name = name
+  return config
 
 
 def check_same_model(config: ml_collections.ConfigDict,
@@ -881,6 +968,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       checkpointing.write_json(os.path.join(workdir, CONFIG_FILE),
                                run_metadata)
     class_names = checkpointing.class_names(run_metadata)
+    check_eval_exclusions(config, model, class_names)
     if preemption.should_stop(start_step):
       logging.warning("Preempted during start-up: stopped before step %d, "
                       "with nothing new to save; rerun the same command to "
@@ -940,7 +1028,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
             p_eval_step, eval_devices, state.params,
             input_pipeline.create_eval_iterator(config, preprocessing),
             num_classes=eval_classes(model), class_names=class_names,
-            preprocessing=preprocessing, num_tiles=config.num_eval_tiles)
+            preprocessing=preprocessing, num_tiles=config.num_eval_tiles,
+            exclude_classes=eval_exclusions(config))
         _report_eval(writer, step, eval_results, tiles, class_names)
       if do_save:
         parallel.check_same_across_processes(host_state, "train states")
@@ -1002,14 +1091,17 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
   preprocessing = resolve_preprocessing(config, loaded.metadata)
   tta = tta_from_config(config)
   p_eval_step, devices = make_eval_fn(loaded.model, config, tta)
-  batches = input_pipeline.create_eval_iterator(config, preprocessing)
+  # The inputs and labels of the saved model (its name picks the features).
+  batches = input_pipeline.create_eval_iterator(
+      _with_model_name(config, loaded.spec.name), preprocessing)
   results, tiles = evaluate(
       p_eval_step, devices, loaded.params,
       logging_utils.track(batches, "batches", "evaluating", progress),
       num_classes=eval_classes(loaded.spec),
       class_names=loaded.class_names,
       preprocessing=preprocessing,
-      num_tiles=config.num_eval_tiles if log_to_workdir else 0)
+      num_tiles=config.num_eval_tiles if log_to_workdir else 0,
+      exclude_classes=eval_exclusions(config))
   report = {
       "checkpoint": loaded.path, "step": loaded.step,
       "step_reason": loaded.step_reason, "dataset": config.dataset.name,
