@@ -13,6 +13,7 @@ import dataclasses
 from typing import Any, Sequence
 
 from absl import logging
+import tensorflow_datasets as tfds
 
 from fcn_jax import datasets
 from fcn_jax.datasets import common

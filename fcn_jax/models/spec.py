@@ -195,7 +195,10 @@ def init_variables(model: fcn.FCN, rng: jax.Array | None = None,
   pretrained weights (see :mod:`fcn_jax.weights`) to reproduce the paper.
   """
   rng = jax.random.key(0) if rng is None else rng
-  return model.init(rng, model.dummy_inputs(image_size), train=False)
+  # One compiled program: run eagerly, init dispatches (and compiles) every
+  # initializer op by op, which dominates a small model's start-up.
+  return jax.jit(lambda key: model.init(key, model.dummy_inputs(image_size),
+                                        train=False))(rng)
 
 
 def param_shapes(model: fcn.FCN) -> dict[str, dict[str, jax.ShapeDtypeStruct]]:
