@@ -505,8 +505,9 @@ def check_inference_flags(args: argparse.Namespace) -> None:
   try:
     args.window, args.stride = inference.slide_settings(window, args.stride)
   except ValueError as e:
-    raise InputError(f"--window {window} --stride {args.stride}: "
-                     f"{e}") from None
+    given = f"--window {window}" + (
+        "" if args.stride is None else f" --stride {args.stride}")
+    raise InputError(f"{given}: {e}") from None
   if args.batch_size < 1:
     raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
 
@@ -557,7 +558,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       "--max-memory", type=float, default=None, metavar="GIB",
       help="refuse (and report) images whose forward pass would need more "
       "than this many GiB, before running them (default: the accelerator's "
-      "memory, or on CPU the memory available at start).")
+      "memory, or on CPU the memory available at start); in fast/exact mode "
+      "the report suggests --mode slide, which bounds the memory by the "
+      "window.")
   add_inference_flags(parser)
   return parser.parse_args(argv)
 

@@ -6,6 +6,10 @@ every pixel is covered (:func:`tile_starts`). Each window is preprocessed on
 its own, the windows are scored in batches of ``batch_size`` by a given
 function of preprocessed images (a jitted FCN, with test-time augmentation
 inside it if wanted), and the logits of overlapping windows are averaged.
+Several inputs of one size (a mapping of images) are cut at the same
+windows, and several heads (a mapping of logits) are averaged each on its
+own. :class:`fcn_jax.inference.Predictor` (``mode="slide"``) runs FCNs this
+way.
 
 Memory is bounded by the window, the batch and the image WIDTH, not the
 image: windows are visited row by row, and a band of ``window`` output rows
@@ -13,7 +17,7 @@ accumulates their logits; once no later window reaches a row it is final and
 leaves the band, reduced to labels (or copied into the full logits when they
 are asked for). Beside the input image and the output, the peak is about
 ``batch_size`` preprocessed windows, their logits, and the band
-(``window x width x classes`` float32).
+(``window x width x classes`` float32, classes summed over the heads).
 
 An image smaller than the window (in either direction) is padded at the
 bottom/right to the window with zeros AFTER preprocessing (the mean colour,

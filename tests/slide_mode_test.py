@@ -63,7 +63,8 @@ def test_slide_flags_parse_and_bad_values_are_one_line_errors(tmp_path,
       (["--mode", "slide", "--window", "512", "--stride", "600"],
        "error: --window 512 --stride 600: the stride 600 is larger than the "
        "window 512"),
-      (["--mode", "slide", "--window", "0"], "error: --window 0 --stride "),
+      (["--mode", "slide", "--window", "0"],
+       "error: --window 0: the window must be >= 1"),
       (["--window", "256"], "error: --window apply to --mode slide only"),
   ]:
     code = predict.main(["--checkpoint", str(tmp_path / "no_checkpoint"),
