@@ -295,26 +295,25 @@ class Summary:
 
 
 def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
-                  outputs: np.ndarray | dict[str, np.ndarray],
+                  logits: np.ndarray | dict[str, np.ndarray],
                   class_names: Sequence[str] | dict[str, Sequence[str]],
                   save_logits: bool = False, overlay_alpha: float = 0.5,
                   write_overlay: bool = True) -> None:
   """Writes ``NAME.png``, ``NAME_overlay.jpg`` and (optionally) ``NAME.npz``;
-  for a dict of outputs (a multi-head net) ``NAME_<head>.png`` and
+  for a dict of logits (a multi-head net) ``NAME_<head>.png`` and
   ``NAME_<head>_overlay.jpg`` per head, and ``logits_<head>`` arrays.
-
-  ``outputs`` are logits ``[H, W, C]`` or (without ``save_logits``) the
-  labels ``[H, W]`` already taken from them."""
-  if isinstance(outputs, dict):
+  Without ``save_logits``, ``logits`` may be the labels ``[H, W]`` already
+  taken from them."""
+  if isinstance(logits, dict):
     heads = {f"{name}_{head}": (value, class_names[head])
-             for head, value in outputs.items()}
-    arrays = {f"logits_{head}": value for head, value in outputs.items()}
+             for head, value in logits.items()}
+    arrays = {f"logits_{head}": value for head, value in logits.items()}
   else:
-    heads = {name: (outputs, class_names)}
-    arrays = {"logits": outputs}
-  for stem, (head_outputs, names) in heads.items():
-    labels = (head_outputs if head_outputs.ndim == 2
-              else head_outputs.argmax(-1)).astype(np.uint8)
+    heads = {name: (logits, class_names)}
+    arrays = {"logits": logits}
+  for stem, (head_logits, names) in heads.items():
+    labels = (head_logits if head_logits.ndim == 2
+              else head_logits.argmax(-1)).astype(np.uint8)
     visualize.write_label_png(output_dir / f"{stem}.png", labels)
     if write_overlay:
       picture = visualize.overlay(image, labels, alpha=overlay_alpha,
@@ -390,16 +389,16 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
       if not images:
         continue
       try:  # Labels alone where they suffice (slide mode: bounded memory).
-        batch_outputs = (predictor.predict_logits(images) if save_logits
-                         else predictor.predict(images))
+        batch_logits = (predictor.predict_logits(images) if save_logits
+                        else predictor.predict(images))
       except ValueError as e:  # E.g. a depth map with holes.
         summary.failures += [(str(p), str(e)) for p in batch_paths]
         bar.update(len(batch_paths))
         continue
-      for path, example, outputs in zip(batch_paths, images, batch_outputs):
+      for path, example, logits in zip(batch_paths, images, batch_logits):
         bar.update(1)
         try:
-          write_outputs(output_dir, names[path], example[primary], outputs,
+          write_outputs(output_dir, names[path], example[primary], logits,
                         class_names, save_logits, overlay_alpha,
                         write_overlay)
         except OSError as e:  # E.g. a full disk.

@@ -1,11 +1,14 @@
 r"""Measures the peak memory of sliding-window inference on a huge image.
 
   python tools/slide_memory.py [--size 8000] [--windows 256,512,1024]
-      [--model fcn8s] [--width-divisor 32] [--batch-size 4]
+      [--model fcn8s] [--width-divisor 32] [--batch-size 4] [--height H]
 
 For every window size a fresh process (so that its peak is its own) builds
 the network (random weights: memory does not depend on their values), makes
-a ``size x size`` uint8 RGB image, and segments it with
+a ``size x size`` uint8 RGB image (``height x size`` with ``--height``: a
+strip as wide as the image, for nets too slow to run every window: memory
+depends on the window, the batch and the width, the labels and the image
+aside), and segments it with
 ``Predictor(mode="slide", window=W, stride=3W/4)``, keeping only the labels
 as ``python -m fcn_jax.predict --mode slide`` does without
 ``--save-logits``. It reports the process's peak resident memory
@@ -50,19 +53,19 @@ def measure(args: argparse.Namespace) -> dict:
     predictor = inference.Predictor(model, variables, CAFFE_VGG,
                                     mode="exact", batch_size=1)
     return {"window": "whole", "estimate_mib": predictor.memory_bytes(
-        args.size, args.size) / MIB}
+        args.height, args.size) / MIB}
   predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
                                   window=args.window,
                                   batch_size=args.batch_size)
-  estimate = predictor.memory_bytes(args.size, args.size)  # Compiles.
+  estimate = predictor.memory_bytes(args.height, args.size)  # Compiles.
   image = np.random.default_rng(0).integers(
-      0, 256, (args.size, args.size, 3), np.uint8)
+      0, 256, (args.height, args.size, 3), np.uint8)
   before = _peak_rss()
   start = time.time()
   labels = predictor.predict([image])[0]
   seconds = time.time() - start
   after = _peak_rss()
-  assert labels.shape == (args.size, args.size) and labels.dtype == np.uint8
+  assert labels.shape == image.shape[:2] and labels.dtype == np.uint8
   return {"window": args.window, "stride": predictor.stride,
           "before_mib": before / MIB, "peak_mib": after / MIB,
           "added_mib": (after - before) / MIB, "estimate_mib": estimate / MIB,
@@ -76,9 +79,12 @@ def main() -> None:
   parser.add_argument("--model", default="fcn8s")
   parser.add_argument("--width-divisor", type=int, default=32)
   parser.add_argument("--batch-size", type=int, default=4)
+  parser.add_argument("--height", type=int, default=None,
+                      help="image height (default: --size, a square)")
   parser.add_argument("--window", type=int, default=None,
                       help=argparse.SUPPRESS)  # The child process's window.
   args = parser.parse_args()
+  args.height = args.height or args.size
   if args.window is not None:
     print(json.dumps(measure(args)))
     return
@@ -95,7 +101,7 @@ def main() -> None:
     if result.returncode:
       sys.exit(f"window {window} failed:\n{result.stderr[-3000:]}")
     rows.append(json.loads(result.stdout.strip().splitlines()[-1]))
-  print(f"{args.model} /{args.width_divisor}, {args.size}x{args.size} "
+  print(f"{args.model} /{args.width_divisor}, {args.height}x{args.size} "
         f"image, batch {args.batch_size} windows, CPU, "
         f"{os.cpu_count()} cores")
   print("| window | stride | windows | peak RSS before (MiB) | peak RSS "
@@ -106,8 +112,10 @@ def main() -> None:
       print(f"| whole image | - | 1 | - | - | - | "
             f"{row['estimate_mib']:.0f} | not run |")
       continue
-    count = len(sliding_window.tile_starts(args.size, row["window"],
-                                           row["stride"])) ** 2
+    count = (len(sliding_window.tile_starts(args.height, row["window"],
+                                            row["stride"]))
+             * len(sliding_window.tile_starts(args.size, row["window"],
+                                              row["stride"])))
     print(f"| {row['window']} | {row['stride']} | {count} | "
           f"{row['before_mib']:.0f} | {row['peak_mib']:.0f} | "
           f"{row['added_mib']:.0f} | {row['estimate_mib']:.0f} | "
