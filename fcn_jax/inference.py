@@ -1,7 +1,7 @@
-"""Inference on images of any size: shape buckets, test-time augmentation and
-shift-and-stitch.
+"""Inference on images of any size: shape buckets, sliding windows,
+test-time augmentation and shift-and-stitch.
 
-Two inference modes (:class:`Predictor`):
+Three inference modes (:class:`Predictor`):
 
 * ``exact``: every image runs at its native size, as the reference deploy net
   does (batch 1, no padding). A jitted network compiles once per distinct
@@ -13,12 +13,21 @@ Two inference modes (:class:`Predictor`):
   Zeros are added *after* preprocessing, i.e. mean-colour pixels, like the
   network's own 100-pixel pad. FCN's receptive field (404 px) sees the padding,
   so logits near the bottom/right edges differ slightly from ``exact``.
+* ``slide``: for images larger than memory allows. Each image is tiled by
+  ``window x window`` windows ``stride`` apart (:mod:`fcn_jax.sliding_window`),
+  the windows run in batches of ``batch_size`` at one compiled shape, and the
+  logits of overlapping windows are averaged (per head for a multi-head net).
+  Memory is bounded by the window, the batch and the image width, not the
+  image. Away from window borders the labels are those of whole-image
+  inference; near them the network sees less context (and a window's own
+  100-pixel pad), so some pixels differ (docs/inference.md).
 
 Test-time augmentation (both modes): ``flip`` adds the horizontally flipped
 image; ``scales`` runs resized copies and resizes their logits back; the
 logits of all variants are averaged. It is :mod:`fcn_jax.tta`, the same
 implementation evaluation uses, run inside the compiled forward pass on each
-run shape (in fast mode on the padded bucket).
+run shape (in fast mode on the padded bucket, in slide mode on each window,
+before the windows are averaged).
 
 Shift-and-stitch (CVPR §3.2) is in :func:`shift_and_stitch` for any function
 of images, and in :func:`stitched_scores` (``Predictor(shift_stitch=f)``) for
@@ -38,10 +47,15 @@ import numpy as np
 
 from fcn_jax import models
 from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax import sliding_window
 from fcn_jax import tta as tta_lib
 from fcn_jax.preprocessing import Preprocessing
 
-MODES = ("fast", "exact")
+MODES = ("fast", "exact", "slide")
+# Slide mode: the default window, and the stride as a fraction of the window
+# when none is given (512 and 384: a quarter overlap).
+DEFAULT_WINDOW = 512
+DEFAULT_STRIDE_FRACTION = 0.75
 Buckets = int | Sequence[tuple[int, int]]
 # Bucket sizes rounded up to this multiple when no size in a bucket list fits.
 FALLBACK_MULTIPLE = 32
@@ -286,7 +300,8 @@ class Predictor:
   def __init__(self, model: Any, variables: Any, preprocessing: Preprocessing,
                mode: str = "fast", buckets: Buckets = 32, batch_size: int = 1,
                flip: bool = False, scales: Sequence[float] = (1.0,),
-               shift_stitch: int = 1):
+               shift_stitch: int = 1, window: int = DEFAULT_WINDOW,
+               stride: int | None = None):
     """Sets up a predictor.
 
     Args:
@@ -294,15 +309,22 @@ class Predictor:
         returning logits of the input's size.
       variables: The model's variables.
       preprocessing: How uint8 RGB becomes network input.
-      mode: ``fast`` (padded buckets, batched) or ``exact`` (native size).
+      mode: ``fast`` (padded buckets, batched), ``exact`` (native size) or
+        ``slide`` (overlapping windows, averaged).
       buckets: Fast mode: a multiple to round sizes up to, or ``(H, W)`` sizes.
       batch_size: Images per forward pass. Fast mode batches images of one
         bucket; exact mode batches images of identical size. A short batch is
-        filled with blank images so each shape compiles once.
+        filled with blank images so each shape compiles once. Slide mode:
+        windows per forward pass (images run one at a time).
       flip: Also predict the horizontally flipped image and average.
       scales: Also predict resized copies and average (1.0 is the image).
       shift_stitch: ``f > 1`` replaces the final upsampler by shift-and-stitch
         with ``f x f`` passes (:func:`stitched_scores`; FCN models only).
+      window: Slide mode: the side of the square windows. An image smaller
+        than the window (either way) is padded to it, after preprocessing,
+        with zeros (the mean colour), so every window runs at one shape.
+      stride: Slide mode: the distance between windows, in ``[1, window]``;
+        default :data:`DEFAULT_STRIDE_FRACTION` of the window.
     """
     if mode not in MODES:
       raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -318,6 +340,7 @@ class Predictor:
             f"stride it divides (got stride {stride})")
     if isinstance(buckets, int):
       bucket_shape(1, 1, buckets)  # Validates.
+    self.window, self.stride = slide_settings(window, stride)
     self.model = model
     net = getattr(model, "net", None)
     inputs = net.inputs if net is not None else (models.nets.Input(),)
@@ -332,6 +355,7 @@ class Predictor:
     self.tta = tta_lib.TestTimeAugmentation(flip, tuple(scales))
     self.shift_stitch = shift_stitch
     self._compiled: dict[tuple[int, int, int], Any] = {}
+    self._outputs: dict[tuple[int, int, int], Any] = {}
     if shift_stitch > 1:
       network = lambda v, x: stitched_scores(model, v, x, shift_stitch)
     else:
@@ -343,17 +367,28 @@ class Predictor:
   def num_compiles(self) -> int:
     return len(self._compiled)
 
+  @property
+  def images_per_call(self) -> int:
+    """How many images :meth:`predict` should be given at a time to fill
+    its batches (slide mode batches the windows of one image)."""
+    return 1 if self.mode == "slide" else self.batch_size
+
   def run_shape(self, height: int, width: int) -> tuple[int, int]:
-    """The shape an image of this size runs at (its bucket, or itself)."""
+    """The shape an image of this size runs at (its bucket, itself, or in
+    slide mode the window)."""
     if self.mode == "exact":
       return height, width
+    if self.mode == "slide":
+      return self.window, self.window
     return bucket_shape(height, width, self.buckets)
 
   def memory_bytes(self, height: int, width: int) -> int:
     """Memory one forward pass of a batch of images of this size needs, from
     the compiled program's buffer sizes (compiling its run shape, which
     running it would do anyway; nothing is allocated). On CPU, times
-    :data:`CPU_MEMORY_FACTOR` for what XLA does not report."""
+    :data:`CPU_MEMORY_FACTOR` for what XLA does not report. Slide mode: one
+    batch of windows, plus the band of averaged window rows and the labels
+    (:func:`fcn_jax.sliding_window.peak_memory_bytes`)."""
     shape = (self.batch_size,) + self.run_shape(height, width)
     executable = self._executable(shape)
     stats = executable.memory_analysis()
@@ -361,6 +396,11 @@ class Predictor:
              + stats.output_size_in_bytes)
     if jax.local_devices()[0].platform == "cpu":
       total = int(total * CPU_MEMORY_FACTOR)
+    if self.mode == "slide":
+      classes = sum(leaf.shape[-1]
+                    for leaf in jax.tree.leaves(self._outputs[shape]))
+      total += sliding_window.peak_memory_bytes(
+          height, width, self.window, self.batch_size, classes)
     return int(total)
 
   def _model_input(self, arrays: dict[str, np.ndarray]) -> Any:
@@ -371,8 +411,9 @@ class Predictor:
       spec = self._model_input({
           name: jax.ShapeDtypeStruct(shape + (c,), jnp.float32)
           for name, c in self.input_channels.items()})
-      self._compiled[shape] = self._forward.lower(self.variables,
-                                                  spec).compile()
+      lowered = self._forward.lower(self.variables, spec)
+      self._outputs[shape] = lowered.out_info
+      self._compiled[shape] = lowered.compile()
     return self._compiled[shape]
 
   def _run(self, examples: Sequence[dict[str, np.ndarray]]) -> list[Any]:
@@ -404,6 +445,22 @@ class Predictor:
           results[index] = jax.tree.map(lambda y: y[slot, :h, :w], logits)
     return results
 
+  def _slide(self, example: dict[str, np.ndarray],
+             return_logits: bool) -> Any:
+    """One example by sliding windows: logits, or labels (int32)."""
+    executable = self._executable((self.batch_size, self.window,
+                                   self.window))
+
+    def logits_fn(windows: dict[str, np.ndarray]) -> Any:
+      return jax.tree.map(np.asarray, executable(
+          self.variables, self._model_input(windows)))
+
+    return sliding_window.sliding_window_inference(
+        example, logits_fn, self.window, self.stride,
+        preprocess=lambda pixels: preprocessing_lib.prepare_inputs(
+            pixels, self.input_sources, self.preprocessing),
+        batch_size=self.batch_size, return_logits=return_logits)
+
   def predict_logits(self, images: Sequence[Any]) -> list[Any]:
     """Float32 logits ``[H, W, C]`` per example, averaged over the test-time
     augmentations; a dict of them keyed by head for a multi-head net.
@@ -415,10 +472,20 @@ class Predictor:
         ``[H, W, 3]``), ``depth`` (raw ``[H, W]`` values), as
         :attr:`input_sources` lists them.
     """
-    return self._run([self._check_example(image) for image in images])
+    examples = [self._check_example(image) for image in images]
+    if self.mode == "slide":
+      return [self._slide(example, return_logits=True)
+              for example in examples]
+    return self._run(examples)
 
   def predict(self, images: Sequence[Any]) -> list[Any]:
-    """``uint8 [H, W]`` class maps (argmax of :meth:`predict_logits`)."""
+    """``uint8 [H, W]`` class maps (argmax of :meth:`predict_logits`; in
+    slide mode without ever holding an image's logits)."""
+    if self.mode == "slide":
+      return [jax.tree.map(lambda y: y.astype(np.uint8),
+                           self._slide(self._check_example(image),
+                                       return_logits=False))
+              for image in images]
     return [jax.tree.map(lambda y: y.argmax(-1).astype(np.uint8), logits)
             for logits in self.predict_logits(images)]
 
@@ -448,6 +515,27 @@ class Predictor:
     if len(set(sizes.values())) > 1:
       raise ValueError(f"the images of one example differ in size: {sizes}")
     return checked
+
+
+def slide_settings(window: int, stride: int | None) -> tuple[int, int]:
+  """Slide mode's ``(window, stride)``, the stride defaulting to
+  :data:`DEFAULT_STRIDE_FRACTION` of the window.
+
+  Raises:
+    ValueError: A window below 1, or a stride outside ``[1, window]``.
+  """
+  if window < 1:
+    raise ValueError(f"the window must be >= 1 pixel, got {window}")
+  if stride is None:
+    stride = max(1, int(window * DEFAULT_STRIDE_FRACTION))
+  if stride < 1:
+    raise ValueError(f"the stride must be >= 1 pixel, got {stride}")
+  if stride > window:
+    raise ValueError(
+        f"the stride {stride} is larger than the window {window}: the windows "
+        f"would leave gaps; give a stride <= the window (e.g. "
+        f"{max(1, int(window * DEFAULT_STRIDE_FRACTION))})")
+  return window, stride
 
 
 def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:

@@ -31,12 +31,16 @@ unreadable image.
 ``--input`` takes files, folders (their images, not recursive) and glob
 patterns, and may be repeated. Images are grouped by run shape (see
 ``--mode`` and ``--buckets``) and batched, so a folder of mixed sizes compiles
-once per bucket. 16-bit images are scaled to 8 bits as viewers show them. An
-unreadable file, an image whose forward pass would need more memory than there
-is (``--max-memory``; checked before anything is allocated for it) and outputs
-that cannot be written are reported and skipped; a summary ends the run, and
-the exit status is 1 if any input failed. An output folder that cannot be
-written is an error before any work.
+once per bucket. For images larger than memory allows, ``--mode slide
+--window 512 --stride 384`` tiles each image with overlapping windows, runs
+them ``--batch-size`` at a time (one compile) and averages their logits
+where they overlap (docs/inference.md). 16-bit images are scaled to 8 bits
+as viewers show them. An unreadable file, an image whose forward pass would
+need more memory than there is (``--max-memory``; checked before anything is
+allocated for it; the report suggests ``--mode slide``, it does not switch
+by itself) and outputs that cannot be written are reported and skipped; a
+summary ends the run, and the exit status is 1 if any input failed. An output
+folder that cannot be written is an error before any work.
 """
 
 from __future__ import annotations
@@ -191,11 +195,19 @@ def too_large(predictor: inference.Predictor, height: int, width: int,
   fixes = []
   if predictor.batch_size > 1 and needed / predictor.batch_size < memory_limit:
     fixes.append("pass --batch-size 1")
+  if predictor.mode == "slide":
+    fixes.append(f"give a smaller --window than {predictor.window}")
+    return (f"windows of {run_height}x{run_width} (batch "
+            f"{predictor.batch_size}) over this {height}x{width} image need "
+            f"about {needed / gib:.1f} GiB, more than the "
+            f"{memory_limit / gib:.1f} GiB available (--max-memory); "
+            f"{' or '.join(fixes)}")
   # Memory grows with the area: the longer side that would fit.
   side = int(max(height, width) * (memory_limit / needed) ** 0.5 * 0.9)
   fixes.append(f"downscale it (to about {side} px on the longer side)")
-  if "slide" in inference.MODES:
-    fixes.append("run it in tiles with --mode slide")
+  window, stride = inference.slide_settings(inference.DEFAULT_WINDOW, None)
+  fixes.append(f"run it in tiles with --mode slide (e.g. --window {window} "
+               f"--stride {stride})")
   return (f"a forward pass at {run_height}x{run_width} (batch "
           f"{predictor.batch_size}) needs about {needed / gib:.1f} GiB, more "
           f"than the {memory_limit / gib:.1f} GiB available (--max-memory); "
@@ -289,7 +301,9 @@ def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
                   write_overlay: bool = True) -> None:
   """Writes ``NAME.png``, ``NAME_overlay.jpg`` and (optionally) ``NAME.npz``;
   for a dict of logits (a multi-head net) ``NAME_<head>.png`` and
-  ``NAME_<head>_overlay.jpg`` per head, and ``logits_<head>`` arrays."""
+  ``NAME_<head>_overlay.jpg`` per head, and ``logits_<head>`` arrays.
+  Without ``save_logits``, ``logits`` may be the labels ``[H, W]`` already
+  taken from them."""
   if isinstance(logits, dict):
     heads = {f"{name}_{head}": (value, class_names[head])
              for head, value in logits.items()}
@@ -298,7 +312,8 @@ def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
     heads = {name: (logits, class_names)}
     arrays = {"logits": logits}
   for stem, (head_logits, names) in heads.items():
-    labels = head_logits.argmax(-1).astype(np.uint8)
+    labels = (head_logits if head_logits.ndim == 2
+              else head_logits.argmax(-1)).astype(np.uint8)
     visualize.write_label_png(output_dir / f"{stem}.png", labels)
     if write_overlay:
       picture = visualize.overlay(image, labels, alpha=overlay_alpha,
@@ -344,24 +359,27 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
   summary = Summary()
   names = dict(zip(paths, output_names(paths)))
   groups = collections.defaultdict(list)
-  for path in paths:
-    try:
-      groups[predictor.run_shape(*image_size(path))].append(path)
-    except InputError as e:
-      summary.failures.append((str(path), str(e)))
   bar = logging_utils.progress_bar(len(paths), "images", "segmenting",
                                    progress)
-  bar.update(len(summary.failures))
-  for shape, group in groups.items():
-    refusal = too_large(predictor, *shape, memory_limit)
-    if refusal:
-      summary.failures.extend((str(path), refusal) for path in group)
-      bar.update(len(group))
+  for path in paths:
+    try:
+      size = image_size(path)
+    except InputError as e:
+      summary.failures.append((str(path), str(e)))
+      bar.update(1)
       continue
+    refusal = too_large(predictor, *size, memory_limit)
+    if refusal:
+      summary.failures.append((str(path), refusal))
+      bar.update(1)
+      continue
+    groups[predictor.run_shape(*size)].append(path)
+  step = predictor.images_per_call
+  for shape, group in groups.items():
     summary.run_shapes.add(shape)
-    for first in range(0, len(group), predictor.batch_size):
+    for first in range(0, len(group), step):
       batch_paths, images = [], []
-      for path in group[first:first + predictor.batch_size]:
+      for path in group[first:first + step]:
         try:
           images.append(load_example(path, primary, extras))
           batch_paths.append(path)
@@ -370,8 +388,9 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
           bar.update(1)
       if not images:
         continue
-      try:
-        batch_logits = predictor.predict_logits(images)
+      try:  # Labels alone where they suffice (slide mode: bounded memory).
+        batch_logits = (predictor.predict_logits(images) if save_logits
+                        else predictor.predict(images))
       except ValueError as e:  # E.g. a depth map with holes.
         summary.failures += [(str(p), str(e)) for p in batch_paths]
         bar.update(len(batch_paths))
@@ -432,14 +451,27 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
       "--mode", choices=inference.MODES, default="fast",
       help="fast: pad to shape buckets and batch; exact: native size, batch 1 "
-      "(the reference deploy net). Default: fast.")
+      "(the reference deploy net); slide: overlapping --window tiles, batched "
+      "(--batch-size windows per pass), logits averaged where they overlap, "
+      "for images too large for memory. Default: fast. An image too large "
+      "for fast/exact is reported and skipped with the slide command to use "
+      "(never switched silently: slide's labels differ near window borders).")
+  parser.add_argument(
+      "--window", type=int, default=None, metavar="PX",
+      help=f"slide mode: side of the square windows (default "
+      f"{inference.DEFAULT_WINDOW}; images smaller than it are padded to it).")
+  parser.add_argument(
+      "--stride", type=int, default=None, metavar="PX",
+      help="slide mode: distance between windows, at most --window (default "
+      f"{inference.DEFAULT_STRIDE_FRACTION:g} of the window: 384 for 512).")
   parser.add_argument(
       "--buckets", default="32", type=inference.parse_buckets,
       help="fast mode: round sizes up to this multiple (default 32), or a list "
       "of HxW sizes such as 384x512,512x384.")
   parser.add_argument("--batch-size", type=int, default=4,
                       help="images per forward pass (default 4; exact mode "
-                      "batches only images of identical size).")
+                      "batches only images of identical size; slide mode: "
+                      "windows per pass, one image at a time).")
   parser.add_argument("--flip", action="store_true",
                       help="test-time augmentation: average with the "
                       "horizontally flipped image.")
@@ -453,13 +485,42 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
       "passes (F must divide the net's stride 32/16/8; default 1: off).")
 
 
+def check_inference_flags(args: argparse.Namespace) -> None:
+  """Checks :func:`add_inference_flags`' flags together and fills in slide
+  mode's window and stride, before anything is loaded.
+
+  Raises:
+    InputError: ``--window``/``--stride`` without ``--mode slide``, or values
+      that cannot tile an image.
+  """
+  if args.mode != "slide":
+    given = [f for f, v in (("--window", args.window),
+                            ("--stride", args.stride)) if v is not None]
+    if given:
+      raise InputError(f"{' and '.join(given)} apply to --mode slide only; "
+                       f"add --mode slide or drop {' and '.join(given)}")
+    return
+  window = inference.DEFAULT_WINDOW if args.window is None else args.window
+  try:
+    args.window, args.stride = inference.slide_settings(window, args.stride)
+  except ValueError as e:
+    given = f"--window {window}" + (
+        "" if args.stride is None else f" --stride {args.stride}")
+    raise InputError(f"{given}: {e}") from None
+  if args.batch_size < 1:
+    raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+
+
 def make_predictor(args: argparse.Namespace, model, variables,
                    preprocessing) -> inference.Predictor:
-  """A Predictor configured by :func:`add_inference_flags`' flags."""
+  """A Predictor configured by :func:`add_inference_flags`' flags (checked by
+  :func:`check_inference_flags`)."""
+  slide = ({"window": args.window, "stride": args.stride}
+           if args.mode == "slide" else {})
   return inference.Predictor(
       model, variables, preprocessing, mode=args.mode, buckets=args.buckets,
       batch_size=args.batch_size, flip=args.flip, scales=args.scales,
-      shift_stitch=args.shift_stitch)
+      shift_stitch=args.shift_stitch, **slide)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -496,7 +557,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
       "--max-memory", type=float, default=None, metavar="GIB",
       help="refuse (and report) images whose forward pass would need more "
       "than this many GiB, before running them (default: the accelerator's "
-      "memory, or on CPU the memory available at start).")
+      "memory, or on CPU the memory available at start); in fast/exact mode "
+      "the report suggests --mode slide, which bounds the memory by the "
+      "window.")
   add_inference_flags(parser)
   return parser.parse_args(argv)
 
@@ -504,6 +567,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
   try:
+    check_inference_flags(args)
     paths = find_inputs(args.input)
     prepare_output(args.output)
   except InputError as e:

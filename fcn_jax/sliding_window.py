@@ -6,6 +6,10 @@ every pixel is covered (:func:`tile_starts`). Each window is preprocessed on
 its own, the windows are scored in batches of ``batch_size`` by a given
 function of preprocessed images (a jitted FCN, with test-time augmentation
 inside it if wanted), and the logits of overlapping windows are averaged.
+Several inputs of one size (a mapping of images) are cut at the same
+windows, and several heads (a mapping of logits) are averaged each on its
+own. :class:`fcn_jax.inference.Predictor` (``mode="slide"``) runs FCNs this
+way.
 
 Memory is bounded by the window, the batch and the image WIDTH, not the
 image: windows are visited row by row, and a band of ``window`` output rows
@@ -13,7 +17,7 @@ accumulates their logits; once no later window reaches a row it is final and
 leaves the band, reduced to labels (or copied into the full logits when they
 are asked for). Beside the input image and the output, the peak is about
 ``batch_size`` preprocessed windows, their logits, and the band
-(``window x width x classes`` float32).
+(``window x width x classes`` float32, classes summed over the heads).
 
 An image smaller than the window (in either direction) is padded at the
 bottom/right to the window with zeros AFTER preprocessing (the mean colour,
@@ -27,11 +31,11 @@ whole-image logits.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
-LogitsFn = Callable[[np.ndarray], np.ndarray]
+LogitsFn = Callable[[Any], Any]
 
 
 def tile_starts(size: int, window: int, stride: int) -> tuple[int, ...]:
@@ -123,23 +127,40 @@ def _batches(tiling: Tiling, batch_size: int
     yield batch
 
 
+def _as_dict(tree: Any) -> dict[Any, np.ndarray]:
+  """A mapping as a dict, anything else as ``{None: it}``."""
+  return dict(tree) if isinstance(tree, Mapping) else {None: tree}
+
+
+def _like(tree: Any, values: dict[Any, Any]) -> Any:
+  """``values`` in the structure of ``tree`` (see :func:`_as_dict`)."""
+  return values if isinstance(tree, Mapping) else values[None]
+
+
 def sliding_window_inference(
-    image: np.ndarray, logits_fn: LogitsFn, window: int | tuple[int, int],
+    image: Any, logits_fn: LogitsFn, window: int | tuple[int, int],
     stride: int | tuple[int, int], *,
-    preprocess: Callable[[np.ndarray], np.ndarray] | None = None,
+    preprocess: Callable[[Any], Any] | None = None,
     batch_size: int = 4, pad_to_window: bool = True,
-    return_logits: bool = False) -> np.ndarray:
+    return_logits: bool = False) -> Any:
   """Labels (or logits) of one large image from overlapping windows.
 
+  Several inputs (a mapping of images of one size, e.g. colour and depth) and
+  several heads (``logits_fn`` returning a mapping of logits) are windowed
+  alike: each head's logits are averaged on their own.
+
   Args:
-    image: ``[H, W, C]`` pixels (e.g. uint8 RGB).
-    logits_fn: Preprocessed windows ``float32 [B, h, w, C]`` -> logits
-      ``[B, h, w, K]``; always called with ``B = batch_size`` and one
-      ``(h, w)``, so a jitted function compiles once.
+    image: ``[H, W, C]`` pixels (e.g. uint8 RGB), or a mapping of ``[H, W]``
+      or ``[H, W, C]`` arrays of one ``H x W``.
+    logits_fn: Preprocessed windows ``float32 [B, h, w, C]`` (a mapping of
+      them when ``preprocess`` returns one) -> logits ``[B, h, w, K]`` or a
+      mapping of them (one per head); always called with ``B = batch_size``
+      and one ``(h, w)``, so a jitted function compiles once.
     window: Window size, an int or ``(height, width)``.
     stride: Distance between windows, an int or ``(rows, cols)``; at most
       the window (e.g. 512 and 384: a quarter overlap).
-    preprocess: Applied to each window's pixels (e.g. a
+    preprocess: Applied to each window's pixels (of ``image``'s structure),
+      returning ``float32 [h, w, C]`` or a mapping of them (e.g. a
       :class:`fcn_jax.preprocessing.Preprocessing`); ``None``: cast to
       float32.
     batch_size: Windows per call of ``logits_fn`` (the last batch is filled
@@ -151,13 +172,18 @@ def sliding_window_inference(
       ``H x W x K`` floats, the labels only the band.
 
   Returns:
-    ``int32 [H, W]`` labels, or ``float32 [H, W, K]`` logits.
+    ``int32 [H, W]`` labels, or ``float32 [H, W, K]`` logits; a dict of them
+    by head when ``logits_fn`` returns a mapping.
   """
-  if image.ndim != 3:
-    raise ValueError(f"expected one image [H, W, C], got shape {image.shape}")
+  shapes = {key: a.shape for key, a in _as_dict(image).items()}
+  first = next(iter(shapes.values()))
+  if len(first) != 3 and not isinstance(image, Mapping):
+    raise ValueError(f"expected one image [H, W, C], got shape {first}")
+  if len({s[:2] for s in shapes.values()}) > 1:
+    raise ValueError(f"the images of one example differ in size: {shapes}")
   if batch_size < 1:
     raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-  height, width = image.shape[:2]
+  height, width = first[:2]
   tiling = Tiling.create(height, width, window, stride, pad_to_window)
   win_h, win_w = tiling.window
   preprocess = preprocess or (lambda x: np.asarray(x, np.float32))
@@ -165,12 +191,13 @@ def sliding_window_inference(
   row_counts = coverage(height, win_h, tiling.rows).astype(np.float32)
   col_counts = coverage(width, win_w, tiling.cols).astype(np.float32)
 
-  # The band holds output rows [band_top, band_top + win_h) as a ring: row y
-  # is band row y % win_h, so moving down needs no copy.
+  # Per head, the band holds output rows [band_top, band_top + win_h) as a
+  # ring: row y is band row y % win_h, so moving down needs no copy.
   band_top = 0
-  band = None
-  output = None
-  batch_input = None
+  bands: dict[Any, np.ndarray] = {}
+  outputs: dict[Any, np.ndarray] = {}
+  batch_input: dict[Any, np.ndarray] = {}
+  logits_tree = None
 
   def ring(start: int, stop: int) -> Iterator[tuple[int, int, int]]:
     """``(output_row, band_row, count)`` runs covering rows [start, stop)."""
@@ -184,45 +211,55 @@ def sliding_window_inference(
     """Rows [band_top, stop) are final: write them out, clear them."""
     nonlocal band_top
     for row, band_row, count in ring(band_top, min(stop, height)):
-      done = band[band_row:band_row + count, :width]
-      if return_logits:
-        output[row:row + count] = (done / row_counts[row:row + count, None,
-                                                     None]
-                                   / col_counts[None, :, None])
-      else:  # Dividing by a positive count does not change the argmax.
-        output[row:row + count] = np.argmax(done, axis=-1)
-      band[band_row:band_row + count] = 0
+      for head, band in bands.items():
+        done = band[band_row:band_row + count, :width]
+        if return_logits:
+          outputs[head][row:row + count] = (
+              done / row_counts[row:row + count, None, None]
+              / col_counts[None, :, None])
+        else:  # Dividing by a positive count does not change the argmax.
+          outputs[head][row:row + count] = np.argmax(done, axis=-1)
+        band[band_row:band_row + count] = 0
     band_top = max(band_top, min(stop, height))
 
   for batch in _batches(tiling, batch_size):
     for index, (top, left) in enumerate(batch):
-      pixels = preprocess(image[top:top + win_h, left:left + win_w])
-      if batch_input is None:
-        batch_input = np.zeros((batch_size, win_h, win_w, pixels.shape[-1]),
+      crop = _like(image, {key: a[top:top + win_h, left:left + win_w]
+                           for key, a in _as_dict(image).items()})
+      prepared = preprocess(crop)
+      for key, pixels in _as_dict(prepared).items():
+        if key not in batch_input:
+          batch_input[key] = np.zeros(
+              (batch_size, win_h, win_w, pixels.shape[-1]), np.float32)
+        batch_input[key][index] = 0
+        batch_input[key][index, :pixels.shape[0], :pixels.shape[1]] = pixels
+    for array in batch_input.values():
+      array[len(batch):] = 0
+    logits_tree = logits_fn(_like(prepared, batch_input))
+    logits = {head: np.asarray(y) for head, y in _as_dict(logits_tree).items()}
+    for head, y in logits.items():
+      if y.shape[:3] != (batch_size, win_h, win_w):
+        raise ValueError(
+            f"logits_fn returned shape {y.shape} for windows "
+            f"{(batch_size, win_h, win_w)}; expected [{batch_size}, {win_h}, "
+            f"{win_w}, classes]")
+      if head not in bands:
+        bands[head] = np.zeros((win_h, max(width, win_w), y.shape[-1]),
                                np.float32)
-      batch_input[index] = 0
-      batch_input[index, :pixels.shape[0], :pixels.shape[1]] = pixels
-    batch_input[len(batch):] = 0
-    logits = np.asarray(logits_fn(batch_input))
-    if logits.shape[:3] != (batch_size, win_h, win_w):
-      raise ValueError(f"logits_fn returned shape {logits.shape} for windows "
-                       f"{batch_input.shape}; expected [{batch_size}, {win_h}, "
-                       f"{win_w}, classes]")
-    if band is None:
-      num_classes = logits.shape[-1]
-      band = np.zeros((win_h, max(width, win_w), num_classes), np.float32)
-      output = (np.zeros((height, width, num_classes), np.float32)
-                if return_logits else np.zeros((height, width), np.int32))
+        outputs[head] = (
+            np.zeros((height, width, y.shape[-1]), np.float32)
+            if return_logits else np.zeros((height, width), np.int32))
     for index, (top, left) in enumerate(batch):
       if top > band_top:  # Rows above this window's top are final.
         emit(top)
-      offset = 0
-      for _, band_row, count in ring(top, top + win_h):
-        band[band_row:band_row + count, left:left + win_w] += (
-            logits[index, offset:offset + count])
-        offset += count
+      for head, y in logits.items():
+        offset = 0
+        for _, band_row, count in ring(top, top + win_h):
+          bands[head][band_row:band_row + count, left:left + win_w] += (
+              y[index, offset:offset + count])
+          offset += count
   emit(height)
-  return output
+  return _like(logits_tree, outputs)
 
 
 def peak_memory_bytes(height: int, width: int, window: int,

@@ -187,6 +187,9 @@ def class_name(index: int, class_names: Sequence[str],
   return class_names[index] if index < len(class_names) else f"class {index}"
 
 
+_OVERLAY_BAND_ROWS = 512
+
+
 def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
             class_names: Sequence[str] = voc.VOC_CLASSES,
             colormap: np.ndarray | None = None, legend: bool = True,
@@ -225,17 +228,25 @@ def overlay(image: np.ndarray, labels: np.ndarray, alpha: float = 0.5,
                      "differ in size")
   if not 0.0 <= alpha <= 1.0:
     raise ValueError(f"alpha must be in [0, 1], got {alpha}")
-  colors = colorize(labels, colormap).astype(np.float32)
-  weight = np.full(labels.shape, alpha, np.float32)
-  faint = labels == 0
-  if ignore_label is not None:
-    faint |= labels == ignore_label
-  weight[faint] = alpha / 2
-  if outline:
-    weight[_boundaries(labels)] = 1.0
-  weight = weight[..., None]
-  blended = (1.0 - weight) * image.astype(np.float32) + weight * colors
-  picture = Image.fromarray(np.clip(np.rint(blended), 0, 255).astype(np.uint8))
+  edges = _boundaries(labels) if outline else None
+  blended = np.empty(image.shape, np.uint8)
+  # In bands of rows, so that a huge image (slide-mode prediction) needs
+  # float32 copies of a band only.
+  for top in range(0, labels.shape[0], _OVERLAY_BAND_ROWS):
+    rows = slice(top, top + _OVERLAY_BAND_ROWS)
+    band = labels[rows]
+    colors = colorize(band, colormap).astype(np.float32)
+    weight = np.full(band.shape, alpha, np.float32)
+    faint = band == 0
+    if ignore_label is not None:
+      faint |= band == ignore_label
+    weight[faint] = alpha / 2
+    if outline:
+      weight[edges[rows]] = 1.0
+    weight = weight[..., None]
+    mixed = (1.0 - weight) * image[rows].astype(np.float32) + weight * colors
+    blended[rows] = np.clip(np.rint(mixed), 0, 255)
+  picture = Image.fromarray(blended)
   if not legend:
     return picture
   return _add_legend(picture, labels, class_names, _palette(colormap),
