@@ -33,7 +33,7 @@ GIB = 1 << 30
 
 # Slice -> chips.
 SLICES = {"v5e-16": 16, "v4-8": 4, "v6e-8": 8}
-REFERENCE_CONFIGS = ("voc_fcn32s", "voc_fcn16s", "voc_fcn8s",
+REFERENCE_CONFIGS = ("voc_fcn8s", "voc_fcn32s", "voc_fcn16s",
                      "voc_fcn8s_atonce")
 # The paper's other nets, float32, one native-size image per chip at their
 # dataset's largest side (NYUDv2 560x425, SIFT Flow 256x256, PASCAL 500).
@@ -45,6 +45,8 @@ OTHER_CONFIGS = {"voc_fcn32s_fixed": 500, "voc_fcn_alexnet": 500,
                  "pascalcontext_fcn16s": 500, "pascalcontext_fcn8s": 500}
 MODERN = "voc_fcn8s_modern"
 MODERN_BATCH, MODERN_EVAL_BATCH = 24, 16
+# Train-step compiles of the largest-batch search of a modern cell.
+SEARCH_PROBES = 2
 COLUMNS = ("config", "slice", "dtype", "train batch @ size",
            "train GiB used / HBM", "train TFLOP/step/chip",
            "eval batch @ size", "eval GiB used / HBM", "eval TFLOP/step/chip",
@@ -88,7 +90,9 @@ def command(cell: dict, json_path: str) -> list[str]:
           "--topology", cell["topology"], f"--json={json_path}",
           *cell["overrides"]]
   if cell["search"]:
-    args.append("--find_max_batch")
+    # The first batch and one probe where a straight line puts the capacity:
+    # a lower bound, and exact when the probe does not fit one above it.
+    args += ["--find_max_batch", f"--max_probes={SEARCH_PROBES}"]
   return args
 
 
@@ -152,7 +156,12 @@ def render(results: dict) -> str:
         return f"out of memory / {_gib(step['capacity_bytes'])}"
       return f"{_gib(step['total_bytes'])} / {_gib(step['capacity_bytes'])}"
 
-    largest = str(r.get("max_per_chip_batch", "")) if cell["search"] else ""
+    largest = ""
+    if cell["search"]:
+      largest = str(r.get("max_per_chip_batch", ""))
+      if not r.get("max_per_chip_batch_exact", True):
+        above = r.get("first_failing_batch")
+        largest = f">= {largest}" + (f", < {above}" if above else "")
     rows.append(
         f"| {cell['config']} | {cell['topology']} ({r['chips']} x "
         f"{r['device_kind']}, {r['hosts']} host(s)) | {cell['dtype']} | "
@@ -191,7 +200,10 @@ size) are compiled with one 500x500 image per chip, the largest VOC image
 the modern config with its own batches (24 for training, or 32 where 24 does
 not split over the chips; 16 for evaluation), at its 320x320 crops and
 512x512 evaluation padding. "Largest batch": the largest per-chip training
-batch that compiles within the chip's HBM (`--find_max_batch`). Compile: the
+batch that compiles within the chip's HBM (`--find_max_batch
+--max_probes={SEARCH_PROBES}`: the config's batch and one probe where a straight
+line through its memory puts the capacity; ">= N" where that probe fitted too, so
+N is a lower bound, "< M" where a batch of M did not fit). Compile: the
 train step's compile time on this project's 2-core machine, shared with
 other work (not a property of the TPU).
 
