@@ -36,6 +36,9 @@ import numpy as np
 AXIS_NAME = "data"
 # How steps are parallelised (config.parallel): see the module docstring.
 MODES = ("pmap", "jit")
+# Donate the train state on CPUs too (jaxlib 0.10 supports it there; it saves
+# allocating and first touching a new state every step, benchmarks/README.md).
+DONATE_ON_CPU = True
 
 
 # --------------------------------------------------------------------------
@@ -146,7 +149,7 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
   """
   if mode not in MODES:
     raise ValueError(f"config.parallel must be one of {MODES}, got {mode!r}")
-  donate = donate_state and devices[0].platform != "cpu"
+  donate = donate_state and (devices[0].platform != "cpu" or DONATE_ON_CPU)
   if mode == "jit":
     if not hasattr(jax, "shard_map"):
       raise ValueError(
