@@ -134,8 +134,8 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
       that are identical on every device (the new state, reduced metrics;
       returned once), True for per-device outputs (returned with a leading
       device axis, see :func:`unshard`).
-    donate_state: Reuse the state's buffers for the new state (ignored on CPU,
-      where XLA does not support donation).
+    donate_state: Reuse the state's buffers for the new state (on CPUs only
+      with :data:`DONATE_ON_CPU`).
     mode: ``"pmap"`` or ``"jit"`` (see the module docstring).
 
   Returns:
