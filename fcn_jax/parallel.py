@@ -250,12 +250,19 @@ class ShardedStep:
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
   """Places a copy of ``tree`` on every device, as replicated step outputs are.
 
+  The copy never shares memory with ``tree``'s arrays, so a step that donates
+  its state leaves the caller's arrays intact.
+
   Passing the initial state in this form avoids a second compilation of the
   step for host inputs. With several processes the tree is returned as it is
   (a multi-host step takes host values, and compiles once either way).
   """
   if jax.process_count() > 1:
     return tree
+  # Device arrays go through a host copy: device_put may alias a device
+  # array's buffer in the result, and the step donates (deletes) it.
+  tree = jax.tree_util.tree_map(
+      lambda x: np.array(x) if isinstance(x, jax.Array) else x, tree)
   return jax.device_put(tree, jax.sharding.NamedSharding(
       data_mesh(devices), jax.sharding.PartitionSpec()))
 
