@@ -5,8 +5,9 @@
 * Caffe's round-up max pooling, its Crop, its across-channel LRN (CaffeNet)
   and its bias-free Scale (FCN-8s at-once).
 * :class:`DepthwiseConvTranspose`, the per-class form of a diagonal
-  upsampler, and :func:`caffe_conv`, a Caffe convolution with float32
-  parameters.
+  upsampler, :func:`caffe_conv`, a Caffe convolution with float32
+  parameters, and :class:`PatchConv` (:func:`fc_conv`), fc6/fc7 as one
+  matmul over patches on CPUs.
 
 Each follows docs/reference.md §4; the NumPy transcriptions in
 ``tests/models_test.py`` check them.
