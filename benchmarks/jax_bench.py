@@ -73,8 +73,8 @@ def create_train_step(config: ml_collections.ConfigDict,
     config: From :func:`train_config`.
     upsample_mode: The model's upsample mode (``dense`` or ``depthwise``; a
       benchmark option, not a config field).
-    donate: Donate the state to the step (ignored on CPU, see
-      ``fcn_jax.parallel.replicate_step``).
+    donate: Donate the state to the step (on CPUs as
+      ``fcn_jax.parallel.DONATE_ON_CPU`` says).
 
   Returns:
     ``(state, step, devices)``: the state replicated over ``devices`` and
@@ -125,7 +125,8 @@ class JaxRunner:
           train_config(row), row.upsample, self.donate)
       self.host_batch = parallel.shard({"image": images, "label": labels},
                                        len(devices))
-      self.facts["donate"] = self.donate and devices[0].platform != "cpu"
+      self.facts["donate"] = self.donate and (
+          devices[0].platform != "cpu" or parallel.DONATE_ON_CPU)
     else:
       model = models.create_model(row.model, dtype=common.DTYPES[row.dtype],
                                   width_divisor=row.width_divisor,

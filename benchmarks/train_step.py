@@ -2,7 +2,7 @@ r"""Training throughput and MFU of fcn_jax, with a PyTorch peer in the run.
 
 Times one step of fcn_jax's own train step (``fcn_jax.train.train_step``,
 pmapped as training runs it: forward, backward, Caffe SGD momentum update with
-the frozen upsamplers held fixed; state donated on GPUs) on a batch of random
+the frozen upsamplers held fixed; state donated) on a batch of random
 images and labels already on the device, for a sweep of models, sizes, dtypes,
 upsample modes and batch sizes; prints a Markdown table and writes JSON. See
 benchmarks/README.md.
@@ -26,7 +26,7 @@ from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top,wrong-im
 def add_train_flags(parser):
   parser.add_argument("--no-donate", action="store_true",
                       help="do not donate the train state to the step (to "
-                      "measure what donation saves; never donated on a CPU)")
+                      "measure what donation saves)")
 
 
 def make_runners(row, args):

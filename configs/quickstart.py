@@ -28,10 +28,10 @@ def get_config():
 
   config.batch_size = 8
   config.eval_batch_size = 8
-  config.num_train_steps = 600
-  config.eval_every_steps = 300
+  config.num_train_steps = 800
+  config.eval_every_steps = 400
   config.log_every_steps = 50
-  config.checkpoint.every_steps = 300
+  config.checkpoint.every_steps = 400
 
   config.input.train_mode = "epochs"
   config.input.crop_size = 64

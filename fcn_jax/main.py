@@ -10,7 +10,10 @@ be overridden with ``--config.<field>=<value>`` and unknown fields are errors.
 command resumes from the workdir's latest checkpoint (also after a SIGTERM,
 which saves a checkpoint and exits 0). ``--config.mode=eval`` evaluates the
 checkpoint ``--step`` picks (``best`` by mean IU by default, as
-``python -m fcn_jax.evaluate``). Multi-process runs are configured from the
+``python -m fcn_jax.evaluate``). On CPUs it sets the XLA:CPU flags of
+:mod:`fcn_jax.xla_flags` before JAX starts (faster convolutions;
+``--xla_cpu_flags=default`` or ``FCN_JAX_XLA_CPU_FLAGS=default`` keeps
+XLA's defaults). Multi-process runs are configured from the
 environment (see ``launch/README.md``). The logic lives in
 :mod:`fcn_jax.train`; this file only parses flags.
 """
@@ -28,6 +31,7 @@ from fcn_jax import cli
 from fcn_jax import distributed
 from fcn_jax import logging_utils
 from fcn_jax import train
+from fcn_jax import xla_flags
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
@@ -36,19 +40,27 @@ _STEP = flags.DEFINE_string(
     "With --config.mode=eval: which checkpoint of the workdir to evaluate: "
     "best (by mean IU; the latest if none was evaluated), latest, or a step "
     "number. Training always resumes from the latest.")
+_XLA_CPU_FLAGS = flags.DEFINE_enum(
+    "xla_cpu_flags", None, list(xla_flags.CHOICES),
+    "tuned: add fcn_jax.xla_flags.TUNED_CPU_FLAGS to XLA_FLAGS before JAX "
+    "starts (XLA:CPU runs convolutions on its Eigen kernels instead of "
+    "YNNPACK fusions: faster CPU training; no effect on GPUs/TPUs); default: "
+    "XLA's own. Unset: $" + xla_flags.ENV_VAR + ", else tuned.")
 config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True)
 
 
 def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
+  applied = cli.run_reporting_errors(xla_flags.configure, _XLA_CPU_FLAGS.value)
   config = cli.loaded_config()
   step = cli.run_reporting_errors(checkpointing.parse_step, _STEP.value)
   logging_utils.quiet_library_logs()
   # Before anything touches a device; a no-op on one host (see launch/).
   distributed.maybe_initialize()
-  logging.info("JAX process %d/%d, local devices: %s", jax.process_index(),
-               jax.process_count(), jax.local_devices())
+  logging.info("JAX process %d/%d, local devices: %s; XLA:CPU flags %s.",
+               jax.process_index(), jax.process_count(), jax.local_devices(),
+               applied)
   cli.run_reporting_errors(train.run, config, _WORKDIR.value, step)
 
 

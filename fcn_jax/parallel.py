@@ -36,6 +36,9 @@ import numpy as np
 AXIS_NAME = "data"
 # How steps are parallelised (config.parallel): see the module docstring.
 MODES = ("pmap", "jit")
+# Donate the train state on CPUs too (jaxlib 0.10 supports it there; it saves
+# allocating and first touching a new state every step, benchmarks/README.md).
+DONATE_ON_CPU = True
 
 
 # --------------------------------------------------------------------------
@@ -131,8 +134,8 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
       that are identical on every device (the new state, reduced metrics;
       returned once), True for per-device outputs (returned with a leading
       device axis, see :func:`unshard`).
-    donate_state: Reuse the state's buffers for the new state (ignored on CPU,
-      where XLA does not support donation).
+    donate_state: Reuse the state's buffers for the new state (on CPUs only
+      with :data:`DONATE_ON_CPU`).
     mode: ``"pmap"`` or ``"jit"`` (see the module docstring).
 
   Returns:
@@ -146,7 +149,7 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
   """
   if mode not in MODES:
     raise ValueError(f"config.parallel must be one of {MODES}, got {mode!r}")
-  donate = donate_state and devices[0].platform != "cpu"
+  donate = donate_state and (devices[0].platform != "cpu" or DONATE_ON_CPU)
   if mode == "jit":
     if not hasattr(jax, "shard_map"):
       raise ValueError(
@@ -247,12 +250,19 @@ class ShardedStep:
 def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
   """Places a copy of ``tree`` on every device, as replicated step outputs are.
 
+  The copy never shares memory with ``tree``'s arrays, so a step that donates
+  its state leaves the caller's arrays intact.
+
   Passing the initial state in this form avoids a second compilation of the
   step for host inputs. With several processes the tree is returned as it is
   (a multi-host step takes host values, and compiles once either way).
   """
   if jax.process_count() > 1:
     return tree
+  # Device arrays go through a host copy: device_put may alias a device
+  # array's buffer in the result, and the step donates (deletes) it.
+  tree = jax.tree_util.tree_map(
+      lambda x: np.array(x) if isinstance(x, jax.Array) else x, tree)
   return jax.device_put(tree, jax.sharding.NamedSharding(
       data_mesh(devices), jax.sharding.PartitionSpec()))
 

@@ -267,7 +267,8 @@ def test_cli_fits_and_writes_json(tmp_path):
 def test_cli_does_not_fit_exits_1_with_one_line_and_the_largest_batch(
     tmp_path):
   out = tmp_path / "dry_run.json"
-  run = _cli("--topology=cpu", "--hbm_gib=0.045", "--find_max_batch", *TINY,
+  # A budget below the tiny net's batch-6 step (donated state, tiled pooling).
+  run = _cli("--topology=cpu", "--hbm_gib=0.03", "--find_max_batch", *TINY,
              "--config.batch_size=48", f"--json={out}")
   assert run.returncode == 1
   error = run.stderr.strip().splitlines()[-1]
@@ -281,7 +282,7 @@ def test_cli_does_not_fit_exits_1_with_one_line_and_the_largest_batch(
   assert f"largest per-chip training batch that fits: {largest}" in run.stdout
   probes = {p["per_chip_batch"]: p for p in record["probes"]}
   assert probes[largest]["fits"] and not probes[largest + 1]["fits"]
-  assert probes[largest]["total_bytes"] <= 0.045 * GIB
+  assert probes[largest]["total_bytes"] <= 0.03 * GIB
   # Per-chip FLOPs and temporaries grow with the per-chip batch.
   small, big = probes[min(probes)], probes[max(probes)]
   ratio = big["per_chip_batch"] / small["per_chip_batch"]

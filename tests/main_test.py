@@ -44,6 +44,7 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
   log = result.stdout + result.stderr
   assert "mean IU" in log and "per-class IU" in log
   assert "step 2/2" in log
+  assert "XLA:CPU flags tuned" in log  # fcn_jax.xla_flags' default.
 
   step_dir = workdir / "checkpoints" / "2"
   for item in ("params", "train_state", "data_iter", "metadata"):
@@ -83,6 +84,7 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
     (["--config.model.width_divisor=64", "--config.nosuch.deep=1"],
      "unknown config field --config.nosuch.deep ("),
     (["--workdir=gs://bucket/run"], "gcsfuse"),
+    (["--xla_cpu_flags=fast"], "--xla_cpu_flags"),
 ])
 def test_main_rejects_bad_arguments(tmp_path, args, message):
   result = _run(["--config", str(REPO / "configs" / "quickstart.py"),

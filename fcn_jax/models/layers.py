@@ -5,8 +5,9 @@
 * Caffe's round-up max pooling, its Crop, its across-channel LRN (CaffeNet)
   and its bias-free Scale (FCN-8s at-once).
 * :class:`DepthwiseConvTranspose`, the per-class form of a diagonal
-  upsampler, and :func:`caffe_conv`, a Caffe convolution with float32
-  parameters.
+  upsampler, :func:`caffe_conv`, a Caffe convolution with float32
+  parameters, and :class:`PatchConv` (:func:`fc_conv`), fc6/fc7 as one
+  matmul over patches on CPUs.
 
 Each follows docs/reference.md §4; the NumPy transcriptions in
 ``tests/models_test.py`` check them.
@@ -14,6 +15,7 @@ Each follows docs/reference.md §4; the NumPy transcriptions in
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -124,13 +126,65 @@ def max_pool_ceil(x: jax.Array, window: int = 2, stride: int = 2
   A constant pad (rather than one depending on ``in``) keeps the output size
   simple for shape-polymorphic export (:mod:`fcn_jax.export`). A side smaller
   than the window gets one window over all of it, as in Caffe.
+
+  Non-overlapping windows of concrete shape (VGG16's 2x2 stride 2) take
+  :func:`_max_pool_tiled`: the same values, and the gradient of each window
+  goes to its first maximum (row-major), as in Caffe and PyTorch, without
+  XLA's select-and-scatter (slow on CPUs).
   """
+  shape = x.shape[1:3]
+  if window == stride and all(isinstance(s, int) and s >= window
+                              for s in shape):
+    return _max_pool_tiled(x, window)
   pads = []
-  for size in x.shape[1:3]:
+  for size in shape:
     short = isinstance(size, int) and size < window
     pads.append((0, window - size if short else stride - 1))
   return nn.max_pool(x, (window, window), strides=(stride, stride),
                      padding=tuple(pads))
+
+
+def _window_taps(x: jax.Array, window: int) -> list[jax.Array]:
+  """The ``window**2`` strided views ``x[:, i::window, j::window]`` of ``x``
+  padded with -inf to multiples of ``window``, in row-major tap order."""
+  height, width = x.shape[1:3]
+  pad_h, pad_w = -height % window, -width % window
+  if pad_h or pad_w:
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)),
+                constant_values=-jnp.inf)
+  return [x[:, i::window, j::window] for i in range(window)
+          for j in range(window)]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _max_pool_tiled(x: jax.Array, window: int) -> jax.Array:
+  """Max pooling of non-overlapping ``window x window`` tiles, ceil mode."""
+  return functools.reduce(jnp.maximum, _window_taps(x, window))
+
+
+def _max_pool_tiled_fwd(x, window):
+  y = _max_pool_tiled(x, window)
+  return y, (x, y)
+
+
+def _max_pool_tiled_bwd(window, residuals, grad):
+  """Routes each output's gradient to the first tap equal to the maximum."""
+  x, y = residuals
+  taken = jnp.zeros(y.shape, bool)
+  pieces = []
+  for tap in _window_taps(x, window):
+    first = (tap == y) & ~taken
+    taken = taken | first
+    pieces.append(jnp.where(first, grad, 0).astype(grad.dtype))
+  batch, out_h, out_w, channels = y.shape
+  tiles = jnp.stack(pieces, axis=3).reshape(
+      batch, out_h, out_w, window, window, channels)
+  dx = tiles.transpose(0, 1, 3, 2, 4, 5).reshape(
+      batch, out_h * window, out_w * window, channels)
+  return (dx[:, :x.shape[1], :x.shape[2]],)
+
+
+_max_pool_tiled.defvjp(_max_pool_tiled_fwd, _max_pool_tiled_bwd)
 
 
 def crop_like(x: jax.Array, offset: int, height: int, width: int) -> jax.Array:
@@ -225,6 +279,58 @@ class Scale(nn.Module):
     scale = self.param("scale", nn.initializers.constant(self.value),
                        (x.shape[-1],), jnp.float32)
     return x * scale.astype(self.dtype)
+
+
+class PatchConv(nn.Module):
+  """A VALID stride-1 convolution computed as one matmul over its patches.
+
+  The same function and variables as ``nn.Conv(features, (k, k),
+  padding="VALID")`` (HWIO ``kernel``, ``bias``, the same initialisers), for
+  the convolutionalised fully connected layers fc6/fc7: the ``k * k`` shifted
+  views of the input are concatenated along the channels (tap-major, as the
+  HWIO kernel flattens) and multiplied by the ``(k * k * C_in, C_out)``
+  kernel. Its gradients are two matmuls too, where XLA:CPU's convolution
+  kernels take many times the forward's time for a 7x7 kernel's gradient.
+
+  Attributes:
+    features: Output channels.
+    kernel_size: Kernel height and width ``k``.
+    dtype: Computation dtype; parameters are float32.
+  """
+  features: int
+  kernel_size: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k = self.kernel_size
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                      jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
+                                              dtype=self.dtype)
+    out_h, out_w = x.shape[1] - k + 1, x.shape[2] - k + 1
+    patches = x if k == 1 else jnp.concatenate(
+        [x[:, i:i + out_h, j:j + out_w] for i in range(k) for j in range(k)],
+        axis=-1)
+    y = jax.lax.dot_general(patches, kernel.reshape(-1, self.features),
+                            (((3,), (0,)), ((), ())))
+    return y + bias
+
+
+# Backends on which the fully connected layers are PatchConv (measured faster
+# on XLA:CPU, benchmarks/README.md); elsewhere they stay nn.Conv.
+PATCH_CONV_BACKENDS = ("cpu",)
+
+
+def fc_conv(features: int, kernel: int, name: str, dtype: Any) -> nn.Module:
+  """A convolutionalised fully connected layer (VALID, stride 1): a
+  :class:`PatchConv` on :data:`PATCH_CONV_BACKENDS`, else ``nn.Conv``; the
+  same variables and function either way."""
+  if jax.default_backend() in PATCH_CONV_BACKENDS:
+    return PatchConv(features, kernel, dtype=dtype, name=name)
+  return caffe_conv(features, kernel, 0, name, dtype)
 
 
 def caffe_conv(features: int, kernel: int, padding: int, name: str,

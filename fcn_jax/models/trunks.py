@@ -51,6 +51,8 @@ class TrunkLayer:
     pool: Name of the max pool after the ReLU (``""``: none).
     norm: Name of the LRN after the pool (``""``: none).
     dropout: Inverted dropout after the ReLU, in training only.
+    fully_connected: A convolutionalised InnerProduct (fc6, fc7: VALID,
+      stride 1, one group), computed by ``layers.fc_conv``.
   """
   name: str
   features: int
@@ -61,6 +63,7 @@ class TrunkLayer:
   pool: str = ""
   norm: str = ""
   dropout: bool = False
+  fully_connected: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,8 +126,10 @@ def _vgg16_layers() -> tuple[TrunkLayer, ...]:
           f"conv{block}_{i}", channels, 3,
           pad=INPUT_PAD if (block, i) == (1, 1) else 1,
           pool=f"pool{block}" if i == depth else ""))
-  table.append(TrunkLayer("fc6", FC_WIDTH, FC6_KERNEL, dropout=True))
-  table.append(TrunkLayer("fc7", FC_WIDTH, 1, dropout=True))
+  table.append(TrunkLayer("fc6", FC_WIDTH, FC6_KERNEL, dropout=True,
+                          fully_connected=True))
+  table.append(TrunkLayer("fc7", FC_WIDTH, 1, dropout=True,
+                          fully_connected=True))
   return tuple(table)
 
 
@@ -140,8 +145,8 @@ CAFFENET_TRUNK = TrunkSpec(
      TrunkLayer("conv3", 384, 3, pad=1),
      TrunkLayer("conv4", 384, 3, pad=1, groups=2),
      TrunkLayer("conv5", 256, 3, pad=1, groups=2, pool="pool5"),
-     TrunkLayer("fc6", FC_WIDTH, 6, dropout=True),
-     TrunkLayer("fc7", FC_WIDTH, 1, dropout=True)),
+     TrunkLayer("fc6", FC_WIDTH, 6, dropout=True, fully_connected=True),
+     TrunkLayer("fc7", FC_WIDTH, 1, dropout=True, fully_connected=True)),
     pool_window=3, pool_stride=2, width_multiple=2,
     default_bias_multipliers=True)
 
@@ -197,10 +202,15 @@ class Trunk(nn.Module):
     spec = self.spec
     for index, layer in enumerate(spec.layers):
       pad = self.input_pad if index == 0 else layer.pad
-      x = nn.relu(layers.caffe_conv(
-          spec.width(layer.features, self.width_divisor), layer.kernel, pad,
-          self.layer_name(layer.name), self.dtype, stride=layer.stride,
-          groups=layer.groups)(x))
+      width = spec.width(layer.features, self.width_divisor)
+      if layer.fully_connected:
+        conv = layers.fc_conv(width, layer.kernel, self.layer_name(layer.name),
+                              self.dtype)
+      else:
+        conv = layers.caffe_conv(width, layer.kernel, pad,
+                                 self.layer_name(layer.name), self.dtype,
+                                 stride=layer.stride, groups=layer.groups)
+      x = nn.relu(conv(x))
       if layer.dropout:
         x = dropout(x)
       if layer.pool:

@@ -1,0 +1,49 @@
+"""fcn_jax.xla_flags: the XLA:CPU flags the training entry point sets."""
+
+import pytest
+
+from fcn_jax import xla_flags
+
+
+@pytest.fixture
+def fresh_process(monkeypatch):
+  """A process whose JAX backend has not started, with no XLA_FLAGS."""
+  monkeypatch.delenv("XLA_FLAGS", raising=False)
+  monkeypatch.delenv(xla_flags.ENV_VAR, raising=False)
+  monkeypatch.setattr(xla_flags, "backend_started", lambda: False)
+  return monkeypatch
+
+
+def test_tuned_by_default_adds_the_flags_once(fresh_process):
+  import os  # pylint: disable=g-import-not-at-top
+  fresh_process.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=2")
+  assert xla_flags.configure() == "tuned"
+  assert xla_flags.configure() == "tuned"
+  assert os.environ["XLA_FLAGS"] == ("--xla_force_host_platform_device_count=2 "
+                                     + xla_flags.TUNED_CPU_FLAGS)
+
+
+@pytest.mark.parametrize("how", ["argument", "environment"])
+def test_default_leaves_xla_flags_alone(fresh_process, how):
+  import os  # pylint: disable=g-import-not-at-top
+  if how == "environment":
+    fresh_process.setenv(xla_flags.ENV_VAR, "default")
+    assert xla_flags.configure() == "default"
+  else:
+    assert xla_flags.configure("default") == "default"
+  assert "XLA_FLAGS" not in os.environ
+
+
+def test_unknown_choice_names_the_switches(fresh_process):
+  fresh_process.setenv(xla_flags.ENV_VAR, "fast")
+  with pytest.raises(ValueError, match="FCN_JAX_XLA_CPU_FLAGS.*'fast'"):
+    xla_flags.configure()
+
+
+def test_too_late_once_a_backend_runs(monkeypatch):
+  import jax  # pylint: disable=g-import-not-at-top
+  jax.devices()
+  monkeypatch.setenv("XLA_FLAGS", "")
+  assert xla_flags.backend_started()
+  assert xla_flags.configure("tuned") == "too_late"
+  assert xla_flags.TUNED_CPU_FLAGS not in __import__("os").environ["XLA_FLAGS"]
