@@ -679,11 +679,13 @@ def main(argv: list[str]) -> None:
           f"({_gib(capacity)} each), {hosts} host(s); "
           f"parallel={config.parallel}, {config.model.name} in "
           f"{config.model.dtype}", flush=True)
-    results = dry_run(config, devices, capacity=capacity,
-                      native_size=_NATIVE_SIZE.value,
-                      search=_FIND_MAX_BATCH.value,
-                      max_probes=_MAX_PROBES.value,
-                      on_report=lambda r: print(r.describe(), flush=True))
+    # The layers the target's training builds (the host here is a CPU).
+    with models.layers.target_platform(devices[0].platform):
+      results = dry_run(config, devices, capacity=capacity,
+                        native_size=_NATIVE_SIZE.value,
+                        search=_FIND_MAX_BATCH.value,
+                        max_probes=_MAX_PROBES.value,
+                        on_report=lambda r: print(r.describe(), flush=True))
   except ValueError as e:  # DryRunError and config errors.
     sys.exit(f"error: {e}")
   if _FIND_MAX_BATCH.value:

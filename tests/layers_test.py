@@ -72,3 +72,15 @@ def test_patch_conv_equals_nn_conv(kernel, size):
   want = jax.grad(loss(conv), argnums=(0, 1))(variables, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-4), got, want)
+
+
+def test_fc_layers_follow_the_target_platform():
+  """fc6/fc7 are PatchConv on the CPU only; a dry run for TPU chips traced on
+  a CPU host builds what training on the TPU builds (nn.Conv)."""
+  assert jax.default_backend() == "cpu"
+  assert isinstance(layers.fc_conv(8, 7, "fc6", jnp.float32),
+                    layers.PatchConv)
+  with layers.target_platform("tpu"):
+    assert type(layers.fc_conv(8, 7, "fc6", jnp.float32)) is nn.Conv
+  assert isinstance(layers.fc_conv(8, 7, "fc6", jnp.float32),
+                    layers.PatchConv)

@@ -15,8 +15,10 @@ Each follows docs/reference.md §4; the NumPy transcriptions in
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
-from typing import Any
+from typing import Any, Iterator
 
 import flax.linen as nn
 import jax
@@ -322,13 +324,31 @@ class PatchConv(nn.Module):
 # Backends on which the fully connected layers are PatchConv (measured faster
 # on XLA:CPU, benchmarks/README.md); elsewhere they stay nn.Conv.
 PATCH_CONV_BACKENDS = ("cpu",)
+_TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "fcn_jax_target_platform", default=None)
+
+
+@contextlib.contextmanager
+def target_platform(platform: str) -> Iterator[None]:
+  """Builds the layers for ``platform`` rather than ``jax.default_backend()``.
+
+  For compiling ahead of time for other devices than the host's (the TPU dry
+  run traces on a CPU host for TPU chips, :mod:`fcn_jax.dry_run`).
+  """
+  token = _TARGET_PLATFORM.set(platform)
+  try:
+    yield
+  finally:
+    _TARGET_PLATFORM.reset(token)
 
 
 def fc_conv(features: int, kernel: int, name: str, dtype: Any) -> nn.Module:
   """A convolutionalised fully connected layer (VALID, stride 1): a
   :class:`PatchConv` on :data:`PATCH_CONV_BACKENDS`, else ``nn.Conv``; the
-  same variables and function either way."""
-  if jax.default_backend() in PATCH_CONV_BACKENDS:
+  same variables and function either way. The platform is the default
+  backend's, or the one :func:`target_platform` sets."""
+  platform = _TARGET_PLATFORM.get() or jax.default_backend()
+  if platform in PATCH_CONV_BACKENDS:
     return PatchConv(features, kernel, dtype=dtype, name=name)
   return caffe_conv(features, kernel, 0, name, dtype)
 
