@@ -37,6 +37,7 @@ from fcn_jax.datasets import nyud
 from fcn_jax.datasets import pascal_context
 from fcn_jax.datasets import sift_flow
 import paper_datasets_test as fixtures
+from tests import tiny_fcn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 HEIGHT, WIDTH = 22, 26
@@ -330,10 +331,17 @@ def _config_file(name, data_dir, **overrides):
 
 
 def _load_config(name, data_dir, workdir, **overrides):
-  """Trains and evaluates as ``fcn_jax.main`` does after parsing its flags."""
-  config = _config_file(name, data_dir, **overrides)
-  train.run(config, str(workdir))
-  return config
+  """Trains and evaluates with ``python -m fcn_jax.main`` (a subprocess) on
+  ``configs/<name>.py`` with :data:`TINY` and ``overrides`` as ``--config.*``
+  flags; returns the config those flags give."""
+  flags = {"dataset.data_dir": str(data_dir), **TINY, **overrides}
+  result = tiny_fcn.run_module(
+      ["fcn_jax.main", "--config", str(REPO / "configs" / f"{name}.py"),
+       "--workdir", str(workdir),
+       *(f"--config.{key}={value}" for key, value in flags.items())],
+      workdir.parent, REPO)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return _config_file(name, data_dir, **overrides)
 
 
 def _eval_record(workdir):
