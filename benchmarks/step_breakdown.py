@@ -20,7 +20,6 @@ Prints a Markdown table of median seconds per step; nothing is written.
 
 import argparse
 import contextlib
-import functools
 import statistics
 import sys
 from pathlib import Path

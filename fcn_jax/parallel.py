@@ -147,8 +147,7 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
   Raises:
     ValueError: An unknown ``mode``.
   """
-  if mode not in MODES:
-    raise ValueError(f"config.parallel must be one of {MODES}, got {mode!r}")
+  check_mode(mode)
   # Several CPU processes (the multi-host tests) do not donate: there a
   # donated replicated state came back deleted in jaxlib 0.10.2.
   donate = donate_state and (devices[0].platform != "cpu" or (
@@ -168,6 +167,12 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
       step_fn, axis_name=AXIS_NAME, in_axes=(None, 0),
       out_axes=tuple(0 if d else None for d in per_device_outputs),
       devices=devices, donate_argnums=(0,) if donate else ())
+
+
+def check_mode(mode: str) -> None:
+  """Raises ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
+  if mode not in MODES:
+    raise ValueError(f"config.parallel must be one of {MODES}, got {mode!r}")
 
 
 def data_mesh(devices: Sequence[jax.Device]) -> jax.sharding.Mesh:

@@ -109,9 +109,7 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   if spec.multi_head and tuple(config.optim.class_weights):
     raise ValueError(f"config.optim.class_weights weighs one head's classes; "
                      f"{spec.name} has the heads {sorted(spec.head_classes)}")
-  if config.parallel not in parallel.MODES:
-    raise ValueError(f"config.parallel must be one of {parallel.MODES}, got "
-                     f"{config.parallel!r}")
+  parallel.check_mode(config.parallel)
   if config.scratch_init not in SCRATCH_INITS:
     raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
                      f"got {config.scratch_init!r}")

@@ -14,7 +14,6 @@ import subprocess
 import sys
 import tempfile
 
-import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
