@@ -23,11 +23,11 @@ import ml_collections
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top,wrong-import-position
-from fcn_jax import augmentations
-from fcn_jax import batch_transforms
-from fcn_jax import data_sources
-from fcn_jax import input_pipeline
-from fcn_jax import preprocessing
+from fcn_jax.data import augmentations
+from fcn_jax.data import batch_transforms
+from fcn_jax.data import data_sources
+from fcn_jax.data import input_pipeline
+from fcn_jax.data import preprocessing
 from fcn_jax.datasets import common
 from fcn_jax.datasets import synthetic_shapes
 

@@ -3,7 +3,7 @@
 The train step is the project's own: :func:`create_train_step` builds the
 config, model, Caffe-SGD optimizer, train state and data-parallel step
 (``fcn_jax.parallel.replicate_step``, here over one device) with the functions
-``fcn_jax.train.train_and_evaluate`` uses, so the benchmark times what users
+``fcn_jax.training.loop.train_and_evaluate`` uses, so the benchmark times what users
 run. Both runners compile once per row with ``.lower(...).compile()`` (ahead
 of time, so a shape change can never silently recompile inside the timed loop)
 and take XLA's FLOP count from that compiled executable. The train step
@@ -25,9 +25,11 @@ from benchmarks import common
 from benchmarks import flops
 from fcn_jax import default_config
 from fcn_jax import models
-from fcn_jax import optim
+from fcn_jax.training import optim
 from fcn_jax import parallel
-from fcn_jax import train as train_lib
+from fcn_jax import run_config
+from fcn_jax.training import state as state_lib
+from fcn_jax.training import step as step_lib
 
 # The training settings of the benchmark step (the rest is
 # fcn_jax.default_config): the loss normalised over the valid pixels, the
@@ -55,15 +57,15 @@ def train_config(row: common.Row, learning_rate: float = LEARNING_RATE
   config.optim.base_lr = learning_rate
   config.optim.momentum = MOMENTUM
   config.optim.loss_normalization = LOSS_NORMALIZATION
-  train_lib.validate_config(config)
+  run_config.validate_config(config)
   return config
 
 
 def create_train_step(config: ml_collections.ConfigDict,
                       upsample_mode: str = "dense", donate: bool = True
-                      ) -> tuple[train_lib.TrainState, Callable[..., Any],
+                      ) -> tuple[state_lib.TrainState, Callable[..., Any],
                                  list[jax.Device]]:
-  """fcn_jax's train step as ``fcn_jax.train.train_and_evaluate`` builds it.
+  """fcn_jax's train step as ``fcn_jax.training.loop.train_and_evaluate`` builds it.
 
   The model, optimizer, state and data-parallel step come from the same
   functions as in training, over one device; the parameters are
@@ -81,14 +83,14 @@ def create_train_step(config: ml_collections.ConfigDict,
     ``step(state, sharded_batch) -> (state, metrics)`` with the batch from
     ``parallel.shard({"image": ..., "label": ...}, len(devices))``.
   """
-  model = train_lib.create_model(config.model).clone(upsample_mode=upsample_mode)
+  model = run_config.model_spec(config).create().clone(upsample_mode=upsample_mode)
   devices = jax.local_devices()[:1]
   params = common.random_variables(model)["params"]
   tx = optim.create_model_optimizer(config.optim, params, model,
                                     config.num_train_steps)
-  state = train_lib.create_train_state(params, tx,
+  state = state_lib.create_train_state(params, tx,
                                        jax.random.PRNGKey(config.seed))
-  step = train_lib.make_train_fn(model, tx, config, devices, donate_state=donate)
+  step = step_lib.make_train_fn(model, tx, config, devices, donate_state=donate)
   return parallel.replicate(state, devices), step, devices
 
 

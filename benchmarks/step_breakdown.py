@@ -37,7 +37,7 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import torch_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
-from fcn_jax import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+from fcn_jax.models import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 

@@ -57,7 +57,7 @@ def parse_setting(setting: str) -> frozenset[str]:
 
 
 def caffe_sgd(model: torch.nn.Module, optim: Any) -> torch.optim.SGD:
-  """``torch.optim.SGD`` doing the update of ``fcn_jax.optim`` (Caffe's).
+  """``torch.optim.SGD`` doing the update of ``fcn_jax.training.optim`` (Caffe's).
 
   Weights get ``base_lr`` and ``weight_decay``; biases ``bias_lr_mult`` times
   the rate and ``bias_decay_mult`` times the decay (those of

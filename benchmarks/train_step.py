@@ -1,6 +1,6 @@
 r"""Training throughput and MFU of fcn_jax, with a PyTorch peer in the run.
 
-Times one step of fcn_jax's own train step (``fcn_jax.train.train_step``,
+Times one step of fcn_jax's own train step (``fcn_jax.training.step.train_step``,
 pmapped as training runs it: forward, backward, Caffe SGD momentum update with
 the frozen upsamplers held fixed; state donated) on a batch of random
 images and labels already on the device, for a sweep of models, sizes, dtypes,

@@ -5,7 +5,7 @@ Two on-disk formats share one metadata (:func:`make_metadata`): the
 :class:`fcn_jax.models.ModelSpec` fields that shape the parameters, the class
 names, the preprocessing the weights expect, and where they came from.
 
-* A **training workdir** (written by :mod:`fcn_jax.train`)::
+* A **training workdir** (written by :mod:`fcn_jax.training.loop`)::
 
     WORKDIR/checkpoints/<step>/
       params/       Orbax PyTree: the model parameters (Caffe layer names)
@@ -48,7 +48,7 @@ from orbax.checkpoint import checkpoint_managers
 
 from fcn_jax import logging_utils
 from fcn_jax import models
-from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import voc
 
 CHECKPOINT_DIR = "checkpoints"

@@ -1,7 +1,14 @@
-"""Plumbing shared by the absl command-line entry points (``fcn_jax.main``,
-``fcn_jax.evaluate``): ml_collections config flags, and bad input reported
-as one line naming the problem and the fix instead of a traceback (which
-``--verbosity=1`` shows).
+"""What every command shares (scenic's ``app.py``): one start-up, one error
+path, and the absl/ml_collections config-flag plumbing.
+
+* :func:`start`: the start-up of every command that runs a model (``main``,
+  ``evaluate``, ``predict``, ``export``): the XLA:CPU flags of
+  :mod:`fcn_jax.xla_flags` before JAX starts, quiet library logs, and
+  multi-process JAX where the environment asks for it.
+* :func:`run_reporting_errors` / :func:`exit_code`: bad input (a config
+  value, a missing file or dataset, a checkpoint of another model) reported
+  as one line naming the problem and the fix, exit status 2, instead of a
+  traceback (which ``--verbosity=1`` shows).
 """
 
 from __future__ import annotations
@@ -14,6 +21,16 @@ from typing import Any, Callable, Sequence
 
 from absl import flags
 from absl import logging
+
+from fcn_jax import xla_flags
+
+# The absl commands' --xla_cpu_flags (argparse commands read the variable).
+XLA_CPU_FLAGS = flags.DEFINE_enum(
+    "xla_cpu_flags", None, list(xla_flags.CHOICES),
+    "tuned: add fcn_jax.xla_flags.TUNED_CPU_FLAGS to XLA_FLAGS before JAX "
+    "starts (XLA:CPU runs convolutions on its Eigen kernels instead of "
+    "YNNPACK fusions: faster on CPUs; no effect on GPUs/TPUs); default: "
+    "XLA's own. Unset: $" + xla_flags.ENV_VAR + ", else tuned.")
 
 # Errors that mean bad input (a config value, a missing file or dataset, a
 # checkpoint of another model) or a diverged run, not a bug.
@@ -89,6 +106,47 @@ def loaded_config(flag_name: str = "config") -> Any:
     fail(f"the config file {e.filename} has a syntax error at line "
          f"{e.lineno}: {e.msg}")
   return config
+
+
+def start(xla_cpu_flags: str | None = None, *,
+          multi_process: bool = True) -> str:
+  """The start-up of every command that runs a model; call it first.
+
+  Args:
+    xla_cpu_flags: ``tuned`` or ``default`` (:mod:`fcn_jax.xla_flags`);
+      None reads ``$FCN_JAX_XLA_CPU_FLAGS`` (default ``tuned``).
+    multi_process: Initialise multi-process JAX when the environment
+      describes a multi-process run (:mod:`fcn_jax.distributed`); commands
+      that run on one host's devices only (predict, export) pass False.
+
+  Returns:
+    Which XLA:CPU flags apply (:func:`fcn_jax.xla_flags.configure`).
+  """
+  # pylint: disable=g-import-not-at-top  # Only commands start JAX.
+  import jax
+  from fcn_jax import distributed
+  from fcn_jax import logging_utils
+  applied = run_reporting_errors(xla_flags.configure, xla_cpu_flags)
+  logging_utils.quiet_library_logs()
+  if multi_process:
+    # Before anything touches a device; a no-op on one host (see launch/).
+    run_reporting_errors(distributed.maybe_initialize)
+  logging.info("JAX process %d/%d, local devices: %s; XLA:CPU flags %s.",
+               jax.process_index(), jax.process_count(), jax.local_devices(),
+               applied)
+  return applied
+
+
+def exit_code(fn: Callable[..., int | None], *args: Any,
+              **kwargs: Any) -> int:
+  """Runs an argparse command's body: bad input is one line on stderr and
+  exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback."""
+  try:
+    return fn(*args, **kwargs) or 0
+  except USER_ERRORS as e:
+    logging.debug("Traceback:", exc_info=True)
+    print(f"error: {e}", file=sys.stderr)
+    return USAGE_EXIT_CODE
 
 
 def check_no_arguments(argv: Sequence[str]) -> None:

@@ -23,9 +23,9 @@ from typing import Sequence, TextIO
 
 from fcn_jax import checkpointing
 from fcn_jax import models
-from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import readers
-from fcn_jax import weights
+from fcn_jax.models import weights
 
 # pytorch-fcn's FCN8sAtOnce applies its skip scales in forward(), so its files
 # have no Scale layers.

@@ -25,6 +25,10 @@ import ml_collections
 from fcn_jax import models
 
 MODES = ("train", "eval", "train_and_eval")
+SCHEDULES = ("fixed", "poly", "cosine")
+# config.optim.trainable: every layer (the reference) or only the score
+# layers (FCN-32s-fixed, CVPR Table 2).
+TRAINABLE = ("all", "score")
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -79,9 +83,12 @@ def get_config() -> ml_collections.ConfigDict:
   # its metadata); a non-zero count must equal the dataset's.
   config.model = ml_collections.ConfigDict(models.ModelSpec().to_dict())
 
-  # Data (read by fcn_jax.input_pipeline).
+  # Data (read by fcn_jax.data.input_pipeline).
   config.dataset = ml_collections.ConfigDict()
-  # "voc_seg" (VOC2011 seg11valid + SBD) or "synthetic_shapes".
+  # The TFDS name of a prepared dataset (python -m fcn_jax.prepare_data):
+  # "voc_seg" (VOC2012 + SBD, seg11valid), "nyud", "sift_flow",
+  # "pascal_context", "folder/NAME" (your own folder, prepared with --name
+  # NAME) or "synthetic_shapes" (generated; "synthetic_shapes/tiny" for tests).
   config.dataset.name = "voc_seg"
   # TFDS data directory; empty = the TFDS default (~/tensorflow_datasets).
   config.dataset.data_dir = ""
@@ -150,13 +157,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Per-class loss weights (num_classes floats); empty = unweighted.
   config.optim.class_weights = ()
 
-  # Test-time augmentation of evaluation (fcn_jax.tta; the reference used
+  # Test-time augmentation of evaluation (fcn_jax.inference.tta; the reference used
   # none): average the logits of the mirrored images and/or of rescaled copies.
   config.tta = ml_collections.ConfigDict()
   config.tta.flip = False
   config.tta.scales = (1.0,)
 
-  # Evaluation (fcn_jax.train.evaluate).
+  # Evaluation (fcn_jax.evaluation.evaluator.evaluate).
   config.eval = ml_collections.ConfigDict()
   # Class names left out of the class means (mean accuracy, mean IU) and of
   # the f.w. IU of the head that has them, e.g. SIFT Flow's classes absent

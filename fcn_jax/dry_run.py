@@ -7,9 +7,9 @@ JAX compiles for a TPU topology on a machine without one ("deviceless AOT"):
 ``libtpu`` (``pip install -e ".[tpu]"``) describes the slice's chips and runs
 the real TPU compiler. The dry run builds the model, optimizer, train state
 and steps with the functions training uses
-(:func:`fcn_jax.train.model_spec`, :func:`fcn_jax.train.create_optimizer`,
-:func:`fcn_jax.train.create_train_state`, :func:`fcn_jax.train.make_train_fn`,
-:func:`fcn_jax.train.make_eval_fn`), as
+(:func:`fcn_jax.run_config.model_spec`, :func:`fcn_jax.training.state.create_optimizer`,
+:func:`fcn_jax.training.state.create_train_state`, :func:`fcn_jax.training.step.make_train_fn`,
+:func:`fcn_jax.evaluation.evaluator.make_eval_fn`), as
 shapes only, for the config's global batches split over every chip of the
 slice, at the config's training crop and evaluation size (the native-size
 reference configs at ``--native_size``, 500x500 by default: the largest PASCAL
@@ -54,7 +54,10 @@ from ml_collections import config_flags
 
 from fcn_jax import cli
 from fcn_jax import models
-from fcn_jax import train
+from fcn_jax.evaluation import evaluator
+from fcn_jax import run_config
+from fcn_jax.training import state as state_lib
+from fcn_jax.training import step as step_lib
 
 GIB = 1 << 30
 
@@ -337,22 +340,22 @@ class Setup:
 
 
 def setup(config: ml_collections.ConfigDict) -> Setup:
-  """Builds what ``train.train_and_evaluate`` builds, as shapes only.
+  """Builds what ``loop.train_and_evaluate`` builds, as shapes only.
 
   ``config.init_from`` is not read: copying weights by name keeps the
   model's own shapes.
   """
   checked = ml_collections.ConfigDict(config.to_dict())
   checked.init_from = ""  # No weights are loaded.
-  train.validate_config(checked)
-  spec = train.model_spec(checked)
+  run_config.validate_config(checked)
+  spec = run_config.model_spec(checked)
   model = spec.create()
   init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
   params = jax.eval_shape(
       lambda: models.init_variables(model, init_rng)["params"])
-  tx = train.create_optimizer(config, params, model)
+  tx = state_lib.create_optimizer(config, params, model)
   state = jax.eval_shape(
-      lambda p: train.create_train_state(p, tx, state_rng), params)
+      lambda p: state_lib.create_train_state(p, tx, state_rng), params)
   return Setup(config, model, tx, state, spec)
 
 
@@ -399,7 +402,7 @@ def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
   """Compiles the train step for ``per_chip_batch`` images per chip."""
   config = built.config
   size = config.input.crop_size or native_size
-  step = train.make_train_fn(built.model, built.tx, config, devices)
+  step = step_lib.make_train_fn(built.model, built.tx, config, devices)
   batch = _batch_shapes(built.spec, len(devices), per_chip_batch, size,
                         with_valid=False)
   return compile_step("train", step, (built.state, batch),
@@ -415,7 +418,7 @@ def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
   per_chip_batch = per_chip(config.eval_batch_size, len(devices),
                             "eval_batch_size")
   size = config.input.eval_pad_size or native_size
-  step, _ = train.make_eval_fn(built.model, config, devices=devices)
+  step, _ = evaluator.make_eval_fn(built.model, config, devices=devices)
   batch = _batch_shapes(built.spec, len(devices), per_chip_batch, size,
                         with_valid=True)
   return compile_step("eval", step, (built.state.params, batch),

@@ -4,8 +4,8 @@ r"""Scores a trained FCN on an evaluation split.
       [--step best|latest|N] [--config configs/voc_fcn8s.py] [--output DIR]
 
 The same evaluation as ``python -m fcn_jax.main --config.mode=eval`` and as
-during training (:func:`fcn_jax.train.evaluate_checkpoint`): one pass over the
-split with :mod:`fcn_jax.input_pipeline` (exact by default: native size, one
+during training (:func:`fcn_jax.evaluation.evaluator.evaluate_checkpoint`): one pass over the
+split with :mod:`fcn_jax.data.input_pipeline` (exact by default: native size, one
 image per batch, as ``score.py``; or padded to ``--eval-pad-size`` squared and
 batched), one confusion matrix summed over every image, and from it the four
 FCN metrics (docs/reference.md §7) and a per-class table, printed and written
@@ -27,10 +27,9 @@ from ml_collections import config_flags
 
 from fcn_jax import checkpointing
 from fcn_jax import cli
-from fcn_jax import logging_utils
-from fcn_jax import metrics
-from fcn_jax import train
-from fcn_jax import tta
+from fcn_jax.evaluation import metrics
+from fcn_jax.evaluation import evaluator
+from fcn_jax.inference import tta
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "default_config.py")
 
@@ -90,12 +89,12 @@ def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
   config = cli.loaded_config()
   _apply_shortcuts(config)
-  logging_utils.quiet_library_logs()
+  cli.start(cli.XLA_CPU_FLAGS.value)
   output = _OUTPUT.value or (f"eval_{config.dataset.name}_"
                              f"{config.dataset.eval_split}").replace("/", "_")
   start = time.time()
   report = cli.run_reporting_errors(
-      train.evaluate_checkpoint, config, _CHECKPOINT.value,
+      evaluator.evaluate_checkpoint, config, _CHECKPOINT.value,
       step=cli.run_reporting_errors(checkpointing.parse_step, _STEP.value),
       output_dir=output, progress=not _NO_PROGRESS.value)
   results = report["metrics"]
@@ -106,8 +105,8 @@ def main(argv: list[str]) -> None:
         f"images, {sum(map(sum, results['confusion_matrix']))} scored "
         f"pixels, {time.time() - start:.1f} s")
   print(metrics.format_report(results, report["class_names"]))
-  print(f"Wrote {output}/{train.EVAL_RESULTS_FILE} and "
-        f"{output}/{train.CONFUSION_FILE}")
+  print(f"Wrote {output}/{evaluator.EVAL_RESULTS_FILE} and "
+        f"{output}/{evaluator.CONFUSION_FILE}")
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def description_path(path: str) -> str:
 
 
 def preprocess(images: jax.Array, preprocessing: Any) -> jax.Array:
-  """:class:`fcn_jax.preprocessing.Preprocessing` in ``jnp`` (traceable).
+  """:class:`fcn_jax.data.preprocessing.Preprocessing` in ``jnp`` (traceable).
 
   The same operations in the same order as ``Preprocessing.__call__``.
   """
@@ -307,6 +307,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.start(multi_process=False)
   try:
     batch = _dimension(args.batch, "batch")
     height = _dimension(args.height, "height")

@@ -15,23 +15,19 @@ checkpoint ``--step`` picks (``best`` by mean IU by default, as
 ``--xla_cpu_flags=default`` or ``FCN_JAX_XLA_CPU_FLAGS=default`` keeps
 XLA's defaults). Multi-process runs are configured from the
 environment (see ``launch/README.md``). The logic lives in
-:mod:`fcn_jax.train`; this file only parses flags.
+:mod:`fcn_jax.training.loop`; this file only parses flags and starts up
+(:func:`fcn_jax.cli.start`).
 """
 
 from __future__ import annotations
 
 from absl import app
 from absl import flags
-from absl import logging
-import jax
 from ml_collections import config_flags
 
 from fcn_jax import checkpointing
 from fcn_jax import cli
-from fcn_jax import distributed
-from fcn_jax import logging_utils
-from fcn_jax import train
-from fcn_jax import xla_flags
+from fcn_jax.training import loop
 
 _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics and TensorBoard logs.")
@@ -40,28 +36,16 @@ _STEP = flags.DEFINE_string(
     "With --config.mode=eval: which checkpoint of the workdir to evaluate: "
     "best (by mean IU; the latest if none was evaluated), latest, or a step "
     "number. Training always resumes from the latest.")
-_XLA_CPU_FLAGS = flags.DEFINE_enum(
-    "xla_cpu_flags", None, list(xla_flags.CHOICES),
-    "tuned: add fcn_jax.xla_flags.TUNED_CPU_FLAGS to XLA_FLAGS before JAX "
-    "starts (XLA:CPU runs convolutions on its Eigen kernels instead of "
-    "YNNPACK fusions: faster CPU training; no effect on GPUs/TPUs); default: "
-    "XLA's own. Unset: $" + xla_flags.ENV_VAR + ", else tuned.")
 config_flags.DEFINE_config_file(
     "config", None, "Path to a config file (configs/*.py).", lock_config=True)
 
 
 def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
-  applied = cli.run_reporting_errors(xla_flags.configure, _XLA_CPU_FLAGS.value)
   config = cli.loaded_config()
   step = cli.run_reporting_errors(checkpointing.parse_step, _STEP.value)
-  logging_utils.quiet_library_logs()
-  # Before anything touches a device; a no-op on one host (see launch/).
-  distributed.maybe_initialize()
-  logging.info("JAX process %d/%d, local devices: %s; XLA:CPU flags %s.",
-               jax.process_index(), jax.process_count(), jax.local_devices(),
-               applied)
-  cli.run_reporting_errors(train.run, config, _WORKDIR.value, step)
+  cli.start(cli.XLA_CPU_FLAGS.value)
+  cli.run_reporting_errors(loop.run, config, _WORKDIR.value, step)
 
 
 if __name__ == "__main__":

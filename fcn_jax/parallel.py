@@ -278,8 +278,18 @@ def replicate(tree: Any, devices: Sequence[jax.Device]) -> Any:
       data_mesh(devices), jax.sharding.PartitionSpec()))
 
 
-def shard(batch: Any, num_devices: int) -> Any:
-  """Splits host arrays ``[local_batch, ...]`` into ``[devices, b, ...]``."""
+def shard(batch: Any, num_devices: int,
+          keys: Sequence[str] | None = None) -> Any:
+  """Splits host arrays ``[local_batch, ...]`` into ``[devices, b, ...]``.
+
+  Args:
+    batch: A tree of host arrays.
+    num_devices: The step's local devices.
+    keys: Only these entries of a dict ``batch`` (those present), the arrays
+      a step reads.
+  """
+  if keys is not None:
+    batch = {k: batch[k] for k in keys if k in batch}
 
   def split(x):
     x = np.asarray(x)

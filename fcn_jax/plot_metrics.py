@@ -27,7 +27,7 @@ import matplotlib
 from matplotlib import figure as figure_lib
 
 from fcn_jax import logging_utils
-from fcn_jax import metrics
+from fcn_jax.evaluation import metrics
 
 TRAIN_PANELS = (("loss", "training loss"), ("learning_rate", "learning rate"))
 EVAL_PANELS = tuple((key, f"validation {title}")

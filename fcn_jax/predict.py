@@ -59,7 +59,12 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageOps
 
-from fcn_jax import checkpointing, inference, logging_utils, tta, visualize
+from fcn_jax import checkpointing
+from fcn_jax import cli
+from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax import logging_utils
+from fcn_jax.inference import tta
+from fcn_jax import visualize
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff",
                   ".webp", ".ppm", ".pgm")
@@ -180,7 +185,7 @@ def prepare_output(path: str | os.PathLike) -> pathlib.Path:
   return folder
 
 
-def too_large(predictor: inference.Predictor, height: int, width: int,
+def too_large(predictor: predictor_lib.Predictor, height: int, width: int,
               memory_limit: int | None) -> str | None:
   """Why an image of this size cannot be segmented within ``memory_limit``
   bytes (None: it can, or the limit is unknown), before anything is
@@ -205,7 +210,7 @@ def too_large(predictor: inference.Predictor, height: int, width: int,
   # Memory grows with the area: the longer side that would fit.
   side = int(max(height, width) * (memory_limit / needed) ** 0.5 * 0.9)
   fixes.append(f"downscale it (to about {side} px on the longer side)")
-  window, stride = inference.slide_settings(inference.DEFAULT_WINDOW, None)
+  window, stride = predictor_lib.slide_settings(predictor_lib.DEFAULT_WINDOW, None)
   fixes.append(f"run it in tiles with --mode slide (e.g. --window {window} "
                f"--stride {stride})")
   return (f"a forward pass at {run_height}x{run_width} (batch "
@@ -324,7 +329,7 @@ def write_outputs(output_dir: pathlib.Path, name: str, image: np.ndarray,
              **{k: v.astype(np.float16) for k, v in arrays.items()})
 
 
-def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
+def run(predictor: predictor_lib.Predictor, paths: Sequence[pathlib.Path],
         output_dir: str | os.PathLike,
         class_names: Sequence[str] | dict[str, Sequence[str]],
         save_logits: bool = False, overlay_alpha: float = 0.5,
@@ -412,12 +417,12 @@ def run(predictor: inference.Predictor, paths: Sequence[pathlib.Path],
   return summary
 
 
-def first_feature(predictor: inference.Predictor) -> str:
+def first_feature(predictor: predictor_lib.Predictor) -> str:
   """The feature ``--input`` gives: the first one the net reads."""
   return next(iter(predictor.input_sources.values()))[0]
 
 
-def check_extra_inputs(predictor: inference.Predictor, model_name: str,
+def check_extra_inputs(predictor: predictor_lib.Predictor, model_name: str,
                        given: dict[str, str | None]) -> dict[str, str]:
   """The ``--hha``/``--depth`` locators the net needs, checked.
 
@@ -447,9 +452,9 @@ def check_extra_inputs(predictor: inference.Predictor, model_name: str,
 
 
 def add_inference_flags(parser: argparse.ArgumentParser) -> None:
-  """The flags that configure a :class:`fcn_jax.inference.Predictor`."""
+  """The flags that configure a :class:`fcn_jax.inference.predictor.Predictor`."""
   parser.add_argument(
-      "--mode", choices=inference.MODES, default="fast",
+      "--mode", choices=predictor_lib.MODES, default="fast",
       help="fast: pad to shape buckets and batch; exact: native size, batch 1 "
       "(the reference deploy net); slide: overlapping --window tiles, batched "
       "(--batch-size windows per pass), logits averaged where they overlap, "
@@ -459,13 +464,13 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
   parser.add_argument(
       "--window", type=int, default=None, metavar="PX",
       help=f"slide mode: side of the square windows (default "
-      f"{inference.DEFAULT_WINDOW}; images smaller than it are padded to it).")
+      f"{predictor_lib.DEFAULT_WINDOW}; images smaller than it are padded to it).")
   parser.add_argument(
       "--stride", type=int, default=None, metavar="PX",
       help="slide mode: distance between windows, at most --window (default "
-      f"{inference.DEFAULT_STRIDE_FRACTION:g} of the window: 384 for 512).")
+      f"{predictor_lib.DEFAULT_STRIDE_FRACTION:g} of the window: 384 for 512).")
   parser.add_argument(
-      "--buckets", default="32", type=inference.parse_buckets,
+      "--buckets", default="32", type=predictor_lib.parse_buckets,
       help="fast mode: round sizes up to this multiple (default 32), or a list "
       "of HxW sizes such as 384x512,512x384.")
   parser.add_argument("--batch-size", type=int, default=4,
@@ -500,9 +505,9 @@ def check_inference_flags(args: argparse.Namespace) -> None:
       raise InputError(f"{' and '.join(given)} apply to --mode slide only; "
                        f"add --mode slide or drop {' and '.join(given)}")
     return
-  window = inference.DEFAULT_WINDOW if args.window is None else args.window
+  window = predictor_lib.DEFAULT_WINDOW if args.window is None else args.window
   try:
-    args.window, args.stride = inference.slide_settings(window, args.stride)
+    args.window, args.stride = predictor_lib.slide_settings(window, args.stride)
   except ValueError as e:
     given = f"--window {window}" + (
         "" if args.stride is None else f" --stride {args.stride}")
@@ -512,12 +517,12 @@ def check_inference_flags(args: argparse.Namespace) -> None:
 
 
 def make_predictor(args: argparse.Namespace, model, variables,
-                   preprocessing) -> inference.Predictor:
+                   preprocessing) -> predictor_lib.Predictor:
   """A Predictor configured by :func:`add_inference_flags`' flags (checked by
   :func:`check_inference_flags`)."""
   slide = ({"window": args.window, "stride": args.stride}
            if args.mode == "slide" else {})
-  return inference.Predictor(
+  return predictor_lib.Predictor(
       model, variables, preprocessing, mode=args.mode, buckets=args.buckets,
       batch_size=args.batch_size, flip=args.flip, scales=args.scales,
       shift_stitch=args.shift_stitch, **slide)
@@ -566,6 +571,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = parse_args(argv)
+  cli.start(multi_process=False)
   try:
     check_inference_flags(args)
     paths = find_inputs(args.input)
@@ -583,7 +589,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"error: {e}", file=sys.stderr)
     return 2
   print(f"Segmenting with {loaded.describe()}.")
-  memory_limit = (inference.available_memory() if args.max_memory is None
+  memory_limit = (predictor_lib.available_memory() if args.max_memory is None
                   else int(args.max_memory * 2**30))
   summary = run(predictor, paths, args.output, loaded.class_names,
                 save_logits=args.save_logits, overlay_alpha=args.alpha,

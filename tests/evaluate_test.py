@@ -10,8 +10,13 @@ from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
-from fcn_jax import default_config, metrics, train, tta, visualize, voc
-from fcn_jax.preprocessing import CAFFE_VGG
+from fcn_jax import default_config
+from fcn_jax.evaluation import metrics
+from fcn_jax.evaluation import evaluator
+from fcn_jax.inference import tta
+from fcn_jax import visualize
+from fcn_jax import voc
+from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
 
@@ -43,9 +48,9 @@ def test_score_split_skips_padding_examples_and_void(flip):
               "valid": np.array([True, False])}]  # The fourth is padding.
   config = default_config.get_config()
   config.eval_batch_size = 2  # Two of the eight fake devices.
-  p_eval_step, devices = train.make_eval_fn(
+  p_eval_step, devices = evaluator.make_eval_fn(
       model, config, tta.TestTimeAugmentation(flip=flip))
-  results, _ = train.evaluate(p_eval_step, devices, variables["params"],
+  results, _ = evaluator.evaluate(p_eval_step, devices, variables["params"],
                               batches, num_classes=5,
                               class_names=[str(k) for k in range(5)])
   hist = np.asarray(results["confusion_matrix"])
@@ -73,9 +78,9 @@ def test_report_and_files_for_the_demo(tmp_path):
   person = next(line for line in report.splitlines()
                 if line.startswith("person"))
   assert "71.95" in person
-  train.write_eval_results(str(tmp_path), {"split": "x", "class_names": names,
+  evaluator.write_eval_results(str(tmp_path), {"split": "x", "class_names": names,
                                            "metrics": results})
-  report = json.loads((tmp_path / train.EVAL_RESULTS_FILE).read_text())
+  report = json.loads((tmp_path / evaluator.EVAL_RESULTS_FILE).read_text())
   saved = report["metrics"]
   assert round(saved["mean_iu"], 4) == 0.7196
   assert round(saved["per_class_iu"]["bicycle"], 4) == 0.6621
@@ -96,7 +101,7 @@ def test_evaluate_command_end_to_end(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "10 images" in result.stdout and "mean IU" in result.stdout
   saved = json.loads(
-      (tmp_path / "eval" / train.EVAL_RESULTS_FILE).read_text())["metrics"]
+      (tmp_path / "eval" / evaluator.EVAL_RESULTS_FILE).read_text())["metrics"]
   hist = np.asarray(saved["confusion_matrix"])
   assert hist.shape == (21, 21) and saved["num_images"] == 10
   # Independently: every validation image at its native size through the

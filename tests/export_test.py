@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from fcn_jax import export
-from fcn_jax import preprocessing
+from fcn_jax.data import preprocessing
 from tests import tiny_fcn  # pylint: disable=g-bad-import-order
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -91,7 +91,7 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
   def find_spec(self, name, path=None, target=None):
     if name.split(".")[0] == "flax" or name in (
-        "fcn_jax.models", "fcn_jax.checkpointing", "fcn_jax.weights"):
+        "fcn_jax.models", "fcn_jax.checkpointing", "fcn_jax.models.weights"):
       raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 import numpy as np

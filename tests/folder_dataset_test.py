@@ -18,13 +18,13 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fcn_jax import data_sources
+from fcn_jax.data import data_sources
 from fcn_jax import datasets
 from fcn_jax import default_config
 from fcn_jax import models
 from fcn_jax import prepare_data
-from fcn_jax import train
-from fcn_jax import weights
+from fcn_jax import run_config
+from fcn_jax.models import weights
 from fcn_jax.datasets import common
 from fcn_jax.datasets import folder
 
@@ -288,16 +288,16 @@ def test_training_takes_the_class_count_from_the_dataset(tmp_path):
   config.dataset.name = "my_pets"
   config.dataset.data_dir = str(tmp_path / "tfds")
   config.model.num_classes = 0
-  train.resolve_num_classes(config)
+  run_config.resolve_num_classes(config)
   assert config.model.num_classes == 3
-  assert train.check_dataset_classes(config) == ["background", "cat", "dog"]
+  assert run_config.check_dataset_classes(config) == ["background", "cat", "dog"]
   config.model.num_classes = 21
   with pytest.raises(ValueError, match="has 3 classes.*"
                      "--config.model.num_classes=3"):
-    train.check_dataset_classes(config)
+    run_config.check_dataset_classes(config)
   config.dataset.name = "synthetic_shapes/tiny"  # Not built: code metadata.
   config.model.num_classes = 0
-  train.resolve_num_classes(config)
+  run_config.resolve_num_classes(config)
   assert config.model.num_classes == 21
 
 

@@ -1,14 +1,14 @@
-"""Tests of fcn_jax.inference: modes, buckets, TTA and shift-and-stitch."""
+"""Tests of fcn_jax.inference.predictor: modes, buckets, TTA and shift-and-stitch."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcn_jax import inference
-from fcn_jax import tta
+from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax.inference import tta
 import tta_test  # naive_resize: the antialiased linear filter by definition.
-from fcn_jax.preprocessing import CAFFE_VGG
+from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import random_image, tiny_fcn
 
 
@@ -24,19 +24,19 @@ def _direct(model, variables, image):
 
 
 def test_bucket_shape_rounds_up_or_picks_the_smallest_fitting_size():
-  assert inference.bucket_shape(37, 50, 32) == (64, 64)
-  assert inference.bucket_shape(64, 65, 32) == (64, 96)
-  assert inference.bucket_shape(500, 334, 32) == (512, 352)
+  assert predictor_lib.bucket_shape(37, 50, 32) == (64, 64)
+  assert predictor_lib.bucket_shape(64, 65, 32) == (64, 96)
+  assert predictor_lib.bucket_shape(500, 334, 32) == (512, 352)
   sizes = [(512, 512), (384, 512), (512, 384)]
-  assert inference.bucket_shape(375, 500, sizes) == (384, 512)
-  assert inference.bucket_shape(500, 375, sizes) == (512, 384)
-  assert inference.bucket_shape(400, 400, sizes) == (512, 512)
-  assert inference.bucket_shape(600, 10, sizes) == (608, 32)  # Fallback.
-  assert inference.parse_buckets("64") == 64
-  assert inference.parse_buckets("384x512,512x384") == [(384, 512),
+  assert predictor_lib.bucket_shape(375, 500, sizes) == (384, 512)
+  assert predictor_lib.bucket_shape(500, 375, sizes) == (512, 384)
+  assert predictor_lib.bucket_shape(400, 400, sizes) == (512, 512)
+  assert predictor_lib.bucket_shape(600, 10, sizes) == (608, 32)  # Fallback.
+  assert predictor_lib.parse_buckets("64") == 64
+  assert predictor_lib.parse_buckets("384x512,512x384") == [(384, 512),
                                                          (512, 384)]
   with pytest.raises(ValueError, match="384x512"):
-    inference.parse_buckets("big")
+    predictor_lib.parse_buckets("big")
 
 
 def test_resize_logits_is_linear_with_aligned_pixel_centres():
@@ -56,7 +56,7 @@ def test_exact_mode_equals_the_model_at_native_size(fcn32s):
   model, variables = fcn32s
   rng = np.random.default_rng(1)
   images = [random_image(rng, *s) for s in [(37, 50), (21, 30), (37, 50)]]
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="exact",
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact",
                                   batch_size=2)
   logits = predictor.predict_logits(images)
   for image, got in zip(images, logits):
@@ -73,14 +73,14 @@ def test_fast_mode_pads_to_buckets_and_compiles_once_per_bucket(fcn32s):
   rng = np.random.default_rng(2)
   sizes = [(37, 50), (40, 60), (64, 64), (33, 70), (50, 33)]
   images = [random_image(rng, *s) for s in sizes]
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="fast",
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="fast",
                                   buckets=32, batch_size=3)
   logits = predictor.predict_logits(images)
   # Buckets: 64x64 (four images, two batches) and 64x96 (one).
   assert predictor.num_compiles == 2
   for image, got in zip(images, logits):
     h, w = image.shape[:2]
-    bh, bw = inference.bucket_shape(h, w, 32)
+    bh, bw = predictor_lib.bucket_shape(h, w, 32)
     padded = np.zeros((1, bh, bw, 3), np.float32)
     padded[0, :h, :w] = CAFFE_VGG(image)
     want = np.asarray(model.apply(variables, jnp.asarray(padded)))[0, :h, :w]
@@ -92,7 +92,7 @@ def test_fast_mode_pads_to_buckets_and_compiles_once_per_bucket(fcn32s):
   # The padding is seen by the net: fast differs from exact elsewhere.
   assert np.abs(logits[0] - _direct(model, variables, images[0])).max() > 1e-3
   # Batch composition does not change results.
-  single = inference.Predictor(model, variables, CAFFE_VGG, mode="fast",
+  single = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="fast",
                                buckets=[(64, 64), (64, 96)], batch_size=1)
   for a, b in zip(single.predict_logits(images), logits):
     np.testing.assert_allclose(a, b, atol=1e-4)
@@ -102,11 +102,11 @@ def test_flip_and_scales_average_the_variants(fcn32s):
   model, variables = fcn32s
   image = random_image(np.random.default_rng(3), 30, 44)
   direct = lambda im: _direct(model, variables, im)
-  flipped = inference.Predictor(model, variables, CAFFE_VGG, mode="exact",
+  flipped = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact",
                                 flip=True).predict_logits([image])[0]
   want = (direct(image) + direct(image[:, ::-1])[:, ::-1]) / 2
   np.testing.assert_allclose(flipped, want, atol=1e-4)
-  scaled = inference.Predictor(model, variables, CAFFE_VGG, mode="exact",
+  scaled = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact",
                                scales=(1.0, 0.5)).predict_logits([image])[0]
   half = tta_test.naive_resize(image, 15, 22)
   want = (direct(image) + tta.resize_logits(direct(half), 30, 44)) / 2
@@ -142,7 +142,7 @@ def test_shift_and_stitch_matches_its_definition_on_a_strided_conv():
   conv = lambda x: jax.lax.conv_general_dilated(
       x, kernel, (3, 3), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   images = rng.normal(size=(2, 13, 11, 2)).astype(np.float32)
-  got = np.asarray(inference.shift_and_stitch(conv, jnp.asarray(images), 3))
+  got = np.asarray(predictor_lib.shift_and_stitch(conv, jnp.asarray(images), 3))
   want = _stitch_by_definition(conv, images, 3, 3)
   assert got.shape == (2, 12, 9, 3)
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -151,9 +151,9 @@ def test_shift_and_stitch_matches_its_definition_on_a_strided_conv():
 def test_shift_and_stitch_matches_its_definition_on_fcn_scores():
   model, variables = tiny_fcn("fcn32s", width_divisor=32)
   images = CAFFE_VGG(random_image(np.random.default_rng(5), 40, 24)[None])
-  coarse = lambda x: inference.coarse_scores(model, variables, x)
+  coarse = lambda x: predictor_lib.coarse_scores(model, variables, x)
   # f = 2 on stride 32: passes shifted by 0 and 16 pixels, stride 16 out.
-  got = np.asarray(inference.shift_and_stitch(coarse, jnp.asarray(images), 2,
+  got = np.asarray(predictor_lib.shift_and_stitch(coarse, jnp.asarray(images), 2,
                                               stride=32))
   want = _stitch_by_definition(coarse, images, 2, 32)
   assert got.shape == (1, 4, 2, 21)  # score_fr is 2x1 for 40x24.
@@ -173,13 +173,13 @@ def test_stitching_with_f1_is_the_bilinear_upsampler(name):
   the bilinear kernel runs off the coarse map)."""
   model, variables = tiny_fcn(name)
   stride, center = CENTERS[name]
-  head = inference.coarse_head(model)
+  head = predictor_lib.coarse_head(model)
   assert (head.stride, head.center) == (stride, center)
   image = random_image(np.random.default_rng(6), 45, 70)
   x = jnp.asarray(CAFFE_VGG(image)[None])
-  got = np.asarray(inference.stitched_scores(model, variables, x, 1))[0]
+  got = np.asarray(predictor_lib.stitched_scores(model, variables, x, 1))[0]
   want = np.asarray(model.apply(variables, x))[0]
-  cells = np.asarray(inference.coarse_scores(model, variables, x)).shape[1:3]
+  cells = np.asarray(predictor_lib.coarse_scores(model, variables, x)).shape[1:3]
   inside = lambda n, size: ((np.arange(size) >= center)
                             & (np.arange(size) <= center + stride * (n - 1)))
   mask = inside(cells[0], 45)[:, None] & inside(cells[1], 70)[None, :]
@@ -190,24 +190,24 @@ def test_stitching_with_f1_is_the_bilinear_upsampler(name):
 def test_predictor_shift_stitch_gives_dense_scores():
   model, variables = tiny_fcn("fcn8s", width_divisor=32)
   image = random_image(np.random.default_rng(7), 20, 28)
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="exact",
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact",
                                   shift_stitch=2)
   got = predictor.predict_logits([image])[0]
   x = jnp.asarray(CAFFE_VGG(image)[None])
   # By definition: stride-4 stitched map, cell m at 4 m - 23.5, interpolated.
-  coarse = lambda y: inference.coarse_scores(model, variables, y)
+  coarse = lambda y: predictor_lib.coarse_scores(model, variables, y)
   stitched = _stitch_by_definition(coarse, np.asarray(x), 2, 8)[0]
   rows, cols = (np.arange(20) + 23.5) / 4, (np.arange(28) + 23.5) / 4
   want = tta.linear_resample(
       tta.linear_resample(stitched, rows, 0), cols, 1)
   np.testing.assert_allclose(got, want, atol=1e-4)
   with pytest.raises(ValueError, match="divide"):
-    inference.Predictor(model, variables, CAFFE_VGG, shift_stitch=3)
+    predictor_lib.Predictor(model, variables, CAFFE_VGG, shift_stitch=3)
 
 
 def test_bad_images_are_rejected(fcn32s):
-  predictor = inference.Predictor(*fcn32s, CAFFE_VGG)
+  predictor = predictor_lib.Predictor(*fcn32s, CAFFE_VGG)
   with pytest.raises(ValueError, match="uint8 RGB"):
     predictor.predict_logits([np.zeros((8, 8), np.uint8)])
   with pytest.raises(ValueError, match="mode"):
-    inference.Predictor(*fcn32s, CAFFE_VGG, mode="slow")
+    predictor_lib.Predictor(*fcn32s, CAFFE_VGG, mode="slow")

@@ -19,11 +19,11 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fcn_jax import augmentations
-from fcn_jax import batch_transforms
-from fcn_jax import data_sources
-from fcn_jax import input_pipeline
-from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax.data import augmentations
+from fcn_jax.data import batch_transforms
+from fcn_jax.data import data_sources
+from fcn_jax.data import input_pipeline
+from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import voc
 
 CAFFE = preprocessing_lib.CAFFE_VGG

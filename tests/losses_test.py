@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcn_jax import losses
+from fcn_jax.models import losses
 
 NUM_CLASSES = 5
 

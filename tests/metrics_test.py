@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from fcn_jax import metrics
+from fcn_jax.evaluation import metrics
 
 
 def _naive_confusion(labels, predictions, n):

@@ -8,6 +8,7 @@ scatter-add definition on Caffe-layout blobs, crops by slicing).
 
 import math
 
+from flax import linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -245,7 +246,7 @@ def test_fixed_upsampler_interpolates_a_ramp_linearly(kernel, stride):
   n = 6
   ramp = jnp.broadcast_to(jnp.arange(n, dtype=jnp.float32)[:, None], (n, n))
   x = jnp.stack([ramp, 2 * ramp.T], axis=-1)[None]  # two independent channels
-  layer = models.nn.ConvTranspose(2, (kernel, kernel), (stride, stride),
+  layer = nn.ConvTranspose(2, (kernel, kernel), (stride, stride),
                                   padding="VALID", use_bias=False)
   variables = {"params": {"kernel": models.bilinear_kernel(kernel, 2)}}
   y = np.asarray(layer.apply(variables, x))[0]

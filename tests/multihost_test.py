@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from fcn_jax import checkpointing
-from fcn_jax import data_sources
+from fcn_jax.data import data_sources
 from fcn_jax import parallel
 from fcn_jax.datasets import common
 

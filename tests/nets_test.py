@@ -18,9 +18,22 @@ import pytest
 
 import models_test  # _np_pool_ceil, _np_deconv (the VGG transcription).
 import weights_test  # write_caffemodel: real .caffemodel files.
+from fcn_jax import checkpointing
+from fcn_jax import default_config
 from fcn_jax import models
+from fcn_jax import parallel
+from fcn_jax import predict
 from fcn_jax import readers
-from fcn_jax import weights
+from fcn_jax import run_config
+from fcn_jax.data import input_pipeline
+from fcn_jax.data import preprocessing
+from fcn_jax.evaluation import evaluator
+from fcn_jax.evaluation import metrics
+from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax.models import weights
+from fcn_jax.training import optim
+from fcn_jax.training import state as state_lib
+from fcn_jax.training import step as step_lib
 
 DIVISOR = 16
 NEW_NETS = ("fcn_alexnet", "nyud_fcn32s_color", "nyud_fcn32s_hha",
@@ -477,7 +490,6 @@ def test_every_net_loads_a_caffemodel_under_the_reference_names(tmp_path):
 def test_released_caffemodel_converts_to_a_loadable_export(name, tmp_path):
   """The CLI on a released file name; the export rebuilds its model, with
   per-head class names and the data layer's colour preprocessing (§8)."""
-  from fcn_jax import checkpointing  # pylint: disable=g-import-not-at-top
   model = models.create_model(name, width_divisor=LOAD_DIVISOR)
   blobs = models_test._random_caffe_blobs(model, np.random.default_rng(6))
   path = weights_test.write_caffemodel(
@@ -565,7 +577,6 @@ def test_color_d_conv1_1_bgrd_from_vgg16(tmp_path):
   assert "conv1_1_bgrd" in report.loaded and report.unused == ["fc8"]
   # The same rule when training starts from a VGG16 export made for FCN-32s
   # (21 classes), as the configs do: its made-up head is not copied.
-  from fcn_jax import default_config, train  # pylint: disable=g-import-not-at-top
   assert weights_test.run_cli(
       "--input", path, "--format", "caffemodel", "--model", "fcn32s",
       "--output", tmp_path / "vgg16_caffe", "--width_divisor", DIVISOR) == 0
@@ -574,8 +585,8 @@ def test_color_d_conv1_1_bgrd_from_vgg16(tmp_path):
   config.model.name, config.model.num_classes = "nyud_fcn32s_color_d", 4
   config.model.width_divisor = DIVISOR
   config.init_from = str(tmp_path / "vgg16_caffe")
-  model = train.create_model(config.model)
-  params, metadata = train.initial_params(config, model, jax.random.key(0))
+  model = run_config.model_spec(config).create()
+  params, metadata = state_lib.initial_params(config, model, jax.random.key(0))
   np.testing.assert_allclose(params["conv1_1_bgrd"]["kernel"],
                              w.transpose(2, 3, 1, 0), rtol=1e-5, atol=1e-8)
   assert not np.asarray(params["score_fr"]["kernel"]).any()
@@ -613,17 +624,16 @@ def test_color_hha_streams_start_from_the_color_and_hha_nets():
 
 
 def test_init_from_names_one_source_per_stream():
-  from fcn_jax import train  # pylint: disable=g-import-not-at-top
   spec = models.ModelSpec("nyud_fcn32s_color_hha")
-  assert train.init_sources("color=a/b, hha=c", spec) == {"color": "a/b",
+  assert run_config.init_sources("color=a/b, hha=c", spec) == {"color": "a/b",
                                                          "hha": "c"}
-  assert train.init_sources("runs/x", spec) == {"": "runs/x"}
-  assert train.init_sources("", spec) == {}
+  assert run_config.init_sources("runs/x", spec) == {"": "runs/x"}
+  assert run_config.init_sources("", spec) == {}
   for bad in ("rgb=a,hha=b", "color=a,color=b", "color="):
     with pytest.raises(ValueError, match="STREAM=PATH per stream"):
-      train.init_sources(bad, spec)
+      run_config.init_sources(bad, spec)
   with pytest.raises(ValueError, match="none, it has one trunk"):
-    train.init_sources("color=a", models.ModelSpec("fcn32s"))
+    run_config.init_sources("color=a", models.ModelSpec("fcn32s"))
 
 
 # --------------------------------------------------------------------------
@@ -634,7 +644,6 @@ TRAIN_SIZE = 24
 
 
 def _train_setup(name, num_classes=4, **optim_overrides):
-  from fcn_jax import default_config, optim, parallel, train  # pylint: disable=g-import-not-at-top
   config = default_config.get_config()
   config.model.name = name
   config.model.num_classes = num_classes
@@ -645,15 +654,15 @@ def _train_setup(name, num_classes=4, **optim_overrides):
   config.optim.momentum = 0.9
   for key, value in optim_overrides.items():
     setattr(config.optim, key, value)
-  train.validate_config(config)
-  model = train.create_model(config.model)
+  run_config.validate_config(config)
+  model = run_config.model_spec(config).create()
   params = jax.tree.map(np.asarray,
                         models.init_variables(model, image_size=8)["params"])
   tx = optim.create_model_optimizer(config.optim, params, model, 10)
   devices = jax.local_devices()[:1]
-  step = train.make_train_fn(model, tx, config, devices, donate_state=False)
+  step = step_lib.make_train_fn(model, tx, config, devices, donate_state=False)
   state = parallel.replicate(
-      train.create_train_state(params, tx, jax.random.key(1)), devices)
+      state_lib.create_train_state(params, tx, jax.random.key(1)), devices)
   return config, model, params, step, state
 
 
@@ -684,7 +693,6 @@ def _np_head_loss(logits, labels):
 @pytest.mark.parametrize("name", ["fcn_alexnet", "nyud_fcn32s_color_hha",
                                   "siftflow_fcn16s", "pascalcontext_fcn32s"])
 def test_a_tiny_net_of_each_family_trains(name):
-  from fcn_jax import parallel  # pylint: disable=g-import-not-at-top
   config, model, params, step, state = _train_setup(
       name, loss_normalization="valid", momentum=0.0, base_lr=1e-3)
   # Random score layers, so that the loss has a gradient everywhere.
@@ -722,7 +730,6 @@ def test_a_tiny_net_of_each_family_trains(name):
 
 def test_fcn32s_fixed_trains_only_the_classifier():
   """CVPR Table 2's FCN-32s-fixed: config.optim.trainable = "score"."""
-  from fcn_jax import parallel  # pylint: disable=g-import-not-at-top
   _, model, params, step, state = _train_setup("fcn32s", trainable="score")
   batch = _batch(model)
   for _ in range(2):
@@ -740,7 +747,6 @@ def test_alexnet_trunk_biases_keep_caffes_default_multipliers():
   """§2.3: CaffeNet's convolutions have no param entries (lr 1, decay 1 for
   the biases too); score_fr's bias has 2 / 0."""
   import ml_collections  # pylint: disable=g-import-not-at-top
-  from fcn_jax import optim  # pylint: disable=g-import-not-at-top
   model = models.create_model("fcn_alexnet", 4, width_divisor=64)
   shapes = models.param_shapes(model)
   params = jax.tree.map(lambda s: np.ones(s.shape, np.float32), shapes)
@@ -788,16 +794,15 @@ def _tiny_random(name, num_classes=4, seed=0):
 
 
 def test_evaluate_reports_every_head_of_sift_flow():
-  from fcn_jax import default_config, metrics, train  # pylint: disable=g-import-not-at-top
   model, variables = _tiny_random("siftflow_fcn32s")
   config = default_config.get_config()
-  p_eval, devices = train.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, config)
   batches = [_batch(model, seed) for seed in range(2)]
   for batch in batches:  # One image per batch (eval_batch_size 1).
     batch["image"] = batch["image"][:1]
     batch["label"] = {h: v[:1] for h, v in batch["label"].items()}
-  results, _ = train.evaluate(p_eval, devices, variables["params"], batches,
-                              num_classes=train.eval_classes(model))
+  results, _ = evaluator.evaluate(p_eval, devices, variables["params"], batches,
+                              num_classes=evaluator.eval_classes(model))
   for head, c in model.head_classes.items():
     hist = np.zeros((c, c), np.int64)
     for batch in batches:
@@ -821,14 +826,13 @@ def _write_png(path, array):
 
 def test_predict_writes_one_png_per_head(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
-  from fcn_jax import inference, predict, preprocessing  # pylint: disable=g-import-not-at-top
   from tests.tiny_fcn import random_image  # pylint: disable=g-import-not-at-top
   model, variables = _tiny_random("siftflow_fcn8s")
   rng = np.random.default_rng(0)
   (tmp_path / "in").mkdir()
   image = random_image(rng, 30, 41)
   _write_png(tmp_path / "in" / "coast.png", image)
-  predictor = inference.Predictor(model, variables, preprocessing.SIFT_FLOW,
+  predictor = predictor_lib.Predictor(model, variables, preprocessing.SIFT_FLOW,
                                   mode="exact")
   names = {"sem": [f"s{i}" for i in range(4)], "geo": ["sky", "h", "v"]}
   summary = predict.run(predictor, predict.find_inputs([str(tmp_path / "in")]),
@@ -848,7 +852,6 @@ def test_predict_writes_one_png_per_head(tmp_path):
 
 
 def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
-  from fcn_jax import inference, predict, preprocessing  # pylint: disable=g-import-not-at-top
   from tests.tiny_fcn import random_image  # pylint: disable=g-import-not-at-top
   rng = np.random.default_rng(1)
   for folder in ("images", "hha", "depth"):
@@ -867,7 +870,7 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
   paths = predict.find_inputs([str(tmp_path / "images")])
 
   model, variables = _tiny_random("nyud_fcn32s_color_hha")
-  predictor = inference.Predictor(model, variables, preprocessing.NYUD,
+  predictor = predictor_lib.Predictor(model, variables, preprocessing.NYUD,
                                   mode="exact")
   extras = predict.check_extra_inputs(predictor, "nyud_fcn32s_color_hha",
                                       {"hha": str(tmp_path / "hha")})
@@ -885,7 +888,7 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
                              atol=1e-2 * np.abs(want).max())  # float16
 
   model, variables = _tiny_random("nyud_fcn32s_color_d")
-  predictor = inference.Predictor(model, variables, preprocessing.NYUD,
+  predictor = predictor_lib.Predictor(model, variables, preprocessing.NYUD,
                                   mode="exact")
   summary = predict.run(
       predictor, paths, tmp_path / "out_d", ["c"] * 4, save_logits=True,
@@ -958,7 +961,6 @@ def _load_config(name):
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_config_is_the_reference_solver_and_waits_for_its_data(name,
                                                                tmp_path):
-  from fcn_jax import input_pipeline, train  # pylint: disable=g-import-not-at-top
   config = _load_config(name)
   (model, lr, momentum, iter_size, normalization, dataset, train_split,
    eval_split, steps) = SOLVERS[name]
@@ -968,15 +970,15 @@ def test_config_is_the_reference_solver_and_waits_for_its_data(name,
           config.dataset.eval_split, config.num_train_steps) == (
               model, lr, momentum, iter_size, normalization, dataset,
               train_split, eval_split, steps)
-  spec = train.model_spec(config)
+  spec = run_config.model_spec(config)
   assert spec.num_classes == models.NETS[model].num_classes
   assert (config.optim.trainable == "score") == name.endswith("fixed")
-  assert train.init_sources(config.init_from, spec)  # An init chain.
+  assert run_config.init_sources(config.init_from, spec)  # An init chain.
   config.init_from = ""  # (The weights are not here either.)
   config.dataset.data_dir = str(tmp_path / "tfds")
-  train.validate_config(config)
+  run_config.validate_config(config)
   with pytest.raises(FileNotFoundError,
                      match=f"Dataset {dataset} is not prepared.*prepare_data "
                      f"--dataset {dataset}"):
     input_pipeline.create_train_iterator(
-        config, train.resolve_preprocessing(config, None))
+        config, run_config.resolve_preprocessing(config, None))

@@ -8,7 +8,7 @@ import pytest
 
 from fcn_jax import default_config
 from fcn_jax import models
-from fcn_jax import optim
+from fcn_jax.training import optim
 
 
 def _optim_config(**overrides):

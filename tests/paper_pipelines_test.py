@@ -8,7 +8,7 @@ crop and a mirror each plane says which source pixel it holds; they must all
 agree. The end-to-end tests build the tiny fixtures of
 ``paper_datasets_test`` in the real formats, prepare them, train a tiny net
 for two steps with each dataset's own config file and evaluate it (in
-process, with ``train.run``, what ``python -m fcn_jax.main`` runs once it has
+process, with ``loop.run``, what ``python -m fcn_jax.main`` runs once it has
 parsed its flags; ``main_test`` covers the command line), then run
 ``fcn_jax.predict``'s ``main`` on the fixture's images.
 """
@@ -23,15 +23,15 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fcn_jax import augmentations
-from fcn_jax import batch_transforms
-from fcn_jax import data_sources
-from fcn_jax import input_config
-from fcn_jax import input_pipeline
-from fcn_jax import metrics
+from fcn_jax.data import augmentations
+from fcn_jax.data import batch_transforms
+from fcn_jax.data import data_sources
+from fcn_jax.data import input_config
+from fcn_jax.data import input_pipeline
+from fcn_jax.evaluation import metrics
 from fcn_jax import predict
-from fcn_jax import preprocessing
-from fcn_jax import train
+from fcn_jax.data import preprocessing
+from fcn_jax.evaluation import evaluator
 from fcn_jax.datasets import common
 from fcn_jax.datasets import nyud
 from fcn_jax.datasets import pascal_context
@@ -422,7 +422,7 @@ def test_sift_flow_two_heads_end_to_end(tmp_path):
   assert sorted(heads["geo"]["per_class_iu"]) == sorted(geometric)
 
   # Evaluation of the saved model (the one path, evaluate_checkpoint).
-  report = train.evaluate_checkpoint(config, str(workdir),
+  report = evaluator.evaluate_checkpoint(config, str(workdir),
                                      output_dir=str(tmp_path / "ev"))
   assert report["metrics"]["heads"]["sem"]["mean_iu"] == pytest.approx(
       result["mean_iu"])

@@ -11,9 +11,12 @@ import pytest
 
 from fcn_jax import default_config
 from fcn_jax import models
-from fcn_jax import optim
+from fcn_jax.training import optim
 from fcn_jax import parallel
-from fcn_jax import train
+from fcn_jax.evaluation import evaluator
+from fcn_jax import run_config
+from fcn_jax.training import state as state_lib
+from fcn_jax.training import step as step_lib
 
 NUM_CLASSES = 5
 IMAGE_SIZE = 32
@@ -48,7 +51,7 @@ def _batch(seed):
 def _train_and_evaluate(mode):
   """NUM_STEPS train steps, then one eval step, as train.py runs them."""
   config = _config(mode)
-  model = train.create_model(config.model)
+  model = run_config.model_spec(config).create()
   params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
   rng = np.random.default_rng(0)
   for layer in ("score_fr", "score_pool4", "score_pool3"):
@@ -61,15 +64,15 @@ def _train_and_evaluate(mode):
   devices = parallel.devices_for_batch(config.batch_size)
   assert len(devices) == NUM_DEVICES
   state = parallel.replicate(
-      train.create_train_state(params, tx, jax.random.PRNGKey(1)), devices)
-  step = train.make_train_fn(model, tx, config, devices)
+      state_lib.create_train_state(params, tx, jax.random.PRNGKey(1)), devices)
+  step = step_lib.make_train_fn(model, tx, config, devices)
   losses = []
   for seed in range(NUM_STEPS):
     batch = _batch(seed)
     state, metrics = step(state, parallel.shard(
         {"image": batch["image"], "label": batch["label"]}, len(devices)))
     losses.append(float(metrics["loss"]))
-  eval_step, eval_devices = train.make_eval_fn(model, config)
+  eval_step, eval_devices = evaluator.make_eval_fn(model, config)
   batch = _batch(10)
   totals, predictions = eval_step(state.params,
                                   parallel.shard(batch, len(eval_devices)))
@@ -153,4 +156,4 @@ def test_unknown_mode_is_an_error_naming_the_field():
                             per_device_outputs=(False,), mode="pjit")
   config = _config("pjit")
   with pytest.raises(ValueError, match="config.parallel must be one of"):
-    train.validate_config(config)
+    run_config.validate_config(config)

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_jax import inference, predict, voc
-from fcn_jax.preprocessing import CAFFE_VGG
+from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax import predict
+from fcn_jax import voc
+from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
 
@@ -48,7 +50,7 @@ def _write_folder(folder: pathlib.Path, rng) -> dict[str, np.ndarray]:
 def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
   model, variables = tiny_fcn("fcn32s")
   images = _write_folder(tmp_path / "in", np.random.default_rng(0))
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="fast",
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="fast",
                                   buckets=32, batch_size=2)
   paths = predict.find_inputs([str(tmp_path / "in")])
   assert [p.name for p in paths] == ["a.jpg", "b.png", "c.png", "corrupt.jpg",
@@ -119,7 +121,7 @@ def test_predict_command_end_to_end(tmp_path):
   assert "Segmented 3 image(s)" in result.stdout
   # Buckets 64x64 (a, b) and 96x64 (c): one compile each.
   assert "2 compile(s) for 2 run shape(s)" in result.stdout
-  predictor = inference.Predictor(model, variables, CAFFE_VGG)
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG)
   for name, (h, w) in sizes.items():
     stem = pathlib.Path(name).stem
     with Image.open(tmp_path / "out" / f"{stem}.png") as png:
@@ -172,7 +174,7 @@ def test_16_bit_images_are_scaled_to_8_bits(tmp_path):
 def test_an_image_too_large_for_the_memory_is_refused_before_running(
     tmp_path):
   model, variables = tiny_fcn("fcn32s")
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, batch_size=2)
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, batch_size=2)
   small, large = predictor.memory_bytes(32, 32), predictor.memory_bytes(
       256, 192)
   # At least the logits it returns; growing with the size (the net pads

@@ -4,7 +4,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fcn_jax import preprocessing as preprocessing_lib
+from fcn_jax.data import preprocessing as preprocessing_lib
 
 PRESETS = [
     preprocessing_lib.CAFFE_VGG, preprocessing_lib.TORCHVISION,

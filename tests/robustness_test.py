@@ -18,13 +18,17 @@ import numpy as np
 import pytest
 
 from fcn_jax import checkpointing
-from fcn_jax import data_sources
+from fcn_jax.data import data_sources
 from fcn_jax import default_config
-from fcn_jax import input_pipeline
+from fcn_jax.data import input_pipeline
 from fcn_jax import models
 from fcn_jax import parallel
-from fcn_jax import preprocessing
-from fcn_jax import train
+from fcn_jax.data import preprocessing
+from fcn_jax.evaluation import evaluator
+from fcn_jax.training import loop
+from fcn_jax import run_config
+from fcn_jax.training import optim
+from fcn_jax.training import state as state_lib
 
 # Orbax's asyncio threads report the failed reads of damaged checkpoints
 # once more when their event loop closes; the errors themselves are tested.
@@ -67,7 +71,7 @@ def trained(tmp_path_factory):
   root = tmp_path_factory.mktemp("robust")
   data_dir = root / "tfds"
   workdir = root / "run"
-  state = train.train_and_evaluate(_config(data_dir), str(workdir))
+  state = loop.train_and_evaluate(_config(data_dir), str(workdir))
   return dict(data_dir=data_dir, workdir=workdir,
               params=parallel.to_host(state.params))
 
@@ -92,11 +96,11 @@ def _train_records(workdir):
 
 
 def _template(config):
-  model = train.model_spec(config).create()
+  model = run_config.model_spec(config).create()
   params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
-  tx = train.optim.create_optimizer(config.optim, params,
-                                    model.frozen_layers(), NUM_STEPS)
-  return train.create_train_state(params, tx, jax.random.PRNGKey(1))
+  tx = optim.create_optimizer(config.optim, params,
+                              model.frozen_layers(), NUM_STEPS)
+  return state_lib.create_train_state(params, tx, jax.random.PRNGKey(1))
 
 
 # --------------------------------------------------------------------------
@@ -149,7 +153,7 @@ def test_resume_sets_a_damaged_latest_checkpoint_aside(trained, tmp_path,
   config = _config(trained["data_dir"])
   checkpointer = checkpointing.Checkpointer(str(workdir))
   try:
-    resumed = train._resume(config, checkpointer, lambda: _template(config))
+    resumed = loop._resume(config, checkpointer, lambda: _template(config))
     assert checkpointer.all_steps() == [2]
   finally:
     checkpointer.close()
@@ -179,7 +183,7 @@ def test_no_intact_checkpoint_is_one_line_and_moves_nothing(trained, tmp_path):
   try:
     with pytest.raises(checkpointing.CheckpointError,
                        match="no intact checkpoint in") as error:
-      train._resume(config, checkpointer, lambda: _template(config))
+      loop._resume(config, checkpointer, lambda: _template(config))
   finally:
     checkpointer.close()
   message = str(error.value)
@@ -203,7 +207,7 @@ def test_resume_sets_a_non_finite_checkpoint_aside(trained, tmp_path):
         state["params"]["fc6"]["kernel"].flat[7] = np.inf
       target.save(step, state, metadata=metadata, data_iterator=data_iter)
       target.wait()
-    resumed = train._resume(config, target, lambda: _template(config))
+    resumed = loop._resume(config, target, lambda: _template(config))
     assert target.all_steps() == [2]
   finally:
     source.close()
@@ -221,7 +225,7 @@ def test_resume_past_damage_equals_the_uninterrupted_run(trained, tmp_path,
   names = [f"thing_{i}" for i in range(21)]
   monkeypatch.setattr(data_sources, "dataset_class_names",
                       lambda *args: names)
-  state = train.train_and_evaluate(_config(trained["data_dir"]), str(workdir))
+  state = loop.train_and_evaluate(_config(trained["data_dir"]), str(workdir))
   for (path, a), b in zip(
       jax.tree_util.tree_leaves_with_path(parallel.to_host(state.params)),
       jax.tree_util.tree_leaves(trained["params"])):
@@ -246,7 +250,7 @@ def test_resume_with_another_model_fails_before_writing(trained, tmp_path):
   config = _config(trained["data_dir"], num_train_steps=6)
   config.model.width_divisor = 32
   with pytest.raises(ValueError) as error:
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   message = str(error.value)
   assert "config.model.width_divisor=32 (the checkpoint has 64)" in message
   assert "config.json" in message and "--config.init_from" in message
@@ -261,7 +265,7 @@ def test_model_and_dataset_class_counts_must_match(trained, tmp_path):
   with pytest.raises(ValueError, match=r"config.model.num_classes=5, but the "
                      r"dataset synthetic_shapes/tiny has 21 classes.*labels "
                      r"5..20 would be ignored.*num_classes=21"):
-    train.train_and_evaluate(config, str(tmp_path / "new"))
+    loop.train_and_evaluate(config, str(tmp_path / "new"))
   assert not (tmp_path / "new").exists()
 
   # Evaluating a 5-class model on 21-class data.
@@ -273,7 +277,7 @@ def test_model_and_dataset_class_counts_must_match(trained, tmp_path):
       checkpointing.make_metadata(spec, preprocessing.TORCHVISION))
   with pytest.raises(ValueError, match=r"five has num_classes=5, but the "
                      r"dataset synthetic_shapes/tiny has 21"):
-    train.evaluate_checkpoint(_config(trained["data_dir"]),
+    evaluator.evaluate_checkpoint(_config(trained["data_dir"]),
                               str(tmp_path / "five"))
 
 
@@ -293,11 +297,11 @@ def test_a_non_finite_state_is_never_saved(trained, tmp_path):
                    loss_normalization="sum", base_lr=1e38, warmup_steps=0)
   config.checkpoint.every_steps = 1
   workdir = tmp_path / "diverged"
-  with pytest.raises(train.NonFiniteLossError,
+  with pytest.raises(loop.NonFiniteLossError,
                      match=r"The train state after step 1 holds NaN or "
                      r"infinite values in \d+ of \d+ arrays.*no checkpoint "
                      r"is left"):
-    train.train_and_evaluate(config, str(workdir))
+    loop.train_and_evaluate(config, str(workdir))
   assert _steps(workdir) == []
   assert os.listdir(workdir / "checkpoints") == []
 
@@ -309,8 +313,8 @@ def test_a_huge_rate_after_a_good_start_keeps_the_good_checkpoint(
   # step is), the loss of the next step, computed from them, is not.
   config = _config(trained["data_dir"], num_train_steps=8, base_lr=1e30)
   config.checkpoint.every_steps = 1
-  with pytest.raises(train.NonFiniteLossError) as error:
-    train.train_and_evaluate(config, str(workdir))
+  with pytest.raises(loop.NonFiniteLossError) as error:
+    loop.train_and_evaluate(config, str(workdir))
   message = str(error.value)
   assert "loss became nan at step 6" in message.lower(), message
   assert re.search(r"checkpoint of step 5, which leads to it, is set aside as "
@@ -320,7 +324,7 @@ def test_a_huge_rate_after_a_good_start_keeps_the_good_checkpoint(
   assert _steps(workdir) == [4]
 
   # A normal rerun resumes from step 4 and stays finite.
-  state = train.train_and_evaluate(
+  state = loop.train_and_evaluate(
       _config(trained["data_dir"], num_train_steps=6), str(workdir))
   assert int(state.step) == 6
   assert not checkpointing.non_finite_leaves(parallel.to_host(state.params))

@@ -15,8 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fcn_jax import inference, predict, sliding_window, tta, voc
-from fcn_jax.preprocessing import CAFFE_VGG
+from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax import predict
+from fcn_jax.inference import sliding_window
+from fcn_jax.inference import tta
+from fcn_jax import voc
+from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
 
@@ -79,8 +83,8 @@ def test_slide_flags_parse_and_bad_values_are_one_line_errors(tmp_path,
 def test_one_window_covering_the_image_is_whole_image_inference(fcn8s):
   model, variables = fcn8s
   image = random_image(np.random.default_rng(1), 64, 64)
-  whole = inference.Predictor(model, variables, CAFFE_VGG, mode="exact")
-  slide = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  whole = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact")
+  slide = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                               window=64, batch_size=2)
   want = whole.predict_logits([image])[0]
   # Float32 rounding of logits of O(100): the window pass runs a batch of 2
@@ -97,8 +101,8 @@ def test_many_windows_give_whole_image_logits_for_a_pointwise_net(heads):
   model = Pointwise(heads)
   variables = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
   image = random_image(np.random.default_rng(2), 70, 95)
-  whole = inference.Predictor(model, variables, CAFFE_VGG, mode="exact")
-  slide = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  whole = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact")
+  slide = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                               window=32, stride=20, batch_size=3)
   want, got = whole.predict_logits([image])[0], slide.predict_logits(
       [image])[0]
@@ -119,8 +123,8 @@ def test_tiled_fcn_agrees_with_whole_image_within_the_stated_tolerance(
   # 94.1%; a trained net, larger windows: far more).
   model, variables = fcn8s
   image = random_image(np.random.default_rng(1), 96, 128)
-  whole = inference.Predictor(model, variables, CAFFE_VGG, mode="exact")
-  slide = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  whole = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact")
+  slide = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                               window=64, stride=32, batch_size=4)
   assert np.mean(slide.predict([image])[0] == whole.predict([image])[0]) \
       >= 0.85
@@ -130,7 +134,7 @@ def test_tta_in_slide_mode_is_tta_per_window_then_averaged(fcn8s):
   model, variables = fcn8s
   image = random_image(np.random.default_rng(3), 80, 100)
   augment = tta.TestTimeAugmentation(flip=True, scales=(0.75, 1.0))
-  slide = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  slide = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                               window=48, stride=32, batch_size=3, flip=True,
                               scales=(0.75, 1.0))
   got = slide.predict_logits([image])[0]
@@ -148,7 +152,7 @@ def test_tta_in_slide_mode_is_tta_per_window_then_averaged(fcn8s):
       count[top:top + 48, left:left + 48] += 1
   np.testing.assert_allclose(got, total / count, rtol=0, atol=1e-4)
   # And TTA does something here: plain slide mode differs.
-  plain = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  plain = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                               window=48, stride=32, batch_size=3)
   assert np.abs(plain.predict_logits([image])[0] - got).max() > 1e-2
 
@@ -156,8 +160,8 @@ def test_tta_in_slide_mode_is_tta_per_window_then_averaged(fcn8s):
 def test_an_image_too_large_for_whole_inference_is_told_to_slide(
     tmp_path, fcn8s):
   model, variables = fcn8s
-  fast = inference.Predictor(model, variables, CAFFE_VGG, batch_size=1)
-  slide = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  fast = predictor_lib.Predictor(model, variables, CAFFE_VGG, batch_size=1)
+  slide = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                               window=64, batch_size=1)
   whole_need = fast.memory_bytes(300, 260)
   slide_need = slide.memory_bytes(300, 260)
@@ -205,7 +209,7 @@ def test_predict_command_in_slide_mode_writes_the_whole_mode_files(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Segmented 2 image(s)" in result.stdout
   assert "1 compile(s) for 1 run shape(s)" in result.stdout
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                                   window=48, stride=32, batch_size=3)
   for name, (h, w) in sizes.items():
     stem = pathlib.Path(name).stem

@@ -6,8 +6,8 @@ import jax
 import numpy as np
 import pytest
 
-from fcn_jax import preprocessing
-from fcn_jax import sliding_window
+from fcn_jax.data import preprocessing
+from fcn_jax.inference import sliding_window
 from tests import tiny_fcn  # pylint: disable=g-bad-import-order
 
 

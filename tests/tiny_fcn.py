@@ -66,7 +66,8 @@ def save_tiny_checkpoint(workdir, name: str = "fcn8s",
     ``(model, variables)`` as saved.
   """
   # pylint: disable-next=g-import-not-at-top
-  from fcn_jax import checkpointing, preprocessing
+  from fcn_jax import checkpointing
+  from fcn_jax.data import preprocessing
   model, variables = tiny_fcn(name, width_divisor=width_divisor)
   metadata = checkpointing.make_metadata(
       models.ModelSpec(name, model.num_classes, width_divisor=width_divisor),

@@ -11,13 +11,17 @@ import pytest
 
 from fcn_jax import checkpointing
 from fcn_jax import default_config
-from fcn_jax import losses
+from fcn_jax.models import losses
 from fcn_jax import models
-from fcn_jax import optim
+from fcn_jax.training import optim
 from fcn_jax import parallel
-from fcn_jax import preprocessing
-from fcn_jax import train
-from fcn_jax import weights
+from fcn_jax.data import preprocessing
+from fcn_jax.evaluation import evaluator
+from fcn_jax.training import loop
+from fcn_jax import run_config
+from fcn_jax.training import state as state_lib
+from fcn_jax.training import step as step_lib
+from fcn_jax.models import weights
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32
@@ -49,17 +53,17 @@ def _batch(seed=0, batch=GLOBAL_BATCH):
 
 def _train(config, num_devices, batches):
   """Runs train_step data-parallel on the first ``num_devices`` devices."""
-  model = train.create_model(config.model)
+  model = run_config.model_spec(config).create()
   params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
   tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
                               num_train_steps=len(batches))
   devices = jax.local_devices()[:num_devices]
   step = parallel.replicate_step(
-      functools.partial(train.train_step, model=model, tx=tx,
+      functools.partial(step_lib.train_step, model=model, tx=tx,
                         loss_normalization=config.optim.loss_normalization),
       devices, per_device_outputs=(False, False))
   state = parallel.replicate(
-      train.create_train_state(params, tx, jax.random.PRNGKey(1)), devices)
+      state_lib.create_train_state(params, tx, jax.random.PRNGKey(1)), devices)
   step_metrics = []
   for batch in batches:
     state, m = step(state, parallel.shard(batch, num_devices))
@@ -117,7 +121,7 @@ def test_frozen_layers_are_bit_identical_after_training(runs):
 
 def test_eval_step_counts_only_valid_pixels_of_valid_examples():
   config = _config("fcn32s")
-  model = train.create_model(config.model)
+  model = run_config.model_spec(config).create()
   rng = np.random.default_rng(3)
   params = models.init_variables(model, jax.random.PRNGKey(2))["params"]
   # Non-zero scores, so predictions vary.
@@ -125,10 +129,10 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
       size=params["score_fr"]["kernel"].shape).astype(np.float32)
   batch = _batch(seed=4)
   batch["valid"] = np.array([True] * 6 + [False] * 2)
-  p_eval, devices = train.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, config)
   assert len(devices) == 1  # eval_batch_size 1 -> one device.
   config.eval_batch_size = 8
-  p_eval, devices = train.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, config)
   assert len(devices) == 8
   totals, predictions = p_eval(params, parallel.shard(batch, 8))
   predictions = parallel.unshard(predictions)
@@ -148,7 +152,7 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
   assert int(totals["num_images"]) == 6
   np.testing.assert_allclose(float(totals["loss_sum"]), loss_sum, rtol=1e-5)
 
-  results, tiles = train.evaluate(
+  results, tiles = evaluator.evaluate(
       p_eval, devices, params, [batch], num_classes=NUM_CLASSES,
       preprocessing=preprocessing.CAFFE_VGG, num_tiles=2)
   assert results["num_images"] == 6
@@ -159,15 +163,15 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
 
 
 def _save_checkpoint(workdir, config, params, step, metrics=None):
-  model = train.create_model(config.model)
+  model = run_config.model_spec(config).create()
   tx = optim.create_optimizer(config.optim, params, model.frozen_layers(), 10)
-  state = train.create_train_state(params, tx, jax.random.PRNGKey(0))
+  state = state_lib.create_train_state(params, tx, jax.random.PRNGKey(0))
   state = state.replace(step=jnp.asarray(step, jnp.int32))
   checkpointer = checkpointing.Checkpointer(workdir, max_to_keep=2,
                                             keep_best=1)
   checkpointer.save(step, parallel.to_host(state.to_dict()),
                     metadata=checkpointing.make_metadata(
-                        train.model_spec(config), preprocessing.CAFFE_VGG),
+                        run_config.model_spec(config), preprocessing.CAFFE_VGG),
                     metrics=metrics)
   checkpointer.wait()
   checkpointer.close()
@@ -175,7 +179,7 @@ def _save_checkpoint(workdir, config, params, step, metrics=None):
 
 def test_checkpoints_keep_latest_and_best(tmp_path):
   config = _config("fcn32s")
-  model = train.create_model(config.model)
+  model = run_config.model_spec(config).create()
   params = models.init_variables(model)["params"]
   for step, mean_iu in [(1, 0.5), (2, None), (3, 0.2), (4, 0.3), (5, None)]:
     _save_checkpoint(str(tmp_path), config, params, step,
@@ -189,7 +193,7 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
 
 def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
   source_config = _config("fcn32s")
-  source_model = train.create_model(source_config.model)
+  source_model = run_config.model_spec(source_config).create()
   rng = np.random.default_rng(0)
   source_params = jax.tree_util.tree_map(
       lambda x: rng.normal(size=x.shape).astype(np.float32),
@@ -211,8 +215,8 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
 
   config = _config("fcn16s")
   config.init_from = str(tmp_path)
-  target_model = train.create_model(config.model)
-  params, metadata = train.initial_params(config, target_model,
+  target_model = run_config.model_spec(config).create()
+  params, metadata = state_lib.initial_params(config, target_model,
                                           jax.random.PRNGKey(5))
   assert metadata["model"] == "fcn32s"
   for layer in source_params:
@@ -229,7 +233,7 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
 
 def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   source_config = _config("fcn16s")
-  source_model = train.create_model(source_config.model)
+  source_model = run_config.model_spec(source_config).create()
   source_params = models.init_variables(source_model,
                                         jax.random.PRNGKey(3))["params"]
   _save_checkpoint(str(tmp_path / "dense"), source_config, source_params, 1)
@@ -237,9 +241,9 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   config = _config("fcn8s")
   config.model.upsample_mode = "depthwise"
   config.init_from = str(tmp_path / "dense")
-  model = train.create_model(config.model)
+  model = run_config.model_spec(config).create()
   assert model.upsample_mode == "depthwise"
-  params, _ = train.initial_params(config, model, jax.random.PRNGKey(5))
+  params, _ = state_lib.initial_params(config, model, jax.random.PRNGKey(5))
   c = NUM_CLASSES
   dense_upscore2 = np.asarray(source_params["upscore2"]["kernel"])
   np.testing.assert_array_equal(
@@ -248,7 +252,7 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
 
   # The same function as the dense FCN-8s holding the same weights.
   dense_config = _config("fcn8s")
-  dense_model = train.create_model(dense_config.model)
+  dense_model = run_config.model_spec(dense_config).create()
   dense_params, _ = weights.copy_by_name(
       params, models.init_variables(dense_model)["params"])
   assert np.asarray(dense_params["upscore8"]["kernel"]).shape == (16, 16, c, c)
@@ -274,9 +278,9 @@ def test_non_finite_loss_names_the_step(tmp_path):
   pending = [(11, {"loss": jnp.float32(1.0)}),
              (12, {"loss": jnp.float32(math.nan)}),
              (13, {"loss": jnp.float32(math.inf)})]
-  with pytest.raises(train.NonFiniteLossError, match="at step 12"):
-    train._check_finite(pending, checkpointer)
-  assert train._check_finite(pending[:1], checkpointer) == [1.0]
+  with pytest.raises(loop.NonFiniteLossError, match="at step 12"):
+    loop._check_finite(pending, checkpointer)
+  assert loop._check_finite(pending[:1], checkpointer) == [1.0]
   checkpointer.close()
 
 
@@ -284,15 +288,15 @@ def test_config_validation_names_the_field():
   config = _config()
   config.optim.loss_normalization = "mean"
   with pytest.raises(ValueError, match="loss_normalization"):
-    train.validate_config(config)
+    run_config.validate_config(config)
   config = _config()
   config.mode = "predict"
   with pytest.raises(ValueError, match="config.mode"):
-    train.validate_config(config)
+    run_config.validate_config(config)
   config = _config()
   config.optim.class_weights = (1.0, 2.0)
   with pytest.raises(ValueError, match="class_weights"):
-    train.validate_config(config)
+    run_config.validate_config(config)
 
 
 # --------------------------------------------------------------------------
@@ -331,10 +335,10 @@ def _loop_config(data_dir, num_train_steps):
 
 
 def test_resumed_run_equals_uninterrupted_run(data_dir, tmp_path):
-  full = train.train_and_evaluate(_loop_config(data_dir, 3),
+  full = loop.train_and_evaluate(_loop_config(data_dir, 3),
                                   str(tmp_path / "full"))
-  train.train_and_evaluate(_loop_config(data_dir, 1), str(tmp_path / "split"))
-  resumed = train.train_and_evaluate(_loop_config(data_dir, 3),
+  loop.train_and_evaluate(_loop_config(data_dir, 1), str(tmp_path / "split"))
+  resumed = loop.train_and_evaluate(_loop_config(data_dir, 3),
                                      str(tmp_path / "split"))
   assert int(full.step) == int(resumed.step) == 3
   for (path, a), b in zip(
@@ -357,8 +361,8 @@ def test_non_finite_loss_sets_aside_the_checkpoint_it_came_from(
   # next step, computed from them, is not.
   config.optim.base_lr = 1e30
   workdir = tmp_path / "nan"
-  with pytest.raises(train.NonFiniteLossError) as error:
-    train.train_and_evaluate(config, str(workdir))
+  with pytest.raises(loop.NonFiniteLossError) as error:
+    loop.train_and_evaluate(config, str(workdir))
   import re  # pylint: disable=g-import-not-at-top
   bad, aside, path = re.search(
       r"at step (\d+)\..*checkpoint of step (\d+), which leads to it, is set "

@@ -1,4 +1,4 @@
-"""Tests of fcn_jax.tta against naive NumPy loops and PIL."""
+"""Tests of fcn_jax.inference.tta against naive NumPy loops and PIL."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from fcn_jax import tta
+from fcn_jax.inference import tta
 
 
 def naive_resize(image, height, width):

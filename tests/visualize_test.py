@@ -7,7 +7,9 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from fcn_jax import metrics, visualize, voc
+from fcn_jax.evaluation import metrics
+from fcn_jax import visualize
+from fcn_jax import voc
 
 DEMO = pathlib.Path(__file__).parent / "fixtures" / "demo"
 

@@ -26,12 +26,12 @@ import models_test  # The NumPy Caffe graph: _np_fcn, _np_conv, _np_pool_ceil.
 from fcn_jax import checkpointing
 from fcn_jax import convert
 from fcn_jax import models
-from fcn_jax import preprocessing
+from fcn_jax.data import preprocessing
 from fcn_jax import readers
-from fcn_jax import weights
+from fcn_jax.models import weights
 from fcn_jax.readers import WeightFileError
 from fcn_jax.checkpointing import CheckpointError
-from fcn_jax.weights import WeightsError
+from fcn_jax.models.weights import WeightsError
 
 
 def _load_export(directory):

@@ -23,8 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from fcn_jax import inference, models
-from fcn_jax.preprocessing import CAFFE_VGG
+from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax import models
+from fcn_jax.data.preprocessing import CAFFE_VGG
 
 DEMO = (pathlib.Path(__file__).resolve().parent.parent / "tests" / "fixtures"
         / "demo" / "image.jpg")
@@ -52,18 +53,18 @@ def main() -> None:
       name for name, net in models.NETS.items()  # Colour in, one head out.
       if net.inputs == (models.nets.Input(),) and not net.multi_head])
   parser.add_argument("--width-divisor", type=int, default=16)
-  parser.add_argument("--buckets", default="32", type=inference.parse_buckets)
+  parser.add_argument("--buckets", default="32", type=predictor_lib.parse_buckets)
   parser.add_argument("--seeds", type=int, default=3)
   args = parser.parse_args()
   image = np.asarray(Image.open(args.image).convert("RGB"))
   height, width = image.shape[:2]
   model = models.create_model(args.model, width_divisor=args.width_divisor)
   print(f"{args.model} width/{args.width_divisor}, image {height}x{width}, "
-        f"bucket {inference.bucket_shape(height, width, args.buckets)}")
+        f"bucket {predictor_lib.bucket_shape(height, width, args.buckets)}")
   for seed in range(args.seeds):
     variables = random_variables(model, seed)
-    exact = inference.Predictor(model, variables, CAFFE_VGG, mode="exact")
-    fast = inference.Predictor(model, variables, CAFFE_VGG, mode="fast",
+    exact = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="exact")
+    fast = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="fast",
                                buckets=args.buckets)
     a = exact.predict_logits([image])[0]
     b = fast.predict_logits([image])[0]

@@ -44,17 +44,18 @@ def measure(args: argparse.Namespace) -> dict:
   # pylint: disable=g-import-not-at-top
   import jax
   import numpy as np
-  from fcn_jax import inference, models
-  from fcn_jax.preprocessing import CAFFE_VGG
+  from fcn_jax import models
+  from fcn_jax.inference import predictor as predictor_lib
+  from fcn_jax.data.preprocessing import CAFFE_VGG
 
   model = models.create_model(args.model, width_divisor=args.width_divisor)
   variables = models.init_variables(model, jax.random.key(0))
   if args.window == 0:
-    predictor = inference.Predictor(model, variables, CAFFE_VGG,
+    predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG,
                                     mode="exact", batch_size=1)
     return {"window": "whole", "estimate_mib": predictor.memory_bytes(
         args.height, args.size) / MIB}
-  predictor = inference.Predictor(model, variables, CAFFE_VGG, mode="slide",
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="slide",
                                   window=args.window,
                                   batch_size=args.batch_size)
   estimate = predictor.memory_bytes(args.height, args.size)  # Compiles.
@@ -88,7 +89,7 @@ def main() -> None:
   if args.window is not None:
     print(json.dumps(measure(args)))
     return
-  from fcn_jax import sliding_window  # pylint: disable=g-import-not-at-top
+  from fcn_jax.inference import sliding_window  # pylint: disable=g-import-not-at-top
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   env.pop("XLA_FLAGS", None)
   rows = []

@@ -82,7 +82,7 @@ def class_metadata(num_classes: int, class_names: Sequence[str], *,
                    synthetic: bool = False, **extra: Any
                    ) -> tfds.core.MetadataDict:
   """The ``info.metadata`` every fcn_jax builder records: the class count
-  and names (read by :func:`fcn_jax.data_sources.dataset_class_names`), the
+  and names (read by :func:`fcn_jax.data.data_sources.dataset_class_names`), the
   void label, whether the data is synthetic, and ``extra`` fields."""
   return tfds.core.MetadataDict(
       synthetic=synthetic, num_classes=num_classes,

@@ -70,5 +70,3 @@ from fcn_jax.models.trunks import VGG16
 from fcn_jax.models.trunks import VGG16_BLOCKS
 from fcn_jax.models.trunks import VGG16_TRUNK
 
-# models_test.py reaches flax through the module (models.nn.ConvTranspose).
-from flax import linen as nn  # pylint: disable=g-bad-import-order

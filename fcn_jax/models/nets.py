@@ -103,7 +103,7 @@ class Net:
     outputs: One head each.
     fusion: How several streams' scores combine (required for two streams).
     dataset: The fcn_jax dataset it was trained on.
-    preprocessing: The :mod:`fcn_jax.preprocessing` preset of its colour
+    preprocessing: The :mod:`fcn_jax.data.preprocessing` preset of its colour
       input, as its data layer prepares it.
     released: The released weights file (``""``: none).
   """

@@ -192,7 +192,7 @@ def init_variables(model: fcn.FCN, rng: jax.Array | None = None,
 
   The variables do not depend on the input size, so a small one keeps start-up
   cheap. Trunk weights are Flax's default init (LeCun normal); train from
-  pretrained weights (see :mod:`fcn_jax.weights`) to reproduce the paper.
+  pretrained weights (see :mod:`fcn_jax.models.weights`) to reproduce the paper.
   """
   rng = jax.random.key(0) if rng is None else rng
   # One compiled program: run eagerly, init dispatches (and compiles) every

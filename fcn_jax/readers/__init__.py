@@ -2,7 +2,7 @@
 
 Every reader returns the same thing, ``{caffe_layer_name: [blobs]}`` with the
 blobs in Caffe layouts (see :mod:`fcn_jax.readers._common`), which
-:func:`fcn_jax.weights.from_caffe_layers` maps onto a model. :data:`FORMATS`
+:func:`fcn_jax.models.weights.from_caffe_layers` maps onto a model. :data:`FORMATS`
 records, per format, the reader and the preprocessing its weights expect.
 """
 
@@ -24,7 +24,7 @@ class WeightFormat:
   Attributes:
     name: The ``--format`` value.
     read: ``path -> LayerBlobs``.
-    preprocessing: Name of the :mod:`fcn_jax.preprocessing` preset the
+    preprocessing: Name of the :mod:`fcn_jax.data.preprocessing` preset the
       weights were trained with.
     description: The files it reads, for ``--help``.
   """

@@ -3,7 +3,7 @@
 Readers turn a file into one mapping, ``{caffe_layer_name: [blob, ...]}``, with
 every blob in Caffe's layout (convolution OIHW, InnerProduct ``(out, in)``,
 Deconvolution ``(C_in, C_out, k, k)``), so that
-:func:`fcn_jax.weights.from_caffe_layers` is the one place that maps weights
+:func:`fcn_jax.models.weights.from_caffe_layers` is the one place that maps weights
 onto a model.
 """
 

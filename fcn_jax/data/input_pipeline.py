@@ -1,0 +1,318 @@
+"""grain input pipeline: host-count independent, deterministic, checkpointable.
+
+Reads the ``array_record`` files of a TFDS builder from
+:mod:`fcn_jax.datasets` with ``tfds`` data sources (no TensorFlow), decodes
+and augments with PIL and NumPy, in grain worker processes.
+
+Training (:func:`create_train_iterator`) yields host-local batches forever::
+
+  {'image': float32 [local_batch, H, W, 3],   # preprocessed, pad value 0
+   'label': int32   [local_batch, H, W]}      # 255 = ignore (void and pad)
+
+with ``local_batch = config.batch_size // process_count``. For the paper's
+other nets (:class:`~fcn_jax.data.input_config.ExampleLayout`, from
+``config.model.name``) ``image`` holds 4 channels (NYUD color-D: BGR and
+log-depth) or is a dict of inputs (NYUD color-HHA: ``{'color', 'hha'}``),
+each the dataset features its input lists (``ModelSpec.input_sources``), and
+``label`` is a dict of heads (SIFT Flow: ``{'sem', 'geo'}``, read from the
+features ``config.dataset.label_features`` names); every plane of an example
+gets the same scale, mirror and crop. The training stream
+is defined once for the whole run, independent of the number of hosts: global
+batch ``i`` is examples ``[i * batch_size, (i + 1) * batch_size)`` of one
+global sequence, and host ``p`` yields its part ``[p * local_batch, (p + 1) *
+local_batch)`` of each global batch (:class:`~fcn_jax.data.sampling.HostSlice`),
+which its devices split in order, so the device at data-parallel index ``d``
+always sees the same examples. Each example's augmentation is seeded by its
+position in the global sequence. Hence 1 host x 4 devices and 2 hosts x 2
+devices train on the same batches and compute the same updates. Two sequences:
+
+* ``config.input.train_mode = 'reference'``: ``solve.py``
+  (docs/reference.md §5.3): each example is one image drawn uniformly at random *with replacement*
+  from the split, at native size, without augmentation. Draw ``g`` is
+  ``np.random.default_rng((sampling_seed, 0, g)).integers(n)``:
+  deterministic and seeded by ``config.input.sampling_seed`` (1337 like
+  ``solve.py``), though not Python ``random``'s exact sequence.
+* ``'epochs'``: shuffled passes over the split (a new permutation each
+  pass), with random scale, random mirror and a random crop (padded where the
+  image is smaller) to ``crop_size`` x ``crop_size``, so every batch has the
+  same shape and the train step compiles once. When the split size is not a
+  multiple of the batch size, batches straddle the passes.
+
+Evaluation (:func:`create_eval_iterator`) visits every example exactly once
+across hosts, each host reading its own contiguous shard
+(:func:`~fcn_jax.data.sampling.host_shard_bounds`; the metrics are sums, so the
+order does not matter). Each batch adds ``'valid': bool [local_batch]``;
+padding examples (image 0, label all 255, ``valid`` False) fill the last batch
+and make every host yield the same number of batches. Images are padded to
+``eval_pad_size`` squared (bottom and right; label 255 there), or, with
+``eval_pad_size = 0`` (exact mode), kept at native size with one image per
+host and batch.
+
+Config fields read: ``dataset.*``, ``model.name`` (which features make the
+inputs), ``batch_size``, ``eval_batch_size``, ``seed`` and ``input.*``; their
+meaning and defaults are in :mod:`fcn_jax.default_config`, the one field
+reference.
+
+Modules, one role each: :mod:`fcn_jax.data.input_config` (the fields above),
+:mod:`fcn_jax.data.data_sources` (opening the TFDS split),
+:mod:`fcn_jax.data.sampling` (which examples, in which order, on which host),
+:mod:`fcn_jax.data.augmentations` (random scale, mirror and crop of one example),
+:mod:`fcn_jax.data.batch_transforms` (records to padded, preprocessed batch
+arrays) and this one (the factories that chain them).
+
+Resuming: ``iterator.get_state()`` is a small JSON-serialisable dict; save it
+with the training checkpoint (with orbax: ``grain.checkpoint.CheckpointSave(
+iterator)`` / ``CheckpointRestore(iterator)``, one JSON file per process) and
+restore it into a fresh iterator made from the same config (same seed,
+split, batch size, process count and ``num_workers``) to continue with
+exactly the batches the first run would have seen next. The batches do not
+depend on ``num_workers``, but the saved state's format does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Iterator
+
+from absl import flags
+import grain
+import ml_collections
+import numpy as np
+
+from fcn_jax.data import augmentations
+from fcn_jax.data import batch_transforms
+from fcn_jax.data import data_sources
+from fcn_jax.data import input_config
+from fcn_jax.data import preprocessing as preprocessing_lib
+from fcn_jax.data import sampling
+
+
+def _local_batch(global_batch: int, process_count: int, field: str) -> int:
+  if global_batch <= 0 or global_batch % process_count:
+    raise ValueError(
+        f"config.{field}={global_batch} must be a positive multiple of the "
+        f"process count ({process_count}); each host takes an equal share.")
+  return global_batch // process_count
+
+
+def _process_info(process_index: int | None,
+                  process_count: int | None) -> tuple[int, int]:
+  if process_index is None or process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    if process_index is None:
+      process_index = jax.process_index()
+    if process_count is None:
+      process_count = jax.process_count()
+  if not 0 <= process_index < process_count:
+    raise ValueError(f"process_index {process_index} is not in "
+                     f"[0, {process_count}).")
+  return process_index, process_count
+
+
+def _to_iter_dataset(ds: grain.MapDataset, cfg: input_config.InputConfig
+                     ) -> grain.IterDataset:
+  """Prefetching: a thread in-process, or ``num_workers`` processes.
+
+  Worker processes make each batch directly in shared memory and queue up
+  to ``prefetch_buffer_size`` of them; they prefetch nothing besides, so
+  closing the iterator leaves no shared memory behind.
+  """
+  if not cfg.num_workers:
+    return ds.to_iter_dataset(grain.ReadOptions(
+        num_threads=1, prefetch_buffer_size=cfg.prefetch_buffer_size))
+  if not flags.FLAGS.is_parsed():
+    # grain's workers read absl flags (with their defaults); outside an
+    # absl app (notebooks, pytest) nothing has parsed them yet.
+    flags.FLAGS.mark_as_parsed()
+  return ds.to_iter_dataset(
+      grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).mp_prefetch(
+          grain.MultiprocessingOptions(
+              num_workers=cfg.num_workers,
+              per_worker_buffer_size=cfg.prefetch_buffer_size),
+          worker_init_fn=batch_transforms.use_shared_memory_canvases)
+
+
+def _check_features(layout: input_config.ExampleLayout,
+                    source: data_sources.SplitSource,
+                    config: ml_collections.ConfigDict) -> None:
+  """Refuses a split that lacks a feature the model reads (its first
+  record's keys)."""
+  model = config.model.name if "model" in config else "the model"
+  layout.check_features(source.records[0].keys(), source.description, model)
+
+
+def _seed32(seed: int) -> int:
+  return seed % 2**32
+
+
+def create_train_dataset(config: ml_collections.ConfigDict,
+                         preprocessing: preprocessing_lib.Preprocessing, *,
+                         process_index: int | None = None,
+                         process_count: int | None = None,
+                         source: data_sources.SplitSource | None = None
+                         ) -> grain.IterDataset:
+  """The training pipeline as a grain ``IterDataset`` (see the iterator)."""
+  cfg = input_config.InputConfig.from_config(config)
+  process_index, process_count = _process_info(process_index, process_count)
+  local_batch = _local_batch(cfg.batch_size, process_count, "batch_size")
+  if cfg.crop_size == 0 and local_batch != 1:
+    raise ValueError(
+        f"config.input.crop_size=0 trains at native image sizes, which "
+        f"cannot be batched: set config.batch_size to the process count "
+        f"({process_count}, one image per host) or set crop_size > 0 (got "
+        f"batch_size={cfg.batch_size}).")
+  if cfg.train_mode == "reference" and (cfg.crop_size or cfg.augments):
+    raise ValueError(
+        "config.input.train_mode='reference' reproduces solve.py: native "
+        "size, batch 1 per host, no augmentation. It needs crop_size=0, "
+        "random_mirror=False and scale_range=(1.0, 1.0); got "
+        f"crop_size={cfg.crop_size}, random_mirror={cfg.random_mirror}, "
+        f"scale_range={cfg.scale_range}. Use train_mode='epochs' to augment.")
+  layout = input_config.ExampleLayout.from_config(config)
+  source = source or data_sources.open_split(cfg.dataset_name,
+                                             cfg.train_split, cfg.data_dir)
+  ds = grain.MapDataset.source(source.records)
+  if not len(ds):  # pylint: disable=g-explicit-length-test
+    raise ValueError(f"{source.description} has no examples to train on.")
+  _check_features(layout, source, config)
+  if cfg.train_mode == "reference":
+    ds = sampling.SampleWithReplacement(ds, seed=cfg.sampling_seed)
+  else:
+    ds = ds.shuffle(seed=_seed32(cfg.seed)).repeat()
+  ds = sampling.HostSlice(ds, global_batch_size=cfg.batch_size,
+                          local_batch_size=local_batch,
+                          process_index=process_index)
+  ds = ds.batch(local_batch, drop_remainder=True, batch_fn=list)
+  ds = ds.map_with_index(batch_transforms.TrainBatchTransform(
+      augmentations.TrainAugmentation(cfg.crop_size, cfg.random_mirror,
+                                      cfg.scale_range),
+      preprocessing, seed=_seed32(cfg.seed),
+      global_batch_size=cfg.batch_size, process_index=process_index,
+      layout=layout))
+  source.log(
+      "train, host %d/%d takes examples [%d, %d) of each global batch of %d "
+      "from %d; mode=%s, crop %s, mirror=%s, scale=%s, %d workers, "
+      "preprocessing %s.",
+      process_index, process_count, process_index * local_batch,
+      (process_index + 1) * local_batch, cfg.batch_size, len(source.records),
+      cfg.train_mode, cfg.crop_size or "native",
+      cfg.random_mirror, cfg.scale_range, cfg.num_workers, preprocessing.name)
+  return _to_iter_dataset(ds, cfg)
+
+
+def create_train_iterator(config: ml_collections.ConfigDict,
+                          preprocessing: preprocessing_lib.Preprocessing, *,
+                          process_index: int | None = None,
+                          process_count: int | None = None,
+                          source: data_sources.SplitSource | None = None
+                          ) -> grain.DatasetIterator:
+  """Returns an endless iterator of host-local training batches.
+
+  Args:
+    config: The run config (fields in the module docstring).
+    preprocessing: How uint8 RGB becomes network input (from the weights'
+      metadata; e.g. ``preprocessing.CAFFE_VGG``).
+    process_index: This host; default ``jax.process_index()``.
+    process_count: Hosts; default ``jax.process_count()``.
+    source: Use this split instead of opening ``config.dataset.train_split``
+      (tests and benchmarks).
+
+  Returns:
+    A grain ``DatasetIterator`` (``get_state()``/``set_state()``) yielding
+    ``{'image': float32 [B, H, W, 3], 'label': int32 [B, H, W]}`` with
+    ``B = config.batch_size // process_count``; ``H = W = crop_size``, or
+    the native size when ``crop_size`` is 0 (then ``B`` must be 1).
+  """
+  return iter(create_train_dataset(config, preprocessing,
+                                   process_index=process_index,
+                                   process_count=process_count, source=source))
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+  """One pass over the eval split for this host; iterate it once per eval.
+
+  Attributes:
+    dataset: The grain ``IterDataset``; each ``iter()`` starts a new pass.
+    num_batches: Batches per pass, the same on every host.
+    num_examples: Real examples in the split (all hosts).
+    host_examples: Real examples this host yields.
+  """
+
+  dataset: grain.IterDataset
+  num_batches: int
+  num_examples: int
+  host_examples: int
+
+  def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+    return iter(self.dataset)
+
+  def __len__(self) -> int:
+    return self.num_batches
+
+
+def num_eval_batches(num_examples: int, local_batch: int,
+                     process_count: int) -> int:
+  """Batches per host so the largest host shard fits (all hosts the same)."""
+  return math.ceil(math.ceil(num_examples / process_count) / local_batch)
+
+
+def create_eval_iterator(config: ml_collections.ConfigDict,
+                         preprocessing: preprocessing_lib.Preprocessing, *,
+                         process_index: int | None = None,
+                         process_count: int | None = None,
+                         source: data_sources.SplitSource | None = None,
+                         include_ids: bool = False) -> EvalData:
+  """Returns one pass over ``config.dataset.eval_split`` for this host.
+
+  Hosts take contiguous shards whose sizes differ by at most one; all yield
+  :func:`num_eval_batches` batches, the last ones filled with padding
+  examples (``valid`` False, label all 255, which the metrics ignore).
+
+  Args:
+    config: The run config (fields in the module docstring).
+    preprocessing: As for training.
+    process_index: This host; default ``jax.process_index()``.
+    process_count: Hosts; default ``jax.process_count()``.
+    source: Use this split instead of opening ``config.dataset.eval_split``.
+    include_ids: Also yield ``'image_id'`` (str array; ``''`` for padding).
+
+  Returns:
+    An :class:`EvalData` (iterable, with ``len``) yielding
+    ``{'image': float32 [B, S, S, 3], 'label': int32 [B, S, S],
+    'valid': bool [B]}`` with ``B = eval_batch_size // process_count`` and
+    ``S = eval_pad_size``, or in exact mode (``eval_pad_size`` 0) ``B = 1``
+    and native sizes.
+  """
+  cfg = input_config.InputConfig.from_config(config)
+  process_index, process_count = _process_info(process_index, process_count)
+  local_batch = _local_batch(cfg.eval_batch_size, process_count,
+                             "eval_batch_size")
+  if cfg.eval_pad_size == 0 and local_batch != 1:
+    raise ValueError(
+        "config.input.eval_pad_size=0 evaluates at native sizes, one image "
+        f"per host: set config.eval_batch_size to the process count "
+        f"({process_count}) or set eval_pad_size (e.g. 512 for VOC); got "
+        f"eval_batch_size={cfg.eval_batch_size}.")
+  layout = input_config.ExampleLayout.from_config(config)
+  source = source or data_sources.open_split(cfg.dataset_name,
+                                             cfg.eval_split, cfg.data_dir)
+  num_examples = len(source.records)
+  if num_examples:
+    _check_features(layout, source, config)
+  start, end = sampling.host_shard_bounds(num_examples, process_index,
+                                          process_count)
+  num_batches = num_eval_batches(num_examples, local_batch, process_count)
+  ds = grain.MapDataset.range(num_batches).map(
+      batch_transforms.EvalBatchTransform(
+          source.records, start, end - start, local_batch, cfg.eval_pad_size,
+          preprocessing, include_ids, layout))
+  source.log(
+      "eval, host %d/%d has examples [%d, %d) of %d in %d batches of %d "
+      "(%s), %d workers, preprocessing %s.", process_index, process_count,
+      start, end, num_examples, num_batches, local_batch,
+      f"padded to {cfg.eval_pad_size}" if cfg.eval_pad_size else "native size",
+      cfg.num_workers, preprocessing.name)
+  return EvalData(_to_iter_dataset(ds, cfg), num_batches, num_examples,
+                  end - start)

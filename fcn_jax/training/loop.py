@@ -1,0 +1,361 @@
+"""The training loop: resume, train, evaluate, checkpoint.
+
+``train_and_evaluate(config, workdir)`` trains a model as the config says
+(docs/reference.md §5 by default), evaluating on the whole evaluation split
+every ``eval_every_steps`` updates, checkpointing, and resuming from the
+workdir's latest intact checkpoint when there is one. ``run`` dispatches on
+``config.mode``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Callable, Mapping, Sequence
+
+from absl import logging
+import jax
+import ml_collections
+import numpy as np
+
+from fcn_jax import checkpointing
+from fcn_jax import distributed
+from fcn_jax import logging_utils
+from fcn_jax import models
+from fcn_jax import parallel
+from fcn_jax import run_config
+from fcn_jax.data import input_pipeline
+from fcn_jax.data import preprocessing as preprocessing_lib
+from fcn_jax.evaluation import evaluator
+from fcn_jax.training import optim
+from fcn_jax.training import state as state_lib
+from fcn_jax.training import step as step_lib
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or infinite."""
+
+
+def _diverged(checkpointer: checkpointing.Checkpointer, what: str,
+              unusable_step: int) -> NonFiniteLossError:
+  """The error that ends a diverged run, after setting aside the checkpoint
+  of ``unusable_step`` if one was saved (its state is known to be bad).
+
+  A state is good only if it is finite and so is the loss computed from it
+  (the next step's): the loss of step ``k`` is computed before step ``k``'s
+  update, from the state after step ``k - 1``.
+  """
+  checkpointer.wait()
+  aside = ""
+  if unusable_step in checkpointer.all_steps():
+    path = checkpointer.set_aside(unusable_step, checkpointing.DIVERGED_SUFFIX)
+    aside = (f"the checkpoint of step {unusable_step}, which leads to it, is "
+             f"set aside as {path}; ")
+  latest = checkpointer.latest_step()
+  kept = (f"the newest good checkpoint is {checkpointer.step_directory(latest)}"
+          " (rerunning resumes from it)" if latest is not None else
+          "no checkpoint is left (rerunning starts from the beginning)")
+  return NonFiniteLossError(
+      f"{what}. Stopped without saving this state; {aside}{kept}. Lower "
+      "optim.base_lr (or add optim.warmup_steps), and check that it suits "
+      "optim.loss_normalization (the summed loss needs a rate ~1e-10, the "
+      "normalised one ~1e-4).")
+
+
+def _check_finite(pending: list[tuple[int, Any]],
+                  checkpointer: checkpointing.Checkpointer) -> list[float]:
+  """Fetches pending step losses; raises on the first non-finite one."""
+  values = [float(v) for v in jax.device_get([m["loss"] for _, m in pending])]
+  for (step, _), value in zip(pending, values):
+    if not np.isfinite(value):
+      raise _diverged(checkpointer,
+                      f"Training loss became {value} at step {step}",
+                      unusable_step=step - 1)
+  return values
+
+
+def _check_state_finite(host_state: Mapping[str, Any], step: int,
+                        checkpointer: checkpointing.Checkpointer) -> None:
+  """Raises unless the parameters and optimizer state are all finite."""
+  trained = {"params": host_state["params"],
+             "opt_state": host_state["opt_state"]}
+  bad = checkpointing.non_finite_leaves(trained)
+  if bad:
+    total = len(jax.tree_util.tree_leaves(trained))
+    raise _diverged(
+        checkpointer, f"The train state after step {step} holds NaN or "
+        f"infinite values in {len(bad)} of {total} arrays ("
+        f"{', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''})",
+        unusable_step=step)
+
+
+def _workdir_metadata(config: ml_collections.ConfigDict,
+                      preprocessing: preprocessing_lib.Preprocessing,
+                      step: int, class_names: Sequence[str] | None
+                      ) -> dict[str, Any]:
+  return checkpointing.make_metadata(
+      run_config.model_spec(config), preprocessing, class_names=class_names,
+      source={"format": "fcn_jax training checkpoint"}, step=int(step),
+      config=config.to_json_best_effort())
+
+
+@dataclasses.dataclass
+class _Resumed:
+  step: int
+  state: state_lib.TrainState
+  preprocessing: preprocessing_lib.Preprocessing
+  train_iter: Any
+
+
+def _resume(config: ml_collections.ConfigDict,
+            checkpointer: checkpointing.Checkpointer,
+            make_template: Callable[[], state_lib.TrainState]) -> _Resumed | None:
+  """Restores the newest intact checkpoint, setting damaged ones aside.
+
+  First the newest readable metadata is checked against the model of
+  ``config`` (before anything is built or written). Then every step, newest
+  first, is read in full (metadata, parameters, train state, data iterator
+  position) into ``make_template()``'s structure and checked (a finite
+  state); one that cannot be read is renamed ``N.corrupt`` (one with
+  non-finite values ``N.diverged``), nothing deleted, once an older one has
+  restored.
+
+  Returns:
+    The restored run, or None when the workdir has no checkpoint.
+
+  Raises:
+    ValueError: The config does not fit the checkpoint (another model,
+      optimizer or iter_size).
+    checkpointing.CheckpointError: No checkpoint can be read; nothing was
+      moved.
+  """
+  steps = checkpointer.all_steps()
+  if not steps:
+    return None
+  for step in reversed(steps):
+    try:
+      run_config.check_same_model(config, checkpointer.read_metadata(step),
+                       checkpointer.step_directory(step))
+      break
+    except checkpointing.DamagedCheckpointError:
+      continue  # Judged below.
+  template = parallel.to_host(make_template().to_dict())
+  iter_size = int(config.optim.iter_size)
+  damaged = []
+  for step in reversed(steps):
+    where = checkpointer.step_directory(step)
+    resumed, error, suffix = None, None, checkpointing.DAMAGED_SUFFIX
+    try:
+      metadata = checkpointer.read_metadata(step)
+      run_config.check_same_model(config, metadata, where)
+      preprocessing = run_config.resolve_preprocessing(config, metadata)
+      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+      restored, _ = checkpointer.restore(step, template,
+                                         data_iterator=train_iter)
+      if int(restored["step"]) != step * iter_size:
+        raise ValueError(
+            f"{where} has consumed {int(restored['step'])} batches in {step} "
+            f"updates, which is not optim.iter_size={iter_size} per update: "
+            "resume with the iter_size it was trained with, or start a new "
+            "workdir (init_from the checkpoint)")
+      bad = checkpointing.non_finite_leaves(restored)
+      if bad:
+        suffix = checkpointing.DIVERGED_SUFFIX
+        raise checkpointing.DamagedCheckpointError(
+            where, f"{len(bad)} arrays hold NaN or infinite values "
+            f"({', '.join(bad[:3])})")
+      resumed = _Resumed(step, state_lib.TrainState.from_dict(restored), preprocessing,
+                         train_iter)
+    except checkpointing.DamagedCheckpointError as e:
+      error = e
+    if parallel.all_processes(resumed is not None):
+      break
+    damaged.append((step, error.reason if error else
+                    "another process could not read it", suffix))
+  else:
+    raise checkpointing.CheckpointError(
+        f"no intact checkpoint in {checkpointer.directory} ("
+        + "; ".join(f"step {s}: {reason}" for s, reason, _ in damaged)
+        + "); nothing was moved. Restore them from a backup, or move "
+        f"{checkpointer.directory} away to train from the start.")
+  for step, reason, suffix in damaged:
+    path = checkpointer.set_aside(step, suffix)
+    logging.warning("Checkpoint %s cannot be resumed (%s); set it aside as %s.",
+                    checkpointer.step_directory(step), reason, path)
+  logging.info("Resumed from %s.", checkpointer.step_directory(resumed.step))
+  return resumed
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict,
+                       workdir: str) -> state_lib.TrainState:
+  """Trains (and evaluates) as the config says; resumes from the workdir.
+
+  Resuming takes the newest intact checkpoint of the workdir (see
+  :func:`_resume`); the model of ``config`` must be the one it was trained
+  with. A SIGTERM, from start-up on, saves (or, before the first step, just
+  stops) and returns. The training stops with :class:`NonFiniteLossError`
+  when the loss or the train state is no longer finite; only states that
+  are finite, and (but for the newest) whose next loss was, are kept.
+
+  Args:
+    config: A config from ``fcn_jax.default_config`` (see ``configs/``).
+    workdir: Where checkpoints, metrics and TensorBoard files go.
+
+  Returns:
+    The final train state.
+  """
+  run_config.validate_config(config)
+  class_names = run_config.check_dataset_classes(config)
+  workdir = os.path.abspath(workdir)
+  is_main = parallel.is_main_process()
+  evaluate_during_training = config.mode == "train_and_eval"
+  num_steps = int(config.num_train_steps)
+  iter_size = int(config.optim.iter_size)
+  # From here on a SIGTERM (a preemption) stops the run cleanly.
+  preemption = distributed.PreemptionWatcher()
+  checkpointer = writer = None
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    model = run_config.model_spec(config).create()
+    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    checkpointer = checkpointing.Checkpointer(
+        workdir, max_to_keep=config.checkpoint.max_to_keep,
+        keep_best=config.checkpoint.keep_best if evaluate_during_training
+        else 0)
+    resuming = bool(checkpointer.all_steps())
+
+    @functools.cache
+    def initial_state():  # When resuming, only a template to restore into.
+      if resuming:
+        params = models.init_variables(model, init_rng)["params"]
+        metadata = None
+      else:
+        params, metadata = state_lib.initial_params(config, model, init_rng)
+      tx = state_lib.create_optimizer(config, params, model)
+      return state_lib.create_train_state(params, tx, state_rng), tx, metadata
+
+    resumed = _resume(config, checkpointer, lambda: initial_state()[0])
+    state, tx, source_metadata = initial_state()
+    if resumed is None:
+      start_step = 0
+      preprocessing = run_config.resolve_preprocessing(config, source_metadata)
+      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+    else:
+      start_step, state = resumed.step, resumed.state
+      preprocessing, train_iter = resumed.preprocessing, resumed.train_iter
+    run_metadata = _workdir_metadata(config, preprocessing, start_step,
+                                     class_names)
+    if is_main:
+      checkpointing.write_json(os.path.join(workdir, run_config.CONFIG_FILE),
+                               run_metadata)
+    class_names = checkpointing.class_names(run_metadata)
+    evaluator.check_eval_exclusions(config, model, class_names)
+    if preemption.should_stop(start_step):
+      logging.warning("Preempted during start-up: stopped before step %d, "
+                      "with nothing new to save; rerun the same command to "
+                      "resume.", start_step + 1)
+      return state
+    logging.info("Model %s (%d classes), preprocessing %s; training steps "
+                 "%d -> %d (parallel=%s).", config.model.name,
+                 config.model.num_classes, preprocessing.name, start_step,
+                 num_steps, config.parallel)
+
+    train_devices = parallel.devices_for_batch(config.batch_size)
+    state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
+    p_train_step = step_lib.make_train_fn(model, tx, config, train_devices)
+    p_eval_step, eval_devices = evaluator.make_eval_fn(model, config)
+    lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
+    writer = logging_utils.MetricWriter(workdir, enabled=is_main,
+                                        resume_step=start_step)
+    progress = logging_utils.Progress(num_steps,
+                                      config.batch_size * iter_size,
+                                      start_step)
+    eval_every = int(config.eval_every_steps)
+
+    pending = []  # (step, device metrics) not yet checked for finiteness.
+    for step in range(start_step + 1, num_steps + 1):
+      for _ in range(iter_size):
+        batch = next(train_iter)
+        state, step_metrics = p_train_step(
+            state, parallel.shard(batch, len(train_devices),
+                                 keys=("image", "label")))
+        pending.append((step, step_metrics))
+      is_last = step == num_steps
+      preempted = preemption.should_stop(step)
+      do_eval = evaluate_during_training and (
+          is_last or (eval_every > 0 and step % eval_every == 0))
+      do_save = (is_last or do_eval or preempted
+                 or step % config.checkpoint.every_steps == 0)
+      do_log = is_last or step % config.log_every_steps == 0
+      if step == start_step + 1:  # Exclude compilation from the rates.
+        jax.block_until_ready(state)
+        progress.restart(step)
+      if not (do_log or do_eval or do_save):
+        continue
+      step_losses = _check_finite(pending, checkpointer)
+      if do_log:
+        loss = float(np.mean(step_losses))
+        scalars = {"loss": loss, "learning_rate": float(lr_fn(step - 1)),
+                   "pixel_acc": float(pending[-1][1]["pixel_acc"])}
+        scalars.update(progress.update(step, loss, scalars["learning_rate"]))
+        writer.write_scalars(step, "train", scalars)
+      pending = []
+      if do_save:  # Before evaluating: a diverged state is neither.
+        host_state = parallel.to_host(state.to_dict())
+        _check_state_finite(host_state, step, checkpointer)
+      eval_results = None
+      if do_eval:
+        eval_results, tiles = evaluator.evaluate(
+            p_eval_step, eval_devices, state.params,
+            input_pipeline.create_eval_iterator(config, preprocessing),
+            num_classes=evaluator.eval_classes(model), class_names=class_names,
+            preprocessing=preprocessing, num_tiles=config.num_eval_tiles,
+            exclude_classes=evaluator.eval_exclusions(config))
+        evaluator.report_eval(writer, step, eval_results, tiles, class_names)
+      if do_save:
+        parallel.check_same_across_processes(host_state, "train states")
+        logging.info("Saving step %d (parameters fingerprint %s).", step,
+                     parallel.fingerprint(host_state["params"]))
+        metadata = _workdir_metadata(config, preprocessing, step, class_names)
+        if eval_results is not None:
+          metadata["metrics"] = logging_utils.to_json(eval_results)
+        checkpointer.save(step, host_state,
+                          metadata=metadata, data_iterator=train_iter,
+                          metrics=eval_results)
+      if preempted:
+        logging.warning("Preempted: saved step %d; rerun the same command to "
+                        "resume.", step)
+        break
+  finally:
+    preemption.close()
+    if checkpointer is not None:
+      checkpointer.wait()
+      checkpointer.close()
+    if writer is not None:
+      writer.close()
+  return state
+
+
+def run(config: ml_collections.ConfigDict, workdir: str,
+        step: str | int = checkpointing.DEFAULT_STEP) -> Any:
+  """Runs ``config.mode``: train, eval or train_and_eval.
+
+  ``eval`` evaluates the workdir's checkpoint picked by ``step`` (else
+  ``config.init_from``) and writes its report into the workdir.
+  """
+  run_config.check_local_path(workdir, "--workdir")
+  if config.mode != "eval":
+    return train_and_evaluate(config, workdir)
+  workdir = os.path.abspath(workdir)
+  source = workdir
+  if not os.path.isdir(os.path.join(workdir, checkpointing.CHECKPOINT_DIR)):
+    if not config.init_from:
+      raise FileNotFoundError(
+          f"nothing to evaluate: {workdir} has no "
+          f"{checkpointing.CHECKPOINT_DIR}/ and config.init_from is empty")
+    source = config.init_from
+  report = evaluator.evaluate_checkpoint(config, source, step=step, output_dir=workdir,
+                               log_to_workdir=True)
+  logging.info("Wrote %s.", os.path.join(workdir, evaluator.EVAL_RESULTS_FILE))
+  return report
