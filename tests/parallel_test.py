@@ -49,7 +49,7 @@ def _batch(seed):
 
 
 def _train_and_evaluate(mode):
-  """NUM_STEPS train steps, then one eval step, as train.py runs them."""
+  """NUM_STEPS train steps, then one eval step, as training.loop runs them."""
   config = _config(mode)
   model = run_config.model_spec(config).create()
   params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
