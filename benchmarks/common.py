@@ -215,6 +215,80 @@ class Peaks:
             for d in self.flops}
 
 
+# A row is "noisy", and left out of the tables, when the machine was not quiet:
+# the 1-minute load average at the row's start above the core count, or other
+# processes using more than this share of the machine's CPU time during the
+# row. The load average lags by about a minute and counts the benchmark's own
+# threads; the CPU time of the other processes is the direct measure.
+NOISY_OTHERS_SHARE = 0.10
+
+
+def _busy_jiffies() -> int | None:
+  """CPU time spent busy by the whole machine so far (jiffies), or None."""
+  try:
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+  except (OSError, IndexError):
+    return None
+  values = [int(x) for x in fields]
+  return sum(values) - values[3] - (values[4] if len(values) > 4 else 0)
+
+
+def _other_running_processes() -> int:
+  """Processes other than this one in the running state (R) now."""
+  count = 0
+  for stat in Path("/proc").glob("[0-9]*/stat"):
+    try:
+      pid, rest = stat.read_text().split(" ", 1)
+    except OSError:
+      continue
+    if int(pid) != os.getpid() and rest.rsplit(")", 1)[-1].split()[0] == "R":
+      count += 1
+  return count
+
+
+class MachineWatch:
+  """How quiet the machine was while a row ran (see :data:`NOISY_OTHERS_SHARE`).
+
+  Records the load average and the other running processes at the start and
+  the end, and the share of the machine's CPU time that other processes used
+  in between (all busy time minus this process's own, from ``/proc/stat`` and
+  ``os.times``).
+  """
+
+  def __init__(self):
+    self.start_load = os.getloadavg()
+    self.start_others = _other_running_processes()
+    self._busy = _busy_jiffies()
+    self._own = sum(os.times()[:4])
+    self._wall = time.monotonic()
+
+  def finish(self) -> dict[str, Any]:
+    """The row's record: loads, processes, others' CPU share, verdict."""
+    wall = time.monotonic() - self._wall
+    own = sum(os.times()[:4]) - self._own
+    busy = _busy_jiffies()
+    share = None
+    if busy is not None and self._busy is not None and wall > 0:
+      busy_seconds = (busy - self._busy) / os.sysconf("SC_CLK_TCK")
+      share = max(0.0, busy_seconds - own) / (wall * (os.cpu_count() or 1))
+    record = {
+        "load_average_1_5_15_start": [round(x, 2) for x in self.start_load],
+        "load_average_1_5_15_end": [round(x, 2) for x in os.getloadavg()],
+        "other_running_processes_start": self.start_others,
+        "other_running_processes_end": _other_running_processes(),
+        "other_processes_cpu_share": None if share is None else round(share, 3),
+    }
+    reasons = []
+    if self.start_load[0] > (os.cpu_count() or 1):
+      reasons.append(f"1-min load {self.start_load[0]:.2f} at start > "
+                     f"{os.cpu_count()} cores")
+    if share is not None and share > NOISY_OTHERS_SHARE:
+      reasons.append(f"other processes used {100 * share:.0f}% of the CPU "
+                     f"time (> {100 * NOISY_OTHERS_SHARE:.0f}%)")
+    record["noisy"] = "; ".join(reasons) or None
+    return record
+
+
 def time_interleaved(runners: list[Runner], repeats: int,
                      min_repeat_seconds: float) -> dict[str, list[float]]:
   """Seconds per step of each runner, one sample per round, in turns.
@@ -356,18 +430,22 @@ def run_sweep(kind: str, args: argparse.Namespace,
     try:
       for runner in runners:
         runner.setup()
+      watch = MachineWatch()
       samples = time_interleaved(runners, args.repeats,
                                  args.min_repeat_seconds)
+      machine = watch.finish()
     finally:
       for runner in runners:
         runner.teardown()
     entry = dataclasses.asdict(row) | runners[0].row_facts
+    entry["machine"] = machine
     entry["runners"] = {
         runner.label: summarise(samples[runner.label], row.batch)
         | getattr(runner, "facts", {}) for runner in runners}
     add_mfu(entry, peaks.flops[row.dtype])  # Provisional on a CPU.
     results.append(entry)
-    print(format_row(entry), flush=True)
+    print(format_row(entry) + (f" NOISY: {machine['noisy']}"
+                               if machine["noisy"] else ""), flush=True)
     if after_row is not None:
       after_row(partial())
   for entry in results:  # With the final (best measured) CPU peak.
@@ -389,9 +467,6 @@ def format_row(entry: dict[str, Any]) -> str:
   eager = runners.get("torch_eager")
   best = runners.get("torch_best")
   fmt = lambda x, spec: "-" if x is None else format(x, spec)
-  ratio = lambda other: (None if other is None else
-                         jax_result["images_per_second"]
-                         / other["images_per_second"])
   xla = entry.get("xla_flops_per_image")
   cells = [
       entry["model"], str(entry["size"]), entry["dtype"], entry["upsample"],
@@ -402,9 +477,30 @@ def format_row(entry: dict[str, Any]) -> str:
       fmt(eager and eager["images_per_second"], ".2f"),
       fmt(best and best["images_per_second"], ".2f"),
       (best or {}).get("setting", "-"),
-      fmt(ratio(eager), ".2f"), fmt(ratio(best), ".2f"),
+      format_ratio(jax_result, eager), format_ratio(jax_result, best),
   ]
   return "| " + " | ".join(cells) + " |"
+
+
+def ratio_spread(a: dict[str, Any], b: dict[str, Any]
+                 ) -> tuple[float, float, float]:
+  """``a``'s speed over ``b``'s: the ratio of the medians, and the lowest and
+  highest ratio the rounds allow (slowest ``a`` over fastest ``b`` and the
+  reverse)."""
+  a_steps, b_steps = a["seconds_per_step_samples"], b["seconds_per_step_samples"]
+  return (b["seconds_per_step_median"] / a["seconds_per_step_median"],
+          min(b_steps) / max(a_steps), max(b_steps) / min(a_steps))
+
+
+def format_ratio(a: dict[str, Any], b: dict[str, Any] | None) -> str:
+  """The median ratio, with its spread in brackets when the two runners'
+  rounds overlap (when they do not, the ratio's side of 1 is certain)."""
+  if b is None:
+    return "-"
+  median, low, high = ratio_spread(a, b)
+  if low > 1.0 or high < 1.0:
+    return f"{median:.2f}"
+  return f"{median:.2f} [{low:.2f}-{high:.2f}]"
 
 
 def print_table(results: dict[str, Any]) -> None:
@@ -422,8 +518,15 @@ def print_table(results: dict[str, Any]) -> None:
   print()
   print(TABLE_HEADER)
   print("|" + "---|" * (TABLE_HEADER.count("|") - 1))
+  noisy = [e for e in results["rows"] if (e.get("machine") or {}).get("noisy")]
   for entry in results["rows"]:
-    print(format_row(entry))
+    if entry not in noisy:
+      print(format_row(entry))
+  if noisy:
+    print(f"\nLeft out, measured on a busy machine ({len(noisy)} rows): "
+          + "; ".join(f"{e['model']} {e['size']} {e['dtype']} {e['upsample']} "
+                      f"batch {e['batch']} ({e['machine']['noisy']})"
+                      for e in noisy) + ".")
 
 
 def write_results(results: dict[str, Any], output: str | None,

@@ -266,3 +266,54 @@ def test_plot_draws_one_panel_per_kind_in_runner_colours(tmp_path, capsys):
   assert rgb(plot.RUNNER_COLORS["fcn_jax"]) in pixels
   assert rgb(plot.RUNNER_COLORS["torch_eager"]) in pixels
   assert rgb(plot.RUNNER_COLORS["torch_best"]) not in pixels  # Not measured.
+
+
+def test_a_row_run_beside_a_busy_process_is_noisy_and_left_out(capsys):
+  """A busy-looping child process is the other load a quiet-machine rule must
+  catch: on N cores it uses about 1/N of the CPU time, far above 10%."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+  busy = subprocess.Popen([sys.executable, "-c",
+                           "import time\nt = time.time() + 3\n"
+                           "while time.time() < t: pass"])
+  try:
+    time.sleep(0.3)  # Let it start.
+    watch = common.MachineWatch()
+    time.sleep(1.5)  # The "row": this process is idle, the child is not.
+    record = watch.finish()
+  finally:
+    busy.kill()
+    busy.wait()
+  assert record["other_processes_cpu_share"] > common.NOISY_OTHERS_SHARE
+  assert "other processes used" in record["noisy"]
+
+  quiet = {"seconds_per_step_median": 1.0, "seconds_per_step_samples": [1.0],
+           "images_per_second": 1.0}
+  row = {"model": "fcn8s", "size": 32, "dtype": "float32", "upsample": "dense",
+         "batch": 1, "analytic_flops_per_image": 1e9, "runners": {
+             "fcn_jax": quiet}}
+  results = {"kind": "train", "peak": {}, "environment": {
+      "device": "cpu", "jax": "x", "flax": "x", "torch": None,
+      "date": "2026-12-04T00:00", "load_average_1_5_15": [0, 0, 0],
+      "platform": "cpu"}, "rows": [
+          row | {"batch": 1, "machine": {"noisy": None}},
+          row | {"batch": 2, "machine": record}]}
+  common.print_table(results)
+  out = capsys.readouterr().out
+  table_lines = [l for l in out.splitlines() if l.startswith("| fcn8s")]
+  assert [l.split(" | ")[4] for l in table_lines] == ["1"]
+  assert "Left out, measured on a busy machine (1 rows)" in out
+
+
+def test_ratios_show_their_spread_when_the_rounds_overlap():
+  def runner(samples):
+    return {"seconds_per_step_samples": samples,
+            "seconds_per_step_median": float(np.median(samples))}
+  fast = runner([1.0, 1.1, 1.2])
+  slow = runner([2.0, 2.1, 2.2])
+  overlapping = runner([1.1, 1.15, 1.3])
+  assert common.format_ratio(fast, slow) == "1.91"  # 2.1 / 1.1: certain.
+  median, low, high = common.ratio_spread(fast, overlapping)
+  assert (low, high) == pytest.approx((1.1 / 1.2, 1.3 / 1.0))
+  assert common.format_ratio(fast, overlapping) == (
+      f"{1.15 / 1.1:.2f} [{1.1 / 1.2:.2f}-{1.3:.2f}]")
