@@ -319,8 +319,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
   from fcn_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.check_overwrite([args.output, description_path(args.output)],
-                      args.overwrite)
   batch = _dimension(args.batch_size, "batch_size")
   height = _dimension(args.height, "height")
   width = _dimension(args.width, "width")
@@ -332,6 +330,8 @@ def _main(args: argparse.Namespace) -> int:
   if unknown or not platforms:
     raise ValueError(f"--platforms: unknown {sorted(unknown)}; choose from "
                      "cpu, cuda, rocm, tpu")
+  cli.check_overwrite([args.output, description_path(args.output)],
+                      args.overwrite)
   result = export_checkpoint(args.checkpoint, step=args.step, batch=batch,
                              height=height, width=width,
                              platforms=platforms)
