@@ -116,13 +116,15 @@ def check_overwrite(paths: Sequence[str], overwrite: bool,
 
 
 def _config_file(argv: Sequence[str]) -> str | None:
-  """The ``--config`` file named on the command line, if any."""
+  """The ``--config`` file named on the command line, if any (the last
+  one, as absl takes the last value of a flag)."""
+  found = None
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
-      return arg.split("=", 1)[1]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+      found = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      found = argv[i + 1]
+  return found
 
 
 def _line_in(error: BaseException, path: str | None) -> int | None:
