@@ -6,9 +6,7 @@ would fail), greyscale masks, ``classes.txt`` and split files. Expected
 masks are the arrays the fixture drew.
 """
 
-import hashlib
 import io
-import json
 import pathlib
 import subprocess
 import sys

@@ -10,7 +10,6 @@ transcription of pytorch-fcn's forward, and a torchvision-layout VGG16.
 """
 
 import json
-import math
 import os
 
 import h5py
