@@ -9,10 +9,19 @@ path, and the absl/ml_collections config-flag plumbing.
   value, a missing file or dataset, a checkpoint of another model) reported
   as one line naming the problem and the fix, exit status 2, instead of a
   traceback (which ``--verbosity=1`` shows).
+* One command-line style: every flag is spelled with underscores
+  (``--data_dir``, ``--batch_size``, ``--no_progress``), as absl spells
+  them; the older hyphenated spellings (``--data-dir``, ``--batch-size``)
+  are accepted as hidden aliases (:func:`normalise_argv`, used by
+  :class:`ArgumentParser` and :func:`parse_flags`). ``--help`` exits 0.
+* One overwrite rule (:func:`check_overwrite`): an output you name outside a
+  training workdir is never replaced without ``--overwrite``; a workdir's own
+  reports (``eval_results.json``, ``metrics.png``) are updated in place.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import re
 import sys
@@ -44,14 +53,78 @@ def fail(message: str) -> None:
   sys.exit(USAGE_EXIT_CODE)
 
 
+HELP_FLAGS = ("--help", "-?", "--helpshort", "--helpfull", "-h")
+
+
+def normalise_argv(argv: Sequence[str], known: Callable[[str], bool],
+                   aliases: dict[str, str] | None = None) -> list[str]:
+  """Rewrites old flag spellings to the one spelling of each concept.
+
+  ``--some-flag[=v]`` becomes ``--some_flag[=v]`` when ``known`` accepts the
+  underscore form, and any name in ``aliases`` (e.g. ``--batch`` ->
+  ``--batch_size``) becomes its target; ``--config.*`` overrides and
+  positional arguments pass unchanged.
+  """
+  aliases = aliases or {}
+  out = []
+  for arg in argv:
+    if arg.startswith("--") and not arg.startswith("--config."):
+      name, sep, value = arg.partition("=")
+      if name in aliases:
+        name = aliases[name]
+      elif "-" in name[2:] and known("--" + name[2:].replace("-", "_")):
+        name = "--" + name[2:].replace("-", "_")
+      arg = name + sep + value
+    out.append(arg)
+  return out
+
+
+class ArgumentParser(argparse.ArgumentParser):
+  """argparse with the project's command-line style: old hyphenated
+  spellings and ``aliases`` accepted (hidden from ``--help``), usage errors
+  exit 2 (argparse's own rule)."""
+
+  def __init__(self, *args: Any, aliases: dict[str, str] | None = None,
+               **kwargs: Any):
+    super().__init__(*args, **kwargs)
+    self.aliases = dict(aliases or {})
+
+  def parse_known_args(self, args=None, namespace=None):  # pylint: disable=arguments-differ
+    args = sys.argv[1:] if args is None else [str(a) for a in args]
+    args = normalise_argv(args, lambda n: n in self._option_string_actions,
+                          self.aliases)
+    return super().parse_known_args(args, namespace)
+
+
+def check_overwrite(paths: Sequence[str], overwrite: bool,
+                    what: str = "--output") -> None:
+  """The one overwrite rule: refuses to replace existing outputs that the
+  user named, unless ``--overwrite``.
+
+  Raises:
+    FileExistsError: One of ``paths`` exists; the message names it and the
+      flag.
+  """
+  if overwrite:
+    return
+  existing = [p for p in paths if os.path.lexists(p)]
+  if existing:
+    more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+    raise FileExistsError(
+        f"{what}: {existing[0]}{more} exists; pass --overwrite to replace it, "
+        "or choose another output")
+
+
 def _config_file(argv: Sequence[str]) -> str | None:
-  """The ``--config`` file named on the command line, if any."""
+  """The ``--config`` file named on the command line, if any (the last
+  one, as absl takes the last value of a flag)."""
+  found = None
   for i, arg in enumerate(argv):
     if arg.startswith("--config="):
-      return arg.split("=", 1)[1]
-    if arg == "--config" and i + 1 < len(argv):
-      return argv[i + 1]
-  return None
+      found = arg.split("=", 1)[1]
+    elif arg == "--config" and i + 1 < len(argv):
+      found = argv[i + 1]
+  return found
 
 
 def _line_in(error: BaseException, path: str | None) -> int | None:
@@ -64,11 +137,27 @@ def _line_in(error: BaseException, path: str | None) -> int | None:
   return lines[-1] if lines else None
 
 
-def parse_flags(argv: list[str]) -> list[str]:
+def _known_absl_flag(name: str) -> bool:
+  name = name[2:]
+  return name in flags.FLAGS or (name.startswith("no")
+                                 and name[2:] in flags.FLAGS)
+
+
+def parse_flags(argv: list[str], aliases: dict[str, str] | None = None
+                ) -> list[str]:
   """absl flag parsing with one-line errors: a bad flag, the unknown config
-  field among the overrides, or a config file that does not load."""
+  field among the overrides, or a config file that does not load.
+
+  Old hyphenated spellings are accepted (:func:`normalise_argv`), and
+  ``--help`` exits 0 (absl's own exits 1).
+  """
+  argv = [argv[0], *normalise_argv(argv[1:], _known_absl_flag, aliases)]
   try:
     return flags.FLAGS(argv)
+  except SystemExit as e:
+    if any(a.split("=")[0] in HELP_FLAGS for a in argv[1:]) and e.code == 1:
+      sys.exit(0)  # The help was printed: not a failure.
+    raise
   except flags.Error as e:
     print(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull "
           "to see help on flags.", file=sys.stderr)
@@ -84,12 +173,15 @@ def parse_flags(argv: list[str]) -> list[str]:
            f"{type(e).__name__}: {e}")
     if not isinstance(e, (AttributeError, KeyError)):
       raise
-    missing = str(e.args[0] if e.args else e).strip("'\"")
+    text = str(e.args[0] if e.args else e)
+    missing = text.strip("'\"")
     missing = re.findall(r"'([^']+)'", missing)[-1:] or [missing]
     overrides = [a.split("=", 1)[0] for a in argv[1:]
                  if a.startswith("--config.")]
     named = [o for o in overrides if missing[0] in o.split(".")[1:]]
-    fail(f"unknown config field {' '.join(named or overrides)} ({e}); every "
+    hint = re.search(r'Did you mean "([^"]+)"', text)
+    hint = f"did you mean {hint.group(1)}? " if hint else ""
+    fail(f"unknown config field {' '.join(named or overrides)}: {hint}every "
          "field, with its meaning, is in fcn_jax/default_config.py")
   return []  # Unreachable.
 
@@ -101,7 +193,12 @@ def loaded_config(flag_name: str = "config") -> Any:
   try:
     config.get("mode")  # A config file that failed to load raises here.
   except OSError as e:
-    fail(f"cannot load the config file: {e.__cause__ or e}")
+    path = _config_file(sys.argv)
+    cause = e.__cause__ or e
+    reason = ("no such file" if path and not os.path.exists(path) else
+              (getattr(cause, "strerror", None)
+               or str(cause).strip().splitlines()[-1].strip()))
+    fail(f"cannot load the config file {path or ''}: {reason}")
   except SyntaxError as e:
     fail(f"the config file {e.filename} has a syntax error at line "
          f"{e.lineno}: {e.msg}")

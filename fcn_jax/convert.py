@@ -22,6 +22,7 @@ import sys
 from typing import Sequence, TextIO
 
 from fcn_jax import checkpointing
+from fcn_jax import cli
 from fcn_jax import models
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import readers
@@ -153,7 +154,7 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
 def build_parser() -> argparse.ArgumentParser:
   formats = "\n".join(f"  {f.name:12s} {f.description}"
                       for f in readers.FORMATS.values())
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m fcn_jax.convert",
       description="Convert pretrained VGG16/CaffeNet/FCN weights (Caffe, "
       "PyTorch, Keras) into an fcn_jax weights export.",
@@ -200,16 +201,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
-  try:
-    convert(args.input, args.format, args.model, args.output,
-            num_classes=args.num_classes, preprocessing=args.preprocessing,
-            allow_partial=args.allow_partial, overwrite=args.overwrite,
-            ignore_file_name=args.ignore_file_name,
-            width_divisor=args.width_divisor)
-  except (ValueError, OSError) as e:  # WeightFileError/WeightsError included
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  return 0
+  # WeightFileError/WeightsError are ValueErrors: one line, exit status 2.
+  return cli.exit_code(lambda: convert(
+      args.input, args.format, args.model, args.output,
+      num_classes=args.num_classes, preprocessing=args.preprocessing,
+      allow_partial=args.allow_partial, overwrite=args.overwrite,
+      ignore_file_name=args.ignore_file_name,
+      width_divisor=args.width_divisor) and None)
 
 
 if __name__ == "__main__":

@@ -87,8 +87,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.dataset = ml_collections.ConfigDict()
   # The TFDS name of a prepared dataset (python -m fcn_jax.prepare_data):
   # "voc_seg" (VOC2012 + SBD, seg11valid), "nyud", "sift_flow",
-  # "pascal_context", "folder/NAME" (your own folder, prepared with --name
-  # NAME) or "synthetic_shapes" (generated; "synthetic_shapes/tiny" for tests).
+  # "pascal_context", the NAME of your own folder dataset (prepared with
+  # `prepare_data --dataset folder --name NAME`, e.g. "my_cats"; "my_cats:1.0.0"
+  # pins a version) or "synthetic_shapes" (generated; "synthetic_shapes/tiny"
+  # for tests). configs/folder_quickstart.py and configs/folder_fcn8s.py leave
+  # it empty: give it with --config.dataset.name=NAME.
   config.dataset.name = "voc_seg"
   # TFDS data directory; empty = the TFDS default (~/tensorflow_datasets).
   config.dataset.data_dir = ""

@@ -26,8 +26,8 @@ too). ``--topology=cpu`` compiles for this machine's CPU devices instead (no
 libtpu needed; the capacity is this machine's memory, or ``--hbm_gib``),
 which is how the tests run the tool.
 
-The TPU compiler runs on one CPU core and is slow (about 5 minutes per
-FCN-8s step); ``tools/tpu_dry_run_table.py`` runs the grid of
+The TPU compiler runs on one CPU core and is slow (15-20 minutes per
+FCN-8s train step on a 2-core machine); ``tools/tpu_dry_run_table.py`` runs the grid of
 ``docs/tpu_dry_run.md``.
 """
 
@@ -689,8 +689,8 @@ def main(argv: list[str]) -> None:
                         search=_FIND_MAX_BATCH.value,
                         max_probes=_MAX_PROBES.value,
                         on_report=lambda r: print(r.describe(), flush=True))
-  except ValueError as e:  # DryRunError and config errors.
-    sys.exit(f"error: {e}")
+  except ValueError as e:  # DryRunError and config errors: bad input.
+    cli.fail(str(e))
   if _FIND_MAX_BATCH.value:
     print(search_summary(results, len(devices)))
   if _JSON.value:

@@ -1,19 +1,30 @@
 r"""Scores a trained FCN on an evaluation split.
 
-  python -m fcn_jax.evaluate --checkpoint DIR [--split seg11valid] \
+  python -m fcn_jax.evaluate --checkpoint WORKDIR [--split val] \
       [--step best|latest|N] [--config configs/voc_fcn8s.py] [--output DIR]
 
 The same evaluation as ``python -m fcn_jax.main --config.mode=eval`` and as
-during training (:func:`fcn_jax.evaluation.evaluator.evaluate_checkpoint`): one pass over the
-split with :mod:`fcn_jax.data.input_pipeline` (exact by default: native size, one
-image per batch, as ``score.py``; or padded to ``--eval-pad-size`` squared and
-batched), one confusion matrix summed over every image, and from it the four
-FCN metrics (docs/reference.md §7) and a per-class table, printed and written
-with the matrix to ``eval_results.json`` and ``confusion.png`` under
-``--output``. The checkpoint's own metadata rebuilds the model and gives the
-preprocessing; ``--config`` (default: ``fcn_jax/default_config.py``) and
-``--config.<field>=...`` give everything else, the flags below being
-shortcuts for the common fields.
+during training (:func:`fcn_jax.evaluation.evaluator.evaluate_checkpoint`): one
+pass over the split with :mod:`fcn_jax.data.input_pipeline`, one confusion
+matrix summed over every image, and from it the four FCN metrics
+(docs/reference.md §7) and a per-class table, printed and written with the
+matrix to ``eval_results.json`` and ``confusion.png``.
+
+On a training workdir (or one of its step directories) the run's own config
+(``WORKDIR/config.json``) gives the dataset, data dir, split, input
+(``eval_pad_size``), evaluation batch and test-time augmentation, so the
+same checkpoint and split give the numbers training logged; the command
+prints where each setting came from. ``--config FILE`` replaces the run's
+config, and the flags below and ``--config.<field>=...`` override single
+fields. Without a workdir (a weights export) the defaults are
+``fcn_jax/default_config.py`` (VOC seg11valid, exact). The checkpoint's own
+metadata rebuilds the model and gives the preprocessing.
+
+The reports go into the workdir (``eval_results.json`` and
+``confusion.png`` are its own, updated in place) or into ``--output``
+(which, like every output you name, is not replaced without
+``--overwrite``); for a weights export without ``--output`` nothing is
+written.
 """
 
 from __future__ import annotations
@@ -27,6 +38,7 @@ from ml_collections import config_flags
 
 from fcn_jax import checkpointing
 from fcn_jax import cli
+from fcn_jax import run_config
 from fcn_jax.evaluation import metrics
 from fcn_jax.evaluation import evaluator
 from fcn_jax.inference import tta
@@ -36,8 +48,8 @@ _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "default_config.py")
 config_flags.DEFINE_config_file(
     "config", _DEFAULT_CONFIG,
     "Config file (configs/*.py) for the dataset, input, batch and test-time "
-    "augmentation; default: fcn_jax/default_config.py (VOC seg11valid, "
-    "exact).", lock_config=True)
+    "augmentation; default: the workdir's config.json, else "
+    "fcn_jax/default_config.py (VOC seg11valid, exact).", lock_config=True)
 _CHECKPOINT = flags.DEFINE_string(
     "checkpoint", None, "Training workdir, checkpoint step directory or "
     "weights export directory.", required=True)
@@ -51,13 +63,13 @@ _SPLIT = flags.DEFINE_string(
     "split", None, "Split to score (config.dataset.eval_split), e.g. "
     "seg11valid.")
 _DATA_DIR = flags.DEFINE_string(
-    "data-dir", None, "TFDS data dir (config.dataset.data_dir).")
+    "data_dir", None, "TFDS data dir (config.dataset.data_dir).")
 _EVAL_PAD_SIZE = flags.DEFINE_integer(
-    "eval-pad-size", None, "0: exact (native size, batch 1); S: pad to SxS "
+    "eval_pad_size", None, "0: exact (native size, batch 1); S: pad to SxS "
     "and batch (config.input.eval_pad_size).")
 _BATCH_SIZE = flags.DEFINE_integer(
-    "batch-size", None, "Eval batch (config.eval_batch_size); above 1 needs "
-    "--eval-pad-size > 0.")
+    "batch_size", None, "Eval batch (config.eval_batch_size); above 1 needs "
+    "--eval_pad_size > 0.")
 _FLIP = flags.DEFINE_boolean(
     "flip", None, "Average with the horizontally flipped logits "
     "(config.tta.flip).")
@@ -66,37 +78,102 @@ _SCALES = flags.DEFINE_string(
     "averaged, e.g. 0.75,1.0,1.25 (config.tta.scales).")
 _OUTPUT = flags.DEFINE_string(
     "output", None, "Folder for eval_results.json and confusion.png "
-    "(default: eval_<dataset>_<split>).")
-_NO_PROGRESS = flags.DEFINE_boolean("no-progress", False, "No progress bar.")
+    "(default: the workdir; for a weights export, nowhere).")
+_OVERWRITE = flags.DEFINE_boolean(
+    "overwrite", False, "Replace an --output folder's eval_results.json and "
+    "confusion.png.")
+_PROGRESS = flags.DEFINE_boolean(
+    "progress", True, "Show a progress bar (--no_progress: none).")
+
+# Old spellings, accepted but not shown (hyphenated ones are mapped by
+# cli.parse_flags itself).
+ALIASES = {"--no_progress": "--noprogress", "--no-progress": "--noprogress"}
+
+# The settings that decide the numbers, reported with their origin:
+# (config field, its shortcut flag).
+_REPORTED = (("dataset.name", "--dataset"), ("dataset.data_dir", "--data_dir"),
+             ("dataset.eval_split", "--split"),
+             ("input.eval_pad_size", "--eval_pad_size"),
+             ("eval_batch_size", "--batch_size"), ("tta.flip", "--flip"),
+             ("tta.scales", "--scales"))
 
 
-def _apply_shortcuts(config) -> None:
-  shortcuts = {("dataset", "name"): _DATASET.value,
-               ("dataset", "eval_split"): _SPLIT.value,
-               ("dataset", "data_dir"): _DATA_DIR.value,
-               ("input", "eval_pad_size"): _EVAL_PAD_SIZE.value,
-               (None, "eval_batch_size"): _BATCH_SIZE.value,
-               ("tta", "flip"): _FLIP.value}
-  for (group, field), value in shortcuts.items():
-    if value is not None:
-      setattr(config[group] if group else config, field, value)
+def _get(config, field: str):
+  for part in field.split("."):
+    config = config[part]
+  return config
+
+
+def _set(config, field: str, value) -> None:
+  *groups, name = field.split(".")
+  for part in groups:
+    config = config[part]
+  setattr(config, name, value)
+
+
+def resolve_config(checkpoint: str):
+  """The evaluation config and where each reported setting came from.
+
+  Returns:
+    ``(config, origins, workdir)``: ``origins`` maps each field of
+    :data:`_REPORTED` to its source (a flag, the ``--config`` file, the
+    workdir's config.json or the defaults); ``workdir`` is the checkpoint's
+    training workdir, or None.
+  """
+  config_flag = flags.FLAGS["config"]
+  config = cli.loaded_config()
+  workdir = run_config.run_workdir(checkpoint)
+  if config_flag.present:
+    base = f"--config {config_flags.get_config_filename(config_flag)}"
+  elif workdir is not None:
+    config = run_config.saved_run_config(workdir)
+    config.update_from_flattened_dict(
+        config_flags.get_override_values(config_flag))
+    base = os.path.join(workdir, run_config.CONFIG_FILE)
+  else:
+    base = "fcn_jax/default_config.py"
+  overridden = config_flags.get_override_values(config_flag)
+  shortcuts = {"dataset.name": _DATASET.value,
+               "dataset.eval_split": _SPLIT.value,
+               "dataset.data_dir": _DATA_DIR.value,
+               "input.eval_pad_size": _EVAL_PAD_SIZE.value,
+               "eval_batch_size": _BATCH_SIZE.value, "tta.flip": _FLIP.value}
   if _SCALES.value is not None:
-    config.tta.scales = cli.run_reporting_errors(
-        lambda: tta.from_flags(scales=_SCALES.value).scales)
+    shortcuts["tta.scales"] = tta.from_flags(scales=_SCALES.value).scales
+  for field, value in shortcuts.items():
+    if value is not None:
+      _set(config, field, value)
+  # The checkpoint is given: the run's starting weights are not needed (and
+  # may not exist here).
+  config.init_from = ""
+  origins = {}
+  for field, flag in _REPORTED:
+    origins[field] = (flag if shortcuts.get(field) is not None else
+                      f"--config.{field}" if field in overridden else base)
+  return config, origins, workdir
 
 
 def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
-  config = cli.loaded_config()
-  _apply_shortcuts(config)
+  config, origins, workdir = cli.run_reporting_errors(
+      resolve_config, _CHECKPOINT.value)
   cli.start(cli.XLA_CPU_FLAGS.value)
-  output = _OUTPUT.value or (f"eval_{config.dataset.name}_"
-                             f"{config.dataset.eval_split}").replace("/", "_")
+  output = _OUTPUT.value or workdir
+  if _OUTPUT.value:
+    cli.run_reporting_errors(
+        cli.check_overwrite,
+        [os.path.join(output, evaluator.EVAL_RESULTS_FILE),
+         os.path.join(output, evaluator.CONFUSION_FILE)], _OVERWRITE.value)
+  for field, _ in _REPORTED:
+    value = _get(config, field)
+    shown = ("(the TFDS default)" if field == "dataset.data_dir" and not value
+             else value)
+    print(f"  {field} = {shown}  [{origins[field]}]")
   start = time.time()
   report = cli.run_reporting_errors(
       evaluator.evaluate_checkpoint, config, _CHECKPOINT.value,
       step=cli.run_reporting_errors(checkpointing.parse_step, _STEP.value),
-      output_dir=output, progress=not _NO_PROGRESS.value)
+      output_dir=output, progress=_PROGRESS.value)
   results = report["metrics"]
   step = (f"step {report['step']} ({report['step_reason']})"
           if report["step"] is not None else "weights export")
@@ -105,9 +182,13 @@ def main(argv: list[str]) -> None:
         f"images, {sum(map(sum, results['confusion_matrix']))} scored "
         f"pixels, {time.time() - start:.1f} s")
   print(metrics.format_report(results, report["class_names"]))
-  print(f"Wrote {output}/{evaluator.EVAL_RESULTS_FILE} and "
-        f"{output}/{evaluator.CONFUSION_FILE}")
+  if output is None:
+    print("Wrote nothing (a weights export has no workdir): pass --output "
+          "DIR to save eval_results.json and confusion.png.")
+  else:
+    print(f"Wrote {os.path.join(output, evaluator.EVAL_RESULTS_FILE)} and "
+          f"{os.path.join(output, evaluator.CONFUSION_FILE)}")
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=cli.parse_flags)
+  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, ALIASES))

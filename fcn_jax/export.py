@@ -278,8 +278,10 @@ def verify(result: ExportResult, checkpoint: str, batch: int | None,
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-      prog="python -m fcn_jax.export", description=__doc__.split("\n", 1)[0])
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  parser = cli.ArgumentParser(
+      prog="python -m fcn_jax.export", description=__doc__.split("\n", 1)[0],
+      aliases={"--batch": "--batch_size"})
   parser.add_argument("--checkpoint", required=True,
                       help="Training workdir, checkpoint step directory or "
                            "weights export.")
@@ -290,8 +292,8 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--output", required=True,
                       help="The artifact to write, e.g. model.jaxexport (its "
                            "description goes to <output>.json).")
-  for name, what in (("batch", "batch size"), ("height", "image height"),
-                     ("width", "image width")):
+  for name, what in (("batch_size", "batch size"),
+                     ("height", "image height"), ("width", "image width")):
     parser.add_argument(f"--{name}", default=DYNAMIC,
                         help=f"Fixed {what}, or '{DYNAMIC}' (default) for "
                              "any.")
@@ -302,6 +304,9 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument("--no_verify", action="store_true",
                       help="Skip running the artifact against the model on "
                            "one random image.")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="Replace an existing --output (and its .json); "
+                           "else an error before any work.")
   return parser.parse_args(argv)
 
 
@@ -309,32 +314,40 @@ def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   from fcn_jax import cli  # pylint: disable=g-import-not-at-top
   cli.start(multi_process=False)
-  try:
-    batch = _dimension(args.batch, "batch")
-    height = _dimension(args.height, "height")
-    width = _dimension(args.width, "width")
-    if (height is None) != (width is None):
-      raise ValueError("give --height and --width both as numbers or both "
-                       f"'{DYNAMIC}'")
-    platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
-    unknown = set(platforms) - {"cpu", "cuda", "rocm", "tpu"}
-    if unknown or not platforms:
-      raise ValueError(f"--platforms: unknown {sorted(unknown)}; choose from "
-                       "cpu, cuda, rocm, tpu")
-    result = export_checkpoint(args.checkpoint, step=args.step, batch=batch,
-                               height=height, width=width,
-                               platforms=platforms)
-    save(result, args.output)
-    message = ""
-    if not args.no_verify:
-      difference = verify(result, args.checkpoint, batch, height, width,
-                          args.step)
-      message = (f"; on {jax.default_backend()} its logits differ from the "
-                 f"model's by at most {difference:.2g}")
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  return cli.exit_code(_main, args)
+
+
+def _main(args: argparse.Namespace) -> int:
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  batch = _dimension(args.batch_size, "batch_size")
+  height = _dimension(args.height, "height")
+  width = _dimension(args.width, "width")
+  if (height is None) != (width is None):
+    raise ValueError("give --height and --width both as numbers or both "
+                     f"'{DYNAMIC}'")
+  platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
+  unknown = set(platforms) - {"cpu", "cuda", "rocm", "tpu"}
+  if unknown or not platforms:
+    raise ValueError(f"--platforms: unknown {sorted(unknown)}; choose from "
+                     "cpu, cuda, rocm, tpu")
+  cli.check_overwrite([args.output, description_path(args.output)],
+                      args.overwrite)
+  result = export_checkpoint(args.checkpoint, step=args.step, batch=batch,
+                             height=height, width=width,
+                             platforms=platforms)
+  save(result, args.output)
+  message = ""
+  if not args.no_verify:
+    difference = verify(result, args.checkpoint, batch, height, width,
+                        args.step)
+    message = (f"; on {jax.default_backend()} its logits differ from the "
+               f"model's by at most {difference:.2g}")
   inputs = result.description["inputs"][0]["shape"]
+  source = (result.description.get("source") or {}).get("checkpoint")
+  step = result.description.get("step")
+  print(f"exported {source or os.path.abspath(args.checkpoint)}"
+        + (f" (step {step}, --step {args.step})" if step is not None else
+           " (a weights export)"))
   print(f"wrote {args.output} ({len(result.serialized) / 2**20:.1f} MiB, "
         f"input uint8 {inputs}, {result.description['num_classes']} classes, "
         f"platforms {','.join(result.description['platforms'])}) and "

@@ -13,6 +13,8 @@ Only process 0 writes; on the other processes every method is a no-op.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import logging as std_logging
 import math
@@ -202,10 +204,33 @@ class Progress:
     self.images_per_step = images_per_step
     self._last_step = start_step
     self._last_time = time.perf_counter()
+    self._estimate_from: tuple[int, float] | None = None
 
   def restart(self, step: int) -> None:
     """Measures rates from now and ``step`` (e.g. after compilation)."""
     self._last_step, self._last_time = step, time.perf_counter()
+    self._estimate_from = (step, self._last_time)
+
+  def estimate(self, step: int, measured_steps: int = 3) -> str | None:
+    """The time left, logged once: after ``measured_steps`` timed steps
+    (counted from :meth:`restart`, i.e. after compilation), the steps left
+    times the measured step time. Returns the logged line, else None.
+
+    The caller blocks on the step's result first, so the time is the steps'
+    own, not their dispatch.
+    """
+    if (self._estimate_from is None
+        or step - self._estimate_from[0] < measured_steps):
+      return None
+    first, since = self._estimate_from
+    self._estimate_from = None
+    seconds_per_step = (time.perf_counter() - since) / (step - first)
+    left = (self.total_steps - step) * seconds_per_step
+    line = (f"measured {seconds_per_step:.3g} s/step over {step - first} "
+            f"steps: about {describe_duration(left)} left for the "
+            f"{self.total_steps - step} remaining steps (plus evaluations).")
+    logging.info(line)
+    return line
 
   def update(self, step: int, loss: float, learning_rate: float
              ) -> dict[str, float]:
@@ -225,6 +250,31 @@ class Progress:
             "images_per_second": images_per_second}
 
 
+# Library messages the user cannot act on, hidden below --verbosity=1 (the
+# start of each message): Orbax opening a checkpoint read-only (predict,
+# evaluate, export) or saving one without metrics (the steps saved between
+# evaluations), and TFDS generating a dataset that has no info file yet.
+_LIBRARY_NOISE = (
+    "CheckpointManagerOptions.read_only=True",
+    "Given directory is read only",
+    "Requested `tracked_metric`",
+    "Variant folder ",
+)
+
+
+class _NoLibraryNoise(std_logging.Filter):
+  """Drops :data:`_LIBRARY_NOISE` (unless ``--verbosity`` >= 1)."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if logging.get_verbosity() >= 1:
+      return True
+    try:
+      message = record.getMessage()
+    except (TypeError, ValueError):
+      return True
+    return not message.startswith(_LIBRARY_NOISE)
+
+
 class _OwnInfoOnly(std_logging.Filter):
   """Keeps warnings and errors from everywhere, INFO only from fcn_jax."""
 
@@ -238,15 +288,48 @@ class _OwnInfoOnly(std_logging.Filter):
 
 
 def quiet_library_logs() -> None:
-  """Hides the INFO chatter of Orbax, TFDS, grain and JAX on the console.
+  """Hides the INFO chatter of Orbax, TFDS, grain and JAX on the console,
+  and the warnings of theirs that the user cannot act on
+  (:data:`_LIBRARY_NOISE`).
 
   Run with ``--verbosity=1`` to see it again.
   """
   if logging.get_verbosity() >= 1:
     return
+  # On absl's logger itself: also where no absl handler is installed (the
+  # argparse commands, where Python's last-resort handler prints).
+  absl_logger = std_logging.getLogger("absl")
+  if not any(isinstance(f, _NoLibraryNoise) for f in absl_logger.filters):
+    absl_logger.addFilter(_NoLibraryNoise())
   handler = logging.get_absl_handler()
   if not any(isinstance(f, _OwnInfoOnly) for f in handler.filters):
     handler.addFilter(_OwnInfoOnly())
+
+
+@contextlib.contextmanager
+def quiet_stdout() -> Iterator[None]:
+  """Keeps what a library prints on stdout (TFDS's "Downloading and
+  preparing dataset Unknown size ..." although nothing downloads) out of the
+  console; it goes to the debug log (``--verbosity=1`` shows it)."""
+  if logging.get_verbosity() >= 1:
+    yield
+    return
+  buffer = io.StringIO()
+  try:
+    with contextlib.redirect_stdout(buffer):
+      yield
+  finally:
+    if buffer.getvalue().strip():
+      logging.debug("%s", buffer.getvalue().strip())
+
+
+def describe_duration(seconds: float) -> str:
+  """``42`` -> ``42 s``, ``750`` -> ``13 min``, ``7300`` -> ``2.0 h``."""
+  if seconds < 90:
+    return f"{max(seconds, 0):.0f} s"
+  if seconds < 5400:
+    return f"{seconds / 60:.0f} min"
+  return f"{seconds / 3600:.1f} h"
 
 
 def format_duration(seconds: float) -> str:

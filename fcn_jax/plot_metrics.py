@@ -26,6 +26,7 @@ from typing import Sequence
 import matplotlib
 from matplotlib import figure as figure_lib
 
+from fcn_jax import cli
 from fcn_jax import logging_utils
 from fcn_jax.evaluation import metrics
 
@@ -159,7 +160,7 @@ def plot_runs(runs: Sequence[RunMetrics]) -> figure_lib.Figure:
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m fcn_jax.plot_metrics",
       description=__doc__.split("\n", 1)[0])
   parser.add_argument("workdirs", nargs="+", metavar="WORKDIR",
@@ -167,7 +168,10 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   parser.add_argument(
       "--output", default=None,
       help="PNG to write (default WORKDIR/metrics.png for one run, "
-           "metrics.png for several).")
+           "updated in place; metrics.png for several). A picture outside "
+           "the workdir is not replaced without --overwrite.")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="Replace an existing --output.")
   parser.add_argument(
       "--labels", default=None,
       help="Comma-separated legend names, one per WORKDIR (default: the "
@@ -177,21 +181,23 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
+  return cli.exit_code(_main, args)
+
+
+def _main(args: argparse.Namespace) -> int:
   labels: Sequence[str | None] = [None] * len(args.workdirs)
-  try:
-    if args.labels is not None:
-      labels = args.labels.split(",")
-      if len(labels) != len(args.workdirs):
-        raise ValueError(f"--labels has {len(labels)} names for "
-                         f"{len(args.workdirs)} workdirs")
-    runs = [load_run(path, label)
-            for path, label in zip(args.workdirs, labels)]
-  except (ValueError, FileNotFoundError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+  if args.labels is not None:
+    labels = args.labels.split(",")
+    if len(labels) != len(args.workdirs):
+      raise ValueError(f"--labels has {len(labels)} names for "
+                       f"{len(args.workdirs)} workdirs")
+  runs = [load_run(path, label)
+          for path, label in zip(args.workdirs, labels)]
   output = args.output or (
       os.path.join(os.path.dirname(metrics_file(args.workdirs[0])),
                    "metrics.png") if len(runs) == 1 else "metrics.png")
+  if args.output or len(runs) > 1:  # Not a workdir's own metrics.png.
+    cli.check_overwrite([output], args.overwrite)
   fig = plot_runs(runs)
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   fig.savefig(output, dpi=100)

@@ -9,7 +9,7 @@ For every input image ``NAME.ext`` this writes, under ``--output``:
   read class indices);
 * ``NAME_overlay.jpg``: the image blended with the colour mask, with a legend
   of the classes present;
-* ``NAME.npz`` with ``--save-logits``: ``logits``, float16 ``[H, W, C]``.
+* ``NAME.npz`` with ``--save_logits``: ``logits``, float16 ``[H, W, C]``.
 
 A two-headed net (SIFT Flow) writes one of each per head, ``NAME_sem.png``,
 ``NAME_sem_overlay.jpg``, ``NAME_geo.png`` ... (and ``logits_sem``,
@@ -33,14 +33,15 @@ patterns, and may be repeated. Images are grouped by run shape (see
 ``--mode`` and ``--buckets``) and batched, so a folder of mixed sizes compiles
 once per bucket. For images larger than memory allows, ``--mode slide
 --window 512 --stride 384`` tiles each image with overlapping windows, runs
-them ``--batch-size`` at a time (one compile) and averages their logits
+them ``--batch_size`` at a time (one compile) and averages their logits
 where they overlap (docs/inference.md). 16-bit images are scaled to 8 bits
 as viewers show them. An unreadable file, an image whose forward pass would
-need more memory than there is (``--max-memory``; checked before anything is
+need more memory than there is (``--max_memory``; checked before anything is
 allocated for it; the report suggests ``--mode slide``, it does not switch
 by itself) and outputs that cannot be written are reported and skipped; a
 summary ends the run, and the exit status is 1 if any input failed. An output
-folder that cannot be written is an error before any work.
+folder that cannot be written, and outputs that exist already (without
+``--overwrite``), are errors (exit status 2) before any work.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ import argparse
 import collections
 import dataclasses
 import glob
+import json
 import os
 import pathlib
 import sys
@@ -199,13 +201,13 @@ def too_large(predictor: predictor_lib.Predictor, height: int, width: int,
   run_height, run_width = predictor.run_shape(height, width)
   fixes = []
   if predictor.batch_size > 1 and needed / predictor.batch_size < memory_limit:
-    fixes.append("pass --batch-size 1")
+    fixes.append("pass --batch_size 1")
   if predictor.mode == "slide":
     fixes.append(f"give a smaller --window than {predictor.window}")
     return (f"windows of {run_height}x{run_width} (batch "
             f"{predictor.batch_size}) over this {height}x{width} image need "
             f"about {needed / gib:.1f} GiB, more than the "
-            f"{memory_limit / gib:.1f} GiB available (--max-memory); "
+            f"{memory_limit / gib:.1f} GiB available (--max_memory); "
             f"{' or '.join(fixes)}")
   # Memory grows with the area: the longer side that would fit.
   side = int(max(height, width) * (memory_limit / needed) ** 0.5 * 0.9)
@@ -215,7 +217,7 @@ def too_large(predictor: predictor_lib.Predictor, height: int, width: int,
                f"--stride {stride})")
   return (f"a forward pass at {run_height}x{run_width} (batch "
           f"{predictor.batch_size}) needs about {needed / gib:.1f} GiB, more "
-          f"than the {memory_limit / gib:.1f} GiB available (--max-memory); "
+          f"than the {memory_limit / gib:.1f} GiB available (--max_memory); "
           f"{' or '.join(fixes)}")
 
 
@@ -457,7 +459,7 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
       "--mode", choices=predictor_lib.MODES, default="fast",
       help="fast: pad to shape buckets and batch; exact: native size, batch 1 "
       "(the reference deploy net); slide: overlapping --window tiles, batched "
-      "(--batch-size windows per pass), logits averaged where they overlap, "
+      "(--batch_size windows per pass), logits averaged where they overlap, "
       "for images too large for memory. Default: fast. An image too large "
       "for fast/exact is reported and skipped with the slide command to use "
       "(never switched silently: slide's labels differ near window borders).")
@@ -473,7 +475,7 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
       "--buckets", default="32", type=predictor_lib.parse_buckets,
       help="fast mode: round sizes up to this multiple (default 32), or a list "
       "of HxW sizes such as 384x512,512x384.")
-  parser.add_argument("--batch-size", type=int, default=4,
+  parser.add_argument("--batch_size", type=int, default=4,
                       help="images per forward pass (default 4; exact mode "
                       "batches only images of identical size; slide mode: "
                       "windows per pass, one image at a time).")
@@ -485,7 +487,7 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
       help="test-time augmentation: comma-separated scales whose logits are "
       "averaged, e.g. 0.75,1.0,1.25 (default 1.0).")
   parser.add_argument(
-      "--shift-stitch", type=int, default=1, metavar="F",
+      "--shift_stitch", type=int, default=1, metavar="F",
       help="replace the final upsampler by shift-and-stitch with FxF shifted "
       "passes (F must divide the net's stride 32/16/8; default 1: off).")
 
@@ -513,7 +515,7 @@ def check_inference_flags(args: argparse.Namespace) -> None:
         "" if args.stride is None else f" --stride {args.stride}")
     raise InputError(f"{given}: {e}") from None
   if args.batch_size < 1:
-    raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    raise InputError(f"--batch_size must be >= 1, got {args.batch_size}")
 
 
 def make_predictor(args: argparse.Namespace, model, variables,
@@ -529,7 +531,7 @@ def make_predictor(args: argparse.Namespace, model, variables,
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m fcn_jax.predict",
       description="Segment images with a trained FCN.")
   parser.add_argument("--checkpoint", required=True,
@@ -550,16 +552,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--depth", default=None,
                       help="NYUD color-D: folder (or {name} pattern) of the "
                       "raw depth PNGs, named as the --input images.")
-  parser.add_argument("--save-logits", action="store_true",
+  parser.add_argument("--save_logits", action="store_true",
                       help="also write NAME.npz with float16 logits [H, W, C].")
   parser.add_argument("--alpha", type=float, default=0.5,
                       help="overlay opacity of the colour mask (default 0.5).")
-  parser.add_argument("--no-overlay", action="store_true",
+  parser.add_argument("--no_overlay", action="store_true",
                       help="do not write NAME_overlay.jpg.")
-  parser.add_argument("--no-progress", action="store_true",
+  parser.add_argument("--no_progress", action="store_true",
                       help="no progress bar.")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace outputs that exist in --output (else "
+                      "an error before any work).")
   parser.add_argument(
-      "--max-memory", type=float, default=None, metavar="GIB",
+      "--max_memory", type=float, default=None, metavar="GIB",
       help="refuse (and report) images whose forward pass would need more "
       "than this many GiB, before running them (default: the accelerator's "
       "memory, or on CPU the memory available at start); in fast/exact mode "
@@ -569,26 +574,54 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   return parser.parse_args(argv)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  args = parse_args(argv)
-  cli.start(multi_process=False)
+def planned_outputs(output_dir: str, names: Sequence[str],
+                    heads: Sequence[str] | None, *, save_logits: bool,
+                    write_overlay: bool) -> list[str]:
+  """The files :func:`write_outputs` will write for these names (``heads``:
+  a multi-head net's heads, else None)."""
+  files = []
+  for name in names:
+    stems = [f"{name}_{head}" for head in heads] if heads else [name]
+    for stem in stems:
+      files.append(os.path.join(output_dir, f"{stem}.png"))
+      if write_overlay:
+        files.append(os.path.join(output_dir, f"{stem}_overlay.jpg"))
+    if save_logits:
+      files.append(os.path.join(output_dir, f"{name}.npz"))
+  return files
+
+
+def trained_dataset(metadata: dict) -> str | None:
+  """The dataset a training checkpoint's run used (its recorded config), or
+  None (weights exports, older checkpoints)."""
+  config = metadata.get("config")
   try:
-    check_inference_flags(args)
-    paths = find_inputs(args.input)
-    prepare_output(args.output)
-  except InputError as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 2
-  try:
-    loaded = checkpointing.load(args.checkpoint, args.step)
-    predictor = make_predictor(args, loaded.model, loaded.variables,
-                               loaded.preprocessing)
-    extras = check_extra_inputs(predictor, loaded.spec.name,
-                                {"hha": args.hha, "depth": args.depth})
-  except (OSError, ValueError) as e:  # InputError included.
-    print(f"error: {e}", file=sys.stderr)
-    return 2
+    if isinstance(config, str):
+      config = json.loads(config)
+    return str(config["dataset"]["name"]) or None
+  except (TypeError, KeyError, ValueError):
+    return None
+
+
+def _main(args: argparse.Namespace) -> int:
+  check_inference_flags(args)
+  paths = find_inputs(args.input)
+  prepare_output(args.output)
+  loaded = checkpointing.load(args.checkpoint, args.step)
+  predictor = make_predictor(args, loaded.model, loaded.variables,
+                             loaded.preprocessing)
+  extras = check_extra_inputs(predictor, loaded.spec.name,
+                              {"hha": args.hha, "depth": args.depth})
+  heads = sorted(loaded.spec.head_classes) if loaded.spec.multi_head else None
+  cli.check_overwrite(
+      planned_outputs(args.output, output_names(paths), heads,
+                      save_logits=args.save_logits,
+                      write_overlay=not args.no_overlay), args.overwrite)
   print(f"Segmenting with {loaded.describe()}.")
+  dataset = trained_dataset(loaded.metadata)
+  if dataset and dataset.split("/")[0].split(":")[0] == "synthetic_shapes":
+    print(f"Note: this model was trained on SYNTHETIC data ({dataset}): its "
+          "classes mean nothing on photos.")
   memory_limit = (predictor_lib.available_memory() if args.max_memory is None
                   else int(args.max_memory * 2**30))
   summary = run(predictor, paths, args.output, loaded.class_names,
@@ -597,7 +630,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 progress=not args.no_progress, memory_limit=memory_limit,
                 extra_inputs=extras)
   print(summary.report())
+  print(f"Outputs in {os.path.abspath(args.output)}")
   return 1 if summary.failures else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = parse_args(argv)
+  cli.start(multi_process=False)
+  return cli.exit_code(_main, args)
 
 
 if __name__ == "__main__":

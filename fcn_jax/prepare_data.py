@@ -34,13 +34,15 @@ from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
+from fcn_jax import cli
 from fcn_jax import datasets
+from fcn_jax import logging_utils
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import folder
 
 
 def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
+  parser = cli.ArgumentParser(
       prog="python -m fcn_jax.prepare_data",
       description=__doc__.split("\n", 1)[0],
       formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -177,27 +179,38 @@ def _folder_only_options(args: argparse.Namespace) -> list[str]:
           if value != default]
 
 
+# Fewer validation images than this make a split whose metrics swing with
+# every image: prepare_data warns.
+MIN_VAL_IMAGES = 10
+
+
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   logging.set_verbosity(logging.INFO)
-  result = None
-  try:
+  logging_utils.quiet_library_logs()
+  # Missing/incomplete archives, wrong split sizes, invalid examples and bad
+  # options: one line that says what to do, exit status 2.
+  return cli.exit_code(_main, args)
+
+
+def _build(args: argparse.Namespace):
+  """``(builder, folder result or None)``; TFDS's own printing (its
+  "Downloading and preparing dataset ..." though nothing downloads) goes to
+  the debug log."""
+  with logging_utils.quiet_stdout():
     if args.dataset == "folder":
       result = prepare_folder(args)
-      builder = result.builder
-    elif _folder_only_options(args):
+      return result.builder, result
+    if _folder_only_options(args):
       raise ValueError(f"{', '.join(_folder_only_options(args))} apply to "
                        "--dataset folder only.")
-    else:
-      builder = prepare(args.dataset, manual_dir=args.manual_dir,
-                        data_dir=args.data_dir,
-                        skip_invalid=args.skip_invalid,
-                        check_split_sizes=not args.no_check_split_sizes)
-  except (ValueError, FileNotFoundError) as e:
-    # Missing/incomplete archives, wrong split sizes, invalid examples and
-    # bad options: the message says what to do; a traceback would not help.
-    print(f"error: {e}", file=sys.stderr)
-    return 1
+    return prepare(args.dataset, manual_dir=args.manual_dir,
+                   data_dir=args.data_dir, skip_invalid=args.skip_invalid,
+                   check_split_sizes=not args.no_check_split_sizes), None
+
+
+def _main(args: argparse.Namespace) -> int:
+  builder, result = _build(args)
   synthetic = builder.info.metadata.get("synthetic", False)
   print(f"{builder.info.full_name} is ready in {builder.data_dir}"
         + (" (SYNTHETIC data, not VOC)" if synthetic else ""))
@@ -219,11 +232,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"  largest image: {height} high, {width} wide (evaluation pads "
           f"to config.input.eval_pad_size, which must be >= "
           f"{max(height, width)})")
+    val = builder.info.splits["val"].num_examples if (
+        "val" in builder.info.splits) else 0
+    if val < MIN_VAL_IMAGES:
+      print(f"  warning: the val split has {val} image(s): its metrics will "
+            "swing with every image; raise --val_fraction (or list more "
+            "names in splits/val.txt) for a steadier measure")
     print(result.message)
-    print(f"Train on it with --config configs/folder_fcn8s.py "
-          f"--config.dataset.name={args.name}"
-          + (f" --config.dataset.data_dir={args.data_dir}"
-             if args.data_dir else "") + ".")
+    flags = f"--config.dataset.name={args.name}" + (
+        f" --config.dataset.data_dir={args.data_dir}" if args.data_dir
+        else "")
+    print(f"Train on it with --config configs/folder_fcn8s.py {flags} (GPU, "
+          "pretrained VGG16), or try it on a CPU in minutes with --config "
+          f"configs/folder_quickstart.py {flags} (small, from scratch).")
   return 0
 
 

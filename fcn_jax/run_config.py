@@ -11,9 +11,11 @@ and their meaning are in :mod:`fcn_jax.default_config`.
 from __future__ import annotations
 
 import copy
+import json
 import os
 from typing import Any, Mapping
 
+from absl import logging
 import ml_collections
 
 from fcn_jax import checkpointing
@@ -64,10 +66,71 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for path in init_sources(config.init_from, spec).values():
     # Before any work: a wrong path fails at once.
     check_local_path(path, "config.init_from")
-    checkpointing.existing_source(path)
+    _check_init_width(checkpointing.existing_source(path), path, spec)
   if config.num_train_steps < 0:
     raise ValueError(f"config.num_train_steps must be >= 0, got "
                      f"{config.num_train_steps}")
+
+
+def check_dataset(config: ml_collections.ConfigDict) -> None:
+  """Checks that ``config.dataset`` names a prepared dataset, before
+  anything is built or written (:func:`fcn_jax.data.data_sources.check_prepared`).
+
+  Raises:
+    ValueError, FileNotFoundError: The message names the fix.
+  """
+  data_sources.check_prepared(config.dataset.name, config.dataset.data_dir)
+
+
+def _init_metadata(path: str) -> Mapping[str, Any] | None:
+  """The recorded model of ``config.init_from`` (a weights export or a
+  training workdir's ``config.json``), read cheaply; None if unknown."""
+  try:
+    if checkpointing.is_weights_export(path):
+      return checkpointing.load_metadata(path)
+    run_file = os.path.join(path, CONFIG_FILE)
+    if os.path.isfile(run_file):
+      with open(run_file) as f:
+        return json.load(f)
+  except (OSError, ValueError):
+    pass  # Reported, with its reason, when the weights are read.
+  return None
+
+
+def _check_init_width(path: str, given: str, spec: models.ModelSpec) -> None:
+  """Refuses weights of another width before anything is written, naming
+  the flag that fits them."""
+  metadata = _init_metadata(path)
+  if not isinstance(metadata, Mapping):
+    return
+  options = metadata.get("model_options") or {}
+  saved = int(options.get("width_divisor", 1))
+  if saved != spec.width_divisor:
+    raise ValueError(
+        f"config.init_from={given} holds weights of width_divisor={saved}, "
+        f"but config.model.width_divisor={spec.width_divisor}: pass "
+        f"--config.model.width_divisor={saved} (or convert the weights "
+        f"again with --width_divisor {spec.width_divisor})")
+
+
+def warn_if_scratch_with_caffe_inputs(
+    config: ml_collections.ConfigDict,
+    preprocessing: preprocessing_lib.Preprocessing) -> None:
+  """Warns when a net starts from scratch on 0-255 inputs (Caffe's
+  preprocessing, made for the pretrained VGG16): its first losses are far
+  above ln(classes) and it may diverge. Only a warning: the reference
+  configs keep their preprocessing unless the config says otherwise."""
+  if config.init_from or not (
+      preprocessing.scale == 1.0
+      and all(float(s) == 1.0 for s in preprocessing.std)):
+    return
+  logging.warning(
+      "Training from scratch with the %s preprocessing (inputs in 0..255, "
+      "made for pretrained VGG16 weights): expect first losses far above "
+      "ln(classes) and a slow start. From scratch, --config.preprocessing="
+      "torchvision (inputs near -2..2) suits the he_normal init, as "
+      "configs/quickstart.py and configs/folder_quickstart.py do.",
+      preprocessing.name)
 
 
 def _validate_optim(optim: ml_collections.ConfigDict,
@@ -107,6 +170,7 @@ def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
   """
   if config.model.num_classes:
     return
+  check_dataset(config)  # A missing dataset: say so, not "no class count".
   names = data_sources.dataset_class_names(config.dataset.name,
                                            config.dataset.data_dir)
   if names is None:
@@ -269,6 +333,61 @@ def check_same_model(config: ml_collections.ConfigDict,
         f"trained with (see {os.path.join(workdir, CONFIG_FILE)}), or train in "
         f"a new --workdir (with --config.init_from={workdir} to start from "
         "its weights).")
+
+
+def run_workdir(source: str) -> str | None:
+  """The training workdir that holds ``source`` (a workdir, its
+  ``checkpoints/`` or one of its step directories) if it has its run's
+  ``config.json``; None otherwise (e.g. a weights export)."""
+  path = os.path.abspath(os.path.expanduser(source))
+  for candidate in (path, os.path.dirname(path),
+                    os.path.dirname(os.path.dirname(path))):
+    if (os.path.isfile(os.path.join(candidate, CONFIG_FILE)) and os.path.isdir(
+        os.path.join(candidate, checkpointing.CHECKPOINT_DIR))):
+      return candidate
+  return None
+
+
+def _merge_saved(base: ml_collections.ConfigDict,
+                 saved: Mapping[str, Any]) -> None:
+  """Sets ``base``'s fields from a saved config (JSON: tuples came back as
+  lists); fields this fcn_jax does not know are left out."""
+  for key, value in saved.items():
+    if key not in base:
+      continue
+    current = base[key]
+    if isinstance(current, ml_collections.ConfigDict):
+      if isinstance(value, Mapping):
+        if current.keys():
+          _merge_saved(current, value)
+        else:  # A free-form group (dataset.label_features).
+          base[key] = ml_collections.ConfigDict(dict(value))
+    elif isinstance(current, tuple) and isinstance(value, list):
+      base[key] = tuple(value)
+    else:
+      base[key] = value
+
+
+def saved_run_config(workdir: str) -> ml_collections.ConfigDict:
+  """The config a training run recorded in ``WORKDIR/config.json`` (its
+  dataset, data dir, input, evaluation batch and TTA), on top of
+  :mod:`fcn_jax.default_config` for fields it does not record.
+
+  Raises:
+    ValueError: The file is unreadable or records no config.
+  """
+  path = os.path.join(workdir, CONFIG_FILE)
+  try:
+    with open(path) as f:
+      saved = json.load(f)["config"]
+    if isinstance(saved, str):
+      saved = json.loads(saved)
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise ValueError(f"{path} records no run config ({type(e).__name__}); "
+                     "give the config with --config FILE") from None
+  config = default_config.get_config()
+  _merge_saved(config, saved)
+  return config
 
 
 def check_local_path(path: str, what: str) -> None:

@@ -449,7 +449,7 @@ def test_prepare_data_builds_synthetic(tmp_path, capsys):
 
 def test_prepare_data_voc_seg_needs_manual_dir(tmp_path, capsys):
   assert prepare_data.main(["--dataset", "voc_seg",
-                            "--data_dir", str(tmp_path)]) == 1
+                            "--data_dir", str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert "--manual_dir" in err and voc_seg.VOC_ARCHIVE in err
 
@@ -462,7 +462,7 @@ def test_prepare_data_voc_seg_from_archives(tmp_path, capsys, seg11valid_file,
   args = ["--dataset", "voc_seg", "--manual_dir", str(tmp_path / "manual"),
           "--data_dir", str(tmp_path / "data")]
   # The mini lists are not the official sizes: refused unless told.
-  assert prepare_data.main(args) == 1
+  assert prepare_data.main(args) == 2
   assert "expected 1,464 ids, found 3" in capsys.readouterr().err
   assert prepare_data.main(args + ["--no_check_split_sizes"]) == 0
   out = capsys.readouterr().out

@@ -292,7 +292,7 @@ def test_cli_does_not_fit_exits_1_with_one_line_and_the_largest_batch(
 
 def test_cli_bad_input_is_one_line():
   run = _cli("--topology=v5e-12", *TINY)
-  assert run.returncode == 1 and "Traceback" not in run.stderr
+  assert run.returncode == 2 and "Traceback" not in run.stderr
   assert "error: --topology=v5e-12: not a TPU accelerator type" in run.stderr
   run = _cli("--topology=cpu", *TINY, "--config.batch_size=12")
   assert ("error: config.batch_size=12 does not split over the 8 chips"
@@ -304,7 +304,7 @@ def test_cli_bad_input_is_one_line():
 @pytest.mark.skipif(HAS_LIBTPU, reason="libtpu is installed")
 def test_cli_without_libtpu_says_how_to_get_it():
   run = _cli("--topology=v5e-16", *TINY)
-  assert run.returncode == 1
+  assert run.returncode == 2
   assert "libtpu (the TPU compiler) is not installed" in run.stderr
   assert f"'jax[tpu]=={jax.__version__}'" in run.stderr
 

@@ -120,6 +120,10 @@ def test_cli_fixed_shapes_and_errors(exported, tmp_path):
        "--batch", "2", "--height", "33", "--width", "40", "--platforms",
        "cpu"], tmp_path, REPO)
   assert result.returncode == 0, result.stderr[-3000:]
+  # It names what it exported, and Orbax's read-only warnings stay hidden.
+  assert f"exported {workdir}/checkpoints/7 (step 7, --step best)" in (
+      result.stdout)
+  assert "read only" not in result.stderr
   assert "input uint8 [2, 33, 40, 3]" in result.stdout
   assert "differ from the model's by at most" in result.stdout
   loaded = export.load(str(fixed))
@@ -133,8 +137,14 @@ def test_cli_fixed_shapes_and_errors(exported, tmp_path):
   bad = tiny_fcn.run_module(
       ["fcn_jax.export", "--checkpoint", workdir, "--output", str(fixed),
        "--height", "33"], tmp_path, REPO)
-  assert bad.returncode == 1 and "error: give --height and --width" in (
+  assert bad.returncode == 2 and "error: give --height and --width" in (
       bad.stderr) and "Traceback" not in bad.stderr
+  # The one overwrite rule: an existing artifact stays, unless --overwrite
+  # (checked before anything is loaded); --batch is the old --batch_size.
+  before = fixed.read_bytes()
+  assert export.main(["--checkpoint", workdir, "--output", str(fixed),
+                      "--batch", "2", "--height", "33", "--width", "40"]) == 2
+  assert fixed.read_bytes() == before
   with pytest.raises(ValueError, match="not a serialized jax.export"):
     (tmp_path / "junk.jaxexport").write_bytes(b"junk")
     export.load(str(tmp_path / "junk.jaxexport"))

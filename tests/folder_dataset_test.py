@@ -6,9 +6,7 @@ would fail), greyscale masks, ``classes.txt`` and split files. Expected
 masks are the arrays the fixture drew.
 """
 
-import hashlib
 import io
-import json
 import pathlib
 import subprocess
 import sys
@@ -274,11 +272,11 @@ def test_prepare_data_cli(tmp_path):
   assert "--config.dataset.name=cli_pets" in result.stdout
   assert "eval_pad_size, which must be >=" in result.stdout
   missing_name = _prepare_cli(args)
-  assert missing_name.returncode == 1
+  assert missing_name.returncode == 2
   assert "error: --dataset folder needs --name" in missing_name.stderr
   assert "Traceback" not in missing_name.stderr
   assert prepare_data.main(["--dataset", "synthetic_shapes", "--name",
-                            "x"]) == 1
+                            "x"]) == 2
 
 
 def test_training_takes_the_class_count_from_the_dataset(tmp_path):

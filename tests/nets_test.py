@@ -517,7 +517,7 @@ def test_released_file_name_picks_the_model(tmp_path, capsys):
       tmp_path / "nyud-fcn32s-color-heavy.caffemodel", blobs)
   assert weights_test.run_cli(
       "--input", path, "--format", "caffemodel", "--model", "fcn32s",
-      "--output", tmp_path / "out", "--width_divisor", LOAD_DIVISOR) == 1
+      "--output", tmp_path / "out", "--width_divisor", LOAD_DIVISOR) == 2
   assert "use --model nyud_fcn32s_color" in capsys.readouterr().err
 
 

@@ -664,10 +664,10 @@ def test_prepare_data_pascal_context(tmp_path, capsys):
   _context_archives(tmp_path / "bad", tmp_path / "manual")
   args = ["--dataset", "pascal_context", "--manual_dir",
           str(tmp_path / "manual"), "--data_dir", str(tmp_path / "data")]
-  assert prepare_data.main(args) == 1
+  assert prepare_data.main(args) == 2
   err = capsys.readouterr().err
   assert "expected 4,998 ids, found 2" in err and "expected 5,105" in err
-  assert prepare_data.main(args + ["--no_check_split_sizes"]) == 1
+  assert prepare_data.main(args + ["--no_check_split_sizes"]) == 2
   err = capsys.readouterr().err
   # The file is named as the archive's member, not its extracted copy.
   assert re.search(r"error: 2010_000003: \S*trainval\.tar\.gz:trainval/"
@@ -697,7 +697,7 @@ def test_a_split_left_empty_by_skip_invalid_is_an_error(tmp_path):
     ("pascal_context", pascal_context.CONTEXT_ARCHIVE)])
 def test_prepare_data_needs_manual_dir(tmp_path, capsys, dataset, archive):
   assert prepare_data.main(["--dataset", dataset,
-                            "--data_dir", str(tmp_path)]) == 1
+                            "--data_dir", str(tmp_path)]) == 2
   err = capsys.readouterr().err
   assert "--manual_dir" in err and archive in err
 

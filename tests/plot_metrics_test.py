@@ -99,9 +99,9 @@ def test_cli_writes_a_png_and_reports_errors(tmp_path, capsys):
   assert plot_metrics.main([str(tmp_path / "a"), str(tmp_path / "a"),
                             "--labels", "x,y", "--output", out]) == 0
   assert "x: 4 train / 2 eval points" in capsys.readouterr().out
-  assert plot_metrics.main([str(tmp_path / "missing")]) == 1
+  assert plot_metrics.main([str(tmp_path / "missing")]) == 2
   assert "metrics.jsonl does not exist" in capsys.readouterr().err
-  assert plot_metrics.main([str(tmp_path / "a"), "--labels", "x,y"]) == 1
+  assert plot_metrics.main([str(tmp_path / "a"), "--labels", "x,y"]) == 2
   # A line cut off by a crash is skipped at the end, an error elsewhere.
   path = tmp_path / "a" / "metrics.jsonl"
   lines = path.read_text().splitlines()

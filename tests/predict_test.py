@@ -194,7 +194,7 @@ def test_an_image_too_large_for_the_memory_is_refused_before_running(
   [(path, message)] = summary.failures
   assert path.endswith("large.png")
   assert "a forward pass at 256x192 (batch 2) needs about" in message
-  assert "--max-memory" in message and "downscale it" in message
+  assert "--max_memory" in message and "downscale it" in message
   assert summary.run_shapes == {(32, 32)}  # The large one never ran.
 
 

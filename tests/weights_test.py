@@ -10,7 +10,6 @@ transcription of pytorch-fcn's forward, and a torchvision-layout VGG16.
 """
 
 import json
-import math
 import os
 
 import h5py
@@ -658,7 +657,7 @@ def test_keras_theano_ordering_and_notop_files_are_errors(tmp_path):
 
 def _cli_fails(tmp_path, capsys, *args, match):
   out = tmp_path / "never"
-  assert run_cli(*args, "--output", out, "--width_divisor", DIVISOR) == 1
+  assert run_cli(*args, "--output", out, "--width_divisor", DIVISOR) == 2
   err = capsys.readouterr().err
   assert err.startswith("error:")
   assert match in err, err
@@ -754,7 +753,7 @@ def test_cli_refuses_to_overwrite(tmp_path, capsys):
   out.mkdir()
   (out / "keep.txt").write_text("mine")
   assert run_cli("--input", path, "--format", "caffemodel", "--model",
-                 "fcn32s", "--output", out, "--width_divisor", DIVISOR) == 1
+                 "fcn32s", "--output", out, "--width_divisor", DIVISOR) == 2
   assert "--overwrite" in capsys.readouterr().err
   assert os.listdir(out) == ["keep.txt"]
   assert run_cli("--input", path, "--format", "caffemodel", "--model",

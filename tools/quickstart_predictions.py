@@ -49,7 +49,7 @@ def main() -> None:
     subprocess.run(
         [sys.executable, "-m", "fcn_jax.predict", "--checkpoint",
          args.workdir, "--input", str(images_dir), "--output",
-         str(pathlib.Path(tmp, "predictions")), "--no-progress"],
+         str(pathlib.Path(tmp, "predictions")), "--no_progress"],
         check=True, cwd=ROOT)
     for i, truth in enumerate(truths):
       predicted = Image.open(pathlib.Path(tmp, "predictions",

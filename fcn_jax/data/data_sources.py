@@ -16,6 +16,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from fcn_jax import datasets
+from fcn_jax import logging_utils
 from fcn_jax.datasets import common
 
 
@@ -56,26 +57,21 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
       command that prepares it.
     ValueError: Unknown split.
   """
-  base_name = datasets.base_name(dataset_name)
-  builder = datasets.builder(dataset_name, data_dir)
-  if not builder.is_prepared():
-    if base_name == "synthetic_shapes" and prepare_synthetic:
-      logging.info("[SYNTHETIC DATA, not VOC] Generating %s in %s.",
-                   dataset_name, builder.data_dir)
-      try:
+  builder = check_prepared(dataset_name, data_dir)
+  if not builder.is_prepared():  # synthetic_shapes: generated here.
+    if not prepare_synthetic:
+      raise FileNotFoundError(f"Dataset {dataset_name} is not generated in "
+                              f"{builder.data_dir}.")
+    logging.info("[SYNTHETIC DATA, not VOC] Generating %s in %s.",
+                 dataset_name, builder.data_dir)
+    try:
+      with logging_utils.quiet_stdout():
         builder.download_and_prepare()
-      except OSError:
-        # Several hosts sharing a file system: another one finished first.
-        builder = datasets.builder(dataset_name, data_dir)
-        if not builder.is_prepared():
-          raise
-    else:
-      raise FileNotFoundError(
-          f"Dataset {dataset_name} is not prepared in {builder.data_dir}. Run "
-          f"`python -m fcn_jax.prepare_data --dataset {dataset_name} "
-          + ("--manual_dir <dir with its downloaded archives> "
-             if base_name in datasets.MANUAL_BUILDERS else "")
-          + (f"--data_dir {data_dir}" if data_dir else "") + "` first.")
+    except OSError:
+      # Several hosts sharing a file system: another one finished first.
+      builder = datasets.builder(dataset_name, data_dir)
+      if not builder.is_prepared():
+        raise
   splits = builder.info.splits
   if split not in splits:
     raise ValueError(f"{dataset_name} has no split {split!r}; it has "
@@ -89,6 +85,29 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
   records = builder.as_data_source(
       split=split, decoders=common.skip_decoding_decoders(encoded))
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
+
+
+def check_prepared(dataset_name: str, data_dir: str = ""
+                   ) -> "tfds.core.DatasetBuilder":
+  """The builder of a dataset that is named and prepared (or that is
+  ``synthetic_shapes``, generated on first use); reads no data.
+
+  Raises:
+    ValueError: No name, or ``folder`` itself.
+    FileNotFoundError: Unknown or not prepared; the message gives the
+      command that prepares it.
+  """
+  builder = datasets.builder(dataset_name, data_dir)
+  base_name = datasets.base_name(dataset_name)
+  if not builder.is_prepared() and base_name != "synthetic_shapes":
+    raise FileNotFoundError(
+        f"Dataset {dataset_name} is not prepared in {builder.data_dir}. Run "
+        f"`python -m fcn_jax.prepare_data --dataset {dataset_name} "
+        + ("--manual_dir <dir with its downloaded archives> "
+           if base_name in datasets.MANUAL_BUILDERS else "")
+        + (f"--data_dir {data_dir}" if data_dir else "") + "` first, or "
+        "point --config.dataset.data_dir at the folder it was prepared in.")
+  return builder
 
 
 def label_class_names(dataset_name: str, label_feature: str,

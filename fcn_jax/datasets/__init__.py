@@ -24,6 +24,7 @@ class count and names every builder records in ``info.metadata``.
 
 from __future__ import annotations
 
+import os
 from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
@@ -62,7 +63,8 @@ def builder(dataset_name: str, data_dir: str | None = None
     dataset_name: A builder of :data:`BUILDERS` with an optional config and
       version (``synthetic_shapes/tiny``), or the name a folder dataset was
       built under (``my_cats``, ``my_cats:1.0.0``).
-    data_dir: TFDS data dir; ``None`` or ``''`` for TFDS's default.
+    data_dir: TFDS data dir (``~`` expanded); ``None`` or ``''`` for TFDS's
+      default.
 
   Returns:
     The builder; for a folder dataset one read from its files.
@@ -73,6 +75,8 @@ def builder(dataset_name: str, data_dir: str | None = None
     ValueError: ``folder`` itself (the user's name is wanted).
   """
   name = base_name(dataset_name)
+  # A shell leaves "~" unexpanded in --config.dataset.data_dir=~/...
+  data_dir = os.path.expanduser(data_dir) if data_dir else None
   if not name:
     raise ValueError(
         "config.dataset.name is empty: give the dataset, e.g. "

@@ -295,6 +295,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
     ``step_reason``, ``dataset``, ``split``, ``tta``, ``class_names`` and
     ``metrics`` (the results of :func:`evaluate`).
   """
+  run_config.check_dataset(config)  # Before the checkpoint is read.
   run_config.validate_config(config)
   loaded = checkpointing.load(source, step, dtype=config.model.dtype)
   run_config.check_dataset_classes(config, loaded)

@@ -187,6 +187,36 @@ def _resume(config: ml_collections.ConfigDict,
   return resumed
 
 
+# Timed steps after the compiled first one before the time left is logged.
+_ESTIMATE_STEPS = 3
+
+
+def closing_summary(workdir: str,
+                    checkpointer: checkpointing.Checkpointer) -> str:
+  """What a finished run says last: where its checkpoints are, the best
+  step and its metrics, and the commands to run next."""
+  latest = checkpointer.latest_step()
+  best = checkpointer.best_step()
+  metrics = checkpointer.metrics(best) if best is not None else None
+  if metrics:
+    best_line = (f"best step {best}: mean IU {100 * metrics['mean_iu']:.2f}%, "
+                 f"pixel acc. {100 * metrics['pixel_acc']:.2f}%, mean acc. "
+                 f"{100 * metrics['mean_acc']:.2f}%, f.w. IU "
+                 f"{100 * metrics['fw_iu']:.2f}%")
+  else:
+    best_line = "no step was evaluated"
+  return "\n".join([
+      f"Training done: step {latest}; checkpoints in {checkpointer.directory} "
+      f"({', '.join(map(str, checkpointer.all_steps()))}); {best_line}.",
+      "Next:",
+      f"  python -m fcn_jax.predict --checkpoint {workdir} --input "
+      f"'photos/*.jpg' --output {os.path.join(workdir, 'predictions')}",
+      f"  python -m fcn_jax.evaluate --checkpoint {workdir}",
+      f"  python -m fcn_jax.plot_metrics {workdir}",
+      f"  python -m fcn_jax.export --checkpoint {workdir} --output "
+      f"{os.path.join(workdir, 'model.jaxexport')}"])
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict,
                        workdir: str) -> state_lib.TrainState:
   """Trains (and evaluates) as the config says; resumes from the workdir.
@@ -205,6 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   Returns:
     The final train state.
   """
+  run_config.check_dataset(config)  # Before anything is written.
   run_config.validate_config(config)
   class_names = run_config.check_dataset_classes(config)
   workdir = os.path.abspath(workdir)
@@ -240,6 +271,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     if resumed is None:
       start_step = 0
       preprocessing = run_config.resolve_preprocessing(config, source_metadata)
+      run_config.warn_if_scratch_with_caffe_inputs(config, preprocessing)
       train_iter = input_pipeline.create_train_iterator(config, preprocessing)
     else:
       start_step, state = resumed.step, resumed.state
@@ -255,6 +287,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       logging.warning("Preempted during start-up: stopped before step %d, "
                       "with nothing new to save; rerun the same command to "
                       "resume.", start_step + 1)
+      return state
+    if resumed is not None and start_step >= num_steps:
+      logging.warning(
+          "Nothing to do: %s is at step %d and config.num_train_steps=%d; "
+          "raise --config.num_train_steps to train further, or evaluate it "
+          "with python -m fcn_jax.evaluate --checkpoint %s.", workdir,
+          start_step, num_steps, workdir)
       return state
     logging.info("Model %s (%d classes), preprocessing %s; training steps "
                  "%d -> %d (parallel=%s).", config.model.name,
@@ -274,6 +313,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     eval_every = int(config.eval_every_steps)
 
     pending = []  # (step, device metrics) not yet checked for finiteness.
+    logging.info("Compiling the train step (this can take a minute)...")
     for step in range(start_step + 1, num_steps + 1):
       for _ in range(iter_size):
         batch = next(train_iter)
@@ -291,6 +331,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       if step == start_step + 1:  # Exclude compilation from the rates.
         jax.block_until_ready(state)
         progress.restart(step)
+      elif step == start_step + 1 + _ESTIMATE_STEPS and not is_last:
+        jax.block_until_ready(state)  # The steps' time, not their dispatch.
+        progress.estimate(step, _ESTIMATE_STEPS)
       if not (do_log or do_eval or do_save):
         continue
       step_losses = _check_finite(pending, checkpointer)
@@ -327,6 +370,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         logging.warning("Preempted: saved step %d; rerun the same command to "
                         "resume.", step)
         break
+    else:
+      checkpointer.wait()
+      if is_main and checkpointer.latest_step() is not None:
+        logging.info("%s", closing_summary(workdir, checkpointer))
   finally:
     preemption.close()
     if checkpointer is not None:
