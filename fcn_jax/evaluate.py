@@ -5,9 +5,10 @@ r"""Scores a trained FCN on an evaluation split.
 
 The same evaluation as ``python -m fcn_jax.main --config.mode=eval`` and as
 during training (:func:`fcn_jax.evaluation.evaluator.evaluate_checkpoint`): one pass over the
-split with :mod:`fcn_jax.data.input_pipeline` (exact by default: native size, one
-image per batch, as ``score.py``; or padded to ``--eval-pad-size`` squared and
-batched), one confusion matrix summed over every image, and from it the four
+split with :mod:`fcn_jax.data.input_pipeline` (exact by default: the native-size
+results of ``score.py``, at a few masked shape buckets and batched, see
+:mod:`fcn_jax.data.buckets`; or padded to ``--eval-pad-size`` squared without
+masking and batched), one confusion matrix summed over every image, and from it the four
 FCN metrics (docs/reference.md §7) and a per-class table, printed and written
 with the matrix to ``eval_results.json`` and ``confusion.png`` under
 ``--output``. The checkpoint's own metadata rebuilds the model and gives the
@@ -53,11 +54,12 @@ _SPLIT = flags.DEFINE_string(
 _DATA_DIR = flags.DEFINE_string(
     "data-dir", None, "TFDS data dir (config.dataset.data_dir).")
 _EVAL_PAD_SIZE = flags.DEFINE_integer(
-    "eval-pad-size", None, "0: exact (native size, batch 1); S: pad to SxS "
-    "and batch (config.input.eval_pad_size).")
+    "eval-pad-size", None, "0: exact (native-size results, at shape buckets "
+    "with config.input.buckets); S: pad to SxS without masking "
+    "(config.input.eval_pad_size).")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch-size", None, "Eval batch (config.eval_batch_size); above 1 needs "
-    "--eval-pad-size > 0.")
+    "shape buckets (the default) or --eval-pad-size > 0.")
 _FLIP = flags.DEFINE_boolean(
     "flip", None, "Average with the horizontally flipped logits "
     "(config.tta.flip).")
@@ -89,7 +91,8 @@ def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
   config = cli.loaded_config()
   _apply_shortcuts(config)
-  cli.start(cli.XLA_CPU_FLAGS.value)
+  cli.start(cli.XLA_CPU_FLAGS.value,
+            compilation_cache_dir=config.get("compilation_cache_dir"))
   output = _OUTPUT.value or (f"eval_{config.dataset.name}_"
                              f"{config.dataset.eval_split}").replace("/", "_")
   start = time.time()
