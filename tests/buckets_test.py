@@ -28,12 +28,15 @@ def _png(array):
   return buffer.getvalue()
 
 
-def mixed_source(count, seed=0, low=20, high=70):
-  """Records of random sizes in [low, high), random pixels and labels."""
+def mixed_source(count, seed=0, low=20, high=70, sizes=None):
+  """Records of random sizes in [low, high) (or ``sizes`` in turn), random
+  pixels and labels."""
   rng = np.random.default_rng(seed)
   records = []
   for k in range(count):
-    height, width = (int(v) for v in rng.integers(low, high, size=2))
+    height, width = (rng.integers(low, high, size=2) if sizes is None
+                     else sizes[k % len(sizes)])
+    height, width = int(height), int(width)
     image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
     label = rng.integers(0, 21, (height, width), dtype=np.uint8)
     label[0, 0] = 255
