@@ -14,7 +14,9 @@ composition is :mod:`fcn_jax.models.nets`' business.
 from __future__ import annotations
 
 import dataclasses
-from typing import Mapping
+from typing import Any, Mapping
+
+from fcn_jax.models import layers
 
 SCORE_LAYER = "score_fr"
 
@@ -63,6 +65,24 @@ class HeadSpec:
 
   def upsamplers(self) -> tuple[Upsampler, ...]:
     return tuple(s.upsampler for s in self.skips) + (self.final,)
+
+  def extents(self, score: Any) -> dict[str, Any]:
+    """The native extent of each upsampler's output, keyed by its name.
+
+    ``score`` is the extent of ``score_fr`` (fc7's). Each skip's sum has its
+    upsampler's extent: inside it the crop (at the reference offset from the
+    top-left corner, valid for every input size, docs/reference.md §3) reads
+    the skip's native values; beyond it, it would add skip values that the
+    native crop cuts away, so the sum is masked to this extent.
+
+    Args:
+      score: int32 ``[N, 2]`` extents (height, width) of ``score_fr``.
+    """
+    extents = {}
+    for up in self.upsamplers():
+      score = layers.upsample_extent(score, up.kernel, up.stride)
+      extents[up.name] = score
+    return extents
 
 
 _UPSCORE2 = Upsampler("upscore2", 4, 2)

@@ -216,6 +216,58 @@ def local_response_norm(x: jax.Array, size: int, alpha: float,
 
 
 # --------------------------------------------------------------------------
+# Valid extents: native-size results on padded inputs.
+# --------------------------------------------------------------------------
+#
+# An input padded at the bottom/right to a larger (bucket) shape gives the
+# native-size values inside every blob's native extent if everything outside
+# that extent is zero when the next layer reads it: a convolution's (or
+# pooling window's) taps beyond the native extent then read zeros, which is
+# what Caffe's zero padding gives a convolution, and which cannot win a round-up
+# max pool over post-ReLU (>= 0) values clipped at the border. Extents are
+# int32 ``[N, 2]`` arrays (height, width per example), traced like any value,
+# so one program serves every size that fits its shape.
+
+
+def conv_extent(extent: jax.Array, kernel: int, stride: int = 1,
+                pad: int = 0) -> jax.Array:
+  """A convolution's output extent, rounding down as Caffe does
+  (docs/reference.md §4.1): ``(n + 2 p - k) // s + 1``."""
+  return (extent + 2 * pad - kernel) // stride + 1
+
+
+def pool_extent(extent: jax.Array, window: int, stride: int) -> jax.Array:
+  """:func:`max_pool_ceil`'s output extent, rounding up (docs/reference.md
+  §4.2): ``ceil((n - window) / stride) + 1``, and 1 for a side shorter than the
+  window."""
+  return jnp.maximum(extent - window + stride - 1, 0) // stride + 1
+
+
+def upsample_extent(extent: jax.Array, kernel: int, stride: int) -> jax.Array:
+  """A VALID transposed convolution's output extent (docs/reference.md §4.3):
+  ``(n - 1) s + k``. Zero inputs beyond ``n`` give zero outputs beyond it, so
+  a bias-free upsampler needs no mask after it."""
+  return (extent - 1) * stride + kernel
+
+
+def mask_outside(x: jax.Array, extent: jax.Array | None) -> jax.Array:
+  """Zeroes ``x [N, H, W, C]`` outside each example's top-left ``extent``.
+
+  Two iota comparisons broadcast to ``[N, H, W, 1]`` and one select: no
+  gathers, any H and W, traced extents, and gradients that stop at the zeroed
+  positions. ``None`` returns ``x`` itself (nothing traced).
+  """
+  if extent is None:
+    return x
+  extent = extent.astype(jnp.int32)
+  rows = jax.lax.broadcasted_iota(jnp.int32, (1, x.shape[1], 1, 1), 1)
+  cols = jax.lax.broadcasted_iota(jnp.int32, (1, 1, x.shape[2], 1), 2)
+  inside = ((rows < extent[:, 0, None, None, None])
+            & (cols < extent[:, 1, None, None, None]))
+  return jnp.where(inside, x, jnp.zeros((), x.dtype))
+
+
+# --------------------------------------------------------------------------
 # Modules.
 # --------------------------------------------------------------------------
 
