@@ -20,6 +20,7 @@ import pytest
 
 from fcn_jax import default_config
 from fcn_jax import parallel
+from fcn_jax import run_config
 from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.evaluation import evaluator
@@ -56,8 +57,9 @@ def _config(**overrides):
 
 
 def _model_and_params():
-  model, variables = tiny_fcn(NET, width_divisor=WIDTH, seed=1)
-  return model, variables["params"]
+  """The config's model (no dropout) and random parameters."""
+  _, variables = tiny_fcn(NET, width_divisor=WIDTH, seed=1)
+  return run_config.model_spec(_config()).create(), variables["params"]
 
 
 @contextlib.contextmanager
@@ -195,7 +197,7 @@ def test_predict_exact_mode_equals_native_size_at_few_compiles():
   model, variables = tiny_fcn("fcn8s", width_divisor=WIDTH, seed=2)
   rng = np.random.default_rng(3)
   images = [random_image(rng, int(h), int(w))
-            for h, w in rng.integers(20, 70, (9, 2))]
+            for h, w in rng.integers(20, 70, (5, 2))]
   predictor = predictor_lib.Predictor(model, variables, CAFFE, mode="exact",
                                       buckets=64, batch_size=4)
   assert predictor.masked
