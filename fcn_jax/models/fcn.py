@@ -11,6 +11,9 @@ A transcription of the reference Caffe nets (docs/reference.md §2-§4, §8):
   ``params`` under their Caffe names so weights map 1:1, and are frozen (Caffe
   ``lr_mult: 0``): :meth:`FCN.frozen_layers` names them for the optimizer.
 
+With ``sizes`` (:meth:`FCN.__call__`) every blob is masked to its native
+extent, so that inputs padded to one shape give their native-size logits.
+
 Variables are keyed by the Caffe layer names (``conv1_1`` ... ``upscore8``,
 ``conv1_1color``, ``score_fr_sem``, ...) in one flat tree. Kernels are HWIO.
 Score layers start at zero, as Caffe's default filler does.
@@ -339,7 +342,7 @@ class FCN(nn.Module):
     extents = {}
     if sizes is not None:
       sizes = self._check_sizes(sizes, batch, height, width)
-      extents = self.net.trunk_spec.extents(sizes)
+      extents = self.net.trunk_spec.extents()
       extents.update(self.head.extents(extents["fc7"]))
     blobs = {}
     features = []
@@ -355,7 +358,7 @@ class FCN(nn.Module):
       c, suffix = classes[output.name], output.suffix
       scores = [layers.mask_outside(
           self._score(heads_lib.SCORE_LAYER + stream.suffix + suffix, c,
-                      f["fc7"], blobs), extents.get("fc7"))
+                      f["fc7"], blobs), extents.get("fc7"), sizes)
                 for stream, f in zip(self.net.streams, features)]
       score = scores[0]
       if self.net.fusion is not None:
@@ -374,11 +377,11 @@ class FCN(nn.Module):
             skip.offset, upscored.shape[1], upscored.shape[2])
         blobs[skip.score_layer + suffix + "c"] = cropped
         score = layers.mask_outside(upscored + cropped,
-                                    extents.get(skip.upsampler.name))
+                                    extents.get(skip.upsampler.name), sizes)
       score = self._upsample(self.head.final, self.head.final.name + suffix,
                              c, score, blobs)
       score = layers.crop_like(score, self.head.final_offset, height, width)
-      score = layers.mask_outside(score, sizes)
+      score = layers.mask_outside(score, layers.Extent(), sizes)
       blobs["score" + suffix] = score
       outputs[output.name] = score.astype(jnp.float32)
     # Every named blob, for inspection: apply(..., mutable=["intermediates"]).

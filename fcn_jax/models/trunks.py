@@ -107,33 +107,37 @@ class TrunkSpec:
     m = self.width_multiple
     return max(m, features // width_divisor // m * m)
 
-  def extents(self, sizes: jax.Array, input_pad: int = INPUT_PAD
-              ) -> dict[str, jax.Array]:
+  def extents(self, input_pad: int = INPUT_PAD) -> dict[str, layers.Extent]:
     """The native extent of every blob of the table, from the input's.
 
     The one place where a trunk's size arithmetic lives: each convolution
     rounds down, each pool rounds up, fc6/fc7 are VALID
-    (:func:`~fcn_jax.models.layers.conv_extent`,
-    :func:`~fcn_jax.models.layers.pool_extent`).
+    (:class:`~fcn_jax.models.layers.Extent`).
 
     Args:
-      sizes: int32 ``[N, 2]``, each input's true (height, width); traced or
-        concrete.
       input_pad: The first convolution's padding (:attr:`Trunk.input_pad`).
 
     Returns:
-      ``[N, 2]`` extents keyed by blob: every convolution (after its ReLU),
-      pool and LRN, in forward order.
+      Extents keyed by blob: every convolution (after its ReLU), pool and
+      LRN, in forward order.
+
+    Raises:
+      ValueError: A pool could see a side shorter than its window (not in
+        the FCNs: their 100-pixel pad keeps every pool input >= 12).
     """
     extents = {}
-    extent = jnp.asarray(sizes, jnp.int32)
+    extent = layers.Extent()
     for index, layer in enumerate(self.layers):
       pad = input_pad if index == 0 else layer.pad
-      extent = layers.conv_extent(extent, layer.kernel, layer.stride, pad)
+      extent = extent.conv(layer.kernel, layer.stride, pad)
       extents[layer.name] = extent
       if layer.pool:
-        extent = layers.pool_extent(extent, self.pool_window,
-                                    self.pool_stride)
+        if extent.minimum() < self.pool_window:
+          raise ValueError(
+              f"{self.name} with input pad {input_pad}: {layer.pool} can see "
+              f"fewer than {self.pool_window} rows, which masked padding does "
+              "not support")
+        extent = extent.pool(self.pool_window, self.pool_stride)
         extents[layer.pool] = extent
       if layer.norm:
         extents[layer.norm] = extent
@@ -237,10 +241,8 @@ class Trunk(nn.Module):
         inside it (see :class:`~fcn_jax.models.fcn.FCN`).
     """
     blobs = {}
-    extents = {}
-    if sizes is not None:
-      extents = self.spec.extents(sizes, self.input_pad)
-      x = layers.mask_outside(x, jnp.asarray(sizes, jnp.int32))
+    extents = self.spec.extents(self.input_pad) if sizes is not None else {}
+    x = layers.mask_outside(x, layers.Extent(), sizes)
     # One dropout per stream; the first keeps its automatic name (and so the
     # dropout masks of the single-stream nets), later ones are suffixed.
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train,
@@ -259,12 +261,13 @@ class Trunk(nn.Module):
       # The masks follow the layers that can write outside the extent (a
       # bias, a window reaching valid pixels); ReLU, dropout and LRN keep
       # zeros zero.
-      x = layers.mask_outside(nn.relu(conv(x)), extents.get(layer.name))
+      x = layers.mask_outside(nn.relu(conv(x)), extents.get(layer.name),
+                              sizes)
       if layer.dropout:
         x = dropout(x)
       if layer.pool:
         x = layers.max_pool_ceil(x, spec.pool_window, spec.pool_stride)
-        x = layers.mask_outside(x, extents.get(layer.pool))
+        x = layers.mask_outside(x, extents.get(layer.pool), sizes)
         blobs[layer.pool] = x
       if layer.norm:
         x = layers.local_response_norm(x, spec.lrn_size, spec.lrn_alpha,
