@@ -3,7 +3,8 @@ path, and the absl/ml_collections config-flag plumbing.
 
 * :func:`start`: the start-up of every command that runs a model (``main``,
   ``evaluate``, ``predict``, ``export``): the XLA:CPU flags of
-  :mod:`fcn_jax.xla_flags` before JAX starts, quiet library logs, and
+  :mod:`fcn_jax.xla_flags` before JAX starts, quiet library logs, JAX's
+  persistent compilation cache (:mod:`fcn_jax.compilation_cache`), and
   multi-process JAX where the environment asks for it.
 * :func:`run_reporting_errors` / :func:`exit_code`: bad input (a config
   value, a missing file or dataset, a checkpoint of another model) reported
@@ -31,6 +32,7 @@ from typing import Any, Callable, Sequence
 from absl import flags
 from absl import logging
 
+from fcn_jax import compilation_cache
 from fcn_jax import xla_flags
 
 # The absl commands' --xla_cpu_flags (argparse commands read the variable).
@@ -206,7 +208,8 @@ def loaded_config(flag_name: str = "config") -> Any:
 
 
 def start(xla_cpu_flags: str | None = None, *,
-          multi_process: bool = True) -> str:
+          multi_process: bool = True,
+          compilation_cache_dir: str | None = None) -> str:
   """The start-up of every command that runs a model; call it first.
 
   Args:
@@ -215,6 +218,9 @@ def start(xla_cpu_flags: str | None = None, *,
     multi_process: Initialise multi-process JAX when the environment
       describes a multi-process run (:mod:`fcn_jax.distributed`); commands
       that run on one host's devices only (predict, export) pass False.
+    compilation_cache_dir: JAX's persistent compilation cache
+      (:mod:`fcn_jax.compilation_cache`; ``config.compilation_cache_dir``);
+      None: its default directory; empty: off.
 
   Returns:
     Which XLA:CPU flags apply (:func:`fcn_jax.xla_flags.configure`).
@@ -225,6 +231,7 @@ def start(xla_cpu_flags: str | None = None, *,
   from fcn_jax import logging_utils
   applied = run_reporting_errors(xla_flags.configure, xla_cpu_flags)
   logging_utils.quiet_library_logs()
+  run_reporting_errors(compilation_cache.configure, compilation_cache_dir)
   if multi_process:
     # Before anything touches a device; a no-op on one host (see launch/).
     run_reporting_errors(distributed.maybe_initialize)

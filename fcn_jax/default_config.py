@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import ml_collections
 
+from fcn_jax import compilation_cache
 from fcn_jax import models
 
 MODES = ("train", "eval", "train_and_eval")
@@ -74,6 +75,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Validation image tiles (image | label | prediction) written to TensorBoard
   # at each evaluation.
   config.num_eval_tiles = 4
+  # JAX's persistent compilation cache (fcn_jax.compilation_cache): compiled
+  # steps are stored here and reused by later runs on GPUs and TPUs. Default
+  # $FCN_JAX_COMPILATION_CACHE_DIR, else ~/.cache/fcn_jax/jax_cache; empty =
+  # off.
+  config.compilation_cache_dir = compilation_cache.default_directory()
 
   # The model: every field of fcn_jax.models.ModelSpec, with its defaults
   # (name "fcn32s" ... "fcn8s_atonce", num_classes, width_divisor, dtype,
@@ -117,6 +123,17 @@ def get_config() -> ml_collections.ConfigDict:
   # Pad evaluation images to this square size (padding never counts in the
   # metrics); 0 = native size, exactly as the reference.
   config.input.eval_pad_size = 0
+  # Shape buckets (fcn_jax.data.buckets) for native sizes: training with
+  # crop_size=0 (and no rescaling) and evaluation with eval_pad_size=0 pad
+  # each image (after preprocessing) to a bucket and the net masks every
+  # layer to the image's true extent, so the results are the native-size
+  # ones while XLA compiles once per bucket instead of once per image size,
+  # and native-size images can be batched. "auto": at most max_buckets
+  # sizes chosen from the split's size histogram; "HxW,HxW,...": these
+  # (every image must fit one); "none": the per-shape path (batch 1 per host,
+  # a compile per distinct size).
+  config.input.buckets = "auto"
+  config.input.max_buckets = 4
   # Grain worker processes (0 = in the main process).
   config.input.num_workers = 0
   # Seed of the reference data order (Python random seeded with 1337).

@@ -12,8 +12,10 @@ and steps with the functions training uses
 :func:`fcn_jax.evaluation.evaluator.make_eval_fn`), as
 shapes only, for the config's global batches split over every chip of the
 slice, at the config's training crop and evaluation size (the native-size
-reference configs at ``--native_size``, 500x500 by default: the largest PASCAL
-VOC image). It compiles both steps and prints, per chip, the bytes of the
+reference configs at their largest shape bucket: the largest of explicit
+``config.input.buckets``, else ``--native_size`` squared, 500x500 by default,
+the largest PASCAL VOC image; with the images' true sizes, which the nets mask
+to, when buckets apply). It compiles both steps and prints, per chip, the bytes of the
 arguments, outputs (less those aliased to donated arguments), temporaries and
 code, their total against the chip's HBM, the FLOPs of one step and the
 compile time; it exits with status 1 when a step does not fit.
@@ -53,7 +55,10 @@ import ml_collections
 from ml_collections import config_flags
 
 from fcn_jax import cli
+from fcn_jax import compilation_cache
 from fcn_jax import models
+from fcn_jax.data import buckets as buckets_lib
+from fcn_jax.data import input_config
 from fcn_jax.evaluation import evaluator
 from fcn_jax import run_config
 from fcn_jax.training import state as state_lib
@@ -376,35 +381,61 @@ def per_chip(global_batch: int, num_chips: int, field: str) -> int:
 
 
 def _batch_shapes(spec: models.ModelSpec, num_chips: int,
-                  per_chip_batch: int, size: int, with_valid: bool
+                  per_chip_batch: int, size: int | tuple[int, int],
+                  with_valid: bool, with_sizes: bool = False
                   ) -> dict[str, Any]:
   """The sharded batch of a step (:func:`fcn_jax.parallel.shard` layout).
 
   ``image`` is one array, or a dict of the net's inputs (color, HHA, depth)
-  by name; ``label`` one array, or a dict of its heads' labels by name.
+  by name; ``label`` one array, or a dict of its heads' labels by name;
+  at shape buckets ``size`` holds each image's true extent.
   """
   lead = (num_chips, per_chip_batch)
-  images = {name: jax.ShapeDtypeStruct(lead + (size, size, channels),
+  height, width = (size, size) if isinstance(size, int) else size
+  images = {name: jax.ShapeDtypeStruct(lead + (height, width, channels),
                                        jnp.float32)
             for name, channels in spec.input_channels.items()}
-  labels = {name: jax.ShapeDtypeStruct(lead + (size, size), jnp.int32)
+  labels = {name: jax.ShapeDtypeStruct(lead + (height, width), jnp.int32)
             for name in spec.head_classes}
   shapes = {
       "image": images if spec.multi_input else next(iter(images.values())),
       "label": labels if spec.multi_head else next(iter(labels.values()))}
   if with_valid:
     shapes["valid"] = jax.ShapeDtypeStruct(lead, jnp.bool_)
+  if with_sizes:
+    shapes["size"] = jax.ShapeDtypeStruct(lead + (2,), jnp.int32)
   return shapes
+
+
+def native_shape(config: ml_collections.ConfigDict, native_size: int
+                 ) -> tuple[int, int]:
+  """The worst-case native-size shape compiled: the largest of explicit
+  ``config.input.buckets``, else ``native_size`` squared (with ``auto`` the
+  largest bucket is the split's largest height x width; 500x500 for VOC)."""
+  parsed = buckets_lib.parse(config.input.get("buckets", buckets_lib.NONE))
+  if isinstance(parsed, tuple):
+    return parsed[-1]
+  return native_size, native_size
+
+
+def _train_buckets(config: ml_collections.ConfigDict) -> bool:
+  return input_config.InputConfig.from_config(config).train_buckets
+
+
+def _eval_buckets(config: ml_collections.ConfigDict) -> bool:
+  cfg = input_config.InputConfig.from_config(config)
+  return (cfg.eval_pad_size == 0 and cfg.buckets != buckets_lib.NONE
+          and run_config.tta_from_config(config).is_identity)
 
 
 def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
                  capacity: int, native_size: int) -> StepReport:
   """Compiles the train step for ``per_chip_batch`` images per chip."""
   config = built.config
-  size = config.input.crop_size or native_size
+  size = config.input.crop_size or native_shape(config, native_size)
   step = step_lib.make_train_fn(built.model, built.tx, config, devices)
   batch = _batch_shapes(built.spec, len(devices), per_chip_batch, size,
-                        with_valid=False)
+                        with_valid=False, with_sizes=_train_buckets(config))
   return compile_step("train", step, (built.state, batch),
                       per_chip_batch=per_chip_batch,
                       global_batch=per_chip_batch * len(devices),
@@ -417,10 +448,10 @@ def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
   config = built.config
   per_chip_batch = per_chip(config.eval_batch_size, len(devices),
                             "eval_batch_size")
-  size = config.input.eval_pad_size or native_size
+  size = config.input.eval_pad_size or native_shape(config, native_size)
   step, _ = evaluator.make_eval_fn(built.model, config, devices=devices)
   batch = _batch_shapes(built.spec, len(devices), per_chip_batch, size,
-                        with_valid=True)
+                        with_valid=True, with_sizes=_eval_buckets(config))
   return compile_step("eval", step, (built.state.params, batch),
                       per_chip_batch=per_chip_batch,
                       global_batch=config.eval_batch_size, image_size=size,
@@ -567,7 +598,8 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
   """
   num_chips = len(devices)
   per_chip_batch = per_chip(config.batch_size, num_chips, "batch_size")
-  if not config.input.crop_size and per_chip_batch != 1:
+  if (not config.input.crop_size and per_chip_batch != 1
+      and not _train_buckets(config)):
     raise DryRunError(
         f"config.input.crop_size=0 (native image size) trains one image per "
         f"chip, but config.batch_size={config.batch_size} gives "
@@ -668,6 +700,7 @@ def main(argv: list[str]) -> None:
     # Host work on the CPU: no TPU runtime start-up (and its warnings) on a
     # machine without a TPU; the TPU compiler needs none.
     jax.config.update("jax_platforms", "cpu")
+  compilation_cache.configure(config.get("compilation_cache_dir"))
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
   topology = _TOPOLOGY.value
   try:

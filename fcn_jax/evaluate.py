@@ -5,7 +5,9 @@ r"""Scores a trained FCN on an evaluation split.
 
 The same evaluation as ``python -m fcn_jax.main --config.mode=eval`` and as
 during training (:func:`fcn_jax.evaluation.evaluator.evaluate_checkpoint`): one
-pass over the split with :mod:`fcn_jax.data.input_pipeline`, one confusion
+pass over the split with :mod:`fcn_jax.data.input_pipeline` (exact by
+default: the native-size results of ``score.py`` at a few masked shape
+buckets, batched, see :mod:`fcn_jax.data.buckets`), one confusion
 matrix summed over every image, and from it the four FCN metrics
 (docs/reference.md §7) and a per-class table, printed and written with the
 matrix to ``eval_results.json`` and ``confusion.png``.
@@ -65,11 +67,12 @@ _SPLIT = flags.DEFINE_string(
 _DATA_DIR = flags.DEFINE_string(
     "data_dir", None, "TFDS data dir (config.dataset.data_dir).")
 _EVAL_PAD_SIZE = flags.DEFINE_integer(
-    "eval_pad_size", None, "0: exact (native size, batch 1); S: pad to SxS "
-    "and batch (config.input.eval_pad_size).")
+    "eval_pad_size", None, "0: exact (native-size results, at shape buckets "
+    "with config.input.buckets); S: pad to SxS without masking "
+    "(config.input.eval_pad_size).")
 _BATCH_SIZE = flags.DEFINE_integer(
     "batch_size", None, "Eval batch (config.eval_batch_size); above 1 needs "
-    "--eval_pad_size > 0.")
+    "shape buckets (the default) or --eval_pad_size > 0.")
 _FLIP = flags.DEFINE_boolean(
     "flip", None, "Average with the horizontally flipped logits "
     "(config.tta.flip).")
@@ -157,7 +160,8 @@ def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
   config, origins, workdir = cli.run_reporting_errors(
       resolve_config, _CHECKPOINT.value)
-  cli.start(cli.XLA_CPU_FLAGS.value)
+  cli.start(cli.XLA_CPU_FLAGS.value,
+            compilation_cache_dir=config.get("compilation_cache_dir"))
   output = _OUTPUT.value or workdir
   if _OUTPUT.value:
     cli.run_reporting_errors(

@@ -44,7 +44,8 @@ def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
   config = cli.loaded_config()
   step = cli.run_reporting_errors(checkpointing.parse_step, _STEP.value)
-  cli.start(cli.XLA_CPU_FLAGS.value)
+  cli.start(cli.XLA_CPU_FLAGS.value,
+            compilation_cache_dir=config.get("compilation_cache_dir"))
   cli.run_reporting_errors(loop.run, config, _WORKDIR.value, step)
 
 

@@ -457,8 +457,10 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
   """The flags that configure a :class:`fcn_jax.inference.predictor.Predictor`."""
   parser.add_argument(
       "--mode", choices=predictor_lib.MODES, default="fast",
-      help="fast: pad to shape buckets and batch; exact: native size, batch 1 "
-      "(the reference deploy net); slide: overlapping --window tiles, batched "
+      help="fast: pad to shape buckets and batch; exact: the native-size "
+      "logits of the reference deploy net, at the same buckets, batched (the "
+      "net masks the padding; native size one shape at a time with --flip, "
+      "--scales or --shift_stitch); slide: overlapping --window tiles, batched "
       "(--batch_size windows per pass), logits averaged where they overlap, "
       "for images too large for memory. Default: fast. An image too large "
       "for fast/exact is reported and skipped with the slide command to use "
@@ -473,11 +475,10 @@ def add_inference_flags(parser: argparse.ArgumentParser) -> None:
       f"{predictor_lib.DEFAULT_STRIDE_FRACTION:g} of the window: 384 for 512).")
   parser.add_argument(
       "--buckets", default="32", type=predictor_lib.parse_buckets,
-      help="fast mode: round sizes up to this multiple (default 32), or a list "
-      "of HxW sizes such as 384x512,512x384.")
+      help="fast and exact mode: round sizes up to this multiple (default "
+      "32), or a list of HxW sizes such as 384x512,512x384.")
   parser.add_argument("--batch_size", type=int, default=4,
-                      help="images per forward pass (default 4; exact mode "
-                      "batches only images of identical size; slide mode: "
+                      help="images per forward pass (default 4; slide mode: "
                       "windows per pass, one image at a time).")
   parser.add_argument("--flip", action="store_true",
                       help="test-time augmentation: average with the "

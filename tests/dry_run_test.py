@@ -22,6 +22,7 @@ import pytest
 
 from fcn_jax import default_config
 from fcn_jax import dry_run
+from fcn_jax import run_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GIB = dry_run.GIB
@@ -206,7 +207,8 @@ def test_batches_must_split_over_every_chip():
       r"--config.batch_size=16 or 32.")):
     dry_run.per_chip(24, 16, "batch_size")
   config = _tiny_config()
-  config.input.crop_size = 0  # Native size: one image per chip.
+  config.input.crop_size = 0  # Native size without buckets: one per chip.
+  config.input.buckets = "none"
   with pytest.raises(dry_run.DryRunError, match="pass --config.batch_size=8"):
     dry_run.dry_run(config, jax.devices(), capacity=GIB)
 
@@ -323,3 +325,19 @@ def test_real_tpu_compile_of_a_tiny_model():
   assert train.per_chip_batch == 2 and train.capacity_bytes == 16 * GIB
   # Donated state: the new state reuses the old one's buffers on TPU.
   assert train.alias_bytes > 0 and train.flops > 0
+
+
+def test_native_size_configs_compile_at_the_largest_bucket_with_sizes():
+  config = _tiny_config()
+  config.input.crop_size = 0
+  assert dry_run.native_shape(config, 500) == (500, 500)  # auto: the guess.
+  config.input.buckets = "333x500,500x375"
+  assert dry_run.native_shape(config, 500) == (500, 375)
+  assert dry_run._train_buckets(config)
+  spec = run_config.model_spec(config)
+  shapes = dry_run._batch_shapes(spec, 8, 2, (500, 375), with_valid=False,
+                                 with_sizes=True)
+  assert shapes["image"].shape == (8, 2, 500, 375, 3)
+  assert shapes["size"].shape == (8, 2, 2)
+  config.input.buckets = "none"
+  assert not dry_run._train_buckets(config)

@@ -10,6 +10,10 @@ metrics); an example smaller than its slot fills the top-left corner.
   generator seeded by its global position.
 * :class:`EvalBatchTransform`: a batch index -> ``{'image', 'label',
   'valid'}`` of this host's eval shard, padding examples included.
+* Shape buckets (:mod:`fcn_jax.data.buckets`): the train transform with
+  ``buckets`` and :class:`BucketedEvalTransform` pad every example of a
+  batch to the batch's bucket and add ``'size'`` int32 ``[b, 2]``, each
+  example's true (height, width), for the masked nets.
 
 Which features make the inputs and labels is the
 :class:`~fcn_jax.data.input_config.ExampleLayout`: by default one colour
@@ -31,6 +35,7 @@ import numpy as np
 from PIL import Image
 
 from fcn_jax.data import augmentations
+from fcn_jax.data import buckets as buckets_lib
 from fcn_jax.data import input_config
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.data import sampling
@@ -265,6 +270,20 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
   global_batch_size: int
   process_index: int = 0
   layout: input_config.ExampleLayout = input_config.ExampleLayout()
+  # Native sizes at shape buckets: the buckets, the split's sizes table and
+  # the global sequence of split indices (the sampling applied to
+  # range(n)), from which every host finds the examples, hence the bucket,
+  # of a whole global batch.
+  buckets: tuple[tuple[int, int], ...] | None = None
+  sizes: np.ndarray | None = None
+  order: Any = None
+
+  def bucket(self, index: int) -> tuple[int, int]:
+    """The bucket of global batch ``index``: the smallest that fits all of
+    its examples (the same on every host)."""
+    first = index * self.global_batch_size
+    parents = [self.order[first + k] for k in range(self.global_batch_size)]
+    return buckets_lib.bucket_of_batch(self.sizes[parents], self.buckets)
 
   def map_with_index(self, index: int, records: Sequence[dict[str, Any]]
                      ) -> dict[str, Any]:
@@ -277,6 +296,17 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
 
     crop = self.augmentation.crop_size
     layout = self.layout
+    if not crop and self.buckets is not None:
+      shape = self.bucket(index)
+      images = input_canvases(layout, (size, *shape))
+      labels = label_canvases(layout, (size, *shape))
+      for j, record in enumerate(records):
+        augment_example(record, self.augmentation, self.preprocessing, rng(j),
+                        _batch_slot(images, j), _batch_slot(labels, j),
+                        layout=layout)
+      return {"image": layout.pack_inputs(images),
+              "label": layout.pack_labels(labels),
+              "size": record_sizes(records)}
     if not crop:  # Native sizes: one example per batch.
       image, label = augment_example(records[0], self.augmentation,
                                      self.preprocessing, rng(0),
@@ -291,6 +321,12 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
                       layout=layout)
     return {"image": layout.pack_inputs(images),
             "label": layout.pack_labels(labels)}
+
+
+def record_sizes(records: Sequence[dict[str, Any]]) -> np.ndarray:
+  """int32 ``[len(records), 2]``: each record's (height, width)."""
+  return np.asarray([(int(r[common.HEIGHT]), int(r[common.WIDTH]))
+                     for r in records], np.int32).reshape(-1, 2)
 
 
 def _map_arrays(function: Any, value: Any) -> Any:
@@ -374,6 +410,53 @@ class EvalBatchTransform(grain.transforms.Map):
       valid[j], image_ids[j] = True, image_id
     batch = {"image": layout.pack_inputs(images),
              "label": layout.pack_labels(label_arrays), "valid": valid}
+    if self.include_ids:
+      batch["image_id"] = np.asarray(image_ids)
+    return batch
+
+
+@dataclasses.dataclass(frozen=True)
+class BucketedEvalTransform(grain.transforms.Map):
+  """Batch index -> one eval batch of this host at its bucket.
+
+  Batch ``i`` holds the examples ``positions[i]`` (split indices; -1 =
+  padding: image 0, label all 255, ``valid`` False) zero-padded at the
+  bottom/right to ``shapes[i]``, with each example's true ``size``
+  (padding examples: the whole bucket). The plan is
+  :func:`fcn_jax.data.sampling.bucketed_eval_plan`.
+  """
+
+  records: Sequence[dict[str, Any]]
+  positions: np.ndarray
+  shapes: np.ndarray
+  preprocessing: preprocessing_lib.Preprocessing
+  include_ids: bool = False
+  layout: input_config.ExampleLayout = input_config.ExampleLayout()
+
+  def map(self, batch_index: int) -> dict[str, Any]:
+    positions = self.positions[batch_index]
+    shape = tuple(int(v) for v in self.shapes[batch_index])
+    batch_size = len(positions)
+    layout = self.layout
+    images = input_canvases(layout, (batch_size, *shape))
+    label_arrays = label_canvases(layout, (batch_size, *shape))
+    valid = np.zeros((batch_size,), bool)
+    sizes = np.tile(np.asarray(shape, np.int32), (batch_size, 1))
+    image_ids = [""] * batch_size
+    for j, position in enumerate(positions):
+      if position < 0:
+        continue
+      record = self.records[int(position)]
+      sources, labels = open_example(record, layout)
+      labels = {head: np.asarray(label, np.uint8)
+                for head, label in labels.items()}
+      place_example(sources, labels, layout, self.preprocessing,
+                    _batch_slot(images, j), _batch_slot(label_arrays, j))
+      sizes[j] = next(iter(labels.values())).shape
+      valid[j], image_ids[j] = True, _as_str(record[common.IMAGE_ID])
+    batch = {"image": layout.pack_inputs(images),
+             "label": layout.pack_labels(label_arrays), "valid": valid,
+             "size": sizes}
     if self.include_ids:
       batch["image_id"] = np.asarray(image_ids)
     return batch

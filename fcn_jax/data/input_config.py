@@ -14,6 +14,8 @@ from typing import Any
 
 import ml_collections
 
+from fcn_jax.data import buckets as buckets_lib
+
 TRAIN_MODES = ("reference", "epochs")
 
 # The dataset features of every builder (fcn_jax.datasets.common).
@@ -155,6 +157,8 @@ class InputConfig:
   num_workers: int
   sampling_seed: int
   prefetch_buffer_size: int
+  buckets: Any = "none"
+  max_buckets: int = 4
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> "InputConfig":
@@ -199,6 +203,10 @@ class InputConfig:
         num_workers=int(get("input.num_workers")),
         sampling_seed=int(get("input.sampling_seed")),
         prefetch_buffer_size=int(get("input.prefetch_buffer_size", 2)),
+        # Configs without the field keep the per-shape path.
+        buckets=buckets_lib.parse(get("input.buckets", buckets_lib.NONE)),
+        max_buckets=int(get("input.max_buckets",
+                            buckets_lib.DEFAULT_MAX_BUCKETS)),
     )
     if out.train_mode not in TRAIN_MODES:
       raise ValueError(f"config.input.train_mode must be one of {TRAIN_MODES}, "
@@ -210,9 +218,19 @@ class InputConfig:
       if getattr(out, name) < 0:
         raise ValueError(f"config.input.{name} must be >= 0, got "
                          f"{getattr(out, name)}.")
+    if out.max_buckets < 1:
+      raise ValueError("config.input.max_buckets must be >= 1, got "
+                       f"{out.max_buckets}.")
     if out.prefetch_buffer_size < 1:
       raise ValueError("config.input.prefetch_buffer_size must be >= 1.")
     return out
+
+  @property
+  def train_buckets(self) -> bool:
+    """Whether training runs at buckets: native sizes (``crop_size`` 0),
+    not rescaled (sizes known from the split), ``buckets`` not ``none``."""
+    return (self.crop_size == 0 and self.scale_range == (1.0, 1.0)
+            and self.buckets != buckets_lib.NONE)
 
   @property
   def augments(self) -> bool:

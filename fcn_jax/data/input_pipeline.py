@@ -76,12 +76,14 @@ import math
 from typing import Iterator
 
 from absl import flags
+from absl import logging
 import grain
 import ml_collections
 import numpy as np
 
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
+from fcn_jax.data import buckets as buckets_lib
 from fcn_jax.data import data_sources
 from fcn_jax.data import input_config
 from fcn_jax.data import preprocessing as preprocessing_lib
@@ -156,12 +158,14 @@ def create_train_dataset(config: ml_collections.ConfigDict,
   cfg = input_config.InputConfig.from_config(config)
   process_index, process_count = _process_info(process_index, process_count)
   local_batch = _local_batch(cfg.batch_size, process_count, "batch_size")
-  if cfg.crop_size == 0 and local_batch != 1:
+  if cfg.crop_size == 0 and local_batch != 1 and not cfg.train_buckets:
     raise ValueError(
         f"config.input.crop_size=0 trains at native image sizes, which "
-        f"cannot be batched: set config.batch_size to the process count "
-        f"({process_count}, one image per host) or set crop_size > 0 (got "
-        f"batch_size={cfg.batch_size}).")
+        f"without shape buckets cannot be batched: set config.batch_size to "
+        f"the process count ({process_count}, one image per host), "
+        f"config.input.buckets='auto' (with scale_range (1, 1)), or "
+        f"crop_size > 0 (got batch_size={cfg.batch_size}, "
+        f"buckets={cfg.buckets!r}).")
   if cfg.train_mode == "reference" and (cfg.crop_size or cfg.augments):
     raise ValueError(
         "config.input.train_mode='reference' reproduces solve.py: native "
@@ -176,10 +180,22 @@ def create_train_dataset(config: ml_collections.ConfigDict,
   if not len(ds):  # pylint: disable=g-explicit-length-test
     raise ValueError(f"{source.description} has no examples to train on.")
   _check_features(layout, source, config)
-  if cfg.train_mode == "reference":
-    ds = sampling.SampleWithReplacement(ds, seed=cfg.sampling_seed)
-  else:
-    ds = ds.shuffle(seed=_seed32(cfg.seed)).repeat()
+  def in_training_order(dataset: grain.MapDataset) -> grain.MapDataset:
+    if cfg.train_mode == "reference":
+      return sampling.SampleWithReplacement(dataset, seed=cfg.sampling_seed)
+    return dataset.shuffle(seed=_seed32(cfg.seed)).repeat()
+
+  ds = in_training_order(ds)
+  bucketing = {}
+  if cfg.train_buckets:
+    sizes = buckets_lib.read_sizes(source.records)
+    bucketing = dict(
+        buckets=buckets_lib.resolve(cfg.buckets, cfg.max_buckets, sizes,
+                                    source.description),
+        sizes=sizes,
+        # The split indices in training order: element g is the index of
+        # the record at global position g.
+        order=in_training_order(grain.MapDataset.range(len(sizes))))
   ds = sampling.HostSlice(ds, global_batch_size=cfg.batch_size,
                           local_batch_size=local_batch,
                           process_index=process_index)
@@ -189,14 +205,15 @@ def create_train_dataset(config: ml_collections.ConfigDict,
                                       cfg.scale_range),
       preprocessing, seed=_seed32(cfg.seed),
       global_batch_size=cfg.batch_size, process_index=process_index,
-      layout=layout))
+      layout=layout, **bucketing))
   source.log(
       "train, host %d/%d takes examples [%d, %d) of each global batch of %d "
       "from %d; mode=%s, crop %s, mirror=%s, scale=%s, %d workers, "
       "preprocessing %s.",
       process_index, process_count, process_index * local_batch,
       (process_index + 1) * local_batch, cfg.batch_size, len(source.records),
-      cfg.train_mode, cfg.crop_size or "native",
+      cfg.train_mode, cfg.crop_size or (
+          "native at buckets" if bucketing else "native"),
       cfg.random_mirror, cfg.scale_range, cfg.num_workers, preprocessing.name)
   return _to_iter_dataset(ds, cfg)
 
@@ -289,7 +306,13 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
   process_index, process_count = _process_info(process_index, process_count)
   local_batch = _local_batch(cfg.eval_batch_size, process_count,
                              "eval_batch_size")
-  if cfg.eval_pad_size == 0 and local_batch != 1:
+  bucketed = cfg.eval_pad_size == 0 and cfg.buckets != buckets_lib.NONE
+  if bucketed and _has_tta(config):
+    logging.info("Test-time augmentation moves and resamples the padded "
+                 "margin of a bucket: evaluating at native sizes, one image "
+                 "per host.")
+    bucketed = False
+  if cfg.eval_pad_size == 0 and local_batch != 1 and not bucketed:
     raise ValueError(
         "config.input.eval_pad_size=0 evaluates at native sizes, one image "
         f"per host: set config.eval_batch_size to the process count "
@@ -301,6 +324,24 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
   num_examples = len(source.records)
   if num_examples:
     _check_features(layout, source, config)
+  if bucketed and num_examples:
+    sizes = buckets_lib.read_sizes(source.records)
+    positions, shapes = sampling.bucketed_eval_plan(
+        sizes, buckets_lib.resolve(cfg.buckets, cfg.max_buckets, sizes,
+                                   source.description),
+        cfg.eval_batch_size, local_batch, process_index)
+    ds = grain.MapDataset.range(len(positions)).map(
+        batch_transforms.BucketedEvalTransform(
+            source.records, positions, shapes, preprocessing, include_ids,
+            layout))
+    host_examples = int((positions >= 0).sum())
+    source.log(
+        "eval, host %d/%d has %d of %d examples in %d batches of %d at "
+        "native size in shape buckets, %d workers, preprocessing %s.",
+        process_index, process_count, host_examples, num_examples,
+        len(positions), local_batch, cfg.num_workers, preprocessing.name)
+    return EvalData(_to_iter_dataset(ds, cfg), len(positions), num_examples,
+                    host_examples)
   start, end = sampling.host_shard_bounds(num_examples, process_index,
                                           process_count)
   num_batches = num_eval_batches(num_examples, local_batch, process_count)
@@ -316,3 +357,10 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
       cfg.num_workers, preprocessing.name)
   return EvalData(_to_iter_dataset(ds, cfg), num_batches, num_examples,
                   end - start)
+
+
+def _has_tta(config: ml_collections.ConfigDict) -> bool:
+  """Whether ``config.tta`` asks for flips or rescaled copies."""
+  if "tta" not in config:
+    return False
+  return bool(config.tta.flip) or tuple(config.tta.scales) != (1.0,)

@@ -6,14 +6,18 @@
   ``p`` of every global batch of one global training sequence, so the
   examples a device sees do not depend on the number of hosts.
 * :func:`host_shard_bounds`: each host's contiguous evaluation shard.
+* :func:`bucketed_eval_plan`: each host's eval batches at shape buckets.
 """
 
 from __future__ import annotations
 
 import sys
+from typing import Sequence
 
 import grain
 import numpy as np
+
+from fcn_jax.data import buckets
 
 
 class SampleWithReplacement(grain.MapDataset):
@@ -110,3 +114,43 @@ def host_shard_bounds(num_examples: int, process_index: int,
   start = num_examples * process_index // process_count
   end = num_examples * (process_index + 1) // process_count
   return start, end
+
+
+def bucketed_eval_plan(sizes: np.ndarray, bucket_list: Sequence[tuple[int, int]],
+                       global_batch_size: int, local_batch_size: int,
+                       process_index: int) -> tuple[np.ndarray, np.ndarray]:
+  """Which examples each eval batch of this host holds, bucket by bucket.
+
+  Every example is evaluated once, at its smallest fitting bucket: the
+  examples of each bucket (in split order) are cut into global batches of
+  ``global_batch_size``, the last one filled with padding (-1); host ``p``
+  takes part ``p`` of every global batch, as in training. Every host computes
+  the same plan from the sizes table, so all run the same bucket at every
+  step without communicating, and all yield the same number of batches.
+
+  Args:
+    sizes: ``[n, 2]`` (height, width) of the split's examples.
+    bucket_list: The buckets (:mod:`fcn_jax.data.buckets`).
+    global_batch_size: Examples per eval step over all hosts.
+    local_batch_size: Examples per eval step on this host.
+    process_index: This host.
+
+  Returns:
+    ``(positions, shapes)``: int64 ``[num_batches, local_batch_size]``
+    example indices (-1 = padding) and int ``[num_batches, 2]`` bucket shapes.
+  """
+  index = buckets.assign(sizes, bucket_list)
+  if (index < 0).any():
+    raise ValueError("some images fit no bucket")
+  positions, shapes = [], []
+  offset = process_index * local_batch_size
+  for b, shape in enumerate(bucket_list):
+    members = np.flatnonzero(index == b)
+    for start in range(0, len(members), global_batch_size):
+      chunk = np.full(global_batch_size, -1, np.int64)
+      part = members[start:start + global_batch_size]
+      chunk[:len(part)] = part
+      positions.append(chunk[offset:offset + local_batch_size])
+      shapes.append(shape)
+  return (np.asarray(positions, np.int64).reshape(-1, local_batch_size),
+          np.asarray(shapes, np.int64).reshape(-1, 2))

@@ -50,7 +50,9 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
   Args:
     params: Model parameters (replicated).
     batch: ``image``, ``label`` (dicts for multi-input / multi-head nets, as
-      in :func:`train_step`) and optionally ``valid`` bool ``[b]``.
+      in :func:`train_step`), optionally ``valid`` bool ``[b]`` and, at shape
+      buckets, ``size`` int32 ``[b, 2]`` (the true extents the net masks
+      to).
     model: The FCN.
     loss_normalization: How each image's loss is normalised (``"sum"``: the
       sum over its valid pixels, as score.py reports; ``"valid"``: the mean).
@@ -70,8 +72,12 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
   image_valid = batch.get("valid")
   if image_valid is None:
     image_valid = jnp.ones(next(iter(labels.values())).shape[:1], bool)
+  sizes = {"sizes": batch["size"]} if "size" in batch else {}
+  if sizes and not tta.is_identity:
+    raise ValueError("test-time augmentation needs native-size batches "
+                     "(config.input.buckets='none')")
   logits = model.per_head(tta(
-      lambda x: model.apply({"params": params}, x, train=False),
+      lambda x: model.apply({"params": params}, x, train=False, **sizes),
       batch["image"]))
   predictions, confusion, per_image = {}, {}, 0.0
   for h, c in classes.items():
@@ -184,7 +190,7 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   for batch in batches:
     totals, predictions = p_eval_step(
         params, parallel.shard(batch, len(devices),
-                              keys=("image", "label", "valid")))
+                              keys=("image", "label", "valid", "size")))
     totals = jax.device_get(totals)
     confusion = totals["confusion"] if multi_head else {
         first: totals["confusion"]}

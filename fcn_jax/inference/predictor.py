@@ -3,16 +3,22 @@ test-time augmentation and shift-and-stitch.
 
 Three inference modes (:class:`Predictor`):
 
-* ``exact``: every image runs at its native size, as the reference deploy net
-  does (batch 1, no padding). A jitted network compiles once per distinct
-  image size, so a folder of many sizes compiles many times.
 * ``fast``: every image is preprocessed, zero-padded at the bottom/right to a
   *bucket* shape (its size rounded up to a multiple of ``buckets``, or the
   smallest of a given list of sizes that fits), run in batches of images of the
   same bucket, and the logits are cropped back. Compiles happen once per bucket.
   Zeros are added *after* preprocessing, i.e. mean-colour pixels, like the
   network's own 100-pixel pad. FCN's receptive field (404 px) sees the padding,
-  so logits near the bottom/right edges differ slightly from ``exact``.
+  so logits near the bottom/right edges differ slightly from native size.
+* ``exact``: the logits of the reference deploy net at each image's native
+  size. Images run at the same buckets, batched, as in ``fast``, and the net
+  is given each image's true size and masks every layer to it
+  (``model.apply(..., sizes=...)``, :mod:`fcn_jax.data.buckets`), which makes
+  the logits inside the image equal to the native-size ones; compiles happen
+  once per bucket. With test-time augmentation or shift-and-stitch (which
+  move or resample the padded margin) or a model without ``sizes``, exact
+  mode runs each image at its native size instead (a compile per distinct
+  size; batches of images of identical size).
 * ``slide``: for images larger than memory allows. Each image is tiled by
   ``window x window`` windows ``stride`` apart (:mod:`fcn_jax.inference.sliding_window`),
   the windows run in batches of ``batch_size`` at one compiled shape, and the
@@ -46,6 +52,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcn_jax import models
+from fcn_jax.data import buckets as buckets_lib
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.inference import sliding_window
 from fcn_jax.inference import tta as tta_lib
@@ -104,10 +111,9 @@ def bucket_shape(height: int, width: int, buckets: Buckets) -> tuple[int, int]:
     if buckets < 1:
       raise ValueError(f"the bucket multiple must be >= 1, got {buckets}")
     return (-(-height // buckets) * buckets, -(-width // buckets) * buckets)
-  fitting = [(h * w, h, w) for h, w in buckets if h >= height and w >= width]
-  if fitting:
-    _, h, w = min(fitting)
-    return h, w
+  fitting = buckets_lib.smallest_fitting(height, width, buckets)
+  if fitting is not None:
+    return fitting
   return bucket_shape(height, width, FALLBACK_MULTIPLE)
 
 
@@ -309,13 +315,15 @@ class Predictor:
         returning logits of the input's size.
       variables: The model's variables.
       preprocessing: How uint8 RGB becomes network input.
-      mode: ``fast`` (padded buckets, batched), ``exact`` (native size) or
-        ``slide`` (overlapping windows, averaged).
-      buckets: Fast mode: a multiple to round sizes up to, or ``(H, W)`` sizes.
-      batch_size: Images per forward pass. Fast mode batches images of one
-        bucket; exact mode batches images of identical size. A short batch is
-        filled with blank images so each shape compiles once. Slide mode:
-        windows per forward pass (images run one at a time).
+      mode: ``fast`` (padded buckets, batched), ``exact`` (native-size
+        logits: masked buckets, batched) or ``slide`` (overlapping windows,
+        averaged).
+      buckets: Fast and exact mode: a multiple to round sizes up to, or
+        ``(H, W)`` sizes.
+      batch_size: Images per forward pass. Fast and exact mode batch images
+        of one bucket (exact mode at native sizes: of identical size). A
+        short batch is filled with blank images so each shape compiles once.
+        Slide mode: windows per forward pass (images run one at a time).
       flip: Also predict the horizontally flipped image and average.
       scales: Also predict resized copies and average (1.0 is the image).
       shift_stitch: ``f > 1`` replaces the final upsampler by shift-and-stitch
@@ -354,14 +362,21 @@ class Predictor:
     self.batch_size = batch_size
     self.tta = tta_lib.TestTimeAugmentation(flip, tuple(scales))
     self.shift_stitch = shift_stitch
+    # Exact mode at masked buckets (else at native sizes, see the module
+    # docstring).
+    self.masked = (mode == "exact" and net is not None
+                   and self.tta.is_identity and shift_stitch == 1)
     self._compiled: dict[tuple[int, int, int], Any] = {}
     self._outputs: dict[tuple[int, int, int], Any] = {}
     if shift_stitch > 1:
-      network = lambda v, x: stitched_scores(model, v, x, shift_stitch)
+      network = lambda v, x, s: stitched_scores(model, v, x, shift_stitch)
+    elif self.masked:
+      network = lambda v, x, s: model.apply(v, x, train=False, sizes=s)
     else:
-      network = lambda v, x: model.apply(v, x, train=False)
+      network = lambda v, x, s: model.apply(v, x, train=False)
+    # (variables, inputs, sizes int32 [N, 2]) -> logits.
     self._forward = jax.jit(
-        lambda v, x: self.tta(lambda images: network(v, images), x))
+        lambda v, x, s: self.tta(lambda images: network(v, images, s), x))
 
   @property
   def num_compiles(self) -> int:
@@ -376,7 +391,7 @@ class Predictor:
   def run_shape(self, height: int, width: int) -> tuple[int, int]:
     """The shape an image of this size runs at (its bucket, itself, or in
     slide mode the window)."""
-    if self.mode == "exact":
+    if self.mode == "exact" and not self.masked:
       return height, width
     if self.mode == "slide":
       return self.window, self.window
@@ -411,7 +426,9 @@ class Predictor:
       spec = self._model_input({
           name: jax.ShapeDtypeStruct(shape + (c,), jnp.float32)
           for name, c in self.input_channels.items()})
-      lowered = self._forward.lower(self.variables, spec)
+      lowered = self._forward.lower(
+          self.variables, spec,
+          jax.ShapeDtypeStruct((shape[0], 2), jnp.int32))
       self._outputs[shape] = lowered.out_info
       self._compiled[shape] = lowered.compile()
     return self._compiled[shape]
@@ -431,16 +448,20 @@ class Predictor:
                                 np.float32)
                  for name, c in self.input_channels.items()}
         sizes = []
+        # Blank slots: the whole bucket (their logits are dropped).
+        true_sizes = np.tile(np.asarray((height, width), np.int32),
+                             (self.batch_size, 1))
         for slot, index in enumerate(chunk):
           inputs = preprocessing_lib.prepare_inputs(
               examples[index], self.input_sources, self.preprocessing)
           h, w = next(iter(inputs.values())).shape[:2]
           sizes.append((h, w))
+          true_sizes[slot] = (h, w)
           for name, x in inputs.items():
             batch[name][slot, :h, :w] = x
         logits = jax.tree.map(np.asarray, self._executable(
-            (self.batch_size, height, width))(self.variables,
-                                              self._model_input(batch)))
+            (self.batch_size, height, width))(
+                self.variables, self._model_input(batch), true_sizes))
         for slot, (index, (h, w)) in enumerate(zip(chunk, sizes)):
           results[index] = jax.tree.map(lambda y: y[slot, :h, :w], logits)
     return results
@@ -451,9 +472,12 @@ class Predictor:
     executable = self._executable((self.batch_size, self.window,
                                    self.window))
 
+    whole = np.tile(np.asarray((self.window, self.window), np.int32),
+                    (self.batch_size, 1))
+
     def logits_fn(windows: dict[str, np.ndarray]) -> Any:
       return jax.tree.map(np.asarray, executable(
-          self.variables, self._model_input(windows)))
+          self.variables, self._model_input(windows), whole))
 
     return sliding_window.sliding_window_inference(
         example, logits_fn, self.window, self.stride,

@@ -11,6 +11,9 @@ A transcription of the reference Caffe nets (docs/reference.md §2-§4, §8):
   ``params`` under their Caffe names so weights map 1:1, and are frozen (Caffe
   ``lr_mult: 0``): :meth:`FCN.frozen_layers` names them for the optimizer.
 
+With ``sizes`` (:meth:`FCN.__call__`) every blob is masked to its native
+extent, so that inputs padded to one shape give their native-size logits.
+
 Variables are keyed by the Caffe layer names (``conv1_1`` ... ``upscore8``,
 ``conv1_1color``, ``score_fr_sem``, ...) in one flat tree. Kernels are HWIO.
 Score layers start at zero, as Caffe's default filler does.
@@ -249,6 +252,21 @@ class FCN(nn.Module):
                        f"{sorted(shapes)}")
     return inputs
 
+  def _check_sizes(self, sizes: Any, batch: int, height: int,
+                   width: int) -> jax.Array:
+    """``sizes`` as int32 ``[N, 2]``, its values checked when concrete."""
+    if tuple(np.shape(sizes)) != (batch, 2):
+      raise ValueError(f"{self.net.name}: sizes must be [N, 2] = ({batch}, 2) "
+                       f"(height, width per example), got shape "
+                       f"{tuple(np.shape(sizes))}")
+    if not isinstance(sizes, jax.core.Tracer):
+      values = np.asarray(sizes)
+      if (values < 1).any() or (values > (height, width)).any():
+        raise ValueError(
+            f"{self.net.name}: sizes must lie in [1, {height}] x [1, {width}] "
+            f"(the input's height and width), got {values.tolist()}")
+    return jnp.asarray(sizes, jnp.int32)
+
   def _upsample(self, up: heads_lib.Upsampler, name: str, classes: int,
                 x: jax.Array, blobs: dict[str, jax.Array]) -> jax.Array:
     dense = layers.bilinear_kernel(up.kernel, classes)
@@ -274,34 +292,73 @@ class FCN(nn.Module):
     return y
 
   @nn.compact
-  def __call__(self, images: Any, train: bool = False) -> Any:
+  def __call__(self, images: Any, train: bool = False,
+               sizes: jax.Array | None = None) -> Any:
     """Scores every pixel.
+
+    **Masked padding** (``sizes``): examples of different sizes can share one
+    padded (bucket) shape and still get their native-size logits. Pad each
+    preprocessed input at the bottom/right (with anything: the input is
+    masked too) and pass each example's true (height, width). Every blob is
+    then set to zero outside its native extent, computed from ``sizes`` by
+    each layer's own geometry (:meth:`TrunkSpec.extents
+    <fcn_jax.models.trunks.TrunkSpec.extents>`, :meth:`HeadSpec.extents
+    <fcn_jax.models.heads.HeadSpec.extents>`), so that the next layer reads
+    zeros where the native net reads its zero padding or nothing:
+
+    * convolutions: Caffe pads with zeros; fc6 is VALID and never reads
+      beyond its input's extent;
+    * round-up max pools: a window hanging over the extent sees zeros beside
+      post-ReLU values (>= 0), so its maximum is the clipped native window's;
+    * ReLU, LRN (across channels only), dropout, Scale and the bias-free
+      upsamplers keep zeros zero; the score layers' biases are masked before
+      an upsampler reads them;
+    * crops start at the top-left corner, so each skip's crop reads the
+      pool's native values, and the sum is masked to the upsampled extent.
+
+    So logits inside ``sizes`` equal the native-size logits (up to float
+    rounding of a different summation order) and so do the gradients of a
+    loss over those pixels; the logits beyond are zero. Dropout (training)
+    draws its mask over the padded shape: the same distribution as at native
+    size, not the same bits for the same rng. The masks are iota comparisons
+    (no gathers) on traced sizes: one compiled program per padded shape.
+    Without ``sizes`` nothing is masked and nothing is traced for it.
 
     Args:
       images: Preprocessed float inputs ``[N, H, W, C]`` (any H, W >= 1), or
         for a multi-input net a dict of them keyed by input name
         (:attr:`input_channels`).
       train: Enables dropout (needs a ``'dropout'`` rng).
+      sizes: Optional int32 ``[N, 2]``: each example's true (height, width),
+        ``1 <= height <= H``, ``1 <= width <= W``, its valid region at the
+        top-left of every input plane.
 
     Returns:
       Float32 logits ``[N, H, W, classes]``, or for a multi-head net a dict
       of them keyed by output name (:attr:`head_classes`).
     """
     inputs = self._check_inputs(images)
-    height, width = next(iter(inputs.values())).shape[1:3]
+    batch, height, width = next(iter(inputs.values())).shape[:3]
+    extents = {}
+    if sizes is not None:
+      sizes = self._check_sizes(sizes, batch, height, width)
+      extents = self.net.trunk_spec.extents()
+      extents.update(self.head.extents(extents["fc7"]))
     blobs = {}
     features = []
     for stream, trunk in zip(self.net.streams, self._streams(attach=True)):
       nn.share_scope(trunk, self)
-      stream_blobs = trunk(inputs[stream.input].astype(self.dtype), train)
+      stream_blobs = trunk(inputs[stream.input].astype(self.dtype), train,
+                           sizes)
       blobs.update({k + stream.suffix: v for k, v in stream_blobs.items()})
       features.append(stream_blobs)
     classes = self.head_classes
     outputs = {}
     for output in self.net.outputs:
       c, suffix = classes[output.name], output.suffix
-      scores = [self._score(heads_lib.SCORE_LAYER + stream.suffix + suffix, c,
-                            f["fc7"], blobs)
+      scores = [layers.mask_outside(
+          self._score(heads_lib.SCORE_LAYER + stream.suffix + suffix, c,
+                      f["fc7"], blobs), extents.get("fc7"), sizes)
                 for stream, f in zip(self.net.streams, features)]
       score = scores[0]
       if self.net.fusion is not None:
@@ -319,10 +376,12 @@ class FCN(nn.Module):
             self._score(skip.score_layer + suffix, c, pooled, blobs),
             skip.offset, upscored.shape[1], upscored.shape[2])
         blobs[skip.score_layer + suffix + "c"] = cropped
-        score = upscored + cropped
+        score = layers.mask_outside(upscored + cropped,
+                                    extents.get(skip.upsampler.name), sizes)
       score = self._upsample(self.head.final, self.head.final.name + suffix,
                              c, score, blobs)
       score = layers.crop_like(score, self.head.final_offset, height, width)
+      score = layers.mask_outside(score, layers.Extent(), sizes)
       blobs["score" + suffix] = score
       outputs[output.name] = score.astype(jnp.float32)
     # Every named blob, for inspection: apply(..., mutable=["intermediates"]).

@@ -16,6 +16,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping
 
+from fcn_jax.models import layers
+
 SCORE_LAYER = "score_fr"
 
 
@@ -63,6 +65,25 @@ class HeadSpec:
 
   def upsamplers(self) -> tuple[Upsampler, ...]:
     return tuple(s.upsampler for s in self.skips) + (self.final,)
+
+  def extents(self, score: layers.Extent) -> dict[str, layers.Extent]:
+    """The native extent of each upsampler's output, keyed by its name.
+
+    Each skip's sum has its upsampler's extent: inside it the crop (at the
+    reference offset from the top-left corner, valid for every input size,
+    docs/reference.md §3) reads the skip's native values; beyond it, it
+    would add skip values that the native crop cuts away, so the sum is
+    masked to this extent.
+
+    Args:
+      score: The extent of ``score_fr`` (fc7's,
+        :meth:`~fcn_jax.models.trunks.TrunkSpec.extents`).
+    """
+    extents = {}
+    for up in self.upsamplers():
+      score = score.upsample(up.kernel, up.stride)
+      extents[up.name] = score
+    return extents
 
 
 _UPSCORE2 = Upsampler("upscore2", 4, 2)

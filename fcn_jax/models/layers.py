@@ -8,6 +8,9 @@
   upsampler, :func:`caffe_conv`, a Caffe convolution with float32
   parameters, and :class:`PatchConv` (:func:`fc_conv`), fc6/fc7 as one
   matmul over patches on CPUs.
+* :class:`Extent` and :func:`mask_outside`: each blob's size as a function of
+  the input's, and the masks that give native-size values inside a larger,
+  padded shape (``FCN(..., sizes=...)``, docs/reference.md §4.12).
 
 Each follows docs/reference.md §4; the NumPy transcriptions in
 ``tests/models_test.py`` check them.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import dataclasses
 import functools
 from typing import Any, Iterator
 
@@ -213,6 +217,111 @@ def local_response_norm(x: jax.Array, size: int, alpha: float,
       ((0, 0), (0, 0), (0, 0), (half, size - 1 - half)))
   scale = k + (alpha / size) * window_sums
   return (x32 * scale ** -beta).astype(x.dtype)
+
+
+# --------------------------------------------------------------------------
+# Valid extents: native-size results on padded inputs.
+# --------------------------------------------------------------------------
+#
+# An input padded at the bottom/right to a larger (bucket) shape gives the
+# native-size values inside every blob's native extent if everything outside
+# that extent is zero when the next layer reads it: a convolution's (or
+# pooling window's) taps beyond the native extent then read zeros, which is
+# what Caffe's zero padding gives a convolution, and which cannot win a round-up
+# max pool over post-ReLU (>= 0) values clipped at the border.
+
+
+@dataclasses.dataclass(frozen=True)
+class Extent:
+  """A blob's extent as a function of the input's: ``scale * ((n + offset) //
+  divisor) + shift``, the same for height and width.
+
+  The layers' size rules compose in this closed form, because nested floor
+  divisions collapse, ``((x // a) + b) // c == (x + a b) // (a c)`` for
+  positive ``a, c``. So the geometry is static (these four integers per blob)
+  and evaluating it for traced sizes (:meth:`__call__`) is one add, one
+  division by a constant and one multiply-add, which XLA can copy into every
+  fusion that masks. (Chaining the rules per layer instead makes XLA copy the
+  whole chain into each fusion: tenfold HLO, twice the compile time.)
+
+  Attributes:
+    offset: Added to the input size.
+    divisor: The product of the strides so far.
+    scale: The product of the upsampling strides so far.
+    shift: Added last.
+  """
+  offset: int = 0
+  divisor: int = 1
+  scale: int = 1
+  shift: int = 0
+
+  def _floor_div_plus_one(self, add: int, stride: int) -> "Extent":
+    """``(e + add) // stride + 1`` of this extent ``e``."""
+    if self.scale != 1:
+      raise ValueError("a strided layer after an upsampler has no closed-form "
+                       "extent")
+    return Extent(self.offset + self.divisor * (self.shift + add),
+                  self.divisor * stride, 1, 1)
+
+  def conv(self, kernel: int, stride: int = 1, pad: int = 0) -> "Extent":
+    """After a convolution, rounding down as Caffe does (docs/reference.md
+    §4.1): ``(n + 2 p - k) // s + 1``."""
+    return self._floor_div_plus_one(2 * pad - kernel, stride)
+
+  def pool(self, window: int, stride: int) -> "Extent":
+    """After :func:`max_pool_ceil`, rounding up (docs/reference.md §4.2):
+    ``ceil((n - window) / stride) + 1``, for ``n >= window`` (the caller
+    checks, :meth:`minimum`)."""
+    return self._floor_div_plus_one(stride - 1 - window, stride)
+
+  def upsample(self, kernel: int, stride: int) -> "Extent":
+    """After a VALID transposed convolution (docs/reference.md §4.3):
+    ``(n - 1) s + k``. Zero inputs beyond ``n`` give zero outputs beyond it, so
+    a bias-free upsampler needs no mask after it."""
+    return Extent(self.offset, self.divisor, self.scale * stride,
+                  (self.shift - 1) * stride + kernel)
+
+  def minimum(self) -> int:
+    """The extent of a 1-pixel input (the smallest: extents grow with n)."""
+    return int(self(np.ones((1, 2), np.int64))[0, 0])
+
+  def __call__(self, sizes: Any) -> Any:
+    """The extents ``[N, 2]`` of inputs of ``sizes`` ``[N, 2]`` (int32 for a
+    JAX array, traced or not; exact integers for NumPy)."""
+    if isinstance(sizes, np.ndarray):
+      return self.scale * ((sizes + self.offset) // self.divisor) + self.shift
+    x = jnp.asarray(sizes, jnp.int32) + self.offset
+    if self.divisor != 1:
+      if self.offset >= -1:  # n >= 1: non-negative, so unsigned division.
+        x = jax.lax.div(x.astype(jnp.uint32),
+                        jnp.uint32(self.divisor)).astype(jnp.int32)
+      else:
+        x = jnp.floor_divide(x, self.divisor)
+    return x * self.scale + self.shift if self.scale != 1 else x + self.shift
+
+
+def mask_outside(x: jax.Array, extent: Extent | None,
+                 sizes: jax.Array | None) -> jax.Array:
+  """Zeroes ``x [N, H, W, C]`` outside each example's top-left ``extent``.
+
+  Two iota comparisons broadcast to ``[N, H, W, 1]`` and one select: no
+  gathers, any H and W, traced sizes, and gradients that stop at the zeroed
+  positions.
+
+  Args:
+    x: A blob.
+    extent: Its extent as a function of the input size.
+    sizes: int32 ``[N, 2]`` input sizes; ``None`` returns ``x`` itself
+      (nothing traced).
+  """
+  if sizes is None or extent is None:
+    return x
+  extent = extent(sizes)
+  rows = jax.lax.broadcasted_iota(jnp.int32, (1, x.shape[1], 1, 1), 1)
+  cols = jax.lax.broadcasted_iota(jnp.int32, (1, 1, x.shape[2], 1), 2)
+  inside = ((rows < extent[:, 0, None, None, None])
+            & (cols < extent[:, 1, None, None, None]))
+  return jnp.where(inside, x, jnp.zeros((), x.dtype))
 
 
 # --------------------------------------------------------------------------

@@ -107,6 +107,42 @@ class TrunkSpec:
     m = self.width_multiple
     return max(m, features // width_divisor // m * m)
 
+  def extents(self, input_pad: int = INPUT_PAD) -> dict[str, layers.Extent]:
+    """The native extent of every blob of the table, from the input's.
+
+    The one place where a trunk's size arithmetic lives: each convolution
+    rounds down, each pool rounds up, fc6/fc7 are VALID
+    (:class:`~fcn_jax.models.layers.Extent`).
+
+    Args:
+      input_pad: The first convolution's padding (:attr:`Trunk.input_pad`).
+
+    Returns:
+      Extents keyed by blob: every convolution (after its ReLU), pool and
+      LRN, in forward order.
+
+    Raises:
+      ValueError: A pool could see a side shorter than its window (not in
+        the FCNs: their 100-pixel pad keeps every pool input >= 12).
+    """
+    extents = {}
+    extent = layers.Extent()
+    for index, layer in enumerate(self.layers):
+      pad = input_pad if index == 0 else layer.pad
+      extent = extent.conv(layer.kernel, layer.stride, pad)
+      extents[layer.name] = extent
+      if layer.pool:
+        if extent.minimum() < self.pool_window:
+          raise ValueError(
+              f"{self.name} with input pad {input_pad}: {layer.pool} can see "
+              f"fewer than {self.pool_window} rows, which masked padding does "
+              "not support")
+        extent = extent.pool(self.pool_window, self.pool_stride)
+        extents[layer.pool] = extent
+      if layer.norm:
+        extents[layer.norm] = extent
+    return extents
+
   def output_channels(self, width_divisor: int = 1) -> dict[str, int]:
     """Channels of each pool blob and of fc7, as the heads see them."""
     channels = {}
@@ -192,9 +228,21 @@ class Trunk(nn.Module):
     return tuple(self.layer_name(n) for n in self.spec.layer_names)
 
   @nn.compact
-  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
-    """Returns the pool blobs and fc7, keyed by the table's Caffe names."""
+  def __call__(self, x: jax.Array, train: bool = False,
+               sizes: jax.Array | None = None) -> dict[str, jax.Array]:
+    """Returns the pool blobs and fc7, keyed by the table's Caffe names.
+
+    Args:
+      x: ``[N, H, W, C]`` input.
+      train: Enables dropout.
+      sizes: Optional int32 ``[N, 2]``: each example's true (height, width)
+        at the top-left of ``x``. Every blob is then zero outside its native
+        extent (:meth:`TrunkSpec.extents`) and equals the native-size blob
+        inside it (see :class:`~fcn_jax.models.fcn.FCN`).
+    """
     blobs = {}
+    extents = self.spec.extents(self.input_pad) if sizes is not None else {}
+    x = layers.mask_outside(x, layers.Extent(), sizes)
     # One dropout per stream; the first keeps its automatic name (and so the
     # dropout masks of the single-stream nets), later ones are suffixed.
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train,
@@ -210,11 +258,16 @@ class Trunk(nn.Module):
         conv = layers.caffe_conv(width, layer.kernel, pad,
                                  self.layer_name(layer.name), self.dtype,
                                  stride=layer.stride, groups=layer.groups)
-      x = nn.relu(conv(x))
+      # The masks follow the layers that can write outside the extent (a
+      # bias, a window reaching valid pixels); ReLU, dropout and LRN keep
+      # zeros zero.
+      x = layers.mask_outside(nn.relu(conv(x)), extents.get(layer.name),
+                              sizes)
       if layer.dropout:
         x = dropout(x)
       if layer.pool:
         x = layers.max_pool_ceil(x, spec.pool_window, spec.pool_stride)
+        x = layers.mask_outside(x, extents.get(layer.pool), sizes)
         blobs[layer.pool] = x
       if layer.norm:
         x = layers.local_response_norm(x, spec.lrn_size, spec.lrn_alpha,

@@ -319,7 +319,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         batch = next(train_iter)
         state, step_metrics = p_train_step(
             state, parallel.shard(batch, len(train_devices),
-                                 keys=("image", "label")))
+                                 keys=step_lib.BATCH_KEYS))
         pending.append((step, step_metrics))
       is_last = step == num_steps
       preempted = preemption.should_stop(step)

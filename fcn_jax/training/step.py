@@ -22,6 +22,16 @@ from fcn_jax.models import losses
 from fcn_jax.training import state as state_lib
 
 
+# The batch entries a step reads (parallel.shard(keys=...)).
+BATCH_KEYS = ("image", "label", "size")
+
+
+def size_kwargs(batch: Mapping[str, Any]) -> dict[str, Any]:
+  """``{'sizes': batch['size']}`` for a bucketed batch, else nothing (the
+  model runs unmasked at the batch's shape)."""
+  return {"sizes": batch["size"]} if "size" in batch else {}
+
+
 def train_step(state: state_lib.TrainState, batch: Mapping[str, Any], *,
                model: models.FCN, tx: optax.GradientTransformation,
                loss_normalization: str = "sum",
@@ -42,7 +52,10 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Any], *,
     state: The replicated train state.
     batch: ``image`` float32 ``[b, H, W, C]`` (a dict of them keyed by input
       name for a multi-input net) and ``label`` int ``[b, H, W]`` (a dict
-      keyed by head for a multi-head net); 255 = ignored.
+      keyed by head for a multi-head net); 255 = ignored. At shape buckets
+      (:mod:`fcn_jax.data.buckets`) also ``size`` int32 ``[b, 2]``, each
+      image's true (height, width) at the top-left, which the net masks to
+      (labels beyond it are 255), so the step equals the native-size one.
     model: The FCN.
     tx: The optimizer.
     loss_normalization: ``"sum"`` or ``"valid"`` (see :mod:`fcn_jax.models.losses`).
@@ -76,7 +89,7 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Any], *,
   def loss_fn(params):
     logits = model.per_head(model.apply(
         {"params": params}, batch["image"], train=True,
-        rngs={"dropout": dropout_rng}))
+        rngs={"dropout": dropout_rng}, **size_kwargs(batch)))
     loss_sum = {h: losses.weighted_loss_sum(logits[h], labels[h],
                                             pixel_weights[h])
                 for h in classes}

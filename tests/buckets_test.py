@@ -1,0 +1,253 @@
+"""Shape buckets: the choice of buckets and the bucketed input pipeline.
+
+The choice is checked against a brute-force search over every candidate
+set; the pipeline against the per-shape (``buckets='none'``) pipeline, which
+yields the same examples one at a time at native size.
+"""
+
+import io
+import itertools
+
+import ml_collections
+import numpy as np
+from PIL import Image
+import pytest
+
+from fcn_jax.data import buckets
+from fcn_jax.data import data_sources
+from fcn_jax.data import input_pipeline
+from fcn_jax.data import preprocessing as preprocessing_lib
+from fcn_jax.data import sampling
+
+CAFFE = preprocessing_lib.CAFFE_VGG
+
+
+def _png(array):
+  buffer = io.BytesIO()
+  Image.fromarray(array).save(buffer, "PNG")
+  return buffer.getvalue()
+
+
+def mixed_source(count, seed=0, low=20, high=70, sizes=None):
+  """Records of random sizes in [low, high) (or ``sizes`` in turn), random
+  pixels and labels."""
+  rng = np.random.default_rng(seed)
+  records = []
+  for k in range(count):
+    height, width = (rng.integers(low, high, size=2) if sizes is None
+                     else sizes[k % len(sizes)])
+    height, width = int(height), int(width)
+    image = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    label = rng.integers(0, 21, (height, width), dtype=np.uint8)
+    label[0, 0] = 255
+    records.append({"image": _png(image), "segmentation_mask": _png(label),
+                    "image_id": f"id{k}".encode(), "height": height,
+                    "width": width, "label_source": b"test"})
+  return data_sources.SplitSource(records, "test:mixed", False)
+
+
+def pipeline_config(**overrides):
+  config = ml_collections.ConfigDict()
+  config.dataset = ml_collections.ConfigDict(dict(
+      name="test", data_dir="", train_split="train", eval_split="val"))
+  config.batch_size = 1
+  config.eval_batch_size = 1
+  config.seed = 0
+  config.input = ml_collections.ConfigDict(dict(
+      train_mode="reference", crop_size=0, random_mirror=False,
+      scale_range=(1.0, 1.0), eval_pad_size=0, num_workers=0,
+      sampling_seed=1337, prefetch_buffer_size=2, buckets="auto",
+      max_buckets=4))
+  for key, value in overrides.items():
+    node = config
+    *parents, leaf = key.split(".")
+    for parent in parents:
+      node = node[parent]
+    node[leaf] = value
+  return config
+
+
+# --------------------------------------------------------------------------
+# Choosing buckets.
+# --------------------------------------------------------------------------
+
+
+def _padding(sizes, chosen):
+  """Padded pixels, each image at its smallest fitting bucket (naive)."""
+  total = 0
+  for h, w in sizes:
+    total += min(bh * bw for bh, bw in chosen if bh >= h and bw >= w) - h * w
+  return total
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auto_buckets_match_brute_force(seed):
+  rng = np.random.default_rng(seed)
+  sizes = rng.integers(20, 70, (12, 2))
+  heights, widths = np.unique(sizes[:, 0]), np.unique(sizes[:, 1])
+  largest = (heights[-1], widths[-1])
+  candidates = [(h, w) for h in heights for w in widths]
+  for k in (1, 2, 3):
+    chosen = buckets.choose_buckets(sizes, k)
+    assert len(chosen) <= k and tuple(largest) in chosen
+    best = min(_padding(sizes, [largest, *extra])
+               for extra in itertools.combinations(candidates, k - 1))
+    got = _padding(sizes, chosen)
+    assert got == best  # Few candidates: an exhaustive search.
+    assert buckets.padding_overhead(sizes, chosen) == pytest.approx(
+        got / (sizes[:, 0] * sizes[:, 1]).sum())
+
+
+def test_voc_like_mix_gets_the_obvious_buckets():
+  sizes = np.asarray([(375, 500)] * 42 + [(333, 500)] * 15 + [(500, 375)] * 8
+                     + [(500, 500)] + [(281, 500)] * 3 + [(500, 333)] * 2)
+  assert buckets.choose_buckets(sizes, 4) == (
+      (333, 500), (375, 500), (500, 375), (500, 500))
+
+
+def test_parse_and_explicit_buckets():
+  assert buckets.parse("auto") == "auto"
+  assert buckets.parse("none") == buckets.parse("") == buckets.parse(()) == \
+      "none"
+  assert buckets.parse("64x32, 32x32") == ((32, 32), (64, 32))
+  assert buckets.parse([(64, 64), (32, 48)]) == ((32, 48), (64, 64))
+  for bad in ("big", "32x", "0x32", ((32,),)):
+    with pytest.raises(ValueError, match="config.input.buckets"):
+      buckets.parse(bad)
+  sizes = np.asarray([(20, 30), (40, 30)])
+  with pytest.raises(ValueError, match=r"1 image\(s\) .* fit no bucket"):
+    buckets.resolve("32x32", 4, sizes)
+  assert buckets.resolve("64x64,32x32", 4, sizes) == ((32, 32), (64, 64))
+  assert buckets.bucket_of_batch(sizes, ((32, 32), (64, 64))) == (64, 64)
+  assert buckets.bucket_of_batch(sizes[:1], ((32, 32), (64, 64))) == (32, 32)
+
+
+def test_read_sizes_reads_the_height_and_width_features():
+  source = mixed_source(5)
+  sizes = buckets.read_sizes(source.records)
+  for record, (h, w) in zip(source.records, sizes):
+    label = np.asarray(Image.open(io.BytesIO(record["segmentation_mask"])))
+    assert label.shape == (h, w)
+
+
+# --------------------------------------------------------------------------
+# The bucketed training pipeline.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("train_mode", ["reference", "epochs"])
+def test_bucketed_training_batches_hold_the_native_examples(train_mode):
+  """A global batch of 4 over 2 hosts: both hosts pad to one bucket that
+  fits all 4 images; each example is the native pipeline's (same global
+  position), top-left, with label 255 and image 0 beyond it."""
+  source = mixed_source(9)
+  native = input_pipeline.create_train_iterator(
+      pipeline_config(**{"input.buckets": "none",
+                         "input.train_mode": train_mode}), CAFFE,
+      process_index=0, process_count=1, source=source)
+  native_batches = [next(native) for _ in range(12)]
+  config = pipeline_config(batch_size=4, **{"input.train_mode": train_mode,
+                                            "input.max_buckets": 3})
+  sizes = buckets.read_sizes(source.records)
+  chosen = buckets.choose_buckets(sizes, 3)
+  hosts = [input_pipeline.create_train_iterator(
+      config, CAFFE, process_index=p, process_count=2, source=source)
+           for p in range(2)]
+  shapes = set()
+  for step in range(3):
+    parts = [next(host) for host in hosts]
+    assert parts[0]["image"].shape == parts[1]["image"].shape
+    shape = parts[0]["image"].shape[1:3]
+    assert shape in chosen
+    shapes.add(shape)
+    true_sizes = np.concatenate([p["size"] for p in parts])
+    assert shape == buckets.bucket_of_batch(true_sizes, chosen)
+    for p, part in enumerate(parts):
+      assert part["size"].dtype == np.int32
+      for j in range(2):
+        expected = native_batches[step * 4 + p * 2 + j]
+        h, w = expected["label"].shape[1:]
+        assert tuple(part["size"][j]) == (h, w)
+        np.testing.assert_array_equal(part["image"][j, :h, :w],
+                                      expected["image"][0])
+        np.testing.assert_array_equal(part["label"][j, :h, :w],
+                                      expected["label"][0])
+        assert (part["label"][j, h:] == 255).all()
+        assert (part["label"][j, :, w:] == 255).all()
+        assert (part["image"][j, h:] == 0).all()
+        assert (part["image"][j, :, w:] == 0).all()
+  assert len(shapes) >= 1
+
+
+def test_rescaling_keeps_native_training_unbatched():
+  config = pipeline_config(batch_size=2, **{"input.train_mode": "epochs",
+                                            "input.scale_range": (0.5, 1.0)})
+  with pytest.raises(ValueError, match="buckets"):
+    input_pipeline.create_train_iterator(config, CAFFE, process_index=0,
+                                         process_count=1,
+                                         source=mixed_source(4))
+
+
+# --------------------------------------------------------------------------
+# The bucketed evaluation pipeline.
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("process_count,eval_batch_size", [(1, 1), (1, 4),
+                                                           (2, 4), (3, 3)])
+def test_bucketed_eval_visits_each_example_once(process_count,
+                                                eval_batch_size):
+  source = mixed_source(11, seed=3)
+  sizes = buckets.read_sizes(source.records)
+  chosen = buckets.choose_buckets(sizes, 3)
+  config = pipeline_config(eval_batch_size=eval_batch_size,
+                           **{"input.max_buckets": 3})
+  seen, per_host = [], []
+  for process_index in range(process_count):
+    data = input_pipeline.create_eval_iterator(
+        config, CAFFE, process_index=process_index,
+        process_count=process_count, source=source, include_ids=True)
+    batches = list(data)
+    assert len(batches) == data.num_batches
+    per_host.append([b["image"].shape[1:3] for b in batches])
+    for batch in batches:
+      shape = batch["image"].shape[1:3]
+      assert shape in chosen
+      for j in range(len(batch["valid"])):
+        if not batch["valid"][j]:
+          assert (batch["label"][j] == 255).all()
+          continue
+        k = int(str(batch["image_id"][j])[2:])
+        seen.append(k)
+        h, w = sizes[k]
+        assert tuple(batch["size"][j]) == (h, w)
+        # At its own smallest fitting bucket: no more padding than alone.
+        assert shape == buckets.smallest_fitting(h, w, chosen)
+        record = source.records[k]
+        image = np.asarray(Image.open(io.BytesIO(record["image"])))
+        np.testing.assert_array_equal(batch["image"][j, :h, :w], CAFFE(image))
+        assert (batch["label"][j, h:] == 255).all()
+        assert (batch["image"][j, :, w:] == 0).all()
+  assert sorted(seen) == list(range(11))
+  # Every host runs the same bucket at every step.
+  assert all(shapes == per_host[0] for shapes in per_host)
+
+
+def test_eval_plan_fills_global_batches_bucket_by_bucket():
+  sizes = np.asarray([(10, 10), (30, 30), (10, 10), (10, 10), (30, 30)])
+  chosen = ((10, 10), (30, 30))
+  plans = [sampling.bucketed_eval_plan(sizes, chosen, 4, 2, p)
+           for p in range(2)]
+  np.testing.assert_array_equal(plans[0][0], [[0, 2], [1, 4]])
+  np.testing.assert_array_equal(plans[1][0], [[3, -1], [-1, -1]])
+  np.testing.assert_array_equal(plans[0][1], [[10, 10], [30, 30]])
+
+
+def test_tta_evaluates_at_native_size():
+  config = pipeline_config(eval_batch_size=1)
+  config.tta = ml_collections.ConfigDict(dict(flip=True, scales=(1.0,)))
+  data = input_pipeline.create_eval_iterator(
+      config, CAFFE, process_index=0, process_count=1,
+      source=mixed_source(3))
+  for batch in data:
+    assert "size" not in batch
