@@ -113,6 +113,8 @@ class CheckedRecords(Sequence):
                            f"says {instruction.examples_in_shard}")
 
   def __getitem__(self, index):
+    if isinstance(index, int) and not -len(self) <= index < len(self):
+      raise IndexError(f"record {index} of {len(self)}")
     try:
       return self._records[index]
     except (IndexError, TypeError):

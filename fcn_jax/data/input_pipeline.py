@@ -358,7 +358,8 @@ def check_image_sizes(config: ml_collections.ConfigDict, *,
       logging.warning(
           "config.input.crop_size=%d is larger than every training image "
           "(the largest, %s, is %dx%d, at most %d px after scaling): at least "
-          "%.0f%% of every crop is padding, which the loss ignores but which "
+          "%.1f%% of every crop is padding, which the loss ignores but which "
           "costs compute; a crop_size of about %d trains the same images.",
-          cfg.crop_size, image_id, height, width, side, 100 * padding,
+          cfg.crop_size, image_id, height, width, side,
+          math.floor(1000 * padding) / 10,  # Never rounded up to 100%.
           int(side))
