@@ -83,6 +83,11 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
     # Only the bad override is named.
     (["--config.model.width_divisor=64", "--config.nosuch.deep=1"],
      "unknown config field --config.nosuch.deep ("),
+    # A nested typo among several overrides: that one, with the fix.
+    (["--config.num_train_steps=3", "--config.model.widht_divisor=64",
+      "--config.batch_size=2", "--config.input.crop_size=32"],
+     "error: unknown config field --config.model.widht_divisor ("
+     "'widht_divisor' is not a field; did you mean 'width_divisor'?)"),
     (["--workdir=gs://bucket/run"], "gcsfuse"),
     (["--xla_cpu_flags=fast"], "--xla_cpu_flags"),
 ])

@@ -583,3 +583,53 @@ def test_a_crop_far_larger_than_every_image_is_warned_about(trained, caplog):
   config.input.crop_size = 32
   input_pipeline.check_image_sizes(config, evaluate=False)
   assert "crop_size" not in caplog.text
+
+
+# --------------------------------------------------------------------------
+# Only the diagnosis reaches the console (the real CLI in a subprocess).
+# --------------------------------------------------------------------------
+
+_FILE_SIZE_LIMIT = r"""
+import resource, runpy, signal, sys
+# A disk that fills up: writing past 24 KiB into one file fails (EFBIG).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (24 * 1024, 24 * 1024))
+sys.argv[0] = "fcn_jax.main"
+runpy.run_module("fcn_jax.main", run_name="__main__")
+"""
+
+
+def test_a_damaged_checkpoint_and_a_failed_save_print_one_line(
+    trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  _truncate_a_params_file(workdir / "checkpoints" / "4")
+  script = tmp_path / "limited.py"
+  script.write_text(_FILE_SIZE_LIMIT)
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, str(script),
+       "--config", str(REPO / "configs" / "quickstart.py"),
+       "--workdir", str(workdir), "--config.mode=train",
+       "--config.model.name=fcn32s", "--config.model.width_divisor=64",
+       "--config.model.dropout_rate=0",
+       "--config.dataset.name=synthetic_shapes/tiny",
+       f"--config.dataset.data_dir={trained['data_dir']}",
+       "--config.num_train_steps=6", "--config.batch_size=4",
+       "--config.input.crop_size=32", "--config.preprocessing=torchvision",
+       "--config.optim.loss_normalization=valid",
+       "--config.checkpoint.every_steps=2"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  text = result.stdout + result.stderr
+  assert result.returncode == 2, text[-3000:]
+  # Step 4 was set aside (a warning), the save of step 4 failed (one line).
+  assert "set it aside as" in text and "4.corrupt" in text, text[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, text[-3000:]
+  assert errors[0].startswith(
+      f"error: could not save the checkpoint of step 4 in "
+      f"{workdir / 'checkpoints'} (File too large); the earlier checkpoints "
+      "are intact (steps 2)"), errors[0]
+  assert "Traceback" not in text and "Event loop is closed" not in text
+  assert _steps(workdir) == [2]
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
