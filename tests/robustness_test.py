@@ -424,7 +424,7 @@ def test_a_stale_lock_is_taken_over_and_every_exit_releases_it(
 
   def broken(*args, **kwargs):
     raise RuntimeError("an error after the start")
-  monkeypatch.setattr(input_pipeline, "create_train_iterator", broken)
+  monkeypatch.setattr(loop, "_resume", broken)
   with pytest.raises(RuntimeError, match="an error after the start"):
     loop.train_and_evaluate(_config(trained["data_dir"], num_train_steps=6),
                             str(workdir))
