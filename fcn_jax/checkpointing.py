@@ -13,6 +13,7 @@ names, the preprocessing the weights expect, and where they came from.
       data_iter/    grain iterator state, process_<i>-of-<n>.json
       metadata/     JSON: the metadata, plus step and config
       metrics/      JSON: the evaluation metrics of this step, if any
+    WORKDIR/workdir.lock  while a run writes the workdir (:class:`WorkdirLock`)
 
   One ``CheckpointManager`` keeps the latest ``max_to_keep`` steps and, among
   the evaluated ones, the ``keep_best`` with the highest mean IU.

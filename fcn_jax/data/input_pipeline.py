@@ -64,8 +64,11 @@ Resuming: ``iterator.get_state()`` is a small JSON-serialisable dict; save it
 with the training checkpoint (with orbax: ``grain.checkpoint.CheckpointSave(
 iterator)`` / ``CheckpointRestore(iterator)``, one JSON file per process) and
 restore it into a fresh iterator made from the same config (same seed,
-split, batch size, process count and ``num_workers``) to continue with
-exactly the batches the first run would have seen next. The batches do not
+split, batch size and ``num_workers``) to continue with exactly the batches
+the first run would have seen next. The state counts global batches (the
+host slice is taken before batching), so it is the same on every host and
+also fits another process count
+(:meth:`fcn_jax.checkpointing.Checkpointer.restore` converts it). The batches do not
 depend on ``num_workers``, but the saved state's format does.
 """
 
