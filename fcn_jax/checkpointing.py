@@ -13,6 +13,7 @@ names, the preprocessing the weights expect, and where they came from.
       data_iter/    grain iterator state, process_<i>-of-<n>.json
       metadata/     JSON: the metadata, plus step and config
       metrics/      JSON: the evaluation metrics of this step, if any
+    WORKDIR/workdir.lock  while a run writes the workdir (:class:`WorkdirLock`)
 
   One ``CheckpointManager`` keeps the latest ``max_to_keep`` steps and, among
   the evaluated ones, the ``keep_best`` with the highest mean IU.
@@ -31,12 +32,20 @@ the highest mean IU, else the latest), ``latest``, or a step number.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
 import math
 import os
+import re
 import shutil
+import socket
+import sys
+import threading
+import time
 import uuid
 from typing import Any, Iterator, Mapping, Sequence
+
+import logging as logging_lib
 
 from absl import logging
 import grain
@@ -200,8 +209,278 @@ def write_json(path: str, content: Mapping[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------
+# One writer per workdir.
+# --------------------------------------------------------------------------
+
+LOCK_FILE = "workdir.lock"
+# A lock of another host is stale once its holder has not refreshed it for
+# this long (the holder touches it every LOCK_HEARTBEAT_S seconds).
+LOCK_HEARTBEAT_S = 60.0
+LOCK_STALE_AFTER_S = 10 * 60.0
+
+
+class WorkdirLockedError(OSError):
+  """Another run (alive, or of another host and recently refreshed) holds
+  the workdir."""
+
+
+def _process_start_ticks(pid: int) -> int | None:
+  """The start time of process ``pid`` in clock ticks since boot (Linux's
+  /proc), which tells a live holder from a new process that reuses its
+  PID; None where unknown."""
+  try:
+    with open(f"/proc/{pid}/stat") as f:
+      return int(f.read().rsplit(")", 1)[1].split()[19])
+  except (OSError, IndexError, ValueError):
+    return None
+
+
+def _pid_alive(pid: int, start_ticks: int | None) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    pass  # Alive, another user's.
+  if start_ticks is not None:
+    now = _process_start_ticks(pid)
+    if now is not None and now != start_ticks:
+      return False  # The PID was reused by another process.
+  return True
+
+
+def _describe_holder(holder: Mapping[str, Any]) -> str:
+  return (f"{holder.get('command', '?')} (PID {holder.get('pid', '?')} on "
+          f"host {holder.get('host', '?')}, since {holder.get('since', '?')})")
+
+
+class WorkdirLock:
+  """One writer per workdir: the lock file ``WORKDIR/workdir.lock``.
+
+  The lock is a JSON file created with ``O_EXCL`` naming its holder: the
+  command, host, PID (and its start time, to see PID reuse) and since when.
+  A second run on the workdir is refused (:class:`WorkdirLockedError`)
+  before it writes anything. A lock left by a run that died (SIGKILL, a
+  crash, a lost machine) is *stale* and taken over with a warning:
+
+  * same host: its process no longer exists (or its PID now belongs to a
+    process started later);
+  * another host: it cannot be asked, so the holder refreshes the file's
+    modification time every :data:`LOCK_HEARTBEAT_S` seconds and a lock not
+    refreshed for :data:`LOCK_STALE_AFTER_S` seconds is stale (a run whose
+    file system stalls that long loses its lock).
+
+  On a multi-process run process 0 takes the lock for the whole run and the
+  others follow its verdict (a broadcast), so all processes start or all
+  refuse; they write only what process 0 coordinates. The lock is released
+  (the file removed, if it is still ours) by :meth:`release`, which the
+  training calls on every exit path; a SIGKILL leaves a stale lock, taken
+  over by the next run.
+
+  Args:
+    workdir: The workdir (created if missing).
+    command: What holds it, for the message another run prints.
+  """
+
+  def __init__(self, workdir: str, command: str | None = None):
+    self.path = os.path.join(os.path.abspath(workdir), LOCK_FILE)
+    self._command = command or " ".join(sys.argv[:1]) or "python"
+    self._token = uuid.uuid4().hex
+    self._held = False
+    self._stop = threading.Event()
+    self._heartbeat = None
+
+  def _content(self) -> dict[str, Any]:
+    return {"command": self._command, "host": socket.gethostname(),
+            "pid": os.getpid(), "pid_start": _process_start_ticks(os.getpid()),
+            "processes": jax.process_count(), "token": self._token,
+            "since": datetime.datetime.now().astimezone().isoformat(
+                timespec="seconds")}
+
+  def _read_holder(self) -> dict[str, Any] | None:
+    """The current holder, ``{}`` for an unreadable file (one being written
+    or garbage), None when there is no lock."""
+    try:
+      with open(self.path) as f:
+        holder = json.load(f)
+    except FileNotFoundError:
+      return None
+    except (OSError, ValueError):
+      return {}
+    return holder if isinstance(holder, dict) else {}
+
+  def _stale(self, holder: Mapping[str, Any]) -> str | None:
+    """Why the lock of ``holder`` is stale, or None if it is held."""
+    try:
+      age = time.time() - os.path.getmtime(self.path)
+    except OSError:
+      return "it was just released"
+    if holder.get("host") == socket.gethostname() and isinstance(
+        holder.get("pid"), int):
+      if not _pid_alive(holder["pid"], holder.get("pid_start")):
+        return f"process {holder['pid']} no longer runs"
+      return None
+    if age > LOCK_STALE_AFTER_S:
+      return (f"it was last refreshed {age / 60:.0f} min ago (a live holder "
+              f"refreshes it every {LOCK_HEARTBEAT_S:.0f} s)")
+    return None
+
+  def _try_create(self) -> bool:
+    try:
+      fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+      return False
+    with os.fdopen(fd, "w") as f:
+      json.dump(self._content(), f, indent=2)
+    return True
+
+  def _acquire_here(self) -> None:
+    os.makedirs(os.path.dirname(self.path), exist_ok=True)
+    for _ in range(5):
+      if self._try_create():
+        return
+      holder = self._read_holder()
+      if holder is None:
+        continue  # Released meanwhile: try again.
+      reason = self._stale(holder) if holder else None
+      if reason is None:
+        if not holder:  # Being written by another run right now.
+          time.sleep(0.2)
+          holder = self._read_holder() or {}
+        raise WorkdirLockedError(
+            f"the workdir {os.path.dirname(self.path)} is in use by "
+            f"{_describe_holder(holder)}; one run writes a workdir at a "
+            "time: wait for it to end, or give another --workdir (if that "
+            f"run is dead on another host, delete {self.path})")
+      # Stale: move it aside atomically, so that of two runs taking it over
+      # at once only one succeeds (the other's rename fails).
+      aside = f"{self.path}.stale-{self._token}"
+      try:
+        os.rename(self.path, aside)
+      except FileNotFoundError:
+        continue
+      os.remove(aside)
+      logging.warning("Took over the stale lock %s of %s: %s.", self.path,
+                      _describe_holder(holder), reason)
+    raise WorkdirLockedError(f"cannot take the lock {self.path}: other runs "
+                             "keep taking it; one run per workdir")
+
+  def acquire(self) -> "WorkdirLock":
+    """Takes the lock (process 0; the others follow its verdict).
+
+    Raises:
+      WorkdirLockedError: Another run holds it (on every process).
+    """
+    error = None
+    if jax.process_index() == 0:
+      try:
+        self._acquire_here()
+        self._held = True
+      except WorkdirLockedError as e:
+        error = e
+    if jax.process_count() > 1:
+      from fcn_jax import parallel  # pylint: disable=g-import-not-at-top
+      ok = parallel.all_processes(error is None)
+      if not ok and error is None:
+        self.release()
+        error = WorkdirLockedError(
+            f"process 0 could not take the lock {self.path} (its log says "
+            "which run holds the workdir)")
+    if error is not None:
+      raise error
+    if self._held:
+      self._heartbeat = threading.Thread(target=self._refresh, daemon=True,
+                                         name="workdir-lock-heartbeat")
+      self._heartbeat.start()
+    return self
+
+  def _refresh(self) -> None:
+    while not self._stop.wait(LOCK_HEARTBEAT_S):
+      try:
+        os.utime(self.path)
+      except OSError:
+        pass
+
+  def release(self) -> None:
+    """Removes the lock file if this run still holds it. Idempotent."""
+    self._stop.set()
+    if not self._held:
+      return
+    self._held = False
+    holder = self._read_holder()
+    if holder and holder.get("token") == self._token:
+      try:
+        os.remove(self.path)
+      except FileNotFoundError:
+        pass
+
+  def __enter__(self) -> "WorkdirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc_info: Any) -> None:
+    self.release()
+
+
+# --------------------------------------------------------------------------
 # Training checkpoints.
 # --------------------------------------------------------------------------
+
+
+class CheckpointSaveError(OSError):
+  """A checkpoint could not be written (a full disk, a lost file system);
+  the earlier ones are intact."""
+
+
+_EVENT_LOOP_CLOSED = "Event loop is closed"
+_quiet_installed = False
+
+
+class _OrbaxThreadErrors(logging_lib.Filter):
+  """Keeps Orbax's background-thread error reports (each with a traceback)
+  out of the console: the same error reaches the main thread, which
+  reports it in one line. With ``--verbosity=1`` (debug) they are kept, as
+  debug records."""
+
+  def filter(self, record: logging_lib.LogRecord) -> bool:
+    if (record.levelno >= logging_lib.ERROR and record.exc_info
+        and f"{os.sep}orbax{os.sep}" in record.pathname):
+      if not logging_lib.getLogger("absl").isEnabledFor(logging_lib.DEBUG):
+        return False
+      record.levelno, record.levelname = logging_lib.DEBUG, "DEBUG"
+    return True
+
+
+def _quiet_async_errors() -> None:
+  """Keeps the after-effects of a failed asynchronous read or write out of
+  the console (once per process); they go to the debug log.
+
+  * When one tensorstore read or write of an Orbax operation fails, Orbax's
+    event loop ends (and closes) while the other reads of that operation
+    are still in flight; as each completes, tensorstore calls the closed
+    loop and Python prints "RuntimeError: Event loop is closed" as an
+    unraisable exception, once per array. Nothing is lost by then: the
+    failure itself was raised (and is reported in one line).
+  * Orbax's save threads log each failure with its traceback before the
+    main thread raises it (:class:`_OrbaxThreadErrors`).
+  """
+  global _quiet_installed
+  if _quiet_installed:
+    return
+  _quiet_installed = True
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == _EVENT_LOOP_CLOSED):
+      logging.debug("A late tensorstore callback found its event loop "
+                    "closed (after a failed checkpoint read or write).",
+                    exc_info=(unraisable.exc_type, unraisable.exc_value,
+                              unraisable.exc_traceback))
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  logging_lib.getLogger("absl").addFilter(_OrbaxThreadErrors())
 
 
 def _mean_iu(metrics: Mapping[str, Any]) -> float:
@@ -235,6 +514,8 @@ class Checkpointer:
         # best_step() survives restarts.
         best_fn=_mean_iu, best_mode="max",
         create=not read_only, read_only=read_only)
+    _quiet_async_errors()
+    self._saving: int | None = None
     self._manager = ocp.CheckpointManager(self.directory, options=options)
 
   def step_directory(self, step: int) -> str:
@@ -346,8 +627,35 @@ class Checkpointer:
     if metrics is not None:
       metrics = {k: float(v) for k, v in metrics.items()
                  if isinstance(v, (int, float, np.number))}
-    self._manager.save(step, args=ocp.args.Composite(**items),
-                       metrics=metrics, force=True)
+    try:
+      self._manager.save(step, args=ocp.args.Composite(**items),
+                         metrics=metrics, force=True)
+    except Exception as e:  # pylint: disable=broad-except  # Orbax, OSError.
+      # Orbax raises a failed background write of the previous save here.
+      raise self._save_error(self._saving or step, e) from None
+    self._saving = step
+
+  def _save_error(self, step: int, error: BaseException
+                  ) -> CheckpointSaveError:
+    self._saving = None
+    try:
+      self._manager.reload()
+      kept = [s for s in self._manager.all_steps() if s != step]
+    except Exception:  # pylint: disable=broad-except
+      kept = []
+    logging.debug("The save of step %d failed:", step,
+                  exc_info=(type(error), error, error.__traceback__))
+    resume = (f"the earlier checkpoints are intact (steps "
+              f"{', '.join(map(str, kept))}): free space or fix the file "
+              "system, then rerun the same command to resume from step "
+              f"{kept[-1]}" if kept else "no earlier checkpoint was saved: "
+              "free space or fix the file system, then rerun")
+    # tensorstore's messages end with the OS error after a long path.
+    os_error = re.search(r"([A-Z][^:\[]*) \[os_error_code='\d+'\]",
+                         str(error))
+    return CheckpointSaveError(
+        f"could not save the checkpoint of step {step} in {self.directory} "
+        f"({os_error[1] if os_error else _one_line(error, 200)}); {resume}")
 
   def restore(self, step: int, state_template: Mapping[str, Any], *,
               data_iterator: Iterator[Any] | None = None
@@ -370,14 +678,22 @@ class Checkpointer:
             {k: template[k] for k in ("opt_state", "step", "rng")}),
         METADATA_ITEM: ocp.args.JsonRestore(),
     }
+    iterator_state = None
     if data_iterator is not None:
-      if not os.path.isdir(os.path.join(self.step_directory(step),
-                                        DATA_ITER_ITEM)):
-        raise DamagedCheckpointError(
-            self.step_directory(step), f"it has no {DATA_ITER_ITEM}/ (the "
-            "data iterator's position), so it cannot be resumed exactly")
-      items[DATA_ITER_ITEM] = grain.checkpoint.CheckpointRestore(data_iterator)
+      iterator_state = self._iterator_state(step)
+      if iterator_state is None:  # Saved by this process count.
+        items[DATA_ITER_ITEM] = grain.checkpoint.CheckpointRestore(
+            data_iterator)
     restored = self._read(step, items)
+    if iterator_state is not None:
+      try:
+        data_iterator.set_state(iterator_state)
+      except Exception as e:  # pylint: disable=broad-except  # grain's types.
+        raise CheckpointError(
+            f"{self.step_directory(step)}: the data iterator position saved "
+            f"by another process count does not fit this input pipeline "
+            f"({_one_line(e, 150)}); resume with the config it was trained "
+            "with (config.input.num_workers included)") from None
     state = {PARAMS_ITEM: restored[PARAMS_ITEM], **restored[TRAIN_STATE_ITEM]}
     state = jax.tree_util.tree_map(np.asarray, state)
     # Orbax restores the shapes on disk whatever the template says.
@@ -391,6 +707,65 @@ class Checkpointer:
           "with --config.init_from=this workdir")
     return state, _metadata_dict(restored[METADATA_ITEM],
                                  self.step_directory(step))
+
+  def _iterator_state(self, step: int) -> dict[str, Any] | None:
+    """The data iterator state to set when the step was saved by another
+    process count (None: this count saved it; grain restores it).
+
+    Each process saves its iterator's state as
+    ``data_iter/process_<k>-of-<n>.json``. The state counts *global*
+    batches (host ``k`` takes its part of every global batch of one global
+    sequence, :class:`fcn_jax.data.sampling.HostSlice`, before batching), so
+    the ``n`` states of one step are equal and any new host, whatever the
+    new count, continues from that same position with its own slice.
+
+    Raises:
+      DamagedCheckpointError: No ``data_iter/`` files, an incomplete set, or
+        unreadable ones.
+      CheckpointError: Readable states that disagree (not a position this
+        code can continue from).
+    """
+    where = self.step_directory(step)
+    folder = os.path.join(where, DATA_ITER_ITEM)
+    index, count = jax.process_index(), jax.process_count()
+    if os.path.isfile(os.path.join(folder,
+                                   f"process_{index}-of-{count}.json")):
+      return None
+    names = os.listdir(folder) if os.path.isdir(folder) else []
+    saved: dict[int, set[int]] = {}
+    for name in names:
+      match = re.fullmatch(r"process_(\d+)-of-(\d+)\.json", name)
+      if match:
+        saved.setdefault(int(match[2]), set()).add(int(match[1]))
+    if not saved:
+      raise DamagedCheckpointError(
+          where, f"it has no {DATA_ITER_ITEM}/ files (the data iterator's "
+          "position), so it cannot be resumed exactly")
+    complete = [n for n, ks in saved.items() if ks == set(range(n))]
+    if not complete:
+      n = max(saved)
+      raise DamagedCheckpointError(
+          where, f"its {DATA_ITER_ITEM}/ holds the positions of processes "
+          f"{sorted(saved[n])} of {n}, not all of them")
+    saved_count = max(complete)
+    states = []
+    for k in range(saved_count):
+      path = os.path.join(folder, f"process_{k}-of-{saved_count}.json")
+      try:
+        with open(path) as f:
+          states.append(json.load(f))
+      except (OSError, ValueError) as e:
+        raise DamagedCheckpointError(where, f"{path}: {_one_line(e)}") from None
+    if any(state != states[0] for state in states[1:]):
+      raise CheckpointError(
+          f"{where} was saved by {saved_count} processes at different data "
+          f"positions ({', '.join(json.dumps(s) for s in states[:3])}); it "
+          f"can be resumed only with {saved_count} processes, as it was "
+          "saved")
+    logging.info("%s was saved by %d processes; resuming on %d from the "
+                 "same global data position %s.", where, saved_count, count,
+                 json.dumps(states[0]))
+    return states[0]
 
   def read_metadata(self, step: int) -> dict[str, Any]:
     """The metadata JSON of one step.
@@ -414,8 +789,19 @@ class Checkpointer:
                                   self.step_directory(step))
 
   def wait(self) -> None:
-    """Blocks until pending asynchronous saves are on disk."""
-    self._manager.wait_until_finished()
+    """Blocks until pending asynchronous saves are on disk.
+
+    Raises:
+      CheckpointSaveError: The last save failed (one line; the earlier
+        checkpoints are intact).
+    """
+    try:
+      self._manager.wait_until_finished()
+    except Exception as e:  # pylint: disable=broad-except  # Orbax, OSError.
+      if self._saving is None:
+        raise
+      raise self._save_error(self._saving, e) from None
+    self._saving = None
 
   def close(self) -> None:
     self._manager.close()

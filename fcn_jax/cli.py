@@ -175,16 +175,20 @@ def parse_flags(argv: list[str], aliases: dict[str, str] | None = None
            f"{type(e).__name__}: {e}")
     if not isinstance(e, (AttributeError, KeyError)):
       raise
+    # ml_collections: "'name'" or "'name'\nDid you mean "other" instead of
+    # "name"?": the unknown field is the first word.
     text = str(e.args[0] if e.args else e)
-    missing = text.strip("'\"")
-    missing = re.findall(r"'([^']+)'", missing)[-1:] or [missing]
+    first = re.search(r"[A-Za-z_][A-Za-z0-9_]*", text)
+    missing = first[0] if first else text
+    suggestion = re.search(r'Did you mean "([^"]+)"', text)
     overrides = [a.split("=", 1)[0] for a in argv[1:]
                  if a.startswith("--config.")]
-    named = [o for o in overrides if missing[0] in o.split(".")[1:]]
-    hint = re.search(r'Did you mean "([^"]+)"', text)
-    hint = f"did you mean {hint.group(1)}? " if hint else ""
-    fail(f"unknown config field {' '.join(named or overrides)}: {hint}every "
-         "field, with its meaning, is in fcn_jax/default_config.py")
+    named = [o for o in overrides if missing in o.split(".")[1:]]
+    fail(f"unknown config field {' '.join(named or overrides)} "
+         f"({missing!r} is not a field"
+         + (f"; did you mean {suggestion[1]!r}?" if suggestion else "")
+         + "); every field, with its meaning, is in "
+         "fcn_jax/default_config.py")
   return []  # Unreachable.
 
 

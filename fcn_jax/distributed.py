@@ -140,6 +140,13 @@ class PreemptionWatcher:
       return multihost_utils.reached_preemption_sync_point(step)
     return self._received.is_set()
 
+  def requested(self) -> bool:
+    """Whether a SIGTERM has arrived (one process: at once, from any
+    point of the start-up, with no step to agree on). On several processes
+    always False: there only :meth:`should_stop` may decide, at a step
+    every process reaches."""
+    return not self._use_sync_service and self._received.is_set()
+
   def close(self):
     """Restores the previous SIGTERM handler."""
     if self._previous is not None:

@@ -31,6 +31,7 @@ import dataclasses
 import json
 import os
 import sys
+import tempfile
 from typing import Any, Sequence
 
 import jax
@@ -170,16 +171,47 @@ def export_checkpoint(checkpoint: str, *, step: str | int = "best",
   return ExportResult(bytes(exported.serialize()), description)
 
 
+def check_output(output: str) -> None:
+  """Checks, before any work, that ``output`` and its ``.json`` can be
+  written: creates the folder and a temporary file there (removed).
+
+  Raises:
+    ValueError: One line: ``output`` is a folder, lies under a regular file,
+      or its folder is not writable.
+  """
+  path = os.path.abspath(output)
+  folder = os.path.dirname(path)
+  if os.path.isdir(path):
+    raise ValueError(f"--output {output} is a folder; give a file path, "
+                     "e.g. model.jaxexport")
+  try:
+    os.makedirs(folder, exist_ok=True)
+    with tempfile.TemporaryFile(dir=folder):
+      pass
+  except (FileExistsError, NotADirectoryError):
+    raise ValueError(f"--output {output} is under a regular file, not a "
+                     "folder; give a path in a folder") from None
+  except OSError as e:
+    raise ValueError(f"cannot write in the folder of --output {output}: "
+                     f"{e.strerror or e}; give a folder you can write to"
+                     ) from None
+
+
 def save(result: ExportResult, output: str) -> None:
-  """Writes the artifact and its JSON description (atomically)."""
+  """Writes the artifact and its JSON description (each atomically; a
+  failed write leaves no temporary file)."""
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   for path, data in ((output, result.serialized),
                      (description_path(output),
                       json.dumps(result.description, indent=2).encode())):
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-      f.write(data)
-    os.replace(tmp, path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+      with open(tmp, "wb") as f:
+        f.write(data)
+      os.replace(tmp, path)
+    finally:
+      if os.path.exists(tmp):
+        os.remove(tmp)
 
 
 # --------------------------------------------------------------------------
@@ -332,6 +364,7 @@ def _main(args: argparse.Namespace) -> int:
                      "cpu, cuda, rocm, tpu")
   cli.check_overwrite([args.output, description_path(args.output)],
                       args.overwrite)
+  check_output(args.output)  # Before the work, not after it.
   result = export_checkpoint(args.checkpoint, step=args.step, batch=batch,
                              height=height, width=width,
                              platforms=platforms)

@@ -468,3 +468,41 @@ def test_prepare_data_voc_seg_from_archives(tmp_path, capsys, seg11valid_file,
   out = capsys.readouterr().out
   assert re.search(r"train_aug\s+6 examples", out)
   assert re.search(r"seg11valid\s+1 examples", out)
+
+
+@pytest.mark.parametrize("mode, file_format", [
+    ("CMYK", "JPEG"), ("RGBA", "PNG"), ("L", "JPEG"), ("P", "PNG")])
+def test_images_of_other_modes_are_stored_as_rgb(mode, file_format):
+  """The image feature is declared with 3 channels: a CMYK/greyscale JPEG or
+  an RGBA/palette PNG is stored as RGB (what the pipeline's decoder makes
+  of the original), not in its own mode."""
+  from PIL import Image  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(0)
+  y, x = np.mgrid[0:20, 0:30]  # Smooth, as photos are: JPEG keeps it well.
+  rgb = Image.fromarray(np.stack([8 * x, 12 * y, 4 * (x + y)],
+                                 -1).astype(np.uint8))
+  source = rgb.convert(mode)
+  if mode == "RGBA":
+    source.putalpha(Image.fromarray(
+        rng.integers(0, 256, (20, 30), dtype=np.uint8)))
+  buffer = io.BytesIO()
+  source.save(buffer, file_format, **({"quality": 95}
+                                      if file_format == "JPEG" else {}))
+  data = buffer.getvalue()
+  example = common.make_example("x", data, np.zeros((20, 30), np.uint8),
+                                "folder", "mask.png")
+  with Image.open(io.BytesIO(example[common.IMAGE])) as stored:
+    assert stored.mode == "RGB" and stored.format == file_format
+    pixels = np.asarray(stored)
+  assert pixels.shape == (20, 30, 3)
+  assert (example[common.HEIGHT], example[common.WIDTH]) == (20, 30)
+  expected = common.decode_image(data).astype(int)  # The original, as RGB.
+  tolerance = 0 if file_format == "PNG" else 8  # JPEG encoded once more.
+  assert np.abs(pixels.astype(int) - expected).mean() <= tolerance / 4
+  assert np.abs(pixels.astype(int) - expected).max() <= 8 * tolerance + 1
+
+  rgb_buffer = io.BytesIO()
+  rgb.save(rgb_buffer, "JPEG")  # RGB files are stored byte for byte.
+  assert common.make_example("y", rgb_buffer.getvalue(),
+                             np.zeros((20, 30), np.uint8), "folder",
+                             "m.png")[common.IMAGE] == rgb_buffer.getvalue()

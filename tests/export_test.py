@@ -8,6 +8,7 @@ loads the artifact in a fresh process where importing fcn_jax's model code
 """
 
 import json
+import os
 import pathlib
 import subprocess
 import sys
@@ -155,3 +156,33 @@ def test_several_inputs_or_outputs_are_refused_by_name(tmp_path):
   with pytest.raises(ValueError, match="siftflow_fcn32s takes or gives "
                      r"several arrays.*\['geo', 'sem'\].*fcn_jax.predict"):
     export.export_checkpoint(str(tmp_path), platforms=("cpu",))
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only_folder",
+                                   "a_folder"])
+def test_an_unwritable_output_is_refused_before_the_work(
+    exported, tmp_path, monkeypatch, capsys, where):
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  if where == "read_only_folder" and os.geteuid() == 0:
+    pytest.skip("root writes into read-only folders")
+  (tmp_path / "file").write_text("x")
+  (tmp_path / "locked").mkdir()
+  (tmp_path / "locked").chmod(0o500)
+  output = {"under_a_file": tmp_path / "file" / "model.jaxexport",
+            "read_only_folder": tmp_path / "locked" / "model.jaxexport",
+            "a_folder": tmp_path / "locked"}[where]
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError("exported before checking the output")
+  monkeypatch.setattr(export, "export_checkpoint", must_not_run)
+  monkeypatch.setattr(cli, "start", lambda *args, **kwargs: None)
+  before = sorted(tmp_path.rglob("*"))
+  code = export.main(["--checkpoint", str(exported[2].parent), "--output",
+                      str(output)])
+  err = capsys.readouterr().err
+  assert code != 0 and err.count("\n") == 1 and err.startswith("error: ")
+  assert f"--output {output}" in err
+  assert {"under_a_file": "under a regular file",
+          "read_only_folder": "cannot write in the folder",
+          "a_folder": "is a folder"}[where] in err
+  assert sorted(tmp_path.rglob("*")) == before  # No .tmp left.

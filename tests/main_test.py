@@ -139,11 +139,16 @@ def test_main_trains_evaluates_and_checkpoints(tmp_path):
      "error: cannot load the config file no_such_config.py: no such file\n"),
     # Only the bad override is named.
     (["--config.model.width_divisor=64", "--config.nosuch.deep=1"],
-     "unknown config field --config.nosuch.deep: every field"),
+     "unknown config field --config.nosuch.deep ("),
+    # A nested typo among several overrides: that one, with the fix.
+    (["--config.num_train_steps=3", "--config.model.widht_divisor=64",
+      "--config.batch_size=2", "--config.input.crop_size=32"],
+     "error: unknown config field --config.model.widht_divisor ("
+     "'widht_divisor' is not a field; did you mean 'width_divisor'?)"),
     # One line, no Python repr, the suggestion in words.
     (["--config.num_train_step=3"],
-     "error: unknown config field --config.num_train_step: did you mean "
-     "num_train_steps? every field"),
+     "error: unknown config field --config.num_train_step ('num_train_step' "
+     "is not a field; did you mean 'num_train_steps'?)"),
     (["--workdir=gs://bucket/run"], "gcsfuse"),
     (["--xla_cpu_flags=fast"], "--xla_cpu_flags"),
 ])

@@ -332,3 +332,44 @@ def test_fingerprint_sees_any_change():
   reshaped = {"a": {"kernel": tree["a"]["kernel"].reshape(3, 4)},
               "b": tree["b"]}
   assert parallel.fingerprint(tree) != parallel.fingerprint(reshaped)
+
+
+def _resumable_copy(source, target):
+  """``source``'s workdir as if preempted right after its middle checkpoint
+  (the final one removed, the metrics of later steps replayed on resume)."""
+  import shutil  # pylint: disable=g-import-not-at-top
+  shutil.copytree(source.workdir, target)
+  shutil.rmtree(target / "checkpoints" / str(NUM_STEPS))
+  for leftover in target.glob("checkpoints/*.orbax-checkpoint-tmp*"):
+    shutil.rmtree(leftover)
+  return target
+
+
+@pytest.mark.parametrize("saved_by, resumed_on", [(2, 1), (1, 2)],
+                         ids=["2_to_1_processes", "1_to_2_processes"])
+def test_resume_on_another_process_count_equals_the_uninterrupted_run(
+    tmp_dir, data_dir, two_hosts, one_host, saved_by, resumed_on):
+  """A checkpoint saved by N processes resumes on M: each new host continues
+  from the same global data position, so the result equals the
+  uninterrupted run (both counts train alike)."""
+  source = two_hosts if saved_by == 2 else one_host
+  name = f"resumed_{saved_by}_to_{resumed_on}"
+  workdir = _resumable_copy(source, tmp_dir / name)
+  saved = sorted(p.name for p in
+                 (workdir / "checkpoints" / str(NUM_STEPS // 2) /
+                  "data_iter").glob("*.json"))
+  assert saved == [f"process_{k}-of-{saved_by}.json" for k in range(saved_by)]
+  mode = [] if source is two_hosts else ["--config.mode=train"]
+  resumed = Run(tmp_dir, name, resumed_on, 4 // resumed_on, data_dir, *mode,
+                workdir=workdir).wait()
+  for log in resumed.logs():
+    assert (f"was saved by {saved_by} processes; resuming on {resumed_on} "
+            "from the same global data position") in log
+    assert f"Resumed from {workdir}/checkpoints/{NUM_STEPS // 2}." in log
+  _assert_params_close(_checkpoint_params(workdir, NUM_STEPS),
+                       _checkpoint_params(source.workdir, NUM_STEPS))
+  np.testing.assert_allclose(
+      [r["loss"] for r in resumed.records("train")][NUM_STEPS // 2:],
+      [r["loss"] for r in source.records("train")][NUM_STEPS // 2:],
+      rtol=1e-5)
+  assert not (workdir / checkpointing.LOCK_FILE).exists()

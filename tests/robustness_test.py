@@ -19,6 +19,7 @@ import pytest
 
 from fcn_jax import checkpointing
 from fcn_jax.data import data_sources
+from fcn_jax.datasets import common
 from fcn_jax import default_config
 from fcn_jax.data import input_pipeline
 from fcn_jax import models
@@ -376,3 +377,259 @@ def test_sigterm_during_start_up_exits_cleanly(trained, tmp_path):
     assert steps == [2, 4]
   else:
     assert "Preempted: saved step 5" in text and steps[-1] == 5
+
+
+# --------------------------------------------------------------------------
+# One writer per workdir.
+# --------------------------------------------------------------------------
+
+
+def _files(workdir):
+  return {p: p.read_bytes() for p in workdir.rglob("*") if p.is_file()}
+
+
+def test_a_second_training_on_a_held_workdir_is_refused_before_writing(
+    trained, tmp_path, capsys):
+  from fcn_jax import cli
+  workdir = _copy(trained, tmp_path)
+  holder = checkpointing.WorkdirLock(str(workdir), "the first run").acquire()
+  try:
+    before = _files(workdir)
+    config = _config(trained["data_dir"], num_train_steps=6)
+    with pytest.raises(SystemExit) as exit_info:
+      cli.run_reporting_errors(loop.run, config, str(workdir))
+    assert exit_info.value.code == 2
+    message = capsys.readouterr().err
+    assert message.count("\n") == 1, message
+    assert f"the workdir {workdir} is in use by the first run (PID " in message
+    assert f"{os.getpid()} on host " in message
+    assert _files(workdir) == before  # Nothing written, nothing replaced.
+    config.mode = "eval"  # Evaluating into the workdir: refused as well.
+    with pytest.raises(checkpointing.WorkdirLockedError):
+      loop.run(config, str(workdir))
+  finally:
+    holder.release()
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+
+
+def test_a_stale_lock_is_taken_over_and_every_exit_releases_it(
+    trained, tmp_path, monkeypatch, caplog):
+  workdir = _copy(trained, tmp_path)
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()  # Its PID no longer runs.
+  lock_path = workdir / checkpointing.LOCK_FILE
+  lock_path.write_text(json.dumps({
+      "command": "a killed run", "host": __import__("socket").gethostname(),
+      "pid": dead.pid, "since": "earlier"}))
+
+  def broken(*args, **kwargs):
+    raise RuntimeError("an error after the start")
+  monkeypatch.setattr(loop, "_resume", broken)
+  with pytest.raises(RuntimeError, match="an error after the start"):
+    loop.train_and_evaluate(_config(trained["data_dir"], num_train_steps=6),
+                            str(workdir))
+  assert f"Took over the stale lock {lock_path} of a killed run" in caplog.text
+  assert f"process {dead.pid} no longer runs" in caplog.text
+  assert not lock_path.exists()  # Released on the exception.
+
+
+def test_a_lock_of_another_host_is_stale_only_when_no_longer_refreshed(
+    tmp_path):
+  lock_path = tmp_path / checkpointing.LOCK_FILE
+  lock_path.write_text(json.dumps({"command": "a run elsewhere",
+                                   "host": "another-host", "pid": 1}))
+  with pytest.raises(checkpointing.WorkdirLockedError,
+                     match="in use by a run elsewhere .PID 1 on host "
+                     "another-host"):
+    checkpointing.WorkdirLock(str(tmp_path)).acquire()
+  old = os.path.getmtime(lock_path) - checkpointing.LOCK_STALE_AFTER_S - 60
+  os.utime(lock_path, (old, old))
+  with checkpointing.WorkdirLock(str(tmp_path), "this run"):
+    assert json.loads(lock_path.read_text())["command"] == "this run"
+  assert not lock_path.exists()
+
+
+def test_sigterm_during_start_up_stops_at_the_next_safe_point(
+    trained, tmp_path, monkeypatch):
+  """In-process: the SIGTERM arrives while the checkpoints are listed, and
+  nothing after that (reading them, building the input pipeline, compiling)
+  runs."""
+  workdir = _copy(trained, tmp_path)
+  real = checkpointing.Checkpointer.all_steps
+
+  def all_steps_then_sigterm(self):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return real(self)
+
+  def must_not_run(*args, **kwargs):
+    raise AssertionError("the start-up went on after the SIGTERM")
+  monkeypatch.setattr(checkpointing.Checkpointer, "all_steps",
+                      all_steps_then_sigterm)
+  monkeypatch.setattr(loop, "_resume", must_not_run)
+  monkeypatch.setattr(input_pipeline, "create_train_iterator", must_not_run)
+  assert loop.train_and_evaluate(_config(trained["data_dir"], 6),
+                                 str(workdir)) is None
+  monkeypatch.undo()
+  assert _steps(workdir) == [2, 4]
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+  assert signal.getsignal(signal.SIGTERM) is not None  # Handler restored.
+
+
+# --------------------------------------------------------------------------
+# Damaged prepared datasets.
+# --------------------------------------------------------------------------
+
+
+def _shard(data_dir, split="synthetic_train"):
+  (path,) = glob.glob(str(data_dir / "synthetic_shapes" / "tiny" / "1.0.0" /
+                          f"synthetic_shapes-{split}.array_record-*"))
+  return path
+
+
+def _damaged_data(trained, tmp_path):
+  data_dir = tmp_path / "tfds"
+  shutil.copytree(trained["data_dir"], data_dir)
+  return data_dir
+
+
+def test_a_truncated_dataset_shard_is_named_at_start(trained, tmp_path):
+  data_dir = _damaged_data(trained, tmp_path)
+  shard = _shard(data_dir)
+  os.truncate(shard, os.path.getsize(shard) // 2)
+  with pytest.raises(data_sources.DamagedDatasetError) as error:
+    loop.train_and_evaluate(_config(data_dir), str(tmp_path / "run"))
+  message = str(error.value)
+  assert "\n" not in message
+  assert ("the prepared dataset synthetic_shapes/tiny (split "
+          f"synthetic_train) is damaged: {shard} cannot be read") in message
+  assert f"delete {os.path.dirname(shard)}" in message
+  assert not (tmp_path / "run").exists()  # Checked before anything written.
+
+
+def test_a_damaged_record_met_mid_run_stops_with_the_checkpoints_intact(
+    trained, tmp_path, monkeypatch):
+  # The start-up reads every record of this tiny split (the crop check) and
+  # would find the damage before step 1; a larger split, or a disk going
+  # bad, meets it mid-run.
+  monkeypatch.setattr(input_pipeline, "check_image_sizes",
+                      lambda *args, **kwargs: None)
+  data_dir = _damaged_data(trained, tmp_path)
+  shard = _shard(data_dir)
+  with open(shard, "r+b") as f:  # Inside record 4's chunk: the shard's
+    f.seek(8000)                 # index still reads, record 4 does not.
+    f.write(b"\0" * 100)
+  workdir = _copy(trained, tmp_path)
+  before = _files(workdir / "checkpoints")
+  config = _config(data_dir, num_train_steps=8)  # Steps 5..8: a new epoch.
+  with pytest.raises(data_sources.DamagedDatasetError) as error:
+    loop.train_and_evaluate(config, str(workdir))
+  message = str(error.value)
+  assert "\n" not in message and f"{shard} cannot be read" in message
+  assert "Corrupted Riegeli/records file" in message
+  assert _files(workdir / "checkpoints") == before
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+
+
+def test_an_interrupted_prepare_data_is_named(tmp_path, caplog):
+  version_dir = tmp_path / "voc_seg" / "1.0.0"
+  leftover = tmp_path / "voc_seg" / "incomplete.AB12CD_1.0.0"
+  leftover.mkdir(parents=True)
+  with pytest.raises(FileNotFoundError) as error:
+    data_sources.open_split("voc_seg", "train", str(tmp_path))
+  message = str(error.value)
+  assert f"an interrupted prepare_data left {leftover}: delete it" in message
+  assert "python -m fcn_jax.prepare_data --dataset voc_seg" in message
+  assert not version_dir.exists()
+
+
+# --------------------------------------------------------------------------
+# Start-up checks.
+# --------------------------------------------------------------------------
+
+
+def test_num_train_steps_0_is_refused_in_words(trained, tmp_path):
+  with pytest.raises(ValueError, match="config.num_train_steps=0: nothing "
+                     "to train"):
+    loop.train_and_evaluate(_config(trained["data_dir"], 0),
+                            str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_small_eval_pad_size_is_found_before_step_1(trained, tmp_path):
+  config = _config(trained["data_dir"])
+  config.mode = "train_and_eval"
+  config.input.eval_pad_size = 40  # synthetic_shapes/tiny: up to 48 px.
+  # The largest image, read independently of the check.
+  split = data_sources.open_split("synthetic_shapes/tiny", "synthetic_val",
+                                  str(trained["data_dir"]))
+  largest = max(max(common.decode_mask(r[common.MASK]).shape)
+                for r in split.records)
+  with pytest.raises(ValueError, match=(
+      rf"config.input.eval_pad_size=40 is smaller than image "
+      rf"synthetic_val_\d+ \(\d+x\d+\) of synthetic_shapes/tiny:synthetic_val;"
+      rf" set it to at least {largest}")):
+    loop.train_and_evaluate(config, str(tmp_path / "run"))
+  assert not (tmp_path / "run").exists()
+
+
+def test_a_crop_far_larger_than_every_image_is_warned_about(trained, caplog):
+  config = _config(trained["data_dir"])
+  config.input.crop_size = 4096
+  input_pipeline.check_image_sizes(config, evaluate=False)
+  assert ("config.input.crop_size=4096 is larger than every training image"
+          in caplog.text)
+  assert "at least 99.9% of every crop is padding" in caplog.text
+  caplog.clear()
+  config.input.crop_size = 32
+  input_pipeline.check_image_sizes(config, evaluate=False)
+  assert "crop_size" not in caplog.text
+
+
+# --------------------------------------------------------------------------
+# Only the diagnosis reaches the console (the real CLI in a subprocess).
+# --------------------------------------------------------------------------
+
+_FILE_SIZE_LIMIT = r"""
+import resource, runpy, signal, sys
+# A disk that fills up: writing past 24 KiB into one file fails (EFBIG).
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (24 * 1024, 24 * 1024))
+sys.argv[0] = "fcn_jax.main"
+runpy.run_module("fcn_jax.main", run_name="__main__")
+"""
+
+
+def test_a_damaged_checkpoint_and_a_failed_save_print_one_line(
+    trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  _truncate_a_params_file(workdir / "checkpoints" / "4")
+  script = tmp_path / "limited.py"
+  script.write_text(_FILE_SIZE_LIMIT)
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  result = subprocess.run(
+      [sys.executable, str(script),
+       "--config", str(REPO / "configs" / "quickstart.py"),
+       "--workdir", str(workdir), "--config.mode=train",
+       "--config.model.name=fcn32s", "--config.model.width_divisor=64",
+       "--config.model.dropout_rate=0",
+       "--config.dataset.name=synthetic_shapes/tiny",
+       f"--config.dataset.data_dir={trained['data_dir']}",
+       "--config.num_train_steps=6", "--config.batch_size=4",
+       "--config.input.crop_size=32", "--config.preprocessing=torchvision",
+       "--config.optim.loss_normalization=valid",
+       "--config.checkpoint.every_steps=2"],
+      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+  text = result.stdout + result.stderr
+  assert result.returncode == 2, text[-3000:]
+  # Step 4 was set aside (a warning), the save of step 4 failed (one line).
+  assert "set it aside as" in text and "4.corrupt" in text, text[-3000:]
+  errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+  assert len(errors) == 1, text[-3000:]
+  assert errors[0].startswith(
+      f"error: could not save the checkpoint of step 4 in "
+      f"{workdir / 'checkpoints'} (File too large); the earlier checkpoints "
+      "are intact (steps 2)"), errors[0]
+  assert "Traceback" not in text and "Event loop is closed" not in text
+  assert _steps(workdir) == [2]
+  assert not (workdir / checkpointing.LOCK_FILE).exists()

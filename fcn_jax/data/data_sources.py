@@ -9,7 +9,10 @@ datasets must be prepared with ``python -m fcn_jax.prepare_data``.
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import itertools
+import os
 from typing import Any, Sequence
 
 from absl import logging
@@ -18,6 +21,113 @@ import tensorflow_datasets as tfds
 from fcn_jax import datasets
 from fcn_jax import logging_utils
 from fcn_jax.datasets import common
+
+
+class DamagedDatasetError(OSError):
+  """A prepared dataset file that cannot be read (truncated, overwritten):
+  one line naming the dataset, split and file, and how to rebuild it."""
+
+
+def _rebuild_advice(dataset_name: str, data_dir: str, version_dir: str
+                    ) -> str:
+  """How to rebuild a damaged prepared dataset, in words."""
+  base = datasets.base_name(dataset_name)
+  if base == "synthetic_shapes":
+    return f"delete {version_dir}; the next training generates it again"
+  if base in datasets.MANUAL_BUILDERS:
+    command = f"--dataset {dataset_name} --manual_dir <its archives>"
+  else:
+    command = f"--dataset folder --name {dataset_name} --manual_dir <its folder>"
+  if data_dir:
+    command += f" --data_dir {data_dir}"
+  return (f"delete {version_dir} (prepare_data skips a dataset that looks "
+          f"prepared), then run python -m fcn_jax.prepare_data {command}")
+
+
+class CheckedRecords(Sequence):
+  """A TFDS ``array_record`` data source whose read errors name the file.
+
+  ``array_record`` reports a damaged shard as a bare "Corrupted
+  Riegeli/records file" deep inside grain; this wrapper turns any failed
+  read into a :class:`DamagedDatasetError` naming the dataset, split and
+  shard of the record, and how to rebuild it. It pickles (grain workers)
+  like the source it wraps.
+  """
+
+  def __init__(self, records: Any, dataset_name: str, split: str,
+               data_dir: str):
+    self._records = records
+    self._dataset_name = dataset_name
+    self._split = split
+    self._data_dir = data_dir
+    instructions = records.dataset_info.splits[split].file_instructions
+    self._files = [i.filename for i in instructions]
+    self._ends = list(itertools.accumulate(i.take for i in instructions))
+
+  @property
+  def dataset_info(self) -> Any:
+    return self._records.dataset_info
+
+  def __len__(self) -> int:
+    return len(self._records)
+
+  def file_of(self, index: int) -> str:
+    """The shard that holds record ``index``."""
+    return self._files[min(bisect.bisect_right(self._ends, index),
+                           len(self._files) - 1)]
+
+  def damaged(self, path: str, error: BaseException | str
+              ) -> DamagedDatasetError:
+    detail = str(error).strip().splitlines()[0][:200] if str(error) else (
+        type(error).__name__)
+    return DamagedDatasetError(
+        f"the prepared dataset {self._dataset_name} (split {self._split}) is "
+        f"damaged: {path} cannot be read ({detail}); "
+        + _rebuild_advice(self._dataset_name, self._data_dir,
+                          os.path.dirname(path)))
+
+  def check_files(self) -> None:
+    """Opens every shard (reads its index, not its records): a truncated or
+    overwritten file end is found here, before training starts; damage
+    inside a shard is found when its record is read.
+
+    Raises:
+      DamagedDatasetError: A shard is missing, unreadable or holds fewer
+        records than the dataset's metadata says.
+    """
+    from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
+    instructions = self._records.dataset_info.splits[self._split].file_instructions
+    for instruction in instructions:
+      path = instruction.filename
+      if not os.path.isfile(path):
+        raise self.damaged(path, "the file is missing")
+      reader = None
+      try:
+        reader = array_record_module.ArrayRecordReader(path)
+        ok, count = reader.ok(), reader.num_records()
+        reader.close()
+        reader = None
+      except Exception as e:  # pylint: disable=broad-except  # C++ errors.
+        raise self.damaged(path, e) from None
+      if not ok or count != instruction.examples_in_shard:
+        raise self.damaged(path, f"it holds {count} records, the metadata "
+                           f"says {instruction.examples_in_shard}")
+
+  def __getitem__(self, index):
+    if isinstance(index, int) and not -len(self) <= index < len(self):
+      raise IndexError(f"record {index} of {len(self)}")
+    try:
+      return self._records[index]
+    except (IndexError, TypeError):
+      raise
+    except Exception as e:  # pylint: disable=broad-except  # C++ errors.
+      raise self.damaged(self.file_of(int(index)), e) from None
+
+  def __getitems__(self, indices):
+    try:
+      return self._records.__getitems__(indices)
+    except Exception:  # pylint: disable=broad-except  # Name the record.
+      return [self[i] for i in indices]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,6 +182,9 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
       builder = datasets.builder(dataset_name, data_dir)
       if not builder.is_prepared():
         raise
+  for leftover in datasets.interrupted_preparations(builder):
+    logging.warning("%s was left by an interrupted prepare_data; it is not "
+                    "used (delete it to free the space).", leftover)
   splits = builder.info.splits
   if split not in splits:
     raise ValueError(f"{dataset_name} has no split {split!r}; it has "
@@ -82,8 +195,11 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
   # depth): the batch transforms decode them with PIL.
   encoded = [key for key, feature in builder.info.features.items()
              if isinstance(feature, tfds.features.Image)]
-  records = builder.as_data_source(
-      split=split, decoders=common.skip_decoding_decoders(encoded))
+  records = CheckedRecords(
+      builder.as_data_source(
+          split=split, decoders=common.skip_decoding_decoders(encoded)),
+      dataset_name, split, data_dir)
+  records.check_files()
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
 
 
@@ -100,14 +216,44 @@ def check_prepared(dataset_name: str, data_dir: str = ""
   builder = datasets.builder(dataset_name, data_dir)
   base_name = datasets.base_name(dataset_name)
   if not builder.is_prepared() and base_name != "synthetic_shapes":
+    leftovers = datasets.interrupted_preparations(builder)
     raise FileNotFoundError(
-        f"Dataset {dataset_name} is not prepared in {builder.data_dir}. Run "
+        f"Dataset {dataset_name} is not prepared in {builder.data_dir}"
+        + (f" (an interrupted prepare_data left {', '.join(leftovers)}: "
+           "delete it, it is never reused)" if leftovers else "") + ". Run "
         f"`python -m fcn_jax.prepare_data --dataset {dataset_name} "
         + ("--manual_dir <dir with its downloaded archives> "
            if base_name in datasets.MANUAL_BUILDERS else "")
         + (f"--data_dir {data_dir}" if data_dir else "") + "` first, or "
         "point --config.dataset.data_dir at the folder it was prepared in.")
   return builder
+
+
+def largest_image(source: SplitSource, limit: int | None = None
+                  ) -> tuple[int, int, str]:
+  """The largest image of a split: ``(height, width, image_id)`` with the
+  largest side, from the ``height``/``width`` every example records (the
+  images are not decoded).
+
+  Args:
+    source: The split.
+    limit: Look at this many evenly spread records only (None: all).
+
+  Raises:
+    DamagedDatasetError: A record cannot be read.
+  """
+  best = (0, 0, "")
+  count = len(source.records)
+  indices = range(count) if limit is None or count <= limit else sorted(
+      {i * count // limit for i in range(limit)})
+  for index in indices:
+    record = source.records[index]
+    height, width = int(record[common.HEIGHT]), int(record[common.WIDTH])
+    if max(height, width) > max(best[:2]):
+      image_id = record[common.IMAGE_ID]
+      best = (height, width, image_id.decode() if isinstance(
+          image_id, bytes) else str(image_id))
+  return best
 
 
 def label_class_names(dataset_name: str, label_feature: str,

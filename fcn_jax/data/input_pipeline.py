@@ -64,8 +64,11 @@ Resuming: ``iterator.get_state()`` is a small JSON-serialisable dict; save it
 with the training checkpoint (with orbax: ``grain.checkpoint.CheckpointSave(
 iterator)`` / ``CheckpointRestore(iterator)``, one JSON file per process) and
 restore it into a fresh iterator made from the same config (same seed,
-split, batch size, process count and ``num_workers``) to continue with
-exactly the batches the first run would have seen next. The batches do not
+split, batch size and ``num_workers``) to continue with exactly the batches
+the first run would have seen next. The state counts global batches (the
+host slice is taken before batching), so it is the same on every host and
+also fits another process count
+(:meth:`fcn_jax.checkpointing.Checkpointer.restore` converts it). The batches do not
 depend on ``num_workers``, but the saved state's format does.
 """
 
@@ -364,3 +367,49 @@ def _has_tta(config: ml_collections.ConfigDict) -> bool:
   if "tta" not in config:
     return False
   return bool(config.tta.flip) or tuple(config.tta.scales) != (1.0,)
+
+
+def check_image_sizes(config: ml_collections.ConfigDict, *,
+                      evaluate: bool) -> None:
+  """Checks the crop and evaluation sizes against the split's images, before
+  the first training step (not at the first evaluation, after hours).
+
+  * ``input.eval_pad_size`` (when evaluating, if not 0) must hold the
+    largest image of the evaluation split (every example records its
+    ``height`` and ``width``; each record is read, no image is decoded):
+    else the first evaluation would fail.
+  * An ``input.crop_size`` more than twice the largest (scaled) training
+    image side is warned about (it is not refused: the padding is ignored
+    by the loss, so the training is right, only >= 75% of its compute
+    buys nothing); up to 1000 evenly spread training records are looked
+    at.
+
+  Raises:
+    ValueError: ``eval_pad_size`` is smaller than an evaluation image.
+    fcn_jax.data.data_sources.DamagedDatasetError: A record cannot be read.
+  """
+  cfg = input_config.InputConfig.from_config(config)
+  if evaluate and cfg.eval_pad_size:
+    source = data_sources.open_split(cfg.dataset_name, cfg.eval_split,
+                                     cfg.data_dir)
+    height, width, image_id = data_sources.largest_image(source)
+    if max(height, width) > cfg.eval_pad_size:
+      raise ValueError(
+          f"config.input.eval_pad_size={cfg.eval_pad_size} is smaller than "
+          f"image {image_id} ({height}x{width}) of {source.description}; "
+          f"set it to at least {max(height, width)} (or 0 for native sizes)")
+  if cfg.crop_size and cfg.train_mode != "reference":
+    source = data_sources.open_split(cfg.dataset_name, cfg.train_split,
+                                     cfg.data_dir)
+    height, width, image_id = data_sources.largest_image(source, limit=1000)
+    side = max(height, width) * max(cfg.scale_range)
+    if side and cfg.crop_size > 2 * side:
+      padding = 1 - (min(side, cfg.crop_size) / cfg.crop_size)**2
+      logging.warning(
+          "config.input.crop_size=%d is larger than every training image "
+          "(the largest, %s, is %dx%d, at most %d px after scaling): at least "
+          "%.1f%% of every crop is padding, which the loss ignores but which "
+          "costs compute; a crop_size of about %d trains the same images.",
+          cfg.crop_size, image_id, height, width, side,
+          math.floor(1000 * padding) / 10,  # Never rounded up to 100%.
+          int(side))

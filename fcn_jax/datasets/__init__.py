@@ -116,3 +116,18 @@ def dataset_classes(info_metadata: Mapping[str, Any] | None
   return num_classes, names
 
 
+
+
+def interrupted_preparations(builder_: tfds.core.DatasetBuilder) -> list[str]:
+  """The ``incomplete.*`` folders an interrupted ``prepare_data`` left
+  beside this builder's version folder (TFDS writes there, then renames;
+  a killed run leaves them). TFDS never reuses them: they only take space.
+  """
+  parent = os.path.dirname(os.path.normpath(str(builder_.data_dir)))
+  version = os.path.basename(os.path.normpath(str(builder_.data_dir)))
+  try:
+    names = os.listdir(parent)
+  except OSError:
+    return []
+  return sorted(os.path.join(parent, n) for n in names
+                if n.startswith("incomplete.") and n.endswith("_" + version))

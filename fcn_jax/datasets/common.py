@@ -330,6 +330,29 @@ def encode_jpeg(image: np.ndarray, quality: int = 90) -> bytes:
   return buffer.getvalue()
 
 
+def rgb_image_bytes(data: bytes) -> tuple[bytes, int, int]:
+  """An image file as stored: ``(bytes, height, width)``, decoded fully.
+
+  The image feature is declared RGB (3 channels), so an image of another
+  mode (CMYK or greyscale JPEGs, RGBA or palette PNGs) is converted to RGB
+  as :func:`open_image` does (alpha dropped) and encoded again in its own
+  format: PNG losslessly, JPEG at quality 95 (the only re-encoding; RGB
+  files are stored byte for byte). Any reader of the dataset then gets 3
+  channels.
+  """
+  with Image.open(io.BytesIO(data)) as image:
+    image.load()
+    width, height = image.size
+    if image.mode == "RGB":
+      return data, height, width
+    buffer = io.BytesIO()
+    if image.format == "PNG":
+      image.convert("RGB").save(buffer, "PNG")
+    else:
+      image.convert("RGB").save(buffer, "JPEG", quality=95)
+    return buffer.getvalue(), height, width
+
+
 def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
                  label_source: str, mask_where: str,
                  num_classes: int = NUM_CLASSES) -> dict[str, Any]:
@@ -341,7 +364,8 @@ def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
 
   Args:
     image_id: Dataset id, e.g. ``2007_000032``.
-    jpeg_bytes: The image file's bytes, written unchanged.
+    jpeg_bytes: The image file's bytes, written unchanged if RGB (else
+      converted, :func:`rgb_image_bytes`).
     mask: ``[H, W]`` integer class indices.
     label_source: ``voc2012``, ``sbd``, ``synthetic`` or ``folder``.
     mask_where: The mask's file, for error messages.
@@ -354,9 +378,7 @@ def make_example(image_id: str, jpeg_bytes: bytes, mask: np.ndarray,
     InvalidExampleError: Corrupt image, size mismatch or bad mask values.
   """
   try:
-    with Image.open(io.BytesIO(jpeg_bytes)) as image:
-      image.load()
-      width, height = image.size
+    jpeg_bytes, height, width = rgb_image_bytes(jpeg_bytes)
   except Exception as e:  # PIL raises several types for corrupt files.
     raise InvalidExampleError(
         f"{image_id}: cannot decode the image ({type(e).__name__}: {e})."

@@ -37,6 +37,16 @@ class NonFiniteLossError(FloatingPointError):
   """The training loss became NaN or infinite."""
 
 
+class _PreemptedAtStartUp(Exception):
+  """A SIGTERM arrived before the first step (nothing new to save)."""
+
+
+def _stop_if_preempted(preemption: distributed.PreemptionWatcher) -> None:
+  """A safe point of the start-up: stops there after a SIGTERM."""
+  if preemption.requested():
+    raise _PreemptedAtStartUp()
+
+
 def _diverged(checkpointer: checkpointing.Checkpointer, what: str,
               unusable_step: int) -> NonFiniteLossError:
   """The error that ends a diverged run, after setting aside the checkpoint
@@ -233,21 +243,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     workdir: Where checkpoints, metrics and TensorBoard files go.
 
   Returns:
-    The final train state.
+    The final train state; None when a SIGTERM stopped the start-up.
+
+  Raises:
+    checkpointing.WorkdirLockedError: Another run holds the workdir (see
+      :class:`fcn_jax.checkpointing.WorkdirLock`); nothing was written.
   """
   run_config.check_dataset(config)  # Before anything is written.
   run_config.validate_config(config)
+  num_steps = int(config.num_train_steps)
+  if num_steps == 0:
+    raise ValueError(
+        "config.num_train_steps=0: nothing to train, so nothing would be "
+        "saved or evaluated; set it > 0 (to evaluate weights, use "
+        "--config.mode=eval with --config.init_from=<weights>)")
   class_names = run_config.check_dataset_classes(config)
   workdir = os.path.abspath(workdir)
   is_main = parallel.is_main_process()
   evaluate_during_training = config.mode == "train_and_eval"
-  num_steps = int(config.num_train_steps)
+  # Before step 1 (and before anything is written): not at the first
+  # evaluation, after hours of training.
+  input_pipeline.check_image_sizes(config, evaluate=evaluate_during_training)
   iter_size = int(config.optim.iter_size)
   # From here on a SIGTERM (a preemption) stops the run cleanly.
   preemption = distributed.PreemptionWatcher()
-  checkpointer = writer = None
+  checkpointer = writer = lock = None
   try:
-    os.makedirs(workdir, exist_ok=True)
+    # One writer per workdir, taken before anything is written in it.
+    lock = checkpointing.WorkdirLock(
+        workdir, f"a training (config.mode={config.mode})").acquire()
+    _stop_if_preempted(preemption)
     model = run_config.model_spec(config).create()
     init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
     checkpointer = checkpointing.Checkpointer(
@@ -266,7 +291,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       tx = state_lib.create_optimizer(config, params, model)
       return state_lib.create_train_state(params, tx, state_rng), tx, metadata
 
+    _stop_if_preempted(preemption)
     resumed = _resume(config, checkpointer, lambda: initial_state()[0])
+    _stop_if_preempted(preemption)
     state, tx, source_metadata = initial_state()
     if resumed is None:
       start_step = 0
@@ -284,10 +311,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     class_names = checkpointing.class_names(run_metadata)
     evaluator.check_eval_exclusions(config, model, class_names)
     if preemption.should_stop(start_step):
-      logging.warning("Preempted during start-up: stopped before step %d, "
-                      "with nothing new to save; rerun the same command to "
-                      "resume.", start_step + 1)
-      return state
+      raise _PreemptedAtStartUp()
     if resumed is not None and start_step >= num_steps:
       logging.warning(
           "Nothing to do: %s is at step %d and config.num_train_steps=%d; "
@@ -374,13 +398,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
       checkpointer.wait()
       if is_main and checkpointer.latest_step() is not None:
         logging.info("%s", closing_summary(workdir, checkpointer))
+  except _PreemptedAtStartUp:
+    logging.warning("Preempted during start-up: stopped before the first "
+                    "step, with nothing new to save; rerun the same command "
+                    "to resume.")
+    return None
   finally:
     preemption.close()
-    if checkpointer is not None:
-      checkpointer.wait()
-      checkpointer.close()
-    if writer is not None:
-      writer.close()
+    try:
+      if checkpointer is not None:
+        try:
+          checkpointer.wait()
+        finally:
+          checkpointer.close()
+    finally:
+      if writer is not None:
+        writer.close()
+      if lock is not None:
+        lock.release()
   return state
 
 
@@ -389,7 +424,11 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   """Runs ``config.mode``: train, eval or train_and_eval.
 
   ``eval`` evaluates the workdir's checkpoint picked by ``step`` (else
-  ``config.init_from``) and writes its report into the workdir.
+  ``config.init_from``) and writes its report into the workdir. It writes
+  there (``eval_results.json``, metrics, TensorBoard), so it takes the
+  workdir's lock like a training: it is refused while a training runs on
+  the workdir (``python -m fcn_jax.evaluate --output elsewhere`` reads a
+  running training's checkpoints without writing into its workdir).
   """
   run_config.check_local_path(workdir, "--workdir")
   if config.mode != "eval":
@@ -402,7 +441,8 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           f"nothing to evaluate: {workdir} has no "
           f"{checkpointing.CHECKPOINT_DIR}/ and config.init_from is empty")
     source = config.init_from
-  report = evaluator.evaluate_checkpoint(config, source, step=step, output_dir=workdir,
-                               log_to_workdir=True)
+  with checkpointing.WorkdirLock(workdir, "an evaluation (config.mode=eval)"):
+    report = evaluator.evaluate_checkpoint(
+        config, source, step=step, output_dir=workdir, log_to_workdir=True)
   logging.info("Wrote %s.", os.path.join(workdir, evaluator.EVAL_RESULTS_FILE))
   return report
