@@ -215,11 +215,12 @@ class Peaks:
             for d in self.flops}
 
 
-# A row is "noisy", and left out of the tables, when the machine was not quiet:
-# the 1-minute load average at the row's start above the core count, or other
-# processes using more than this share of the machine's CPU time during the
-# row. The load average lags by about a minute and counts the benchmark's own
-# threads; the CPU time of the other processes is the direct measure.
+# A row is "noisy", and left out of the tables, when other processes used
+# more than this share of the machine's CPU time while it was timed. The load
+# average and the other running processes are recorded too, but do not decide:
+# the load average lags by about a minute and counts the benchmark's own
+# threads (a row that follows another starts at a load near the core count on
+# a quiet machine), and a process count is a snapshot.
 NOISY_OTHERS_SHARE = 0.10
 
 
@@ -278,14 +279,10 @@ class MachineWatch:
         "other_running_processes_end": _other_running_processes(),
         "other_processes_cpu_share": None if share is None else round(share, 3),
     }
-    reasons = []
-    if self.start_load[0] > (os.cpu_count() or 1):
-      reasons.append(f"1-min load {self.start_load[0]:.2f} at start > "
-                     f"{os.cpu_count()} cores")
-    if share is not None and share > NOISY_OTHERS_SHARE:
-      reasons.append(f"other processes used {100 * share:.0f}% of the CPU "
-                     f"time (> {100 * NOISY_OTHERS_SHARE:.0f}%)")
-    record["noisy"] = "; ".join(reasons) or None
+    record["noisy"] = (
+        f"other processes used {100 * share:.0f}% of the CPU time (> "
+        f"{100 * NOISY_OTHERS_SHARE:.0f}%)"
+        if share is not None and share > NOISY_OTHERS_SHARE else None)
     return record
 
 

@@ -362,9 +362,9 @@ def _main(args: argparse.Namespace) -> int:
   if unknown or not platforms:
     raise ValueError(f"--platforms: unknown {sorted(unknown)}; choose from "
                      "cpu, cuda, rocm, tpu")
+  check_output(args.output)  # Before the work, not after it.
   cli.check_overwrite([args.output, description_path(args.output)],
                       args.overwrite)
-  check_output(args.output)  # Before the work, not after it.
   result = export_checkpoint(args.checkpoint, step=args.step, batch=batch,
                              height=height, width=width,
                              platforms=platforms)
