@@ -38,6 +38,7 @@ from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-impor
 from benchmarks import jax_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 from benchmarks import torch_bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax.models import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+from fcn_jax import run_config  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax import parallel  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -96,8 +97,8 @@ class JaxPart:
     row = self.row
     self.state, _, _ = jax_bench.create_train_step(
         jax_bench.train_config(row), row.upsample)
-    model = jax_bench.train_lib.create_model(
-        jax_bench.train_config(row).model).clone(upsample_mode=row.upsample)
+    model = run_config.model_spec(jax_bench.train_config(row)).create(
+    ).clone(upsample_mode=row.upsample)
     images = jnp.asarray(common.random_images(row.batch, row.size))
     labels = jnp.asarray(common.random_labels(row.batch, row.size))
 

@@ -13,9 +13,9 @@ and steps with the functions training uses
 shapes only, for the config's global batches split over every chip of the
 slice, at the config's training crop and evaluation size (the native-size
 reference configs at their largest shape bucket: the largest of explicit
-``config.input.buckets``, else ``--native_size`` squared, 500x500 by default,
-the largest PASCAL VOC image; with the images' true sizes, which the nets mask
-to, when buckets apply). It compiles both steps and prints, per chip, the bytes of the
+``config.input.buckets``, else ``--native_size``, the dataset's largest image,
+500x500 by default for PASCAL VOC; with the images' true sizes, which the nets
+mask to, when buckets apply). It compiles both steps and prints, per chip, the bytes of the
 arguments, outputs (less those aliased to donated arguments), temporaries and
 code, their total against the chip's HBM, the FLOPs of one step and the
 compile time; it exits with status 1 when a step does not fit.
@@ -82,10 +82,12 @@ _MAX_PROBES = flags.DEFINE_integer(
     "With --find_max_batch: stop after this many train-step compiles and "
     "report the largest batch that fitted as a lower bound (0: search until "
     "exact).")
-_NATIVE_SIZE = flags.DEFINE_integer(
-    "native_size", 500,
-    "Image side for configs that train (input.crop_size=0) or evaluate "
-    "(input.eval_pad_size=0) at native image size: the worst case compiled.")
+_NATIVE_SIZE = flags.DEFINE_string(
+    "native_size", "500",
+    "The dataset's largest image, 'HxW' or one side for a square (480x640 "
+    "for NYUDv2, 256 for SIFT Flow), for configs that train "
+    "(input.crop_size=0) or evaluate (input.eval_pad_size=0) at native image "
+    "size with auto buckets: their largest bucket, the worst case compiled.")
 _HBM_GIB = flags.DEFINE_float(
     "hbm_gib", 0.0,
     "Memory per chip in GiB; 0 = the chip's HBM from its device kind.")
@@ -407,15 +409,31 @@ def _batch_shapes(spec: models.ModelSpec, num_chips: int,
   return shapes
 
 
-def native_shape(config: ml_collections.ConfigDict, native_size: int
-                 ) -> tuple[int, int]:
+def native_shape(config: ml_collections.ConfigDict,
+                 native_size: int | str | tuple[int, int]) -> tuple[int, int]:
   """The worst-case native-size shape compiled: the largest of explicit
-  ``config.input.buckets``, else ``native_size`` squared (with ``auto`` the
-  largest bucket is the split's largest height x width; 500x500 for VOC)."""
+  ``config.input.buckets``, else ``native_size`` (with ``auto`` the largest
+  bucket is the split's largest height x width: 500x500 for VOC).
+
+  Raises:
+    DryRunError: ``native_size`` is neither one side nor ``HxW``.
+  """
   parsed = buckets_lib.parse(config.input.get("buckets", buckets_lib.NONE))
   if isinstance(parsed, tuple):
     return parsed[-1]
-  return native_size, native_size
+  if isinstance(native_size, tuple):
+    return native_size
+  text = str(native_size).strip().lower()
+  try:
+    sides = [int(side) for side in text.split("x")]
+  except ValueError:
+    sides = []
+  if len(sides) == 1:
+    sides *= 2
+  if len(sides) != 2 or min(sides) < 1:
+    raise DryRunError(f"--native_size must be one side or HxW, e.g. 500 or "
+                      f"480x640, got {native_size!r}.")
+  return sides[0], sides[1]
 
 
 def _train_buckets(config: ml_collections.ConfigDict) -> bool:
@@ -429,7 +447,7 @@ def _eval_buckets(config: ml_collections.ConfigDict) -> bool:
 
 
 def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
-                 capacity: int, native_size: int) -> StepReport:
+                 capacity: int, native_size: int | str) -> StepReport:
   """Compiles the train step for ``per_chip_batch`` images per chip."""
   config = built.config
   size = config.input.crop_size or native_shape(config, native_size)
@@ -443,7 +461,7 @@ def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
 
 
 def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
-                native_size: int) -> StepReport:
+                native_size: int | str) -> StepReport:
   """Compiles the eval step for ``config.eval_batch_size`` over the chips."""
   config = built.config
   per_chip_batch = per_chip(config.eval_batch_size, len(devices),
@@ -574,7 +592,7 @@ def _bytes_used(report: StepReport) -> int:
 
 
 def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
-            capacity: int, native_size: int = 500, search: bool = False,
+            capacity: int, native_size: int | str = 500, search: bool = False,
             max_probes: int = 0,
             on_report: Callable[[StepReport], None] = lambda report: None
             ) -> dict[str, Any]:
@@ -584,7 +602,7 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
     config: A training config.
     devices: Every chip of the slice.
     capacity: Memory per chip in bytes.
-    native_size: Image side for native-size training or evaluation.
+    native_size: The largest native image, one side or ``HxW``.
     search: Also find the largest per-chip training batch that fits.
     max_probes: Compiles the search may take (0: until exact).
     on_report: Called with each step's report as soon as it is compiled.

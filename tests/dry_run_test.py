@@ -341,3 +341,13 @@ def test_native_size_configs_compile_at_the_largest_bucket_with_sizes():
   assert shapes["size"].shape == (8, 2, 2)
   config.input.buckets = "none"
   assert not dry_run._train_buckets(config)
+
+
+def test_native_size_takes_one_side_or_height_by_width():
+  config = _tiny_config()
+  config.input.crop_size = 0
+  assert dry_run.native_shape(config, "256") == (256, 256)
+  assert dry_run.native_shape(config, "480x640") == (480, 640)
+  for bad in ("480x", "0x640", "big", "1x2x3"):
+    with pytest.raises(dry_run.DryRunError, match="--native_size"):
+      dry_run.native_shape(config, bad)

@@ -2,7 +2,8 @@
 
 Tiled max pooling (forward and first-max gradient) against PyTorch's
 ``max_pool2d(ceil_mode=True)`` and its autograd; :class:`layers.PatchConv`
-against ``nn.Conv`` (values, variables and gradients).
+and :class:`layers.PaddedInputConv` against ``nn.Conv`` (values, variables
+and gradients).
 """
 
 import flax.linen as nn
@@ -84,3 +85,55 @@ def test_fc_layers_follow_the_target_platform():
     assert type(layers.fc_conv(8, 7, "fc6", jnp.float32)) is nn.Conv
   assert isinstance(layers.fc_conv(8, 7, "fc6", jnp.float32),
                     layers.PatchConv)
+
+
+# (kernel, stride, input channels, as_matmul): VGG16's conv1_1 both ways,
+# CaffeNet's conv1 and NYUD color-D's 4-channel conv1_1 as the CPU builds them.
+FIRST_CONVS = [(3, 1, 3, False), (3, 1, 3, True), (11, 4, 3, False),
+               (3, 1, 4, True)]
+
+
+@pytest.mark.parametrize("kernel,stride,channels,as_matmul", FIRST_CONVS)
+def test_padded_input_conv_equals_the_padded_convolution(kernel, stride,
+                                                         channels, as_matmul):
+  """Outputs whose window sees only the 100-pixel padding are the bias; the
+  others, and every gradient, are nn.Conv's, at odd sizes, 1x1 and one side
+  1, with the real padding."""
+  for height, width in [(1, 1), (1, 70), (37, 53), (5, 3), (64, 64)]:
+    x = jax.random.normal(jax.random.key(height * width),
+                          (2, height, width, channels))
+    conv = nn.Conv(5, (kernel, kernel), strides=(stride, stride),
+                   padding=100, name="conv1_1")
+    first = layers.PaddedInputConv(5, kernel, 100, stride,
+                                   as_matmul=as_matmul, name="conv1_1")
+    variables = conv.init(jax.random.key(2), x)
+    jax.tree.map(np.testing.assert_array_equal, variables,
+                 first.init(jax.random.key(2), x))
+    # A non-zero bias: the skipped outputs must be exactly it.
+    variables = jax.tree.map(
+        lambda v: v + jax.random.normal(jax.random.key(3), v.shape),
+        variables)
+    want = jax.jit(conv.apply)(variables, x)
+    got = jax.jit(first.apply)(variables, x)
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+    def loss(module):
+      return lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
+    got = jax.jit(jax.grad(loss(first), argnums=(0, 1)))(variables, x)
+    want = jax.jit(jax.grad(loss(conv), argnums=(0, 1)))(variables, x)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(
+        a, b, rtol=1e-4, atol=1e-4 * float(np.max(np.abs(b)))), got, want)
+
+
+def test_first_convolution_skips_only_where_padding_exceeds_the_kernel():
+  """VGG16's own geometry (pad 1) keeps nn.Conv; the FCNs' pad 100 uses
+  PaddedInputConv, a matmul on the CPU only."""
+  assert type(layers.input_conv(8, 3, 1, "conv1_1", jnp.float32)) is nn.Conv
+  first = layers.input_conv(8, 3, 100, "conv1_1", jnp.float32)
+  assert isinstance(first, layers.PaddedInputConv) and first.as_matmul
+  alexnet = layers.input_conv(96, 11, 100, "conv1", jnp.float32, stride=4)
+  assert isinstance(alexnet, layers.PaddedInputConv) and not alexnet.as_matmul
+  with layers.target_platform("tpu"):
+    first = layers.input_conv(8, 3, 100, "conv1_1", jnp.float32)
+    assert isinstance(first, layers.PaddedInputConv) and not first.as_matmul

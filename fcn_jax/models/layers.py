@@ -6,8 +6,10 @@
   and its bias-free Scale (FCN-8s at-once).
 * :class:`DepthwiseConvTranspose`, the per-class form of a diagonal
   upsampler, :func:`caffe_conv`, a Caffe convolution with float32
-  parameters, and :class:`PatchConv` (:func:`fc_conv`), fc6/fc7 as one
-  matmul over patches on CPUs.
+  parameters, :class:`PatchConv` (:func:`fc_conv`), fc6/fc7 as one
+  matmul over patches on CPUs, and :class:`PaddedInputConv`
+  (:func:`input_conv`), the first convolution computed only where its
+  100-pixel padding lets it reach the image.
 * :class:`Extent` and :func:`mask_outside`: each blob's size as a function of
   the input's, and the masks that give native-size values inside a larger,
   padded shape (``FCN(..., sizes=...)``, docs/reference.md §4.12).
@@ -430,7 +432,90 @@ class PatchConv(nn.Module):
     return y + bias
 
 
-# Backends on which the fully connected layers are PatchConv (measured faster
+def _reaching_outputs(size: int, kernel: int, stride: int, pad: int
+                      ) -> tuple[int, int, int]:
+  """``(outputs, first, last)`` along one axis of a padded convolution:
+  ``first..last`` are the outputs whose window reaches the input; the others
+  see only padding."""
+  outputs = (size + 2 * pad - kernel) // stride + 1
+  first = max(0, -(-(pad - kernel + 1) // stride))
+  last = min(outputs - 1, (size - 1 + pad) // stride)
+  return outputs, first, last
+
+
+class PaddedInputConv(nn.Module):
+  """The first convolution of an FCN, computed only where it reaches the image.
+
+  The same function and variables as ``nn.Conv(features, (k, k), strides=s,
+  padding=pad)`` (HWIO ``kernel``, ``bias``, the same initialisers). The
+  FCNs pad their input by 100 (docs/reference.md §4.2), far more than the
+  kernel: an output whose window lies wholly in the zero padding is exactly
+  its bias, so only the outputs whose windows reach the image are computed
+  (a convolution of the input padded by at most ``k - 1``) and the others
+  are filled with the bias. Each computed output sums the same products as
+  the plain convolution (the omitted ones are products with zero), so the
+  two agree to float rounding, gradients included
+  (``tests/models_test.py``). On a 224x224 image VGG16's conv1_1 computes
+  226x226 outputs instead of 422x422. With ``as_matmul`` (CPUs, as
+  :class:`PatchConv`) the computed part is one matmul over its patches: with
+  3 or 4 input channels XLA:CPU's convolution kernels take several times as
+  long, its weight gradient most of all (``benchmarks/conv_layers.py``).
+
+  Attributes:
+    features: Output channels.
+    kernel_size: Kernel height and width ``k``.
+    padding: Zero padding on every side.
+    stride: Stride on both axes.
+    dtype: Computation dtype; parameters are float32.
+    as_matmul: Compute the reaching outputs as one matmul over patches.
+  """
+  features: int
+  kernel_size: int
+  padding: int
+  stride: int = 1
+  dtype: Any = jnp.float32
+  as_matmul: bool = False
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    k, s, pad = self.kernel_size, self.stride, self.padding
+    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], self.features), jnp.float32)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,),
+                      jnp.float32)
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
+                                              dtype=self.dtype)
+    axes = [_reaching_outputs(n, k, s, pad) for n in x.shape[1:3]]
+    full = jnp.broadcast_to(bias, (x.shape[0], axes[0][0], axes[1][0],
+                                   self.features))
+    if any(last < first for _, first, last in axes):
+      return full
+    counts = [last - first + 1 for _, first, last in axes]
+    # Padding that yields exactly the reaching outputs: before, the part of
+    # ``pad`` that the first reaching window still covers; after, whatever
+    # the last one needs (between 0 and ``pad`` for k >= s, pad >= s - 1).
+    before = [pad - first * s for _, first, _ in axes]
+    after = [(count - 1) * s + k - n - b
+             for count, n, b in zip(counts, x.shape[1:3], before)]
+    x = jnp.pad(x, ((0, 0), (before[0], after[0]), (before[1], after[1]),
+                    (0, 0)))
+    if self.as_matmul:
+      patches = jnp.concatenate(
+          [x[:, i:i + (counts[0] - 1) * s + 1:s,
+             j:j + (counts[1] - 1) * s + 1:s]
+           for i in range(k) for j in range(k)], axis=-1)
+      y = jax.lax.dot_general(patches, kernel.reshape(-1, self.features),
+                              (((3,), (0,)), ((), ())))
+    else:
+      y = jax.lax.conv_general_dilated(
+          x, kernel, (s, s), "VALID",
+          dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.dynamic_update_slice(
+        full, y + bias, (0, axes[0][1], axes[1][1], 0))
+
+
+# Backends on which the fully connected layers are PatchConv and the first
+# convolution a matmul (measured faster
 # on XLA:CPU, benchmarks/README.md); elsewhere they stay nn.Conv.
 PATCH_CONV_BACKENDS = ("cpu",)
 _TARGET_PLATFORM: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -460,6 +545,22 @@ def fc_conv(features: int, kernel: int, name: str, dtype: Any) -> nn.Module:
   if platform in PATCH_CONV_BACKENDS:
     return PatchConv(features, kernel, dtype=dtype, name=name)
   return caffe_conv(features, kernel, 0, name, dtype)
+
+
+def input_conv(features: int, kernel: int, padding: int, name: str,
+               dtype: Any, *, stride: int = 1) -> nn.Module:
+  """A trunk's first convolution: :class:`PaddedInputConv` where some
+  outputs see only padding (``padding >= kernel``), else :func:`caffe_conv`;
+  the same variables and function either way. On
+  :data:`PATCH_CONV_BACKENDS` a stride-1 one (VGG16's 3x3 conv1_1) is one
+  matmul; CaffeNet's 11x11 stride-4 conv1 stays a convolution (121 shifted
+  views would be slow to compile and ~7x its input in memory)."""
+  if padding < kernel:
+    return caffe_conv(features, kernel, padding, name, dtype, stride=stride)
+  platform = _TARGET_PLATFORM.get() or jax.default_backend()
+  as_matmul = platform in PATCH_CONV_BACKENDS and stride == 1
+  return PaddedInputConv(features, kernel, padding, stride, dtype=dtype,
+                         as_matmul=as_matmul, name=name)
 
 
 def caffe_conv(features: int, kernel: int, padding: int, name: str,

@@ -254,6 +254,10 @@ class Trunk(nn.Module):
       if layer.fully_connected:
         conv = layers.fc_conv(width, layer.kernel, self.layer_name(layer.name),
                               self.dtype)
+      elif index == 0 and layer.groups == 1:
+        conv = layers.input_conv(width, layer.kernel, pad,
+                                 self.layer_name(layer.name), self.dtype,
+                                 stride=layer.stride)
       else:
         conv = layers.caffe_conv(width, layer.kernel, pad,
                                  self.layer_name(layer.name), self.dtype,
