@@ -394,6 +394,32 @@ class Scale(nn.Module):
     return x * scale.astype(self.dtype)
 
 
+def _conv_variables(module: nn.Module, x: jax.Array, k: int
+                    ) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """``nn.Conv``'s variables (HWIO ``kernel``, ``bias``, its initialisers,
+  float32) for a ``k x k`` kernel, and ``x`` and both in ``module.dtype``."""
+  kernel = module.param("kernel", nn.initializers.lecun_normal(),
+                        (k, k, x.shape[-1], module.features), jnp.float32)
+  bias = module.param("bias", nn.initializers.zeros, (module.features,),
+                      jnp.float32)
+  return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
+
+
+def _patch_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+  """A VALID convolution of ``x`` with an HWIO ``kernel`` as one matmul: the
+  ``k * k`` shifted (strided) views concatenated along the channels,
+  tap-major as the kernel flattens."""
+  k, features = kernel.shape[0], kernel.shape[-1]
+  out_h = (x.shape[1] - k) // stride + 1
+  out_w = (x.shape[2] - k) // stride + 1
+  patches = x if k == stride == 1 else jnp.concatenate(
+      [x[:, i:i + (out_h - 1) * stride + 1:stride,
+         j:j + (out_w - 1) * stride + 1:stride]
+       for i in range(k) for j in range(k)], axis=-1)
+  return jax.lax.dot_general(patches, kernel.reshape(-1, features),
+                             (((3,), (0,)), ((), ())))
+
+
 class PatchConv(nn.Module):
   """A VALID stride-1 convolution computed as one matmul over its patches.
 
@@ -417,19 +443,8 @@ class PatchConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,),
-                      jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
-    out_h, out_w = x.shape[1] - k + 1, x.shape[2] - k + 1
-    patches = x if k == 1 else jnp.concatenate(
-        [x[:, i:i + out_h, j:j + out_w] for i in range(k) for j in range(k)],
-        axis=-1)
-    y = jax.lax.dot_general(patches, kernel.reshape(-1, self.features),
-                            (((3,), (0,)), ((), ())))
-    return y + bias
+    x, kernel, bias = _conv_variables(self, x, k)
+    return _patch_matmul(x, kernel, 1) + bias
 
 
 def _reaching_outputs(size: int, kernel: int, stride: int, pad: int
@@ -479,12 +494,7 @@ class PaddedInputConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     k, s, pad = self.kernel_size, self.stride, self.padding
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
-                        (k, k, x.shape[-1], self.features), jnp.float32)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,),
-                      jnp.float32)
-    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias,
-                                              dtype=self.dtype)
+    x, kernel, bias = _conv_variables(self, x, k)
     axes = [_reaching_outputs(n, k, s, pad) for n in x.shape[1:3]]
     full = jnp.broadcast_to(bias, (x.shape[0], axes[0][0], axes[1][0],
                                    self.features))
@@ -500,12 +510,7 @@ class PaddedInputConv(nn.Module):
     x = jnp.pad(x, ((0, 0), (before[0], after[0]), (before[1], after[1]),
                     (0, 0)))
     if self.as_matmul:
-      patches = jnp.concatenate(
-          [x[:, i:i + (counts[0] - 1) * s + 1:s,
-             j:j + (counts[1] - 1) * s + 1:s]
-           for i in range(k) for j in range(k)], axis=-1)
-      y = jax.lax.dot_general(patches, kernel.reshape(-1, self.features),
-                              (((3,), (0,)), ((), ())))
+      y = _patch_matmul(x, kernel, s)
     else:
       y = jax.lax.conv_general_dilated(
           x, kernel, (s, s), "VALID",
