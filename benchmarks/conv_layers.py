@@ -25,7 +25,6 @@ Prints a Markdown table of median milliseconds per call; nothing is written.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import sys
 import time
@@ -45,60 +44,33 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from benchmarks import common  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import flops  # pylint: disable=g-import-not-at-top,wrong-import-position
 from fcn_jax.models import layers  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PARTS = ("forward", "input grad", "weight grad")
-# VGG16's blocks: (output channels, convolutions); fc width 4096.
-VGG_BLOCKS = ((64, 2), (128, 2), (256, 3), (512, 3), (512, 3))
-FC_WIDTH = 4096
 
 
-@dataclasses.dataclass(frozen=True)
-class ConvLayer:
-  name: str
-  height: int  # Input height and width.
-  width: int
-  in_channels: int
-  out_channels: int
-  kernel: int
-  pad: int
+def conv_layers(size: int, width_divisor: int) -> list[flops.Layer]:
+  """Every convolution of FCN-8s with its input size, from the trunk and
+  head tables (:func:`benchmarks.flops.fcn_layers`; the fixed bilinear
+  upsamplers are left out)."""
+  return [layer for layer in flops.fcn_layers(
+      "fcn8s", size, size, width_divisor=width_divisor)
+          if not layer.transposed]
 
 
-def fcn8s_layers(size: int, width_divisor: int, num_classes: int = 21
-                 ) -> list[ConvLayer]:
-  """Every convolution of FCN-8s with its input size (Caffe geometry)."""
-  layers, side, channels = [], size, 3
-  for block, (out, count) in enumerate(VGG_BLOCKS, start=1):
-    out //= width_divisor
-    for i in range(1, count + 1):
-      pad = 100 if (block, i) == (1, 1) else 1
-      layers.append(ConvLayer(f"conv{block}_{i}", side, side, channels, out,
-                              3, pad))
-      side, channels = side + 2 * pad - 2, out
-    side = -(-side // 2)  # 2x2 stride-2 pool, rounding up.
-    if block in (3, 4):
-      layers.append(ConvLayer(f"score_pool{block}", side, side, channels,
-                              num_classes, 1, 0))
-  fc = FC_WIDTH // width_divisor
-  layers.append(ConvLayer("fc6", side, side, channels, fc, 7, 0))
-  side -= 6
-  layers.append(ConvLayer("fc7", side, side, fc, fc, 1, 0))
-  layers.append(ConvLayer("score_fr", side, side, fc, num_classes, 1, 0))
-  return layers
-
-
-def fcn_jax_layer(layer: ConvLayer) -> nn.Module | None:
+def fcn_jax_layer(layer: flops.Layer) -> nn.Module | None:
   """The layer fcn_jax builds on a CPU where it is not ``nn.Conv``."""
   if layer.name == "conv1_1":
     return layers.input_conv(layer.out_channels, layer.kernel, layer.pad,
-                             layer.name, jnp.float32)
+                             layer.name, jnp.float32, stride=layer.stride)
   if layer.name in ("fc6", "fc7"):
     return layers.fc_conv(layer.out_channels, layer.kernel, layer.name,
                           jnp.float32)
   return None
 
 
-def _xla_fns(layer: ConvLayer, own: bool = False
+def _xla_fns(layer: flops.Layer, own: bool = False
              ) -> dict[str, Callable[..., jax.Array]]:
   """The layer's three computations: ``lax.conv_general_dilated``, or with
   ``own`` fcn_jax's layer (:func:`fcn_jax_layer`, with a zero bias)."""
@@ -110,7 +82,8 @@ def _xla_fns(layer: ConvLayer, own: bool = False
     if module is not None:
       return module.apply({"params": {"kernel": w, "bias": bias}}, x)
     return jax.lax.conv_general_dilated(
-        x, w, (1, 1), pad, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        x, w, (layer.stride,) * 2, pad,
+        dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
   def input_grad(x, w, g):
     return jax.vjp(lambda x_: conv(x_, w), x)[1](g)[0]
@@ -126,19 +99,18 @@ def _xla_fns(layer: ConvLayer, own: bool = False
 class XlaCall:
   """One of a layer's three computations under ``jax.jit``."""
 
-  def __init__(self, layer: ConvLayer, batch: int, part: str,
+  def __init__(self, layer: flops.Layer, batch: int, part: str,
                own: bool = False):
     self.label = f"{'fcn_jax' if own else 'xla'} {layer.name} {part}"
     self.layer, self.batch, self.part, self.own = layer, batch, part, own
 
   def setup(self) -> None:
     l, rng = self.layer, np.random.default_rng(0)
-    out = l.height + 2 * l.pad - l.kernel + 1
     self.args = [jnp.asarray(rng.standard_normal(shape, np.float32))
-                 for shape in ((self.batch, l.height, l.width, l.in_channels),
+                 for shape in ((self.batch, *l.in_size, l.in_channels),
                                (l.kernel, l.kernel, l.in_channels,
                                 l.out_channels),
-                               (self.batch, out, out, l.out_channels))]
+                               (self.batch, *l.out_size, l.out_channels))]
     self.fn = _xla_fns(l, self.own)[self.part]
     jax.block_until_ready(self.fn(*self.args))
 
@@ -156,7 +128,7 @@ class XlaCall:
 class TorchCall:
   """One of a layer's three computations in PyTorch (autograd)."""
 
-  def __init__(self, layer: ConvLayer, batch: int, part: str,
+  def __init__(self, layer: flops.Layer, batch: int, part: str,
                memory_format: torch.memory_format):
     self.label = f"torch {layer.name} {part}"
     self.layer, self.batch, self.part = layer, batch, part
@@ -164,12 +136,11 @@ class TorchCall:
 
   def setup(self) -> None:
     l, gen = self.layer, torch.Generator().manual_seed(0)
-    out = l.height + 2 * l.pad - l.kernel + 1
-    self.x = torch.randn(self.batch, l.in_channels, l.height, l.width,
+    self.x = torch.randn(self.batch, l.in_channels, *l.in_size,
                          generator=gen).to(memory_format=self.memory_format)
     self.w = torch.randn(l.out_channels, l.in_channels, l.kernel, l.kernel,
                          generator=gen).to(memory_format=self.memory_format)
-    self.g = torch.randn(self.batch, l.out_channels, out, out,
+    self.g = torch.randn(self.batch, l.out_channels, *l.out_size,
                          generator=gen).to(memory_format=self.memory_format)
     self.x.requires_grad_(self.part == "input grad")
     self.w.requires_grad_(self.part == "weight grad")
@@ -180,9 +151,11 @@ class TorchCall:
     for _ in range(steps):
       if self.part == "forward":
         with torch.no_grad():
-          F.conv2d(self.x, self.w, padding=self.layer.pad)
+          F.conv2d(self.x, self.w, stride=self.layer.stride,
+                   padding=self.layer.pad)
       else:
-        y = F.conv2d(self.x, self.w, padding=self.layer.pad)
+        y = F.conv2d(self.x, self.w, stride=self.layer.stride,
+                     padding=self.layer.pad)
         wrt = self.x if self.part == "input grad" else self.w
         torch.autograd.grad(y, wrt, self.g)
     return time.perf_counter() - start
@@ -205,9 +178,9 @@ def main() -> None:
   memory_format = {"channels_last": torch.channels_last,
                    "contiguous": torch.contiguous_format}[
                        args.torch_memory_format]
-  conv_layers = fcn8s_layers(args.size, args.width_divisor)
+  fcn8s = conv_layers(args.size, args.width_divisor)
   runners = []
-  for layer in conv_layers:
+  for layer in fcn8s:
     for part in PARTS:
       runners += [XlaCall(layer, args.batch, part),
                   TorchCall(layer, args.batch, part, memory_format)]
@@ -233,7 +206,7 @@ def main() -> None:
   # differ (conv1_1, fc6, fc7), lax.conv elsewhere.
   whos = ("xla", "fcn_jax", "torch")
   totals = {(who, p): 0.0 for who in whos for p in PARTS}
-  for layer in conv_layers:
+  for layer in fcn8s:
     cells = []
     for part in PARTS:
       for who in ("xla", "torch"):
@@ -242,7 +215,8 @@ def main() -> None:
         totals[who, part] += value
       own = ms.get(f"fcn_jax {layer.name} {part}")
       totals["fcn_jax", part] += ms[f"xla {layer.name} {part}"] if own is None else own
-    print(f"| {layer.name} | {layer.height}x{layer.width}x"
+    height, width = layer.in_size
+    print(f"| {layer.name} | {height}x{width}x"
           f"{layer.in_channels} -> {layer.out_channels} | "
           + " | ".join(cells) + " |")
     if fcn_jax_layer(layer) is not None:

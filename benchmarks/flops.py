@@ -41,6 +41,8 @@ class Layer:
       depthwise upsampler.
     transposed: True for a transposed convolution (upsampler).
     trainable: Whether its kernel gets a gradient.
+    stride: A convolution's stride.
+    pad: A convolution's zero padding on every side.
   """
   name: str
   in_size: tuple[int, int]
@@ -51,6 +53,8 @@ class Layer:
   groups: int = 1
   transposed: bool = False
   trainable: bool = True
+  stride: int = 1
+  pad: int = 0
 
   @property
   def macs(self) -> int:
@@ -100,7 +104,8 @@ def fcn_layers(name: str, height: int, width: int,
       layer_name = (stream.first_layer if index == 0 and stream.first_layer
                     else spec.name) + stream.suffix
       layers.append(Layer(layer_name, size, out, spec.kernel, channels,
-                          out_channels, spec.groups))
+                          out_channels, spec.groups, stride=spec.stride,
+                          pad=spec.pad))
       size, channels = out, out_channels
       if spec.pool:
         size = tuple(-(-max(n - trunk.pool_window, 0) // trunk.pool_stride)

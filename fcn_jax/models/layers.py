@@ -470,7 +470,7 @@ class PaddedInputConv(nn.Module):
   are filled with the bias. Each computed output sums the same products as
   the plain convolution (the omitted ones are products with zero), so the
   two agree to float rounding, gradients included
-  (``tests/models_test.py``). On a 224x224 image VGG16's conv1_1 computes
+  (``tests/layers_test.py``). On a 224x224 image VGG16's conv1_1 computes
   226x226 outputs instead of 422x422. With ``as_matmul`` (CPUs, as
   :class:`PatchConv`) the computed part is one matmul over its patches: with
   3 or 4 input channels XLA:CPU's convolution kernels take several times as
