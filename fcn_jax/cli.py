@@ -33,6 +33,7 @@ from absl import flags
 from absl import logging
 
 from fcn_jax import compilation_cache
+from fcn_jax import errors
 from fcn_jax import xla_flags
 
 # The absl commands' --xla_cpu_flags (argparse commands read the variable).
@@ -45,7 +46,9 @@ XLA_CPU_FLAGS = flags.DEFINE_enum(
 
 # Errors that mean bad input (a config value, a missing file or dataset, a
 # checkpoint of another model) or a diverged run, not a bug.
-USER_ERRORS = (ValueError, OSError, FloatingPointError)
+# TODO(#34): narrow to (errors.UserError, OSError) once every user-facing raise
+# is an errors.UserError.
+USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError)
 USAGE_EXIT_CODE = 2
 
 
