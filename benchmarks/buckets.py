@@ -226,16 +226,22 @@ def gpu_compile_times(args: argparse.Namespace) -> dict:
       "native_seconds_per_size": round(per_size, 1),
       "native_all_sizes_seconds": round(per_size * distinct),
       "buckets_seconds": round(sum(bucket), 1)}
-  print(json.dumps(report, indent=1))
-  print(f"\n| size | native: train / eval compile s | bucket (masked): "
-        f"train / eval compile s |\n|---|---|---|")
-  for size, r in report["sizes"].items():
-    print(f"| {size} | {r['native']['train']:.0f} / {r['native']['eval']:.0f}"
-          f" | {r['bucket']['train']:.0f} / {r['bucket']['eval']:.0f} |")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(report, f, indent=1)
+  _emit(report, ["| size | native: train / eval compile s | bucket (masked): "
+                 "train / eval compile s |", "|---|---|---|"] + [
+                     f"| {size} | {r['native']['train']:.0f} / "
+                     f"{r['native']['eval']:.0f} | {r['bucket']['train']:.0f}"
+                     f" / {r['bucket']['eval']:.0f} |"
+                     for size, r in report["sizes"].items()], args.json)
   return report
+
+
+def _emit(report: dict, table: list[str], json_path: str) -> None:
+  """Prints the report and its Markdown table; writes the JSON if asked."""
+  print(json.dumps(report, indent=1))
+  print("\n" + "\n".join(table))
+  if json_path:
+    with open(json_path, "w") as f:
+      json.dump(report, f, indent=1)
 
 
 def main() -> None:
@@ -289,15 +295,13 @@ def main() -> None:
                                      eval_source, params)
     print(mode, json.dumps(report["modes"][mode]), flush=True)
   report["load_average_end"] = os.getloadavg()
-  print(json.dumps(report, indent=1))
-  print(f"\n| | train: first {args.steps} steps | train compiles | eval pass "
-        f"({args.eval_images} images) | eval compiles |\n|---|---|---|---|---|")
-  for mode, r in report["modes"].items():
-    print(f"| {mode} | {r['train_seconds']:.0f} s | {r['train_compiles']} | "
-          f"{r['eval_seconds']:.0f} s | {r['eval_compiles']} |")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(report, f, indent=1)
+  _emit(report, [f"| | train: first {args.steps} steps | train compiles | "
+                 f"eval pass ({args.eval_images} images) | eval compiles |",
+                 "|---|---|---|---|---|"] + [
+                     f"| {mode} | {r['train_seconds']:.0f} s | "
+                     f"{r['train_compiles']} | {r['eval_seconds']:.0f} s | "
+                     f"{r['eval_compiles']} |"
+                     for mode, r in report["modes"].items()], args.json)
 
 
 if __name__ == "__main__":

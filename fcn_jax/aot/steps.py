@@ -71,7 +71,7 @@ def per_chip(global_batch: int, num_chips: int, field: str) -> int:
     raise DryRunError(
         f"config.{field}={global_batch} does not split over the {num_chips} "
         f"chips (every chip takes the same number of images): pass "
-        f"--config.{field}={low} or {high}.")
+        f"--config.{field}={low}" + (f" or {high}." if high != low else "."))
   return global_batch // num_chips
 
 
