@@ -157,6 +157,10 @@ def parse_flags(argv: list[str], aliases: dict[str, str] | None = None
   ``--help`` exits 0 (absl's own exits 1).
   """
   argv = [argv[0], *normalise_argv(argv[1:], _known_absl_flag, aliases)]
+  _check_override_names(argv[1:])
+  config_file = _config_file(argv)
+  if config_file is not None:
+    check_config_file(config_file)
   try:
     return flags.FLAGS(argv)
   except SystemExit as e:
@@ -193,6 +197,68 @@ def parse_flags(argv: list[str], aliases: dict[str, str] | None = None
          + "); every field, with its meaning, is in "
          "fcn_jax/default_config.py")
   return []  # Unreachable.
+
+
+def _check_override_names(argv: Sequence[str]) -> None:
+  """Refuses a hyphen in a ``--config.`` override's field in one line
+  (ml_collections would fail on it with a traceback)."""
+  for arg in argv:
+    name = arg.split("=", 1)[0]
+    if name.startswith("--config.") and "-" in name[2:]:
+      fail(f"{name}: config fields are spelled with underscores: "
+           f"--{name[2:].replace('-', '_')}")
+
+
+def check_config_file(spec: str) -> None:
+  """Loads a ``--config`` file as absl will, failing in one line where it
+  cannot: no such file, a syntax error or an exception in its code (with
+  the line), no ``get_config``, a ``get_config`` that returns no ConfigDict,
+  or a field that :mod:`fcn_jax.default_config` does not have (a misspelt
+  ``config.optim.base_rl = ...`` inside the file would otherwise be
+  accepted, and saved, without effect).
+
+  ``spec`` is ``PATH`` or ``PATH:ARG`` (ml_collections passes ``ARG`` to
+  ``get_config``). The file is run here and again by absl; config files
+  only build a ConfigDict.
+  """
+  # pylint: disable=g-import-not-at-top  # Only commands with configs.
+  import importlib.util
+  import ml_collections
+  from fcn_jax import default_config
+  path, *arg = spec.split(":", 1)
+  if not os.path.isfile(path):
+    fail(f"cannot load the config file {path}: "
+         + ("no such file" if not os.path.exists(path) else "not a file"))
+  try:
+    module_spec = importlib.util.spec_from_file_location(
+        "_fcn_jax_config_check", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+      fail(f"the config file {path} defines no get_config(): a config file "
+           "defines get_config() returning a ConfigDict (see "
+           "configs/quickstart.py)")
+    config = get_config(*arg)
+  except SyntaxError as e:
+    fail(f"the config file {path} has a syntax error at line "
+         f"{e.lineno}: {e.msg}")
+  except Exception as e:  # pylint: disable=broad-except  # The file's code.
+    line = _line_in(e, path)
+    fail(f"the config file {path} fails"
+         + (f" at line {line}" if line is not None else "")
+         + f": {type(e).__name__}: {e}")
+  if not isinstance(config, ml_collections.ConfigDict):
+    fail(f"get_config() of the config file {path} returned "
+         + ("None (a missing return statement?)" if config is None else
+            f"a {type(config).__name__}") + ", not a ConfigDict")
+  unknown = default_config.unknown_fields(config)
+  if unknown:
+    field, suggestion = unknown[0]
+    fail(f"unknown config field config.{field} in the config file {path}"
+         + (f" (did you mean {suggestion!r}?)" if suggestion else "")
+         + "; every field, with its meaning, is in "
+         "fcn_jax/default_config.py")
 
 
 def loaded_config(flag_name: str = "config") -> Any:
