@@ -45,10 +45,10 @@ XLA_CPU_FLAGS = flags.DEFINE_enum(
     "XLA's own. Unset: $" + xla_flags.ENV_VAR + ", else tuned.")
 
 # Errors that mean bad input (a config value, a missing file or dataset, a
-# checkpoint of another model) or a diverged run, not a bug.
-# TODO(#34): narrow to (errors.UserError, OSError) once every user-facing raise
-# is an errors.UserError.
-USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError)
+# checkpoint of another model, a diverged run) or a file system that refuses
+# (a full disk, no permission): one line, exit status 2. Any other exception
+# is a bug, in fcn_jax or a library, and keeps its traceback.
+USER_ERRORS = (errors.UserError, OSError)
 USAGE_EXIT_CODE = 2
 
 
@@ -314,13 +314,34 @@ def start(xla_cpu_flags: str | None = None, *,
   return applied
 
 
+def is_user_error(error: BaseException) -> bool:
+  """Whether ``error`` is the user's to fix (printed as one line).
+
+  :data:`USER_ERRORS`, and, until every user-facing ``raise`` of fcn_jax is
+  an :class:`fcn_jax.errors.UserError` (#34), a ``ValueError`` or
+  ``FloatingPointError`` raised by fcn_jax's own code: its last frame is in
+  the package. One raised inside JAX, Flax or NumPy (a bug, or a shape that
+  fcn_jax should have checked) keeps its traceback.
+  """
+  if isinstance(error, USER_ERRORS):
+    return True
+  if not isinstance(error, (ValueError, FloatingPointError)):
+    return False
+  frames = traceback.extract_tb(error.__traceback__)
+  package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
+      package)
+
+
 def exit_code(fn: Callable[..., int | None], *args: Any,
               **kwargs: Any) -> int:
   """Runs an argparse command's body: bad input is one line on stderr and
   exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback."""
   try:
     return fn(*args, **kwargs) or 0
-  except USER_ERRORS as e:
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_user_error(e):
+      raise
     logging.debug("Traceback:", exc_info=True)
     print(f"error: {e}", file=sys.stderr)
     return USAGE_EXIT_CODE
@@ -336,6 +357,8 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any,
   """Runs ``fn``; bad input ends the process with one line, no traceback."""
   try:
     return fn(*args, **kwargs)
-  except USER_ERRORS as e:
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_user_error(e):
+      raise
     logging.debug("Traceback:", exc_info=True)
     fail(str(e))

@@ -20,6 +20,7 @@ import ml_collections
 
 from fcn_jax import checkpointing
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax import parallel
 from fcn_jax.data import data_sources
@@ -43,17 +44,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   (:func:`_validate_optim`) and the run-level fields.
   """
   if config.mode not in default_config.MODES:
-    raise ValueError(f"config.mode must be one of {default_config.MODES}, "
+    raise errors.UserError(f"config.mode must be one of {default_config.MODES}, "
                      f"got {config.mode!r}")
   resolve_num_classes(config)
   spec = model_spec(config)
   _validate_optim(config.optim, spec.num_classes)
   if spec.multi_head and tuple(config.optim.class_weights):
-    raise ValueError(f"config.optim.class_weights weighs one head's classes; "
+    raise errors.UserError(f"config.optim.class_weights weighs one head's classes; "
                      f"{spec.name} has the heads {sorted(spec.head_classes)}")
   parallel.check_mode(config.parallel)
   if config.scratch_init not in SCRATCH_INITS:
-    raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
+    raise errors.UserError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
                      f"got {config.scratch_init!r}")
   tta_from_config(config)
   for field in ("batch_size", "eval_batch_size", "log_every_steps",
@@ -62,13 +63,13 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     for part in field.split("."):
       value = getattr(value, part)
     if value < 1:
-      raise ValueError(f"config.{field} must be >= 1, got {value}")
+      raise errors.UserError(f"config.{field} must be >= 1, got {value}")
   for path in init_sources(config.init_from, spec).values():
     # Before any work: a wrong path fails at once.
     check_local_path(path, "config.init_from")
     _check_init_width(checkpointing.existing_source(path), path, spec)
   if config.num_train_steps < 0:
-    raise ValueError(f"config.num_train_steps must be >= 0, got "
+    raise errors.UserError(f"config.num_train_steps must be >= 0, got "
                      f"{config.num_train_steps}")
 
 
@@ -106,7 +107,7 @@ def _check_init_width(path: str, given: str, spec: models.ModelSpec) -> None:
   options = metadata.get("model_options") or {}
   saved = int(options.get("width_divisor", 1))
   if saved != spec.width_divisor:
-    raise ValueError(
+    raise errors.UserError(
         f"config.init_from={given} holds weights of width_divisor={saved}, "
         f"but config.model.width_divisor={spec.width_divisor}: pass "
         f"--config.model.width_divisor={saved} (or convert the weights "
@@ -143,22 +144,22 @@ def _validate_optim(optim: ml_collections.ConfigDict,
     ValueError: naming the field, the value and what is allowed.
   """
   if optim.schedule not in default_config.SCHEDULES:
-    raise ValueError(f"config.optim.schedule must be one of "
+    raise errors.UserError(f"config.optim.schedule must be one of "
                      f"{default_config.SCHEDULES}, got {optim.schedule!r}")
   losses.check_normalization(optim.loss_normalization)
   if not 0.0 < optim.loss_sampling_p <= 1.0:
-    raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
+    raise errors.UserError(f"config.optim.loss_sampling_p must be in (0, 1], got "
                      f"{optim.loss_sampling_p}")
   if optim.get("trainable", "all") not in default_config.TRAINABLE:
-    raise ValueError(f"config.optim.trainable must be one of "
+    raise errors.UserError(f"config.optim.trainable must be one of "
                      f"{default_config.TRAINABLE}, got {optim.trainable!r}")
   if optim.iter_size < 1:
-    raise ValueError(f"config.optim.iter_size must be >= 1, got "
+    raise errors.UserError(f"config.optim.iter_size must be >= 1, got "
                      f"{optim.iter_size}")
   class_weights = tuple(optim.class_weights)
   if (class_weights and num_classes is not None
       and len(class_weights) != num_classes):
-    raise ValueError(f"config.optim.class_weights has {len(class_weights)} "
+    raise errors.UserError(f"config.optim.class_weights has {len(class_weights)} "
                      f"values for {num_classes} classes")
 
 
@@ -174,7 +175,7 @@ def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
   names = data_sources.dataset_class_names(config.dataset.name,
                                            config.dataset.data_dir)
   if names is None:
-    raise ValueError(f"config.model.num_classes=0 takes the dataset's class "
+    raise errors.UserError(f"config.model.num_classes=0 takes the dataset's class "
                      f"count, but {config.dataset.name} records none: set "
                      "config.model.num_classes")
   config.model.num_classes = len(names)
@@ -213,7 +214,7 @@ def init_sources(init_from: str, spec: models.ModelSpec) -> dict[str, str]:
   for entry in text.split(","):
     suffix, sep, path = (part.strip() for part in entry.partition("="))
     if not sep or not path or suffix not in suffixes or suffix in sources:
-      raise ValueError(
+      raise errors.UserError(
           f"config.init_from={init_from!r}: give one path, or one "
           f"STREAM=PATH per stream of {spec.name} (streams: "
           f"{suffixes or 'none, it has one trunk'}), separated by commas")
@@ -270,7 +271,7 @@ def check_dataset_classes(config: ml_collections.ConfigDict,
   effect = (f"its labels {num_classes}..{len(names) - 1} would be ignored"
             if num_classes < len(names) else
             f"classes {len(names)}..{num_classes - 1} would never be seen")
-  raise ValueError(f"{model}, but the dataset {config.dataset.name} has "
+  raise errors.UserError(f"{model}, but the dataset {config.dataset.name} has "
                    f"{len(names)} classes: {effect}. {fix}.")
 
 
@@ -292,7 +293,7 @@ def _check_head_classes(config: ml_collections.ConfigDict,
     if len(head_names) != wanted:
       where = ("config.model" if loaded is None
                else f"the model in {loaded.path}")
-      raise ValueError(
+      raise errors.UserError(
           f"{where}: the {head} head of {spec.name} has {wanted} classes, but "
           f"{feature} of the dataset {config.dataset.name} has "
           f"{len(head_names)}: check config.dataset.label_features and "
@@ -327,7 +328,7 @@ def check_same_model(config: ml_collections.ConfigDict,
             if getattr(requested, field) != getattr(saved, field)]
   if differ:
     workdir = os.path.dirname(os.path.dirname(where))
-    raise ValueError(
+    raise errors.UserError(
         f"cannot resume {where} with another model: config.model."
         f"{', config.model.'.join(differ)}. Rerun with the model it was "
         f"trained with (see {os.path.join(workdir, CONFIG_FILE)}), or train in "
@@ -383,7 +384,7 @@ def saved_run_config(workdir: str) -> ml_collections.ConfigDict:
     if isinstance(saved, str):
       saved = json.loads(saved)
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path} records no run config ({type(e).__name__}); "
+    raise errors.UserError(f"{path} records no run config ({type(e).__name__}); "
                      "give the config with --config FILE") from None
   config = default_config.get_config()
   _merge_saved(config, saved)
@@ -397,7 +398,7 @@ def check_local_path(path: str, what: str) -> None:
     ValueError: ``path`` is a URL; the message says how to mount the bucket.
   """
   if "://" in path:
-    raise ValueError(
+    raise errors.UserError(
         f"{what}={path}: fcn_jax reads and writes workdirs and weights through "
         "the file system, not URLs. Mount the bucket (e.g. gcsfuse "
         "--implicit-dirs --rename-dir-limit=100000 BUCKET /gcs/BUCKET, as "

@@ -64,3 +64,77 @@ def test_config_file_mistakes_are_one_line(tmp_path, source, args, message):
   assert len(_error_lines(result.stderr)) == 1
   assert "Traceback" not in result.stderr
   assert not (tmp_path / "run").exists()  # Nothing written.
+
+
+def _bug_inside_jax():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # jnp.split raises ValueError from JAX's own code, while tracing.
+  return jax.jit(lambda x: jnp.split(x, 2))(jnp.zeros(5))
+
+
+def test_a_value_error_inside_jax_keeps_its_traceback(capsys):
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="equal division"):
+    cli.run_reporting_errors(_bug_inside_jax)
+  with pytest.raises(ValueError, match="equal division"):
+    cli.exit_code(_bug_inside_jax)
+  assert "error:" not in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_with_exit_2(capsys):
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  from fcn_jax import errors  # pylint: disable=g-import-not-at-top
+
+  def mistake():
+    raise errors.UserError("config.seed must be an int: pass --config.seed=1")
+
+  assert cli.exit_code(mistake) == 2
+  with pytest.raises(SystemExit) as exited:
+    cli.run_reporting_errors(mistake)
+  assert exited.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: config.seed must be an int: pass --config.seed=1\n" * 2)
+
+
+def test_prepare_data_names_an_unknown_dataset_not_its_options(capsys):
+  from fcn_jax import prepare_data  # pylint: disable=g-import-not-at-top
+  assert prepare_data.main(["--dataset", "foldr", "--name", "x"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: --dataset foldr: unknown dataset; choose one "
+                        "of "), err
+  assert "folder" in err and "voc_seg" in err
+  assert "--name" not in err.split(";")[0]
+
+
+def test_a_dataset_not_in_the_default_data_dir_says_data_dir_first(tmp_path):
+  from fcn_jax import datasets  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FileNotFoundError) as raised:
+    datasets.builder("my_cats", str(tmp_path))
+  message = str(raised.value)
+  # The likely mistake (a data dir not passed) before rebuilding.
+  assert 0 <= message.index("--config.dataset.data_dir=") < message.index(
+      "prepare_data --dataset folder")
+
+
+def test_the_closing_summary_suggests_no_missing_folder(tmp_path):
+  from fcn_jax.training import loop  # pylint: disable=g-import-not-at-top
+
+  class Finished:  # What closing_summary reads of a Checkpointer.
+    directory = str(tmp_path / "checkpoints")
+
+    def latest_step(self):
+      return 2
+
+    def best_step(self):
+      return None
+
+    def all_steps(self):
+      return [2]
+
+  summary = loop.closing_summary(str(tmp_path), Finished())
+  predict_line = next(line for line in summary.splitlines()
+                      if "fcn_jax.predict" in line)
+  glob = predict_line.split("--input ")[1].split()[0].strip("'")
+  # A placeholder the user fills in, not a folder that is not there.
+  assert glob.startswith("<") or os.path.exists(os.path.dirname(glob)), glob

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 from fcn_jax.datasets import common
 from fcn_jax.datasets import folder
@@ -78,13 +79,13 @@ def builder(dataset_name: str, data_dir: str | None = None
   # A shell leaves "~" unexpanded in --config.dataset.data_dir=~/...
   data_dir = os.path.expanduser(data_dir) if data_dir else None
   if not name:
-    raise ValueError(
+    raise errors.UserError(
         "config.dataset.name is empty: give the dataset, e.g. "
         "--config.dataset.name=my_cats (the --name of prepare_data).")
   if name in BUILDERS:
     return tfds.builder(dataset_name, data_dir=data_dir or None)
   if name == "folder":
-    raise ValueError(
+    raise errors.UserError(
         "config.dataset.name=folder: use the --name you gave "
         "`python -m fcn_jax.prepare_data --dataset folder` (e.g. my_cats).")
   try:
@@ -111,7 +112,7 @@ def dataset_classes(info_metadata: Mapping[str, Any] | None
   names = metadata.get("class_names")
   names = list(names) if names else voc.class_names(num_classes)
   if len(names) != num_classes:
-    raise ValueError(f"dataset metadata has {num_classes} classes but "
+    raise errors.UserError(f"dataset metadata has {num_classes} classes but "
                      f"{len(names)} class names")
   return num_classes, names
 

@@ -56,6 +56,7 @@ import numpy as np
 from PIL import ExifTags, Image
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 from fcn_jax.datasets import common
 
@@ -728,15 +729,18 @@ def open_builder(name: str, data_dir: str | None = None
     versions = built_versions(base, data_dir)
     built = (f" (built versions: {', '.join(map(str, versions))})"
              if versions else "")
+    # The likelier fix first: a dataset built with prepare_data --data_dir
+    # DIR is opened with --config.dataset.data_dir=DIR.
     raise FileNotFoundError(
-        f"dataset {name} is not in {_data_root(data_dir)}{built}. Build it "
-        f"from your folder with `python -m fcn_jax.prepare_data --dataset "
-        f"folder --manual_dir <dir with images/ and masks/> --name {base}"
-        + (f" --data_dir {data_dir}" if data_dir else "") + "`, or point "
-        "config.dataset.data_dir at the data dir it was built in.") from None
+        f"dataset {name} is not in {_data_root(data_dir)}{built}. If you "
+        "built it with prepare_data --data_dir DIR, pass "
+        "--config.dataset.data_dir=DIR; else build it from your folder with "
+        "`python -m fcn_jax.prepare_data --dataset folder --manual_dir <dir "
+        f"with images/ and masks/> --name {base}"
+        + (f" --data_dir {data_dir}" if data_dir else "") + "`.") from None
   features = builder.info.features
   if features is None or not {common.IMAGE, common.MASK} <= set(features):
-    raise ValueError(
+    raise errors.UserError(
         f"{name} in {_data_root(data_dir)} is not a segmentation dataset "
         f"(no {common.IMAGE}/{common.MASK} features).")
   return builder

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from fcn_jax import checkpointing
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax import models
 from fcn_jax import parallel
@@ -74,7 +75,7 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
     image_valid = jnp.ones(next(iter(labels.values())).shape[:1], bool)
   sizes = {"sizes": batch["size"]} if "size" in batch else {}
   if sizes and not tta.is_identity:
-    raise ValueError("test-time augmentation needs native-size batches "
+    raise errors.UserError("test-time augmentation needs native-size batches "
                      "(config.input.buckets='none')")
   logits = model.per_head(tta(
       lambda x: model.apply({"params": params}, x, train=False, **sizes),

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax import errors
+
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array,
                      num_classes: int) -> jax.Array:
@@ -125,15 +127,15 @@ def excluded_classes(exclude: Sequence[str],
     heads = [head] if head else [h for h, names in class_names.items()
                                  if name in names]
     if head and head not in class_names:
-      raise ValueError(f"config.eval.exclude_classes: {entry!r} names the "
+      raise errors.UserError(f"config.eval.exclude_classes: {entry!r} names the "
                        f"head {head!r}; the heads are {sorted(class_names)}")
     if not heads or name not in class_names[heads[0]]:
-      raise ValueError(
+      raise errors.UserError(
           f"config.eval.exclude_classes: no class {name!r} in "
           + (f"head {head!r}" if head else "any head")
           + f" (classes: {[list(n) for n in class_names.values()]})")
     if len(heads) > 1:
-      raise ValueError(f"config.eval.exclude_classes: {name!r} is a class of "
+      raise errors.UserError(f"config.eval.exclude_classes: {name!r} is a class of "
                        f"the heads {heads}; write 'head:{name}'")
     result[heads[0]].add(list(class_names[heads[0]]).index(name))
   return {head: sorted(indices) for head, indices in result.items()}

@@ -14,11 +14,13 @@ from typing import Dict, List
 
 import numpy as np
 
+from fcn_jax import errors
+
 # Caffe layer name -> that layer's parameter blobs, in Caffe layouts.
 LayerBlobs = Dict[str, List[np.ndarray]]
 
 
-class WeightFileError(ValueError):
+class WeightFileError(errors.UserError):
   """A weights file that cannot be read: missing, truncated or another format."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from fcn_jax import checkpointing
 from fcn_jax import distributed
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax import models
 from fcn_jax import parallel
@@ -33,7 +34,7 @@ from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.DivergedError):
   """The training loss became NaN or infinite."""
 
 
@@ -164,7 +165,7 @@ def _resume(config: ml_collections.ConfigDict,
       restored, _ = checkpointer.restore(step, template,
                                          data_iterator=train_iter)
       if int(restored["step"]) != step * iter_size:
-        raise ValueError(
+        raise errors.UserError(
             f"{where} has consumed {int(restored['step'])} batches in {step} "
             f"updates, which is not optim.iter_size={iter_size} per update: "
             "resume with the iter_size it was trained with, or start a new "
@@ -220,7 +221,7 @@ def closing_summary(workdir: str,
       f"({', '.join(map(str, checkpointer.all_steps()))}); {best_line}.",
       "Next:",
       f"  python -m fcn_jax.predict --checkpoint {workdir} --input "
-      f"'photos/*.jpg' --output {os.path.join(workdir, 'predictions')}",
+      f"'<your photos>/*.jpg' --output {os.path.join(workdir, 'predictions')}",
       f"  python -m fcn_jax.evaluate --checkpoint {workdir}",
       f"  python -m fcn_jax.plot_metrics {workdir}",
       f"  python -m fcn_jax.export --checkpoint {workdir} --output "
@@ -253,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   run_config.validate_config(config)
   num_steps = int(config.num_train_steps)
   if num_steps == 0:
-    raise ValueError(
+    raise errors.UserError(
         "config.num_train_steps=0: nothing to train, so nothing would be "
         "saved or evaluated; set it > 0 (to evaluate weights, use "
         "--config.mode=eval with --config.init_from=<weights>)")
