@@ -273,12 +273,7 @@ def label_class_names(dataset_name: str, label_feature: str,
     builder = datasets.builder(dataset_name, data_dir)
   except (FileNotFoundError, ValueError):
     return None
-  metadata = builder.info.metadata or {}
-  stem = label_feature.removesuffix("_mask")
-  if metadata.get(f"{stem}_class_names"):
-    return list(metadata[f"{stem}_class_names"])
-  classes = datasets.dataset_classes(metadata)
-  return None if classes is None else classes[1]
+  return datasets.label_class_names(builder.info.metadata, label_feature)
 
 
 def dataset_class_names(dataset_name: str, data_dir: str = ""

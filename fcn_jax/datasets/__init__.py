@@ -117,6 +117,21 @@ def dataset_classes(info_metadata: Mapping[str, Any] | None
   return num_classes, names
 
 
+def label_class_names(info_metadata: Mapping[str, Any] | None,
+                      label_feature: str) -> list[str] | None:
+  """The class names of one label feature, from a builder's metadata.
+
+  ``class_names`` names the classes of a dataset's main labels
+  (``segmentation_mask``; SIFT Flow's ``semantic_mask``); another label
+  feature ``<stem>_mask`` has its own ``<stem>_class_names`` (SIFT Flow's
+  ``geometric_class_names``). None when the metadata records none.
+  """
+  metadata = info_metadata or {}
+  stem = label_feature.removesuffix("_mask")
+  if metadata.get(f"{stem}_class_names"):
+    return list(metadata[f"{stem}_class_names"])
+  classes = dataset_classes(metadata)
+  return None if classes is None else classes[1]
 
 
 def interrupted_preparations(builder_: tfds.core.DatasetBuilder) -> list[str]:

@@ -612,12 +612,14 @@ def check_name(name: str) -> None:
   Raises:
     FolderDatasetError: With the rule and the fix.
   """
-  from fcn_jax import datasets  # pylint: disable=g-import-not-at-top
   if not _NAME_PATTERN.fullmatch(name or ""):
     raise FolderDatasetError(
         f"--name {name!r}: a dataset name is lower-case letters, digits and "
         "'_', starting with a letter (e.g. my_cats).")
-  taken = name in datasets.BUILDERS or name == "folder"
+  # fcn_jax's own builders are registered with TFDS (importing this module
+  # imports the fcn_jax.datasets package, which registers them): the
+  # registry below covers them without importing the package (a cycle).
+  taken = name == "folder"
   if not taken:
     try:
       tfds.builder_cls(name)

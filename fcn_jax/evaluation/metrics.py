@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fcn_jax import errors
+from fcn_jax import voc
 
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array,
@@ -204,3 +205,12 @@ def format_report(results: dict[str, Any],
       row += f" {_percent(accuracy[k])} {100 * share[k]:8.2f}"
     lines.append(row)
   return "\n".join(lines)
+
+
+def head_class_names(classes: Mapping[str, int],
+                     names: Mapping[str, Sequence[str] | None]
+                     ) -> dict[str, list[str]]:
+  """Each head's class names: its own, else VOC's (or numbered) names for
+  its class count (:func:`fcn_jax.voc.class_names`)."""
+  return {h: list(names.get(h) or voc.class_names(c))
+          for h, c in classes.items()}
