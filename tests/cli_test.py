@@ -138,3 +138,14 @@ def test_the_closing_summary_suggests_no_missing_folder(tmp_path):
   glob = predict_line.split("--input ")[1].split()[0].strip("'")
   # A placeholder the user fills in, not a folder that is not there.
   assert glob.startswith("<") or os.path.exists(os.path.dirname(glob)), glob
+
+
+COMMANDS = ("main", "evaluate", "dry_run", "predict", "export", "convert",
+            "prepare_data", "plot_metrics")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_exits_0(command, tmp_path):
+  result = _run(f"fcn_jax.{command}", ["--help"], tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]  # Not absl's 1.
+  assert "--" in result.stdout and "Traceback" not in result.stderr
