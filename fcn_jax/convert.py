@@ -23,6 +23,7 @@ from typing import Sequence, TextIO
 
 from fcn_jax import checkpointing
 from fcn_jax import cli
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import readers
@@ -109,7 +110,7 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
     ValueError: a bad option.
   """
   if fmt not in readers.FORMATS:
-    raise ValueError(f"unknown --format {fmt!r}; choose one of "
+    raise errors.UserError(f"unknown --format {fmt!r}; choose one of "
                      f"{sorted(readers.FORMATS)}.")
   spec = models.ModelSpec(model_name, num_classes,
                           width_divisor=width_divisor)  # Validates.

@@ -27,6 +27,7 @@ import matplotlib
 from matplotlib import figure as figure_lib
 
 from fcn_jax import cli
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax.evaluation import metrics
 
@@ -92,7 +93,7 @@ def load_run(path: str, label: str | None = None) -> RunMetrics:
         print(f"warning: {file}:{number} is incomplete; skipped",
               file=sys.stderr)
         continue
-      raise ValueError(f"{file}:{number} is not a metrics record with "
+      raise errors.UserError(f"{file}:{number} is not a metrics record with "
                        f"'step' and 'split' ({e})") from None
     records[key] = {**records.get(key, {}), **record}
   by_split: dict[str, dict[str, Series]] = {"train": {}, "eval": {}}
@@ -189,7 +190,7 @@ def _main(args: argparse.Namespace) -> int:
   if args.labels is not None:
     labels = args.labels.split(",")
     if len(labels) != len(args.workdirs):
-      raise ValueError(f"--labels has {len(labels)} names for "
+      raise errors.UserError(f"--labels has {len(labels)} names for "
                        f"{len(args.workdirs)} workdirs")
   runs = [load_run(path, label)
           for path, label in zip(args.workdirs, labels)]

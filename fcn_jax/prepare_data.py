@@ -36,6 +36,7 @@ import tensorflow_datasets as tfds
 
 from fcn_jax import cli
 from fcn_jax import datasets
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import folder
@@ -116,16 +117,15 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
   """
   base_name = dataset.split("/")[0]
   if base_name == "folder":
-    raise ValueError("--dataset folder: use prepare_folder (it needs a name).")
-  if base_name not in datasets.BUILDERS:
-    raise ValueError(f"Unknown dataset {dataset!r}; choose one of "
-                     f"{sorted(datasets.BUILDERS)} or folder.")
+    raise errors.UserError(
+        "--dataset folder: use prepare_folder (it needs a name).")
+  _check_dataset_name(dataset)
   download_config = None
   if base_name in datasets.MANUAL_BUILDERS:
     instructions = datasets.MANUAL_BUILDERS[
         base_name].MANUAL_DOWNLOAD_INSTRUCTIONS
     if not manual_dir:
-      raise ValueError(
+      raise errors.UserError(
           f"{base_name} needs --manual_dir, the folder with the archives.\n"
           + instructions)
     manual_path = epath.Path(manual_dir).expanduser()
@@ -138,12 +138,20 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
     download_config = tfds.download.DownloadConfig(manual_dir=str(manual_path))
   else:
     if manual_dir or skip_invalid or not check_split_sizes:
-      raise ValueError("--manual_dir, --skip_invalid and "
+      raise errors.UserError("--manual_dir, --skip_invalid and "
                        "--no_check_split_sizes apply to downloaded datasets "
                        f"only ({', '.join(datasets.MANUAL_BUILDERS)}).")
     builder = tfds.builder(dataset, data_dir=data_dir)
   builder.download_and_prepare(download_config=download_config)
   return builder
+
+
+def _check_dataset_name(dataset: str) -> None:
+  if dataset.split("/")[0] not in (*datasets.BUILDERS, "folder"):
+    raise errors.UserError(
+        f"--dataset {dataset}: unknown dataset; choose one of "
+        f"{', '.join(sorted(datasets.BUILDERS))} or folder (your own images "
+        "and masks, with --name NAME).")
 
 
 def prepare_folder(args: argparse.Namespace) -> folder.PrepareResult:
@@ -154,17 +162,17 @@ def prepare_folder(args: argparse.Namespace) -> folder.PrepareResult:
       problems with the files (all listed).
   """
   if not args.name:
-    raise ValueError("--dataset folder needs --name NAME, the name training "
+    raise errors.UserError("--dataset folder needs --name NAME, the name training "
                      "takes as --config.dataset.name=NAME.")
   if not args.manual_dir:
-    raise ValueError("--dataset folder needs --manual_dir, the folder with "
+    raise errors.UserError("--dataset folder needs --manual_dir, the folder with "
                      "images/ and masks/:\n" + folder.LAYOUT)
   if not epath.Path(args.manual_dir).expanduser().is_dir():
     raise FileNotFoundError(f"--manual_dir {args.manual_dir} is not a folder.")
   if args.num_classes is not None and args.num_classes < 2:
-    raise ValueError(f"--num_classes must be >= 2, got {args.num_classes}.")
+    raise errors.UserError(f"--num_classes must be >= 2, got {args.num_classes}.")
   if args.no_check_split_sizes:
-    raise ValueError("--no_check_split_sizes applies to voc_seg only.")
+    raise errors.UserError("--no_check_split_sizes applies to voc_seg only.")
   options = folder.FolderOptions(
       num_classes=args.num_classes, val_fraction=args.val_fraction,
       split_seed=args.split_seed, skip_invalid=args.skip_invalid)
@@ -201,8 +209,11 @@ def _build(args: argparse.Namespace):
     if args.dataset == "folder":
       result = prepare_folder(args)
       return result.builder, result
+    # An unknown --dataset first: a typo of "folder" is not a misuse of the
+    # folder-only options that follow it.
+    _check_dataset_name(args.dataset)
     if _folder_only_options(args):
-      raise ValueError(f"{', '.join(_folder_only_options(args))} apply to "
+      raise errors.UserError(f"{', '.join(_folder_only_options(args))} apply to "
                        "--dataset folder only.")
     return prepare(args.dataset, manual_dir=args.manual_dir,
                    data_dir=args.data_dir, skip_invalid=args.skip_invalid,
