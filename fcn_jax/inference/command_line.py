@@ -98,20 +98,20 @@ def converted(args: argparse.Namespace, name: str,
 
 
 def step_rule(value: str) -> str | int:
-  """``--step``: ``best``, ``latest`` or a step number.
+  """``--step``: ``best``, ``latest`` or a step number
+  (:func:`fcn_jax.checkpointing.parse_step`, the one rule).
 
   Raises:
     errors.UserError: Anything else, with the accepted values.
   """
-  text = str(value).strip().lower()
-  if text in ("best", "latest"):
-    return text
-  if text.isdigit():
-    return int(text)
-  raise errors.UserError(
-      f"--step {value!r}: give best (the checkpoint with the best mean IU; "
-      "the latest if none was evaluated), latest, or a step number such as "
-      "4000")
+  from fcn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpointing.parse_step(value)
+  except ValueError:
+    raise errors.UserError(
+        f"--step {value!r}: give best (the checkpoint with the best mean IU; "
+        "the latest if none was evaluated), latest, or a step number such as "
+        "4000") from None
 
 
 def define_predictor_flags(values: flags.FlagValues) -> None:
