@@ -14,7 +14,13 @@ path, and the absl/ml_collections config-flag plumbing.
   (``--data_dir``, ``--batch_size``, ``--no_progress``), as absl spells
   them; the older hyphenated spellings (``--data-dir``, ``--batch-size``)
   are accepted as hidden aliases (:func:`normalise_argv`, used by
-  :class:`ArgumentParser` and :func:`parse_flags`). ``--help`` exits 0.
+  :func:`parse_flags` and :func:`parse_command`). ``--help`` exits 0.
+* One flags library, absl: ``main``, ``evaluate`` and ``dry_run`` parse the
+  global flags with ml_collections' ``--config`` (:func:`parse_flags`);
+  ``convert``, ``prepare_data`` and ``plot_metrics``, whose ``main(argv)`` is
+  also called in-process, parse their own ``FlagValues``
+  (:func:`parse_command`). :class:`ArgumentParser` remains for ``predict``
+  and ``export`` until they move too.
 * One overwrite rule (:func:`check_overwrite`): an output you name outside a
   training workdir is never replaced without ``--overwrite``; a workdir's own
   reports (``eval_results.json``, ``metrics.png``) are updated in place.
@@ -405,7 +411,7 @@ def is_user_error(error: BaseException) -> bool:
 
 def exit_code(fn: Callable[..., int | None], *args: Any,
               **kwargs: Any) -> int:
-  """Runs an argparse command's body: bad input is one line on stderr and
+  """Runs a command's body: bad input is one line on stderr and
   exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback."""
   try:
     return fn(*args, **kwargs) or 0
