@@ -222,6 +222,40 @@ def _resume(run: run_config.Run,
   return resumed
 
 
+def initial_rngs(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """The keys of the parameters' initialisation and of the train state."""
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  return init_rng, state_rng
+
+
+def new_train_state(config: ml_collections.ConfigDict, model: models.FCN,
+                    params: Any, state_rng: jax.Array
+                    ) -> tuple[state_lib.TrainState, Any]:
+  """The train state at step 0 around ``params``, and its optimizer."""
+  tx = state_lib.create_optimizer(config, params, model)
+  return state_lib.create_train_state(params, tx, state_rng), tx
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model: models.FCN
+                         ) -> tuple[state_lib.TrainState, Any]:
+  """What :func:`train_and_evaluate` starts from, as shapes only
+  (``jax.ShapeDtypeStruct`` leaves), and its optimizer: the state a
+  deviceless compile (``python -m fcn_jax.dry_run``) takes. Weights from
+  ``config.init_from`` are copied by name into the model's own shapes, so
+  they change nothing here."""
+  init_rng, state_rng = initial_rngs(config)
+  params = jax.eval_shape(
+      lambda: models.init_variables(model, init_rng)["params"])
+  optimizer = []
+
+  def build(p):
+    state, tx = new_train_state(config, model, p, state_rng)
+    optimizer.append(tx)
+    return state
+
+  return jax.eval_shape(build, params), optimizer[0]
+
+
 # Timed steps after the compiled first one before the time left is logged.
 _ESTIMATE_STEPS = 3
 
@@ -296,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
         workdir, f"a training (config.mode={config.mode})").acquire()
     _stop_if_preempted(preemption)
     model = run.spec.create()
-    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    init_rng, state_rng = initial_rngs(config)
     checkpointer = checkpointing.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep,
         keep_best=config.checkpoint.keep_best if evaluate_during_training
@@ -310,8 +344,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
         metadata = None
       else:
         params, metadata = state_lib.initial_params(config, model, init_rng)
-      tx = state_lib.create_optimizer(config, params, model)
-      return state_lib.create_train_state(params, tx, state_rng), tx, metadata
+      return (*new_train_state(config, model, params, state_rng), metadata)
 
     _stop_if_preempted(preemption)
     resumed = _resume(run, checkpointer, lambda: initial_state()[0])
