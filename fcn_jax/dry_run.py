@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from typing import Any
 
 from absl import app
 from absl import flags
@@ -83,6 +84,27 @@ _JSON = flags.DEFINE_string(
     "json", "", "Also write the results to this JSON file.")
 
 
+def _compile(config: Any, config_file: str) -> tuple[targets.Target, dict]:
+  """The target's devices, then both steps compiled, each printed as it
+  comes."""
+  target = targets.make_target(_TOPOLOGY.value, _HBM_GIB.value)
+  print(f"fcn_jax dry run: {config_file} on {target.name}: "
+        f"{len(target.devices)} x {target.device_kind} "
+        f"({gib(target.capacity_bytes)} each), {target.hosts} host(s); "
+        f"parallel={config.parallel}, {config.model.name} in "
+        f"{config.model.dtype}", flush=True)
+  if target.caveat:
+    print(target.caveat, flush=True)
+  # The layers the target's training builds (the host here is a CPU).
+  with models.layers.target_platform(target.devices[0].platform):
+    results = steps.dry_run(
+        config, target.devices, capacity=target.capacity_bytes,
+        native_size=_NATIVE_SIZE.value, search=_FIND_MAX_BATCH.value,
+        max_probes=_MAX_PROBES.value,
+        on_report=lambda r: print(r.describe(), flush=True))
+  return target, results
+
+
 def main(argv: list[str]) -> None:
   cli.check_no_arguments(argv)
   config = cli.loaded_config()
@@ -93,24 +115,9 @@ def main(argv: list[str]) -> None:
   # No persistent compilation cache: the compile times reported are
   # compiles, and executables for absent devices are no use to this machine.
   config_file = config_flags.get_config_filename(flags.FLAGS["config"])
-  try:
-    target = targets.make_target(_TOPOLOGY.value, _HBM_GIB.value)
-    print(f"fcn_jax dry run: {config_file} on {target.name}: "
-          f"{len(target.devices)} x {target.device_kind} "
-          f"({gib(target.capacity_bytes)} each), {target.hosts} host(s); "
-          f"parallel={config.parallel}, {config.model.name} in "
-          f"{config.model.dtype}", flush=True)
-    if target.caveat:
-      print(target.caveat, flush=True)
-    # The layers the target's training builds (the host here is a CPU).
-    with models.layers.target_platform(target.devices[0].platform):
-      results = steps.dry_run(
-          config, target.devices, capacity=target.capacity_bytes,
-          native_size=_NATIVE_SIZE.value, search=_FIND_MAX_BATCH.value,
-          max_probes=_MAX_PROBES.value,
-          on_report=lambda r: print(r.describe(), flush=True))
-  except cli.USER_ERRORS as e:  # The family the other commands print.
-    cli.fail(str(e))
+  # Bad input (flags, config, topology, a batch that does not split) is one
+  # line and exit status 2, as for every command.
+  target, results = cli.run_reporting_errors(_compile, config, config_file)
   num_devices = len(target.devices)
   if _FIND_MAX_BATCH.value:
     print(report.search_summary(results, num_devices))

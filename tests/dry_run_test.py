@@ -21,6 +21,7 @@ import jax
 import pytest
 
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax import aot
 from fcn_jax.aot import accelerators
 from fcn_jax.aot import measure
@@ -28,7 +29,6 @@ from fcn_jax.aot import report
 from fcn_jax.aot import search
 from fcn_jax.aot import steps
 from fcn_jax.aot import targets
-from fcn_jax import run_config
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GIB = aot.GIB
@@ -42,6 +42,7 @@ def _tiny_config(parallel="pmap"):
   config.model.width_divisor = 64
   config.batch_size = 16
   config.eval_batch_size = 8
+  config.input.train_mode = "epochs"  # Crops.
   config.input.crop_size = 32
   config.input.eval_pad_size = 48
   return config
@@ -338,27 +339,33 @@ def test_real_tpu_compile_of_a_tiny_model():
 def test_native_size_configs_compile_at_the_largest_bucket_with_sizes():
   config = _tiny_config()
   config.input.crop_size = 0
-  assert steps.native_shape(config, 500) == (500, 500)  # auto: the guess.
+  config.batch_size = 8
+  run = steps.resolve(config)
+  assert steps.native_shape(run, 500) == (500, 500)  # auto: the guess.
+  assert run.train_bucketed
   config.input.buckets = "333x500,500x375"
-  assert steps.native_shape(config, 500) == (500, 375)
-  assert steps.train_buckets(config)
-  spec = run_config.model_spec(config)
-  shapes = steps.batch_shapes(spec, 8, 2, (500, 375), with_valid=False,
-                                 with_sizes=True)
+  run = steps.resolve(config)
+  assert steps.native_shape(run, 500) == (500, 375)
+  assert run.train_bucketed
+  shapes = steps.batch_shapes(run.spec, 8, 2, (500, 375), with_valid=False,
+                              with_sizes=True)
   assert shapes["image"].shape == (8, 2, 500, 375, 3)
   assert shapes["size"].shape == (8, 2, 2)
   config.input.buckets = "none"
-  assert not steps.train_buckets(config)
+  config.batch_size = 1
+  assert not steps.resolve(config).train_bucketed
 
 
 def test_native_size_takes_one_side_or_height_by_width():
   config = _tiny_config()
   config.input.crop_size = 0
-  assert steps.native_shape(config, "256") == (256, 256)
-  assert steps.native_shape(config, "480x640") == (480, 640)
+  config.batch_size = 8
+  run = steps.resolve(config)
+  assert steps.native_shape(run, "256") == (256, 256)
+  assert steps.native_shape(run, "480x640") == (480, 640)
   for bad in ("480x", "0x640", "big", "1x2x3"):
-    with pytest.raises(aot.DryRunError, match="--native_size"):
-      steps.native_shape(config, bad)
+    with pytest.raises(errors.UserError, match="--native_size"):
+      steps.native_shape(run, bad)
 
 
 def test_gpu_topologies():

@@ -36,27 +36,39 @@ from fcn_jax.training import step as step_lib
 
 @dataclasses.dataclass
 class Setup:
-  """A config's model, optimizer and abstract train state, as training has."""
-  config: ml_collections.ConfigDict
+  """A resolved run's model, optimizer and abstract train state, as
+  training builds them."""
+  run: run_config.Run
   model: models.FCN
   tx: Any
   state: Any  # jax.ShapeDtypeStruct leaves.
-  spec: models.ModelSpec
+
+  @property
+  def config(self) -> ml_collections.ConfigDict:
+    return self.run.config
+
+  @property
+  def spec(self) -> models.ModelSpec:
+    return self.run.spec
 
 
-def setup(config: ml_collections.ConfigDict) -> Setup:
-  """Checks the config as training does and builds its state as shapes.
+def resolve(config: ml_collections.ConfigDict | run_config.Run,
+            devices: Sequence[Any] = ()) -> run_config.Run:
+  """``config`` checked as training checks it, for a dry run: no data or
+  weights are read (``config.init_from`` keeps the model's own shapes);
+  the batches are shared by the devices' hosts."""
+  if isinstance(config, run_config.Run):
+    return config
+  hosts = len({d.process_index for d in devices}) or 1
+  return run_config.resolve(config, "dry_run", process_count=hosts)
 
-  ``config.init_from`` is not read: copying weights by name keeps the
-  model's own shapes.
-  """
-  checked = ml_collections.ConfigDict(config.to_dict())
-  checked.init_from = ""  # No weights are loaded.
-  run_config.validate_config(checked)
-  spec = run_config.model_spec(checked)
-  model = spec.create()
-  state, tx = loop.abstract_train_state(checked, model)
-  return Setup(checked, model, tx, state, spec)
+
+def setup(config: ml_collections.ConfigDict | run_config.Run) -> Setup:
+  """Builds a run's state as shapes, with training's own function."""
+  run = resolve(config)
+  model = run.spec.create()
+  state, tx = loop.abstract_train_state(run.config, model)
+  return Setup(run, model, tx, state)
 
 
 def per_chip(global_batch: int, num_chips: int, field: str) -> int:
@@ -102,51 +114,30 @@ def batch_shapes(spec: models.ModelSpec, num_chips: int,
   return shapes
 
 
-def native_shape(config: ml_collections.ConfigDict,
+def native_shape(run: run_config.Run,
                  native_size: int | str | tuple[int, int]) -> tuple[int, int]:
   """The worst-case native-size shape compiled: the largest of explicit
   ``config.input.buckets``, else ``native_size`` (with ``auto`` the largest
   bucket is the split's largest height x width: 500x500 for VOC).
 
   Raises:
-    DryRunError: ``native_size`` is neither one side nor ``HxW``.
+    errors.UserError: ``native_size`` is neither one side nor ``HxW``.
   """
-  parsed = buckets_lib.parse(config.input.get("buckets", buckets_lib.NONE))
-  if isinstance(parsed, tuple):
-    return parsed[-1]
+  if isinstance(run.input.buckets, tuple):
+    return run.input.buckets[-1]
   if isinstance(native_size, tuple):
     return native_size
-  text = str(native_size).strip().lower()
-  try:
-    sides = [int(side) for side in text.split("x")]
-  except ValueError:
-    sides = []
-  if len(sides) == 1:
-    sides *= 2
-  if len(sides) != 2 or min(sides) < 1:
-    raise DryRunError(f"--native_size must be one side or HxW, e.g. 500 or "
-                      f"480x640, got {native_size!r}.")
-  return sides[0], sides[1]
-
-
-def train_buckets(config: ml_collections.ConfigDict) -> bool:
-  return input_config.InputConfig.from_config(config).train_buckets
-
-
-def eval_buckets(config: ml_collections.ConfigDict) -> bool:
-  cfg = input_config.InputConfig.from_config(config)
-  return (cfg.eval_pad_size == 0 and cfg.buckets != buckets_lib.NONE
-          and run_config.tta_from_config(config).is_identity)
+  return buckets_lib.parse_size(native_size, "--native_size", square=True)
 
 
 def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
                  capacity: int, native_size: int | str) -> StepReport:
   """Compiles the train step for ``per_chip_batch`` images per chip."""
   config = built.config
-  size = config.input.crop_size or native_shape(config, native_size)
+  size = config.input.crop_size or native_shape(built.run, native_size)
   step = step_lib.make_train_fn(built.model, built.tx, config, devices)
   batch = batch_shapes(built.spec, len(devices), per_chip_batch, size,
-                        with_valid=False, with_sizes=train_buckets(config))
+                       with_valid=False, with_sizes=built.run.train_bucketed)
   return compile_step("train", step, (built.state, batch),
                       per_chip_batch=per_chip_batch,
                       global_batch=per_chip_batch * len(devices),
@@ -159,17 +150,18 @@ def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
   config = built.config
   per_chip_batch = per_chip(config.eval_batch_size, len(devices),
                             "eval_batch_size")
-  size = config.input.eval_pad_size or native_shape(config, native_size)
+  size = config.input.eval_pad_size or native_shape(built.run, native_size)
   step, _ = evaluator.make_eval_fn(built.model, config, devices=devices)
   batch = batch_shapes(built.spec, len(devices), per_chip_batch, size,
-                        with_valid=True, with_sizes=eval_buckets(config))
+                       with_valid=True, with_sizes=built.run.eval_bucketed)
   return compile_step("eval", step, (built.state.params, batch),
                       per_chip_batch=per_chip_batch,
                       global_batch=config.eval_batch_size, image_size=size,
                       capacity_bytes=capacity)
 
 
-def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
+def dry_run(config: ml_collections.ConfigDict | run_config.Run,
+            devices: Sequence[Any], *,
             capacity: int, native_size: int | str = 500, search: bool = False,
             max_probes: int = 0,
             on_report: Callable[[StepReport], None] = lambda report: None
@@ -177,7 +169,7 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
   """Compiles a config's steps for ``devices`` and reports what they need.
 
   Args:
-    config: A training config.
+    config: A training config, or its resolved run.
     devices: Every chip of the slice.
     capacity: Memory per chip in bytes.
     native_size: The largest native image, one side or ``HxW``.
@@ -193,15 +185,16 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
     DryRunError: A batch does not split over the chips.
   """
   num_chips = len(devices)
-  per_chip_batch = per_chip(config.batch_size, num_chips, "batch_size")
-  if (not config.input.crop_size and per_chip_batch != 1
-      and not train_buckets(config)):
+  raw = config.config if isinstance(config, run_config.Run) else config
+  per_chip_batch = per_chip(raw.batch_size, num_chips, "batch_size")
+  if (not raw.input.crop_size and per_chip_batch != 1
+      and not input_config.InputConfig.from_config(raw).train_buckets):
     raise DryRunError(
         f"config.input.crop_size=0 (native image size) trains one image per "
-        f"chip, but config.batch_size={config.batch_size} gives "
+        f"chip, but config.batch_size={raw.batch_size} gives "
         f"{per_chip_batch} per chip on {num_chips} chips: pass "
         f"--config.batch_size={num_chips} or set a crop size.")
-  built = setup(config)
+  built = setup(resolve(config, devices))
 
   def train_batch(batch: int) -> StepReport:
     report = train_report(built, devices, batch, capacity, native_size)
@@ -216,7 +209,7 @@ def dry_run(config: ml_collections.ConfigDict, devices: Sequence[Any], *,
   if search:
     probe = lambda b: train_step if b == per_chip_batch else train_batch(b)
     largest, probes = search_lib.find_max_batch(probe, per_chip_batch,
-                                     max_probes=max_probes)
+                                                max_probes=max_probes)
     _, first_failing = search_lib.search_bounds(probes)
     results["max_per_chip_batch"] = largest
     results["first_failing_batch"] = first_failing
