@@ -168,6 +168,8 @@ def parse_command(flag_values: flags.FlagValues, argv: Sequence[str], *,
   flag_values.set_gnu_getopt(True)  # Flags after positional arguments.
   try:
     rest = flag_values([prog, *argv])[1:]
+  except flags.UnrecognizedFlagError as e:  # absl drops the dashes.
+    fail(f"unknown flag --{e.flagname} ({usage}; --help lists the flags)")
   except flags.Error as e:
     fail(f"{e} ({usage}; --help lists the flags)")
   if positional and not rest:
