@@ -109,8 +109,10 @@ def main(argv: list[str]) -> None:
           native_size=_NATIVE_SIZE.value, search=_FIND_MAX_BATCH.value,
           max_probes=_MAX_PROBES.value,
           on_report=lambda r: print(r.describe(), flush=True))
-  except cli.USER_ERRORS as e:  # The family the other commands print.
-    cli.fail(str(e))
+  except Exception as e:  # pylint: disable=broad-except
+    if not cli.is_user_error(e):  # A bug keeps its traceback.
+      raise
+    cli.fail(str(e))  # The family the other commands print.
   num_devices = len(target.devices)
   if _FIND_MAX_BATCH.value:
     print(report.search_summary(results, num_devices))
