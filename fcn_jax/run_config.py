@@ -230,12 +230,13 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
         exclusions, metrics_lib.head_class_names(classes, names or {}))
   sources = {}
   if purpose == "train":
-    input_pipeline.check_image_sizes(config, evaluate=evaluates)
     sources = init_sources(config.init_from, spec)
     for path in sources.values():
       # Before any work: a wrong path fails at once.
       check_local_path(path, "config.init_from")
       _check_init_width(checkpointing.existing_source(path), path, spec)
+    # Last: it reads the splits' records.
+    input_pipeline.check_image_sizes(config, evaluate=evaluates)
   recorded = json.loads(config.to_json_best_effort())
   for field in MACHINE_LOCAL_FIELDS:
     recorded.pop(field, None)
