@@ -71,7 +71,7 @@ VAL_SPLIT = "val"
 DEFAULT_VAL_FRACTION = 0.1
 # The fewest validation images a hash split gives where the data allows (at
 # most a quarter of the folder): one image's metrics are noise.
-MIN_VAL_IMAGES = 5
+HASH_SPLIT_MIN_VAL = 5
 DEFAULT_SPLIT_SEED = 0
 FIRST_VERSION = "1.0.0"
 LABEL_SOURCE = "folder"
@@ -203,7 +203,7 @@ def hash_split(image_ids: Sequence[str], val_fraction: float,
   assignment of a name never depends on the other names. With two or more
   names and ``0 < val_fraction < 1`` neither split is left empty: the name
   with the smallest (largest) hash moves over. A small folder's ``val`` takes
-  at least :data:`MIN_VAL_IMAGES`, or a quarter of the names if fewer: the
+  at least :data:`HASH_SPLIT_MIN_VAL`, or a quarter of the names if fewer: the
   names of smallest hash, so a name in ``val`` stays there as names are
   added.
 
@@ -222,7 +222,7 @@ def hash_split(image_ids: Sequence[str], val_fraction: float,
   ranked = sorted(image_ids, key=lambda i: (_split_hash(seed, i), i))
   num_val = sum(_split_hash(seed, i) < val_fraction for i in ranked)
   if val_fraction > 0 and len(ranked) >= 2:
-    floor = max(1, min(MIN_VAL_IMAGES, len(ranked) // 4))
+    floor = max(1, min(HASH_SPLIT_MIN_VAL, len(ranked) // 4))
     num_val = min(max(num_val, floor), len(ranked) - 1)
   splits = {TRAIN_SPLIT: sorted(ranked[num_val:])}
   if val_fraction > 0:
