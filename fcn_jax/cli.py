@@ -14,7 +14,13 @@ path, and the absl/ml_collections config-flag plumbing.
   (``--data_dir``, ``--batch_size``, ``--no_progress``), as absl spells
   them; the older hyphenated spellings (``--data-dir``, ``--batch-size``)
   are accepted as hidden aliases (:func:`normalise_argv`, used by
-  :class:`ArgumentParser` and :func:`parse_flags`). ``--help`` exits 0.
+  :func:`parse_flags` and :func:`parse_command`). ``--help`` exits 0.
+* One flags library, absl: ``main``, ``evaluate`` and ``dry_run`` parse the
+  global flags with ml_collections' ``--config`` (:func:`parse_flags`);
+  ``convert``, ``prepare_data`` and ``plot_metrics``, whose ``main(argv)`` is
+  also called in-process, parse their own ``FlagValues``
+  (:func:`parse_command`). :class:`ArgumentParser` remains for ``predict``
+  and ``export`` until they move too.
 * One overwrite rule (:func:`check_overwrite`): an output you name outside a
   training workdir is never replaced without ``--overwrite``; a workdir's own
   reports (``eval_results.json``, ``metrics.png``) are updated in place.
@@ -26,6 +32,7 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -99,6 +106,77 @@ class ArgumentParser(argparse.ArgumentParser):
     args = normalise_argv(args, lambda n: n in self._option_string_actions,
                           self.aliases)
     return super().parse_known_args(args, namespace)
+
+
+def _flags_help(flag_values: flags.FlagValues) -> str:
+  """Each flag in its one spelling (``--overwrite``, not absl's
+  ``--[no]overwrite``), with its values and default."""
+  lines = []
+  for flag in sorted({f for fs in flag_values.flags_by_module_dict().values()
+                      for f in fs}, key=lambda f: f.name):
+    # absl's enum help starts with the values: <a|b|c>: ...
+    name = f"--{flag.name}" + ("" if flag.boolean
+                               else f"={flag.name.upper()}")
+    default = ("" if flag.default in (None, False) or flag.boolean
+               else f" (default: {flag.default})")
+    lines.append(textwrap.fill(
+        f"{name}: {flag.help}{default}", width=80, initial_indent="  ",
+        subsequent_indent="      ", break_long_words=False,
+        break_on_hyphens=False))
+  return "\n".join(lines)
+
+
+def parse_command(flag_values: flags.FlagValues, argv: Sequence[str], *,
+                  prog: str, doc: str, epilog: str = "",
+                  positional: str | None = None,
+                  aliases: dict[str, str] | None = None) -> list[str]:
+  """absl flag parsing for a command whose ``main(argv)`` is also called
+  in-process (tests, notebooks): its flags live in its own ``flag_values``
+  (so two commands' ``--output`` never clash in one process), are reset to
+  their defaults on each call, may follow positional arguments, and keep
+  the project's command-line style: old hyphenated spellings and
+  ``aliases`` accepted, ``--help`` printed with exit status 0, a bad or
+  missing flag one line with exit status 2.
+
+  Args:
+    flag_values: The command's flags.
+    argv: The arguments, without the program name.
+    prog: ``python -m fcn_jax.<name>``, for the usage line.
+    doc: What the command does (its module docstring).
+    epilog: Printed after the flags by ``--help``.
+    positional: The metavar of the positional arguments the command takes
+      (one or more); None: it takes none.
+    aliases: Old spellings, as for :func:`normalise_argv`.
+
+  Returns:
+    The positional arguments.
+  """
+  def known(name: str) -> bool:
+    name = name[2:]
+    return name in flag_values or (name.startswith("no")
+                                   and name[2:] in flag_values)
+
+  argv = normalise_argv([str(a) for a in argv], known, aliases)
+  usage = f"usage: {prog} [flags]" + (f" {positional} [{positional} ...]"
+                                      if positional else "")
+  if any(a.split("=")[0] in HELP_FLAGS for a in argv):
+    print("\n\n".join(part for part in (
+        usage, doc.strip(), "flags:\n" + _flags_help(flag_values),
+        epilog.strip()) if part))
+    sys.exit(0)
+  flag_values.unparse_flags()  # Defaults again for each in-process call.
+  flag_values.set_gnu_getopt(True)  # Flags after positional arguments.
+  try:
+    rest = flag_values([prog, *argv])[1:]
+  except flags.UnrecognizedFlagError as e:  # absl drops the dashes.
+    fail(f"unknown flag --{e.flagname} ({usage}; --help lists the flags)")
+  except flags.Error as e:
+    fail(f"{e} ({usage}; --help lists the flags)")
+  if positional and not rest:
+    fail(f"give at least one {positional} ({usage})")
+  if not positional and rest:
+    fail(f"unexpected arguments {rest} ({usage})")
+  return rest
 
 
 def check_overwrite(paths: Sequence[str], overwrite: bool,
@@ -335,7 +413,7 @@ def is_user_error(error: BaseException) -> bool:
 
 def exit_code(fn: Callable[..., int | None], *args: Any,
               **kwargs: Any) -> int:
-  """Runs an argparse command's body: bad input is one line on stderr and
+  """Runs a command's body: bad input is one line on stderr and
   exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback."""
   try:
     return fn(*args, **kwargs) or 0

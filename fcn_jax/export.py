@@ -261,13 +261,14 @@ def verify(result: ExportResult, checkpoint: str, batch: int | None,
 def _define(values: Any) -> None:
   from absl import flags  # pylint: disable=g-import-not-at-top
   flags.DEFINE_string("checkpoint", None, "Training workdir, checkpoint step "
-                      "directory or weights export.", flag_values=values)
+                      "directory or weights export.", flag_values=values,
+                      required=True)
   flags.DEFINE_string("step", "best", "Which checkpoint of a workdir: best "
                       "(by mean IU; the latest if none was evaluated), "
                       "latest, or a step number.", flag_values=values)
   flags.DEFINE_string("output", None, "The artifact to write, e.g. "
                       "model.jaxexport (its description goes to "
-                      "<output>.json).", flag_values=values)
+                      "<output>.json).", flag_values=values, required=True)
   for name, what in (("batch_size", "batch size"),
                      ("height", "image height"), ("width", "image width")):
     flags.DEFINE_string(name, DYNAMIC, f"Fixed {what}, or '{DYNAMIC}' for "
@@ -288,8 +289,7 @@ def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
   from fcn_jax.inference import command_line
   args = command_line.parse(
       argv, _define, prog="python -m fcn_jax.export",
-      description=__doc__.split("\n", 1)[0],
-      required=("checkpoint", "output"), aliases={"--batch": "--batch_size"})
+      doc=__doc__.split("\n", 1)[0], aliases={"--batch": "--batch_size"})
   command_line.converted(args, "step", command_line.step_rule)
   return args
 

@@ -84,14 +84,17 @@ check_inference_flags = command_line.check_predictor_flags
 
 def _define(values: flags.FlagValues) -> None:
   flags.DEFINE_string("checkpoint", None, "training workdir, checkpoint dir "
-                      "or weights export dir.", flag_values=values)
+                      "or weights export dir.", flag_values=values,
+                      required=True)
   flags.DEFINE_string("step", checkpointing.DEFAULT_STEP, "which checkpoint "
                       "of a workdir: best (by mean IU; the latest if none was "
                       "evaluated), latest, or a step number.",
                       flag_values=values)
   flags.DEFINE_multi_string("input", None, "image file, folder or glob "
-                            "pattern (repeatable).", flag_values=values)
-  flags.DEFINE_string("output", None, "output folder.", flag_values=values)
+                            "pattern (repeatable).", flag_values=values,
+                            required=True)
+  flags.DEFINE_string("output", None, "output folder.", flag_values=values,
+                      required=True)
   flags.DEFINE_string("hha", None, "NYUD color-HHA: folder of the HHA "
                       "images, named as the --input images, or a pattern "
                       "with {name} for the stem (e.g. 'hha/{name}.png').",
@@ -124,8 +127,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   args = command_line.parse(
       sys.argv[1:] if argv is None else argv, _define,
       prog="python -m fcn_jax.predict",
-      description="Segment images with a trained FCN.",
-      required=("checkpoint", "input", "output"))
+      doc="Segment images with a trained FCN (docs/inference.md).")
   command_line.converted(args, "step", command_line.step_rule)
   command_line.convert_predictor_flags(args)
   return args

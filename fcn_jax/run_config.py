@@ -197,9 +197,12 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
     import jax  # pylint: disable=g-import-not-at-top
     process_count = jax.process_count()
   eval_bucketed = input_pipeline.eval_at_buckets(cfg, tta.is_identity)
-  if purpose != "eval":
+  # (A dry run checks the batches per chip of the topology it compiles for,
+  # not per process of this machine.)
+  if purpose == "train":
     input_pipeline.check_train_batches(cfg, process_count)
-  if evaluates:  # Before step 1, not at the first evaluation.
+  if evaluates and purpose != "dry_run":  # Before step 1, not at the
+    # first evaluation.
     input_pipeline.check_eval_batches(cfg, process_count, eval_bucketed)
   splits = ()
   if builder is not None and builder.is_prepared():
@@ -227,12 +230,13 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
         exclusions, metrics_lib.head_class_names(classes, names or {}))
   sources = {}
   if purpose == "train":
-    input_pipeline.check_image_sizes(config, evaluate=evaluates)
     sources = init_sources(config.init_from, spec)
     for path in sources.values():
       # Before any work: a wrong path fails at once.
       check_local_path(path, "config.init_from")
       _check_init_width(checkpointing.existing_source(path), path, spec)
+    # Last: it reads the splits' records.
+    input_pipeline.check_image_sizes(config, evaluate=evaluates)
   recorded = json.loads(config.to_json_best_effort())
   for field in MACHINE_LOCAL_FIELDS:
     recorded.pop(field, None)

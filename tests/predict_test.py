@@ -246,6 +246,8 @@ def test_exact_mode_picks_a_few_buckets_from_the_input_sizes(tmp_path,
                        "--no_overlay"])
   out = capsys.readouterr().out
   assert code == 0, out
+  compiles = int(out.split(" compile(s)")[0].rsplit(" ", 1)[1])
+  assert compiles <= 4  # Not 9.
   [line] = [l for l in out.splitlines() if l.startswith("Buckets chosen")]
   chosen = line.split(": ", 1)[1].split(";")[0].split(", ")
   assert 1 <= len(chosen) <= 4  # --max_buckets' default.
@@ -283,7 +285,10 @@ def test_exact_mode_buckets_hold_every_image_without_an_unused_one(tmp_path):
      "the best mean IU; the latest if none was evaluated), latest, or a step "
      "number such as 4000"),
     ("--scales=1,x", "error: --scales must be comma-separated numbers"),
-    ("--no_such_flag", "error: unknown flag --no_such_flag"),
+    ("--no_such_flag", "error: unknown flag --no_such_flag (usage: python -m "
+     "fcn_jax.predict [flags]; --help lists the flags)"),
+    ("--batch_size=0", "error: flag --batch_size=0: 0 is not a positive "
+     "integer"),
 ])
 def test_a_bad_flag_value_is_one_line(flag, message, capsys):
   with pytest.raises(SystemExit) as exited:

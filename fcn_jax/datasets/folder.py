@@ -88,7 +88,7 @@ LAYOUT = """\
                                    (else train/val by --val_fraction)"""
 
 
-class FolderDatasetError(ValueError):
+class FolderDatasetError(errors.UserError):
   """The folder cannot be built as it is; the message lists every problem."""
 
 

@@ -32,7 +32,7 @@ from fcn_jax.datasets import common
 SPLITS_DIR = epath.Path(__file__).parent / "splits"
 
 
-class SplitSizeError(ValueError):
+class SplitSizeError(errors.UserError):
   """An id list does not have the recorded number of ids."""
 
 

@@ -26,6 +26,7 @@ from fcn_jax import parallel
 from fcn_jax import run_config
 from fcn_jax import visualize
 from fcn_jax import voc
+from fcn_jax.data import batch_transforms
 from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.evaluation import metrics as metrics_lib
@@ -73,7 +74,7 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
   image_valid = batch.get("valid")
   if image_valid is None:
     image_valid = jnp.ones(next(iter(labels.values())).shape[:1], bool)
-  sizes = {"sizes": batch["size"]} if "size" in batch else {}
+  sizes = batch_transforms.size_kwargs(batch)
   if sizes and not tta.is_identity:
     raise errors.UserError("test-time augmentation needs native-size batches "
                      "(config.input.buckets='none')")
@@ -191,7 +192,8 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   for batch in batches:
     totals, predictions = p_eval_step(
         params, parallel.shard(batch, len(devices),
-                              keys=("image", "label", "valid", "size")))
+                              keys=("image", "label", "valid",
+                                    batch_transforms.SIZE)))
     totals = jax.device_get(totals)
     confusion = totals["confusion"] if multi_head else {
         first: totals["confusion"]}

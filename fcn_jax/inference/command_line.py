@@ -20,7 +20,6 @@ Also here: the flags that configure a
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any, Callable, Sequence
 
 from absl import flags
@@ -34,17 +33,12 @@ from fcn_jax.inference import tta
 from fcn_jax.inference.inputs import InputError
 
 
-def _known(values: flags.FlagValues, name: str) -> bool:
-  name = name[2:]
-  return name in values or (name.startswith("no") and name[2:] in values)
-
-
 def parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], *,
-          prog: str, description: str, required: Sequence[str] = (),
+          prog: str, doc: str,
           aliases: dict[str, str] | None = None) -> argparse.Namespace:
   """Parses ``argv`` (without the program name) against the flags that
-  ``define`` adds to a fresh ``FlagValues``; the ``required`` ones must be
-  given.
+  ``define`` adds to a fresh ``FlagValues`` (and ``--xla_cpu_flags``), with
+  :func:`fcn_jax.cli.parse_command`.
 
   Returns:
     The flag values as attributes.
@@ -55,35 +49,12 @@ def parse(argv: Sequence[str], define: Callable[[flags.FlagValues], None], *,
   """
   values = flags.FlagValues()
   define(values)
-  xla_flags_help = (
+  flags.DEFINE_enum(
+      "xla_cpu_flags", None, list(xla_flags.CHOICES),
       "tuned: add fcn_jax.xla_flags.TUNED_CPU_FLAGS to XLA_FLAGS before JAX "
       "starts (faster on CPUs; no effect on GPUs/TPUs); default: XLA's own. "
-      f"Unset: ${xla_flags.ENV_VAR}, else tuned.")
-  flags.DEFINE_enum("xla_cpu_flags", None, list(xla_flags.CHOICES),
-                    xla_flags_help, flag_values=values)
-  argv = cli.normalise_argv([str(a) for a in argv],
-                            lambda name: _known(values, name), aliases)
-  if any(arg.split("=")[0] in cli.HELP_FLAGS for arg in argv):
-    # absl groups the flags under the path of the module defining them.
-    lines = [line for line in values.get_help(
-        include_special_flags=False).splitlines()
-             if line.startswith(" ")]
-    print(f"usage: {prog} [flags]\n\n{description}\n\nflags:")
-    print("\n".join(lines))
-    sys.exit(0)
-  try:
-    rest = values([prog, *argv])
-  except flags.UnrecognizedFlagError as e:
-    cli.fail(f"unknown flag --{e.flagname}; {prog} --help lists the flags")
-  except flags.Error as e:
-    cli.fail(str(e).strip().splitlines()[0])
-  if len(rest) > 1:
-    cli.fail(f"unexpected arguments {rest[1:]}: every value takes a flag "
-             f"(e.g. --input PATH); {prog} --help lists them")
-  missing = [f"--{name}" for name in required if values[name].value is None]
-  if missing:
-    cli.fail(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'}"
-             f" required; {prog} --help says what each takes")
+      f"Unset: ${xla_flags.ENV_VAR}, else tuned.", flag_values=values)
+  cli.parse_command(values, argv, prog=prog, doc=doc, aliases=aliases)
   return argparse.Namespace(**values.flag_values_dict())
 
 
@@ -98,20 +69,20 @@ def converted(args: argparse.Namespace, name: str,
 
 
 def step_rule(value: str) -> str | int:
-  """``--step``: ``best``, ``latest`` or a step number.
+  """``--step``: ``best``, ``latest`` or a step number
+  (:func:`fcn_jax.checkpointing.parse_step`, the one rule).
 
   Raises:
     errors.UserError: Anything else, with the accepted values.
   """
-  text = str(value).strip().lower()
-  if text in ("best", "latest"):
-    return text
-  if text.isdigit():
-    return int(text)
-  raise errors.UserError(
-      f"--step {value!r}: give best (the checkpoint with the best mean IU; "
-      "the latest if none was evaluated), latest, or a step number such as "
-      "4000")
+  from fcn_jax import checkpointing  # pylint: disable=g-import-not-at-top
+  try:
+    return checkpointing.parse_step(value)
+  except ValueError:
+    raise errors.UserError(
+        f"--step {value!r}: give best (the checkpoint with the best mean IU; "
+        "the latest if none was evaluated), latest, or a step number such as "
+        "4000") from None
 
 
 def define_predictor_flags(values: flags.FlagValues) -> None:
