@@ -264,7 +264,8 @@ class MeetAtFirstRun:
         self._fn.lower(*args).compile()
         count = len(self._seen)
         barrier(f"the first run of {self._what}" + (
-            f" (program {count + 1}: new shapes)" if count else ""))
+            f" with new argument shapes or placement ({count + 1})"
+            if count else ""))
       self._seen.add(signature)
     Watchdog.get().beat(self._what)
     return self._fn(*args)
