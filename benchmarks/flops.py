@@ -2,11 +2,13 @@
 
 Every convolution and transposed convolution is counted as ``2 * MACs``; ReLU,
 pooling, crops, sums and the loss are left out (they are < 0.5% of the total).
-The shapes follow the Caffe geometry of :mod:`fcn_jax.models` (docs/reference.md
-§11), from the same trunk tables: the first convolution pads by 100,
-convolutions round down and pools up, ``fc6`` is an unpadded 7x7 (CaffeNet:
-6x6) convolution, grouped convolutions do ``1 / groups`` of the MACs, and a
-``Deconvolution(k, s)`` maps ``n`` to ``s * (n - 1) + k``.
+The layers, their names and every blob's size come from :mod:`fcn_jax.models`
+itself (docs/reference.md §11): the trunk and head tables and their extents
+(``TrunkSpec.extents``, ``HeadSpec.extents``: the first convolution pads by
+100, convolutions round down and pools up, a ``Deconvolution(k, s)`` maps
+``n`` to ``s * (n - 1) + k``) and the model's layer names
+(``FCN.trunk_layers``, ``FCN.head_layers``, ``FCN.frozen_layers``); grouped
+convolutions do ``1 / groups`` of the MACs.
 
 A transposed convolution does ``k * k`` MACs per *input* pixel and channel
 pair: the zeros of the stride-dilated input are not counted (cuDNN and XLA's
@@ -22,6 +24,8 @@ from __future__ import annotations
 import dataclasses
 import math
 from typing import Any
+
+import numpy as np
 
 from fcn_jax import models
 
@@ -89,53 +93,44 @@ def fcn_layers(name: str, height: int, width: int,
     raise ValueError(f"Unknown upsample_mode {upsample_mode!r}; choose one "
                      f"of {models.UPSAMPLE_MODES}.")
   net = models.NETS[name]
+  model = models.create_model(name, num_classes, width_divisor=width_divisor,
+                              upsample_mode=upsample_mode,
+                              learn_upsampling=learn_upsampling)
   trunk = net.trunk_spec
-  head = net.head
-  inputs = {i.name: i.channels for i in net.inputs}
-  layers = []
-  streams = []  # (fc7 size, fc7 channels, {pool: (size, channels)}) each.
+  # Every blob's size from the tables' own geometry (TrunkSpec.extents,
+  # HeadSpec.extents), every name from the model (FCN.trunk_layers,
+  # FCN.head_layers).
+  hw = np.array([[height, width]])
+  extents = trunk.extents()
+  extents.update(net.head.extents(extents["fc7"]))
+  sizes = {blob: tuple(int(n) for n in extent(hw)[0])
+           for blob, extent in extents.items()}
+  names = iter(model.trunk_layers())
+  layers, channels = [], {}
   for stream in net.streams:
-    size, channels = (height, width), inputs[stream.input]
-    pools = {}
-    for index, spec in enumerate(trunk.layers):
+    size, in_channels = (height, width), model.input_channels[stream.input]
+    for spec, pad in zip(trunk.layers, trunk.pads()):
       out_channels = trunk.width(spec.features, width_divisor)
-      out = tuple((n + 2 * spec.pad - spec.kernel) // spec.stride + 1
-                  for n in size)
-      layer_name = (stream.first_layer if index == 0 and stream.first_layer
-                    else spec.name) + stream.suffix
-      layers.append(Layer(layer_name, size, out, spec.kernel, channels,
-                          out_channels, spec.groups, stride=spec.stride,
-                          pad=spec.pad))
-      size, channels = out, out_channels
-      if spec.pool:
-        size = tuple(-(-max(n - trunk.pool_window, 0) // trunk.pool_stride)
-                     + 1 for n in size)
-        pools[spec.pool] = (size, channels)
-    streams.append((size, channels, pools))
-
-  for output, classes in zip(net.outputs,
-                             net.output_classes(num_classes
-                                                or net.num_classes).values()):
-    suffix = output.suffix
-    groups = classes if upsample_mode == "depthwise" else 1
-    for stream, (fc_size, fc_channels, _) in zip(net.streams, streams):
-      layers.append(Layer(models.SCORE_LAYER + stream.suffix + suffix,
-                          fc_size, fc_size, 1, fc_channels, classes))
-    size = streams[0][0]
-    pools = streams[0][2]
-
-    def upsample(up, trainable, size=None):
-      out = tuple(up.stride * (n - 1) + up.kernel for n in size)
-      layers.append(Layer(up.name + suffix, size, out, up.kernel, classes,
-                          classes, groups, True, trainable))
-      return out
-
-    for skip in head.skips:
-      size = upsample(skip.upsampler, learn_upsampling, size)
-      pool_size, pool_channels = pools[skip.source]
-      layers.append(Layer(skip.score_layer + suffix, pool_size, pool_size, 1,
-                          pool_channels, classes))
-    upsample(head.final, False, size)
+      layers.append(Layer(next(names), size, sizes[spec.name], spec.kernel,
+                          in_channels, out_channels, spec.groups,
+                          stride=spec.stride, pad=pad))
+      size, in_channels = sizes[spec.pool or spec.name], out_channels
+      channels[spec.pool or spec.name] = out_channels
+  frozen = set(model.frozen_layers())
+  for row in model.head_layers():
+    if row.kind == "score":  # On fc7 or a pool: the size it reads.
+      size = sizes[row.source]
+      layers.append(Layer(row.name, size, size, 1, channels[row.source],
+                          row.classes))
+      if row.source == "fc7":  # The scores the first upsampler reads.
+        scores = size
+    elif row.kind == "upsampler":
+      up, groups = row.what, (row.classes if upsample_mode == "depthwise"
+                              else 1)
+      layers.append(Layer(row.name, scores, sizes[up.name], up.kernel,
+                          row.classes, row.classes, groups, True,
+                          row.name not in frozen))
+      scores = sizes[up.name]
   return layers
 
 

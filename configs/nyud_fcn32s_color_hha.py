@@ -20,20 +20,9 @@ Needs the nyud dataset: python -m fcn_jax.prepare_data --dataset nyud
       --workdir runs/nyud_fcn32s_color_hha
 """
 
-from fcn_jax import default_config
+from fcn_jax import config_families
 
 
 def get_config():
-  config = default_config.get_config()
-  config.model.name = "nyud_fcn32s_color_hha"
-  config.model.num_classes = 40
-  config.init_from = "color=runs/nyud_fcn32s_color,hha=runs/nyud_fcn32s_hha"
-  config.preprocessing = "nyud"
-  config.dataset.name = "nyud"
-  config.dataset.train_split = "trainval"
-  config.dataset.eval_split = "test"
-  config.optim.base_lr = 1e-12
-  config.num_train_steps = 100_000
-  config.eval_every_steps = 2000
-  config.checkpoint.every_steps = 2000
-  return config
+  # The same as configs/nyud.py:color_hha.
+  return config_families.NYUD.get_config("color_hha")

@@ -16,23 +16,9 @@ Needs the nyud dataset: python -m fcn_jax.prepare_data --dataset nyud
       --workdir runs/nyud_fcn32s_hha
 """
 
-from fcn_jax import default_config
+from fcn_jax import config_families
 
 
 def get_config():
-  config = default_config.get_config()
-  config.model.name = "nyud_fcn32s_hha"
-  config.model.num_classes = 40
-  config.init_from = "weights/vgg16_caffe"
-  config.preprocessing = "nyud"
-  # The reference fine-tunes VGG16 (trained with the ImageNet mean) with
-  # NYUD's own mean, which contradicts the mean the VGG16 export records.
-  config.force_preprocessing = True
-  config.dataset.name = "nyud"
-  config.dataset.train_split = "trainval"
-  config.dataset.eval_split = "test"
-  config.optim.base_lr = 1e-10
-  config.num_train_steps = 100_000
-  config.eval_every_steps = 2000
-  config.checkpoint.every_steps = 2000
-  return config
+  # The same as configs/nyud.py:hha.
+  return config_families.NYUD.get_config("hha")

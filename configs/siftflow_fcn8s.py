@@ -18,25 +18,9 @@ Needs the sift_flow dataset: python -m fcn_jax.prepare_data --dataset sift_flow
       --workdir runs/siftflow_fcn8s
 """
 
-from fcn_jax import default_config
+from fcn_jax import config_families
 
 
 def get_config():
-  config = default_config.get_config()
-  config.model.name = "siftflow_fcn8s"
-  config.model.num_classes = 33
-  config.init_from = "runs/siftflow_fcn16s"
-  config.preprocessing = "sift_flow"
-  config.dataset.name = "sift_flow"
-  config.dataset.train_split = "trainval"
-  config.dataset.eval_split = "test"
-  config.dataset.label_features = {"sem": "semantic_mask",
-                                   "geo": "geometric_mask"}
-  # Never in the test set: left out of the means, as the paper scores only
-  # the classes present (docs/reference.md §7).
-  config.eval.exclude_classes = ("cow", "desert", "moon")
-  config.optim.base_lr = 1e-12
-  config.num_train_steps = 100_000
-  config.eval_every_steps = 2000
-  config.checkpoint.every_steps = 2000
-  return config
+  # The same as configs/siftflow.py:fcn8s.
+  return config_families.SIFT_FLOW.get_config("fcn8s")

@@ -7,11 +7,24 @@ they run on XLA's own Eigen kernels: FCN-8s at 224x224 on this project's
 0.10.2, and the quickstart trains faster (``benchmarks/README.md``). The
 flags touch only the CPU backend.
 
-``python -m fcn_jax.main`` adds them to ``XLA_FLAGS`` by default (a choice,
-not a requirement): ``--xla_cpu_flags=default`` or the environment variable
-``FCN_JAX_XLA_CPU_FLAGS=default`` leaves XLA's own defaults. A jaxlib that
-does not know the flags (XLA aborts on unknown flags) gets none: versions
-other than the ones measured are checked once in a subprocess.
+Every command (``python -m fcn_jax.main`` ...) adds them to ``XLA_FLAGS``
+by default (a choice, not a requirement), and so does the test suite
+(``tests/conftest.py``): ``--xla_cpu_flags=default`` or the environment
+variable ``FCN_JAX_XLA_CPU_FLAGS=default`` leaves XLA's own defaults. A
+jaxlib that does not know the flags (XLA aborts on unknown flags) gets none:
+versions other than the ones measured are checked once in a subprocess.
+
+Importing :mod:`fcn_jax` sets nothing (a library does not change how the
+user's JAX starts): in a notebook or a script of your own, call
+:func:`configure` before the first JAX computation (importing JAX is fine;
+its CPU backend reads ``XLA_FLAGS`` when it starts)::
+
+  from fcn_jax import xla_flags
+  xla_flags.configure()  # "tuned", or "too_late" once a backend runs
+
+What XLA's defaults cost is measured, not assumed: speed in
+``benchmarks/README.md``, float32 gradient precision in
+``tests/xla_precision_test.py`` (README, "XLA:CPU flags").
 
 This module imports nothing from JAX: flags must be in the environment before
 the first backend starts.
@@ -32,7 +45,7 @@ ENV_VAR = "FCN_JAX_XLA_CPU_FLAGS"
 _KNOWN_JAXLIB_PREFIXES = ("0.10.",)
 
 
-def _jaxlib_version() -> str:
+def jaxlib_version() -> str:
   from importlib import metadata  # pylint: disable=g-import-not-at-top
   try:
     return metadata.version("jaxlib")
@@ -42,7 +55,7 @@ def _jaxlib_version() -> str:
 
 def flags_supported(flags: str) -> bool:
   """Whether this jaxlib starts its CPU backend with ``flags`` added."""
-  if flags == TUNED_CPU_FLAGS and _jaxlib_version().startswith(
+  if flags == TUNED_CPU_FLAGS and jaxlib_version().startswith(
       _KNOWN_JAXLIB_PREFIXES):
     return True
   env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " "

@@ -29,6 +29,7 @@ from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from tests.buckets_test import mixed_source
 from tests.tiny_fcn import random_image, tiny_fcn
+from tests import helpers
 
 CAFFE = preprocessing_lib.CAFFE_VGG
 WIDTH = 64  # width_divisor: the reference geometry, few channels.
@@ -47,13 +48,7 @@ def _config(**overrides):
   config.optim.base_lr = 1e-4  # Moves the tiny net visibly.
   config.optim.momentum = 0.9
   config.num_train_steps = 10
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return helpers.with_overrides(config, overrides)
 
 
 def _model_and_params():

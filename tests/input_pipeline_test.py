@@ -25,6 +25,7 @@ from fcn_jax.data import data_sources
 from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import voc
+from tests import helpers
 
 CAFFE = preprocessing_lib.CAFFE_VGG
 COLORS = voc.voc_colormap()[:21]
@@ -73,13 +74,7 @@ def _config(**overrides):
       train_mode="epochs", crop_size=16, random_mirror=False,
       scale_range=(1.0, 1.0), eval_pad_size=64, num_workers=0,
       sampling_seed=1337, prefetch_buffer_size=2))
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return helpers.with_overrides(config, overrides)
 
 
 REFERENCE = {"input.train_mode": "reference", "input.crop_size": 0,

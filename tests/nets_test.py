@@ -34,6 +34,7 @@ from fcn_jax.models import weights
 from fcn_jax.training import optim
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
+from tests import helpers
 
 DIVISOR = 16
 NEW_NETS = ("fcn_alexnet", "nyud_fcn32s_color", "nyud_fcn32s_hha",
@@ -948,20 +949,10 @@ SOLVERS = {
 }
 
 
-def _load_config(name):
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import pathlib  # pylint: disable=g-import-not-at-top
-  path = pathlib.Path(__file__).resolve().parents[1] / "configs" / f"{name}.py"
-  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
-
-
 @pytest.mark.parametrize("name", sorted(SOLVERS))
 def test_config_is_the_reference_solver_and_waits_for_its_data(name,
                                                                tmp_path):
-  config = _load_config(name)
+  config = helpers.load_config(name)
   (model, lr, momentum, iter_size, normalization, dataset, train_split,
    eval_split, steps) = SOLVERS[name]
   assert (config.model.name, config.optim.base_lr, config.optim.momentum,

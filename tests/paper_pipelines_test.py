@@ -13,7 +13,6 @@ parsed its flags; ``main_test`` covers the command line), then run
 ``fcn_jax.predict``'s ``main`` on the fixture's images.
 """
 
-import importlib.util
 import io
 import json
 import pathlib
@@ -37,6 +36,7 @@ from fcn_jax.datasets import nyud
 from fcn_jax.datasets import pascal_context
 from fcn_jax.datasets import sift_flow
 import paper_datasets_test as fixtures
+from tests import helpers
 from tests import tiny_fcn
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -315,19 +315,8 @@ TINY = {
 
 def _config_file(name, data_dir, **overrides):
   """``configs/<name>.py`` with :data:`TINY` and ``overrides`` applied."""
-  spec = importlib.util.spec_from_file_location(name, REPO / "configs" /
-                                                f"{name}.py")
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config()
-  for key, value in {"dataset.data_dir": str(data_dir), **TINY,
-                     **overrides}.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return helpers.with_overrides(helpers.load_config(name), {
+      "dataset.data_dir": str(data_dir), **TINY, **overrides})
 
 
 def _load_config(name, data_dir, workdir, **overrides):

@@ -47,3 +47,13 @@ def test_too_late_once_a_backend_runs(monkeypatch):
   assert xla_flags.backend_started()
   assert xla_flags.configure("tuned") == "too_late"
   assert xla_flags.TUNED_CPU_FLAGS not in __import__("os").environ["XLA_FLAGS"]
+
+
+def test_the_suite_runs_under_the_flags_the_commands_set():
+  # tests/conftest.py calls configure() before JAX starts, as the commands
+  # do (unless told FCN_JAX_XLA_CPU_FLAGS=default).
+  import os  # pylint: disable=g-import-not-at-top
+  if os.environ.get(xla_flags.ENV_VAR, "tuned") == "default" or (
+      not xla_flags.flags_supported(xla_flags.TUNED_CPU_FLAGS)):
+    pytest.skip("the suite was asked for (or given) XLA's default flags")
+  assert xla_flags.TUNED_CPU_FLAGS in os.environ["XLA_FLAGS"]

@@ -42,6 +42,18 @@ from fcn_jax.data import sampling
 from fcn_jax import voc
 from fcn_jax.datasets import common
 
+# The batch entry of a bucketed batch that holds each example's true
+# (height, width) at the top-left of its bucket: int32 [N, 2], what the model
+# takes as ``sizes`` (its masks, docs/reference.md §4.12).
+SIZE = "size"
+
+
+def size_kwargs(batch: Mapping[str, Any]) -> dict[str, Any]:
+  """``{'sizes': batch[SIZE]}`` for a bucketed batch, else nothing (the
+  model then runs unmasked at the batch's shape): the model's keyword
+  arguments for a batch."""
+  return {"sizes": batch[SIZE]} if SIZE in batch else {}
+
 
 
 # Whether canvases are made in shared memory: set in grain worker processes
@@ -306,7 +318,7 @@ class TrainBatchTransform(grain.transforms.MapWithIndex):
                         layout=layout)
       return {"image": layout.pack_inputs(images),
               "label": layout.pack_labels(labels),
-              "size": record_sizes(records)}
+              SIZE: record_sizes(records)}
     if not crop:  # Native sizes: one example per batch.
       image, label = augment_example(records[0], self.augmentation,
                                      self.preprocessing, rng(0),
@@ -456,7 +468,7 @@ class BucketedEvalTransform(grain.transforms.Map):
       valid[j], image_ids[j] = True, _as_str(record[common.IMAGE_ID])
     batch = {"image": layout.pack_inputs(images),
              "label": layout.pack_labels(label_arrays), "valid": valid,
-             "size": sizes}
+             SIZE: sizes}
     if self.include_ids:
       batch["image_id"] = np.asarray(image_ids)
     return batch

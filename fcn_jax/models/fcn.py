@@ -21,7 +21,7 @@ Score layers start at zero, as Caffe's default filler does.
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -32,6 +32,25 @@ from fcn_jax.models import heads as heads_lib
 from fcn_jax.models import layers
 from fcn_jax.models import nets
 from fcn_jax.models import trunks
+
+
+class HeadLayer(NamedTuple):
+  """One head layer (:meth:`FCN.head_layers`).
+
+  Attributes:
+    name: Its Caffe name (its variables' key).
+    kind: ``score``, ``upsampler`` or ``scale``.
+    what: The :class:`~fcn_jax.models.heads.Upsampler` of an upsampler, the
+      constant of a scale, None for a score layer.
+    classes: The classes of its output.
+    source: The blob it reads: the trunk's ``fc7`` (each stream's) or a
+      pool, or for an upsampler the head layer before it.
+  """
+  name: str
+  kind: str
+  what: Any
+  classes: int
+  source: str
 
 
 class FCN(nn.Module):
@@ -118,29 +137,28 @@ class FCN(nn.Module):
                          first_layer=s.first_layer, **parent)
             for s in self.net.streams]
 
-  def _head_layers(self) -> list[tuple[str, str, Any, int]]:
-    """``(layer, kind, what, classes)`` of every head layer, forward order.
-
-    ``kind`` is ``score`` (``what`` None), ``upsampler`` (an
-    :class:`~fcn_jax.models.heads.Upsampler`) or ``scale`` (its constant).
-    """
+  def head_layers(self) -> tuple[HeadLayer, ...]:
+    """Every head layer in forward order, output by output, with the blob
+    it reads (:class:`HeadLayer`; names from :meth:`Net.head_names
+    <fcn_jax.models.nets.Net.head_names>`)."""
     rows = []
     classes = self.head_classes
     for output in self.net.outputs:
-      c = classes[output.name]
-      suffix = output.suffix
-      for stream in self.net.streams:
-        rows.append((heads_lib.SCORE_LAYER + stream.suffix + suffix, "score",
-                     None, c))
-      for skip in self.head.skips:
-        rows.append((skip.upsampler.name + suffix, "upsampler", skip.upsampler,
-                     c))
+      c, names = classes[output.name], self.net.head_names(output)
+      for name in names.score_fr:
+        rows.append(HeadLayer(name, "score", None, c, "fc7"))
+      fusion = self.net.fusion
+      previous = fusion.layer if fusion is not None else names.score_fr[0]
+      for skip, up, scale, score in zip(self.head.skips, names.upsamplers,
+                                        names.scales, names.scores):
+        rows.append(HeadLayer(up, "upsampler", skip.upsampler, c, previous))
         if skip.scale is not None:
-          rows.append((skip.scale_layer + suffix, "scale", skip.scale, c))
-        rows.append((skip.score_layer + suffix, "score", None, c))
-      rows.append((self.head.final.name + suffix, "upsampler", self.head.final,
-                   c))
-    return rows
+          rows.append(HeadLayer(scale, "scale", skip.scale, c, skip.source))
+        rows.append(HeadLayer(score, "score", None, c, skip.source))
+        previous = up
+      rows.append(HeadLayer(names.final, "upsampler", self.head.final, c,
+                            previous))
+    return tuple(rows)
 
   def trunk_layers(self) -> tuple[str, ...]:
     """The trunks' parameterised layers in forward order, stream by stream."""
@@ -150,7 +168,7 @@ class FCN(nn.Module):
   def layer_names(self) -> tuple[str, ...]:
     """The parameterised layers in forward order, as the Caffe nets list
     them (color-HHA: each stream with its score_fr, then the upsampler)."""
-    head = tuple(row[0] for row in self._head_layers())
+    head = tuple(row[0] for row in self.head_layers())
     if self.net.fusion is None:
       return self.trunk_layers() + head
     streams = self._streams()
@@ -162,9 +180,9 @@ class FCN(nn.Module):
   def frozen_layers(self) -> tuple[str, ...]:
     """Names of layers with Caffe ``lr_mult: 0``: fixed upsamplers and scales
     (the 2x upsamplers are trained with ``learn_upsampling``)."""
-    final = {self.head.final.name + o.suffix for o in self.net.outputs}
+    final = {self.net.head_names(o).final for o in self.net.outputs}
     names = []
-    for layer, kind, _, _ in self._head_layers():
+    for layer, kind, _, _, _ in self.head_layers():
       if kind == "scale" or (kind == "upsampler" and (
           layer in final or not self.learn_upsampling)):
         names.append(layer)
@@ -173,7 +191,7 @@ class FCN(nn.Module):
   def score_layers(self) -> tuple[str, ...]:
     """The classifier: every score convolution (``config.optim.trainable =
     "score"`` trains only these, FCN-32s-fixed)."""
-    return tuple(row[0] for row in self._head_layers() if row[1] == "score")
+    return tuple(row[0] for row in self.head_layers() if row[1] == "score")
 
   def default_bias_multiplier_layers(self) -> tuple[str, ...]:
     """Layers whose biases keep Caffe's default multipliers (lr 1, decay 1),
@@ -204,8 +222,8 @@ class FCN(nn.Module):
       ``(leaves, note)``: float32 arrays of those shapes and how they were
       made.
     """
-    rows = {row[0]: row for row in self._head_layers()}
-    _, kind, what, classes = rows.get(layer, (layer, "score", None, 0))
+    rows = {row[0]: row for row in self.head_layers()}
+    _, kind, what, classes, _ = rows.get(layer, (layer, "score", None, 0, ""))
     if kind == "upsampler":
       dense = layers.bilinear_kernel(what.kernel, classes)
       kernel = (layers.depthwise_kernel(dense)
@@ -355,34 +373,31 @@ class FCN(nn.Module):
     classes = self.head_classes
     outputs = {}
     for output in self.net.outputs:
-      c, suffix = classes[output.name], output.suffix
-      scores = [layers.mask_outside(
-          self._score(heads_lib.SCORE_LAYER + stream.suffix + suffix, c,
-                      f["fc7"], blobs), extents.get("fc7"), sizes)
-                for stream, f in zip(self.net.streams, features)]
+      c, names = classes[output.name], self.net.head_names(output)
+      scores = [layers.mask_outside(self._score(name, c, f["fc7"], blobs),
+                                    extents.get("fc7"), sizes)
+                for name, f in zip(names.score_fr, features)]
       score = scores[0]
       if self.net.fusion is not None:
         fusion = self.net.fusion
         score = sum(w * s for w, s in zip(fusion.coefficients, scores))
         blobs[fusion.layer] = score
-      for skip in self.head.skips:
-        upscored = self._upsample(skip.upsampler, skip.upsampler.name + suffix,
-                                  c, score, blobs)
+      for skip, up, scale, score_layer in zip(
+          self.head.skips, names.upsamplers, names.scales, names.scores):
+        upscored = self._upsample(skip.upsampler, up, c, score, blobs)
         pooled = features[0][skip.source]
         if skip.scale is not None:
-          pooled = layers.Scale(skip.scale, self.dtype,
-                                name=skip.scale_layer + suffix)(pooled)
+          pooled = layers.Scale(skip.scale, self.dtype, name=scale)(pooled)
         cropped = layers.crop_like(
-            self._score(skip.score_layer + suffix, c, pooled, blobs),
+            self._score(score_layer, c, pooled, blobs),
             skip.offset, upscored.shape[1], upscored.shape[2])
-        blobs[skip.score_layer + suffix + "c"] = cropped
+        blobs[score_layer + "c"] = cropped
         score = layers.mask_outside(upscored + cropped,
                                     extents.get(skip.upsampler.name), sizes)
-      score = self._upsample(self.head.final, self.head.final.name + suffix,
-                             c, score, blobs)
+      score = self._upsample(self.head.final, names.final, c, score, blobs)
       score = layers.crop_like(score, self.head.final_offset, height, width)
       score = layers.mask_outside(score, layers.Extent(), sizes)
-      blobs["score" + suffix] = score
+      blobs["score" + output.suffix] = score
       outputs[output.name] = score.astype(jnp.float32)
     # Every named blob, for inspection: apply(..., mutable=["intermediates"]).
     self.sow("intermediates", "blobs", blobs)

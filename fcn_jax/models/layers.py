@@ -266,8 +266,8 @@ class Extent:
                   self.divisor * stride, 1, 1)
 
   def conv(self, kernel: int, stride: int = 1, pad: int = 0) -> "Extent":
-    """After a convolution, rounding down as Caffe does (docs/reference.md
-    §4.1): ``(n + 2 p - k) // s + 1``."""
+    """After a convolution, rounding down as Caffe does
+    (:func:`conv_output_size`, in closed form)."""
     return self._floor_div_plus_one(2 * pad - kernel, stride)
 
   def pool(self, window: int, stride: int) -> "Extent":
@@ -405,13 +405,20 @@ def _conv_variables(module: nn.Module, x: jax.Array, k: int
   return nn.dtypes.promote_dtype(x, kernel, bias, dtype=module.dtype)
 
 
+def conv_output_size(size: int, kernel: int, stride: int = 1,
+                     pad: int = 0) -> int:
+  """Caffe's convolution output size, rounding down (docs/reference.md §4.1):
+  ``(n + 2 p - k) // s + 1``; :meth:`Extent.conv` is its closed form for
+  traced sizes."""
+  return (size + 2 * pad - kernel) // stride + 1
+
+
 def _patch_matmul(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
   """A VALID convolution of ``x`` with an HWIO ``kernel`` as one matmul: the
   ``k * k`` shifted (strided) views concatenated along the channels,
   tap-major as the kernel flattens."""
   k, features = kernel.shape[0], kernel.shape[-1]
-  out_h = (x.shape[1] - k) // stride + 1
-  out_w = (x.shape[2] - k) // stride + 1
+  out_h, out_w = (conv_output_size(n, k, stride) for n in x.shape[1:3])
   patches = x if k == stride == 1 else jnp.concatenate(
       [x[:, i:i + (out_h - 1) * stride + 1:stride,
          j:j + (out_w - 1) * stride + 1:stride]
@@ -452,7 +459,7 @@ def _reaching_outputs(size: int, kernel: int, stride: int, pad: int
   """``(outputs, first, last)`` along one axis of a padded convolution:
   ``first..last`` are the outputs whose window reaches the input; the others
   see only padding."""
-  outputs = (size + 2 * pad - kernel) // stride + 1
+  outputs = conv_output_size(size, kernel, stride, pad)
   first = max(0, -(-(pad - kernel + 1) // stride))
   last = min(outputs - 1, (size - 1 + pad) // stride)
   return outputs, first, last

@@ -89,6 +89,24 @@ class Fusion:
 
 
 @dataclasses.dataclass(frozen=True)
+class HeadNames:
+  """The layer names of one output's head (the one place they are formed).
+
+  Attributes:
+    score_fr: The score layer on each stream's fc7, in stream order.
+    upsamplers: Each skip's 2x upsampler.
+    scales: Each skip's Scale layer (used by the at-once head only).
+    scores: Each skip's score layer.
+    final: The final upsampler.
+  """
+  score_fr: tuple[str, ...]
+  upsamplers: tuple[str, ...]
+  scales: tuple[str, ...]
+  scores: tuple[str, ...]
+  final: str
+
+
+@dataclasses.dataclass(frozen=True)
 class Net:
   """One reference net (a folder of the reference repository).
 
@@ -147,6 +165,18 @@ class Net:
   def multi_head(self) -> bool:
     """Whether logits and labels are dicts keyed by output name."""
     return len(self.outputs) > 1
+
+  def head_names(self, output: Output) -> HeadNames:
+    """The Caffe names of ``output``'s head layers: the head table's, with
+    the output's suffix (and each stream's before it on ``score_fr``)."""
+    skips, suffix = self.head.skips, output.suffix
+    return HeadNames(
+        tuple(heads_lib.SCORE_LAYER + s.suffix + suffix
+              for s in self.streams),
+        tuple(k.upsampler.name + suffix for k in skips),
+        tuple(k.scale_layer + suffix for k in skips),
+        tuple(k.score_layer + suffix for k in skips),
+        self.head.final.name + suffix)
 
   def output_classes(self, num_classes: int) -> dict[str, int]:
     """Each output's class count, given the model's ``num_classes``."""

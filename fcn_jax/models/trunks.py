@@ -102,6 +102,11 @@ class TrunkSpec:
   def first_layer(self) -> str:
     return self.layers[0].name
 
+  def pads(self, input_pad: int = INPUT_PAD) -> tuple[int, ...]:
+    """Each convolution's zero padding: the table's, except the first
+    convolution's, which is ``input_pad`` (:attr:`Trunk.input_pad`)."""
+    return (input_pad,) + tuple(layer.pad for layer in self.layers[1:])
+
   def width(self, features: int, width_divisor: int) -> int:
     """Output channels of a layer with ``features`` channels at full size."""
     m = self.width_multiple
@@ -127,8 +132,7 @@ class TrunkSpec:
     """
     extents = {}
     extent = layers.Extent()
-    for index, layer in enumerate(self.layers):
-      pad = input_pad if index == 0 else layer.pad
+    for layer, pad in zip(self.layers, self.pads(input_pad)):
       extent = extent.conv(layer.kernel, layer.stride, pad)
       extents[layer.name] = extent
       if layer.pool:
@@ -248,8 +252,8 @@ class Trunk(nn.Module):
     dropout = nn.Dropout(self.dropout_rate, deterministic=not train,
                          name=f"dropout{self.suffix}" if self.suffix else None)
     spec = self.spec
-    for index, layer in enumerate(spec.layers):
-      pad = self.input_pad if index == 0 else layer.pad
+    for index, (layer, pad) in enumerate(zip(spec.layers,
+                                             spec.pads(self.input_pad))):
       width = spec.width(layer.features, self.width_divisor)
       if layer.fully_connected:
         conv = layers.fc_conv(width, layer.kernel, self.layer_name(layer.name),

@@ -18,18 +18,13 @@ import optax
 
 from fcn_jax import models
 from fcn_jax import parallel
+from fcn_jax.data import batch_transforms
 from fcn_jax.models import losses
 from fcn_jax.training import state as state_lib
 
 
 # The batch entries a step reads (parallel.shard(keys=...)).
-BATCH_KEYS = ("image", "label", "size")
-
-
-def size_kwargs(batch: Mapping[str, Any]) -> dict[str, Any]:
-  """``{'sizes': batch['size']}`` for a bucketed batch, else nothing (the
-  model runs unmasked at the batch's shape)."""
-  return {"sizes": batch["size"]} if "size" in batch else {}
+BATCH_KEYS = ("image", "label", batch_transforms.SIZE)
 
 
 def train_step(state: state_lib.TrainState, batch: Mapping[str, Any], *,
@@ -89,7 +84,7 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Any], *,
   def loss_fn(params):
     logits = model.per_head(model.apply(
         {"params": params}, batch["image"], train=True,
-        rngs={"dropout": dropout_rng}, **size_kwargs(batch)))
+        rngs={"dropout": dropout_rng}, **batch_transforms.size_kwargs(batch)))
     loss_sum = {h: losses.weighted_loss_sum(logits[h], labels[h],
                                             pixel_weights[h])
                 for h in classes}

@@ -1,0 +1,41 @@
+"""Helpers shared by the tests (the tiny random FCNs are in ``tiny_fcn.py``)."""
+
+from __future__ import annotations
+
+import importlib.util
+import pathlib
+from typing import Any
+
+import ml_collections
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def load_config(name: str, arg: str | None = None
+                ) -> ml_collections.ConfigDict:
+  """``get_config([arg])`` of ``configs/<name>.py``, loaded from its file as
+  ``--config configs/<name>.py[:arg]`` loads it (not importable)."""
+  path = CONFIGS / f"{name}.py"
+  spec = importlib.util.spec_from_file_location(f"config_{name}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config() if arg is None else module.get_config(arg)
+
+
+def with_overrides(config: ml_collections.ConfigDict,
+                   overrides: dict[str, Any]) -> ml_collections.ConfigDict:
+  """``config`` with dotted fields set (``{"optim.base_lr": 1e-4}``), as
+  ``--config.optim.base_lr=1e-4`` sets them; returns it."""
+  config.update_from_flattened_dict(overrides)
+  return config
+
+
+def flat_values(tree: Any, prefix: str = "") -> dict[str, Any]:
+  """The leaves of nested dicts by dotted path (dict-valued fields too)."""
+  if isinstance(tree, dict):
+    flat = {}
+    for key, value in tree.items():
+      flat.update(flat_values(value, f"{prefix}{key}."))
+    return flat
+  return {prefix[:-1]: tree}
