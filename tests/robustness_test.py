@@ -597,6 +597,15 @@ def _cli_env():
   return env
 
 
+def _the_error(stderr, code, expected_code=2):
+  """The one ``error:`` line of a command that exited with
+  ``expected_code``, with no traceback."""
+  lines = [l for l in stderr.splitlines() if l.startswith("error:")]
+  assert code == expected_code, stderr[-3000:]
+  assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+  return lines[0]
+
+
 def _main_flags(trained, num_train_steps, every_steps):
   """``python -m fcn_jax.main``'s flags for the ``trained`` run's model."""
   return ["--config", str(REPO / "configs" / "quickstart.py"),
@@ -815,13 +824,11 @@ def test_evaluate_into_a_held_workdir_is_refused(trained, tmp_path):
         text=True, timeout=300)
   finally:
     holder.release()
-  errors_ = [l for l in result.stderr.splitlines() if l.startswith("error:")]
-  assert result.returncode == 2, result.stderr[-3000:]
-  assert len(errors_) == 1 and "Traceback" not in result.stderr
-  assert f"the workdir {workdir} is in use by a training (PID " in errors_[0]
-  assert errors_[0].endswith("pass --output DIR to write the report "
-                             f"elsewhere (if that run is dead on another "
-                             f"host, delete {workdir / 'workdir.lock'})")
+  error = _the_error(result.stderr, result.returncode)
+  assert f"the workdir {workdir} is in use by a training (PID " in error
+  assert error.endswith("pass --output DIR to write the report elsewhere (if "
+                        "that run is dead on another host, delete "
+                        f"{workdir / 'workdir.lock'})")
   assert not (workdir / evaluator.EVAL_RESULTS_FILE).exists()
   assert not (workdir / evaluator.CONFUSION_FILE).exists()
 
@@ -883,15 +890,12 @@ def test_a_full_disk_at_an_evaluation_step_is_one_line_and_no_lock(
   out = _on_a_small_disk(trained, tmp_path, 160,
                          "--config.mode=train_and_eval",
                          "--config.eval_every_steps=6")
-  stderr = out["stderr"]
-  errors_ = [l for l in stderr.splitlines() if l.startswith("error:")]
-  assert out["code"] == 2, stderr[-3000:]
-  assert len(errors_) == 1, stderr[-3000:]
-  assert errors_[0].startswith(
+  error = _the_error(out["stderr"], out["code"])
+  assert error.startswith(
       f"error: could not save the checkpoint of step 6 in "
       f"{out['workdir']}/checkpoints (No space left on device); the earlier "
-      "checkpoints are intact (steps 2, 4)"), errors_[0]
-  assert "Traceback" not in stderr and "Event loop is closed" not in stderr
+      "checkpoints are intact (steps 2, 4)"), error
+  assert "Event loop is closed" not in out["stderr"]
   assert not out["lock"]
   assert out["steps"] == [2, 4]
   assert out["metrics"].endswith("\n")
@@ -902,11 +906,7 @@ def test_a_full_disk_at_the_start_leaves_no_lock(trained, tmp_path):
   """No room for the lock itself: one line, and no empty workdir.lock left
   to refuse the next run."""
   out = _on_a_small_disk(trained, tmp_path, 0)
-  stderr = out["stderr"]
-  errors_ = [l for l in stderr.splitlines() if l.startswith("error:")]
-  assert out["code"] == 2, stderr[-3000:]
-  assert len(errors_) == 1 and "Traceback" not in stderr, stderr[-3000:]
-  assert errors_[0] == (
+  assert _the_error(out["stderr"], out["code"]) == (
       f"error: cannot write the lock {out['workdir']}/workdir.lock (No space "
       "left on device): free space or fix the file system, then rerun")
   assert not out["lock"] and out["steps"] == [2, 4]
