@@ -19,6 +19,16 @@ and no persistent compilation cache:
 
 Both train in the reference mode (batch 1) and evaluate with batch 1; the
 compiles of the train and eval steps are counted from JAX's compile log.
+
+``--compile-for h100`` measures instead what one compile costs for a GPU
+(without one: :mod:`fcn_jax.aot`, the CUDA plugin) at each of ``--sizes``
+(VOC's four buckets by default), full-width FCN-8s in float32, batch 1:
+the train and eval steps at the exact size (``buckets = "none"``: what each
+distinct size costs natively) and at the same size as a bucket (masked to
+the images' true sizes), then multiplies out what compiling every distinct
+training size of a split costs against compiling the buckets
+(``--distinct-sizes``; by default the count the VOC-like mix above draws
+for SBD's 8,498 training images).
 """
 
 from __future__ import annotations
@@ -167,6 +177,81 @@ def run_mode(args, bucket_setting, train_source, eval_source, params):
   return result
 
 
+SBD_TRAIN_IMAGES = 8498
+
+
+def gpu_compile_times(args: argparse.Namespace) -> dict:
+  """One compile per size for a GPU, natively and as a bucket; the totals."""
+  from fcn_jax import models  # pylint: disable=g-import-not-at-top
+  from fcn_jax.aot import steps
+  from fcn_jax.aot import targets
+  # No GPU here: JAX runs on the CPU, where the CUDA plugin registers.
+  jax.config.update("jax_platforms", "cpu")
+  target = targets.make_target(args.compile_for)
+  sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",")]
+  distinct = args.distinct_sizes or len(np.unique(
+      voc_like_sizes(SBD_TRAIN_IMAGES, 1.0, 0), axis=0))
+
+  def compile_at(height, width, bucketed):
+    config = make_config(args, f"{height}x{width}" if bucketed else "none")
+    config.model.width_divisor = 1
+    with models.layers.target_platform(target.devices[0].platform):
+      results = steps.dry_run(config, target.devices,
+                              capacity=target.capacity_bytes,
+                              native_size=f"{height}x{width}")
+    return {f"{name}_{kind}": round(getattr(results[name], field), 1)
+            for name in ("train", "eval")
+            for kind, field in (("wall", "compile_seconds"),
+                                ("cpu", "compile_cpu_seconds"))}
+
+  compile_at(100, 100, False)  # Warm-up: one-time costs out of the timings.
+  report = {"date": datetime.date.today().isoformat(),
+            "machine": f"{platform.processor() or platform.machine()}, "
+                       f"{os.cpu_count()} cores (compiling for "
+                       f"{target.device_kind})",
+            "load_average_start": os.getloadavg(), "jax": jax.__version__,
+            "net": f"{args.net}, full width, float32, batch 1",
+            "distinct_training_sizes": distinct, "sizes": {}}
+  for height, width in sizes:
+    report["sizes"][f"{height}x{width}"] = {
+        "native": compile_at(height, width, False),
+        "bucket": compile_at(height, width, True)}
+    print(f"{height}x{width}", json.dumps(report["sizes"][f"{height}x{width}"]),
+          flush=True)
+  report["load_average_end"] = os.getloadavg()
+  report["arithmetic"] = {}
+  for kind in ("wall", "cpu"):
+    native = [r["native"][f"train_{kind}"] + r["native"][f"eval_{kind}"]
+              for r in report["sizes"].values()]
+    bucket = [r["bucket"][f"train_{kind}"] + r["bucket"][f"eval_{kind}"]
+              for r in report["sizes"].values()]
+    per_size = sum(native) / len(native)
+    report["arithmetic"][kind] = {
+        "native_seconds_per_size": round(per_size, 1),
+        "native_all_sizes_seconds": round(per_size * distinct),
+        "buckets_seconds": round(sum(bucket), 1)}
+
+  def cell(r):
+    return " / ".join(f"{r[f'{name}_cpu']:.0f} ({r[f'{name}_wall']:.0f})"
+                      for name in ("train", "eval"))
+
+  _emit(report, ["| size | native: train / eval compile, CPU s (wall s) | "
+                 "bucket (masked): train / eval, CPU s (wall s) |",
+                 "|---|---|---|"] + [
+                     f"| {size} | {cell(r['native'])} | {cell(r['bucket'])} |"
+                     for size, r in report["sizes"].items()], args.json)
+  return report
+
+
+def _emit(report: dict, table: list[str], json_path: str) -> None:
+  """Prints the report and its Markdown table; writes the JSON if asked."""
+  print(json.dumps(report, indent=1))
+  print("\n" + "\n".join(table))
+  if json_path:
+    with open(json_path, "w") as f:
+      json.dump(report, f, indent=1)
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   parser.add_argument("--steps", type=int, default=20)
@@ -178,7 +263,18 @@ def main() -> None:
   parser.add_argument("--max-buckets", type=int, default=4)
   parser.add_argument("--modes", default="native,buckets")
   parser.add_argument("--json", default="")
+  parser.add_argument("--compile-for", default="",
+                      help="A GPU topology (h100): measure one compile per "
+                      "size for it instead (see the module docstring).")
+  parser.add_argument("--sizes", default="375x500,333x500,500x375,500x500",
+                      help="With --compile-for: the sizes compiled.")
+  parser.add_argument("--distinct-sizes", type=int, default=0,
+                      help="With --compile-for: distinct training sizes of "
+                      "the split (0: drawn from the VOC-like mix).")
   args = parser.parse_args()
+  if args.compile_for:
+    gpu_compile_times(args)
+    return
   train_sizes = voc_like_sizes(args.train_images, args.scale, 0)
   eval_sizes = voc_like_sizes(args.eval_images, args.scale, 1)
   train_source = fixture(train_sizes, 0, "train")
@@ -207,15 +303,13 @@ def main() -> None:
                                      eval_source, params)
     print(mode, json.dumps(report["modes"][mode]), flush=True)
   report["load_average_end"] = os.getloadavg()
-  print(json.dumps(report, indent=1))
-  print(f"\n| | train: first {args.steps} steps | train compiles | eval pass "
-        f"({args.eval_images} images) | eval compiles |\n|---|---|---|---|---|")
-  for mode, r in report["modes"].items():
-    print(f"| {mode} | {r['train_seconds']:.0f} s | {r['train_compiles']} | "
-          f"{r['eval_seconds']:.0f} s | {r['eval_compiles']} |")
-  if args.json:
-    with open(args.json, "w") as f:
-      json.dump(report, f, indent=1)
+  _emit(report, [f"| | train: first {args.steps} steps | train compiles | "
+                 f"eval pass ({args.eval_images} images) | eval compiles |",
+                 "|---|---|---|---|---|"] + [
+                     f"| {mode} | {r['train_seconds']:.0f} s | "
+                     f"{r['train_compiles']} | {r['eval_seconds']:.0f} s | "
+                     f"{r['eval_compiles']} |"
+                     for mode, r in report["modes"].items()], args.json)
 
 
 if __name__ == "__main__":

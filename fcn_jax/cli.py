@@ -14,7 +14,13 @@ path, and the absl/ml_collections config-flag plumbing.
   (``--data_dir``, ``--batch_size``, ``--no_progress``), as absl spells
   them; the older hyphenated spellings (``--data-dir``, ``--batch-size``)
   are accepted as hidden aliases (:func:`normalise_argv`, used by
-  :class:`ArgumentParser` and :func:`parse_flags`). ``--help`` exits 0.
+  :func:`parse_flags` and :func:`parse_command`). ``--help`` exits 0.
+* One flags library, absl: ``main``, ``evaluate`` and ``dry_run`` parse the
+  global flags with ml_collections' ``--config`` (:func:`parse_flags`);
+  ``convert``, ``prepare_data`` and ``plot_metrics``, whose ``main(argv)`` is
+  also called in-process, parse their own ``FlagValues``
+  (:func:`parse_command`). :class:`ArgumentParser` remains for ``predict``
+  and ``export`` until they move too.
 * One overwrite rule (:func:`check_overwrite`): an output you name outside a
   training workdir is never replaced without ``--overwrite``; a workdir's own
   reports (``eval_results.json``, ``metrics.png``) are updated in place.
@@ -26,6 +32,7 @@ import argparse
 import os
 import re
 import sys
+import textwrap
 import traceback
 from typing import Any, Callable, Sequence
 
@@ -45,10 +52,10 @@ XLA_CPU_FLAGS = flags.DEFINE_enum(
     "XLA's own. Unset: $" + xla_flags.ENV_VAR + ", else tuned.")
 
 # Errors that mean bad input (a config value, a missing file or dataset, a
-# checkpoint of another model) or a diverged run, not a bug.
-# TODO(#34): narrow to (errors.UserError, OSError) once every user-facing raise
-# is an errors.UserError.
-USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError)
+# checkpoint of another model, a diverged run) or a file system that refuses
+# (a full disk, no permission): one line, exit status 2. Any other exception
+# is a bug, in fcn_jax or a library, and keeps its traceback.
+USER_ERRORS = (errors.UserError, OSError)
 USAGE_EXIT_CODE = 2
 
 
@@ -99,6 +106,77 @@ class ArgumentParser(argparse.ArgumentParser):
     args = normalise_argv(args, lambda n: n in self._option_string_actions,
                           self.aliases)
     return super().parse_known_args(args, namespace)
+
+
+def _flags_help(flag_values: flags.FlagValues) -> str:
+  """Each flag in its one spelling (``--overwrite``, not absl's
+  ``--[no]overwrite``), with its values and default."""
+  lines = []
+  for flag in sorted({f for fs in flag_values.flags_by_module_dict().values()
+                      for f in fs}, key=lambda f: f.name):
+    # absl's enum help starts with the values: <a|b|c>: ...
+    name = f"--{flag.name}" + ("" if flag.boolean
+                               else f"={flag.name.upper()}")
+    default = ("" if flag.default in (None, False) or flag.boolean
+               else f" (default: {flag.default})")
+    lines.append(textwrap.fill(
+        f"{name}: {flag.help}{default}", width=80, initial_indent="  ",
+        subsequent_indent="      ", break_long_words=False,
+        break_on_hyphens=False))
+  return "\n".join(lines)
+
+
+def parse_command(flag_values: flags.FlagValues, argv: Sequence[str], *,
+                  prog: str, doc: str, epilog: str = "",
+                  positional: str | None = None,
+                  aliases: dict[str, str] | None = None) -> list[str]:
+  """absl flag parsing for a command whose ``main(argv)`` is also called
+  in-process (tests, notebooks): its flags live in its own ``flag_values``
+  (so two commands' ``--output`` never clash in one process), are reset to
+  their defaults on each call, may follow positional arguments, and keep
+  the project's command-line style: old hyphenated spellings and
+  ``aliases`` accepted, ``--help`` printed with exit status 0, a bad or
+  missing flag one line with exit status 2.
+
+  Args:
+    flag_values: The command's flags.
+    argv: The arguments, without the program name.
+    prog: ``python -m fcn_jax.<name>``, for the usage line.
+    doc: What the command does (its module docstring).
+    epilog: Printed after the flags by ``--help``.
+    positional: The metavar of the positional arguments the command takes
+      (one or more); None: it takes none.
+    aliases: Old spellings, as for :func:`normalise_argv`.
+
+  Returns:
+    The positional arguments.
+  """
+  def known(name: str) -> bool:
+    name = name[2:]
+    return name in flag_values or (name.startswith("no")
+                                   and name[2:] in flag_values)
+
+  argv = normalise_argv([str(a) for a in argv], known, aliases)
+  usage = f"usage: {prog} [flags]" + (f" {positional} [{positional} ...]"
+                                      if positional else "")
+  if any(a.split("=")[0] in HELP_FLAGS for a in argv):
+    print("\n\n".join(part for part in (
+        usage, doc.strip(), "flags:\n" + _flags_help(flag_values),
+        epilog.strip()) if part))
+    sys.exit(0)
+  flag_values.unparse_flags()  # Defaults again for each in-process call.
+  flag_values.set_gnu_getopt(True)  # Flags after positional arguments.
+  try:
+    rest = flag_values([prog, *argv])[1:]
+  except flags.UnrecognizedFlagError as e:  # absl drops the dashes.
+    fail(f"unknown flag --{e.flagname} ({usage}; --help lists the flags)")
+  except flags.Error as e:
+    fail(f"{e} ({usage}; --help lists the flags)")
+  if positional and not rest:
+    fail(f"give at least one {positional} ({usage})")
+  if not positional and rest:
+    fail(f"unexpected arguments {rest} ({usage})")
+  return rest
 
 
 def check_overwrite(paths: Sequence[str], overwrite: bool,
@@ -157,6 +235,10 @@ def parse_flags(argv: list[str], aliases: dict[str, str] | None = None
   ``--help`` exits 0 (absl's own exits 1).
   """
   argv = [argv[0], *normalise_argv(argv[1:], _known_absl_flag, aliases)]
+  _check_override_names(argv[1:])
+  config_file = _config_file(argv)
+  if config_file is not None:
+    check_config_file(config_file)
   try:
     return flags.FLAGS(argv)
   except SystemExit as e:
@@ -193,6 +275,68 @@ def parse_flags(argv: list[str], aliases: dict[str, str] | None = None
          + "); every field, with its meaning, is in "
          "fcn_jax/default_config.py")
   return []  # Unreachable.
+
+
+def _check_override_names(argv: Sequence[str]) -> None:
+  """Refuses a hyphen in a ``--config.`` override's field in one line
+  (ml_collections would fail on it with a traceback)."""
+  for arg in argv:
+    name = arg.split("=", 1)[0]
+    if name.startswith("--config.") and "-" in name[2:]:
+      fail(f"{name}: config fields are spelled with underscores: "
+           f"--{name[2:].replace('-', '_')}")
+
+
+def check_config_file(spec: str) -> None:
+  """Loads a ``--config`` file as absl will, failing in one line where it
+  cannot: no such file, a syntax error or an exception in its code (with
+  the line), no ``get_config``, a ``get_config`` that returns no ConfigDict,
+  or a field that :mod:`fcn_jax.default_config` does not have (a misspelt
+  ``config.optim.base_rl = ...`` inside the file would otherwise be
+  accepted, and saved, without effect).
+
+  ``spec`` is ``PATH`` or ``PATH:ARG`` (ml_collections passes ``ARG`` to
+  ``get_config``). The file is run here and again by absl; config files
+  only build a ConfigDict.
+  """
+  # pylint: disable=g-import-not-at-top  # Only commands with configs.
+  import importlib.util
+  import ml_collections
+  from fcn_jax import default_config
+  path, *arg = spec.split(":", 1)
+  if not os.path.isfile(path):
+    fail(f"cannot load the config file {path}: "
+         + ("no such file" if not os.path.exists(path) else "not a file"))
+  try:
+    module_spec = importlib.util.spec_from_file_location(
+        "_fcn_jax_config_check", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    get_config = getattr(module, "get_config", None)
+    if not callable(get_config):
+      fail(f"the config file {path} defines no get_config(): a config file "
+           "defines get_config() returning a ConfigDict (see "
+           "configs/quickstart.py)")
+    config = get_config(*arg)
+  except SyntaxError as e:
+    fail(f"the config file {path} has a syntax error at line "
+         f"{e.lineno}: {e.msg}")
+  except Exception as e:  # pylint: disable=broad-except  # The file's code.
+    line = _line_in(e, path)
+    fail(f"the config file {path} fails"
+         + (f" at line {line}" if line is not None else "")
+         + f": {type(e).__name__}: {e}")
+  if not isinstance(config, ml_collections.ConfigDict):
+    fail(f"get_config() of the config file {path} returned "
+         + ("None (a missing return statement?)" if config is None else
+            f"a {type(config).__name__}") + ", not a ConfigDict")
+  unknown = default_config.unknown_fields(config)
+  if unknown:
+    field, suggestion = unknown[0]
+    fail(f"unknown config field config.{field} in the config file {path}"
+         + (f" (did you mean {suggestion!r}?)" if suggestion else "")
+         + "; every field, with its meaning, is in "
+         "fcn_jax/default_config.py")
 
 
 def loaded_config(flag_name: str = "config") -> Any:
@@ -248,13 +392,34 @@ def start(xla_cpu_flags: str | None = None, *,
   return applied
 
 
+def is_user_error(error: BaseException) -> bool:
+  """Whether ``error`` is the user's to fix (printed as one line).
+
+  :data:`USER_ERRORS`, and, until every user-facing ``raise`` of fcn_jax is
+  an :class:`fcn_jax.errors.UserError` (#34), a ``ValueError`` or
+  ``FloatingPointError`` raised by fcn_jax's own code: its last frame is in
+  the package. One raised inside JAX, Flax or NumPy (a bug, or a shape that
+  fcn_jax should have checked) keeps its traceback.
+  """
+  if isinstance(error, USER_ERRORS):
+    return True
+  if not isinstance(error, (ValueError, FloatingPointError)):
+    return False
+  frames = traceback.extract_tb(error.__traceback__)
+  package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
+      package)
+
+
 def exit_code(fn: Callable[..., int | None], *args: Any,
               **kwargs: Any) -> int:
-  """Runs an argparse command's body: bad input is one line on stderr and
+  """Runs a command's body: bad input is one line on stderr and
   exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback."""
   try:
     return fn(*args, **kwargs) or 0
-  except USER_ERRORS as e:
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_user_error(e):
+      raise
     logging.debug("Traceback:", exc_info=True)
     print(f"error: {e}", file=sys.stderr)
     return USAGE_EXIT_CODE
@@ -270,6 +435,8 @@ def run_reporting_errors(fn: Callable[..., Any], *args: Any,
   """Runs ``fn``; bad input ends the process with one line, no traceback."""
   try:
     return fn(*args, **kwargs)
-  except USER_ERRORS as e:
+  except Exception as e:  # pylint: disable=broad-except
+    if not is_user_error(e):
+      raise
     logging.debug("Traceback:", exc_info=True)
     fail(str(e))

@@ -15,14 +15,16 @@ nothing is written.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import sys
 from typing import Sequence, TextIO
 
+from absl import flags
+
 from fcn_jax import checkpointing
 from fcn_jax import cli
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax import readers
@@ -109,7 +111,7 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
     ValueError: a bad option.
   """
   if fmt not in readers.FORMATS:
-    raise ValueError(f"unknown --format {fmt!r}; choose one of "
+    raise errors.UserError(f"unknown --format {fmt!r}; choose one of "
                      f"{sorted(readers.FORMATS)}.")
   spec = models.ModelSpec(model_name, num_classes,
                           width_divisor=width_divisor)  # Validates.
@@ -151,63 +153,71 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
   return directory, report
 
 
-def build_parser() -> argparse.ArgumentParser:
+FLAGS = flags.FlagValues()
+flags.DEFINE_string("input", None, "The weights file.", flag_values=FLAGS,
+                    required=True)
+flags.DEFINE_enum("format", None, sorted(readers.FORMATS),
+                  "The file's format (see below).", flag_values=FLAGS,
+                  required=True)
+flags.DEFINE_enum("model", None, list(models.MODEL_NAMES),
+                  "The FCN to build.", flag_values=FLAGS, required=True)
+flags.DEFINE_string("output", None, "Weights export directory to create.",
+                    flag_values=FLAGS, required=True)
+flags.DEFINE_integer(
+    "num_classes", None,
+    "Classes of the model (of SIFT Flow's sem head; default: the net's own, "
+    "21 for VOC, 40 NYUD, 33 SIFT Flow, 60 PASCAL-Context); must match the "
+    "file's score layers, if any.", flag_values=FLAGS)
+flags.DEFINE_enum(
+    "preprocessing", None, sorted(preprocessing_lib.PRESETS),
+    "The preprocessing the weights were trained with (default: for a "
+    "trained net, the one of its data layer: caffe_vgg for VOC, nyud, "
+    "sift_flow, pascal_context; for a base net the format's: caffe_vgg for "
+    "caffemodel and pytorch, torchvision for torchvision, keras_vgg for "
+    "keras).", flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "allow_partial", False,
+    "Copy only the layers that match by name, like Caffe's copy_from (e.g. "
+    "an FCN-32s file into FCN-16s).", flag_values=FLAGS)
+flags.DEFINE_boolean("overwrite", False,
+                     "Replace an existing --output directory.",
+                     flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "ignore_file_name", False,
+    "Skip the checks of the file name against --model and --format.",
+    flag_values=FLAGS)
+flags.DEFINE_integer("width_divisor", 1,
+                     "Divide every width (tiny test models only).",
+                     flag_values=FLAGS)
+
+_DOC = ("Convert pretrained VGG16/CaffeNet/FCN weights (Caffe, PyTorch, "
+        "Keras) into an fcn_jax weights export.\n\n" + __doc__)
+
+
+def _epilog() -> str:
   formats = "\n".join(f"  {f.name:12s} {f.description}"
                       for f in readers.FORMATS.values())
-  parser = cli.ArgumentParser(
-      prog="python -m fcn_jax.convert",
-      description="Convert pretrained VGG16/CaffeNet/FCN weights (Caffe, "
-      "PyTorch, Keras) into an fcn_jax weights export.",
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog=f"formats:\n{formats}\n\n"
+  return (
+      f"formats:\n{formats}\n\n"
       "A VGG16 (or, for fcn_alexnet, CaffeNet) file converted to an FCN gives "
       "zero score layers and bilinear upsamplers (the reference's starting "
       "point); for nyud_fcn32s_color_d, conv1_1 becomes conv1_1_bgrd with a "
       "fourth input channel, the mean of the three. The preprocessing the "
       "weights expect is recorded and then used by training, evaluation and "
       "prediction.")
-  parser.add_argument("--input", required=True, help="the weights file")
-  parser.add_argument("--format", required=True, choices=sorted(readers.FORMATS),
-                      help="the file's format (see below)")
-  parser.add_argument("--model", required=True, choices=models.MODEL_NAMES,
-                      help="the FCN to build")
-  parser.add_argument("--output", required=True,
-                      help="weights export directory to create")
-  parser.add_argument("--num_classes", type=int, default=None,
-                      help="classes of the model (of SIFT Flow's sem head; "
-                      "default: the net's own, 21 for VOC, 40 NYUD, 33 SIFT "
-                      "Flow, 60 PASCAL-Context); must match the file's score "
-                      "layers, if any")
-  parser.add_argument("--preprocessing", default=None,
-                      choices=sorted(preprocessing_lib.PRESETS),
-                      help="the preprocessing the weights were trained with "
-                      "(default: for a trained net, the one of its data layer: "
-                      "caffe_vgg for VOC, nyud, sift_flow, pascal_context; "
-                      "for a base net the format's: caffe_vgg for caffemodel "
-                      "and pytorch, torchvision for torchvision, keras_vgg "
-                      "for keras)")
-  parser.add_argument("--allow_partial", action="store_true",
-                      help="copy only the layers that match by name, like "
-                      "Caffe's copy_from (e.g. an FCN-32s file into FCN-16s)")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="replace an existing --output directory")
-  parser.add_argument("--ignore_file_name", action="store_true",
-                      help="skip the checks of the file name against --model "
-                      "and --format")
-  parser.add_argument("--width_divisor", type=int, default=1,
-                      help="divide every width (tiny test models only)")
-  return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = build_parser().parse_args(argv)
-  # WeightFileError/WeightsError are ValueErrors: one line, exit status 2.
+  cli.parse_command(FLAGS, sys.argv[1:] if argv is None else argv,
+                    prog="python -m fcn_jax.convert", doc=_DOC,
+                    epilog=_epilog())
+  # WeightFileError/WeightsError are UserErrors: one line, exit status 2.
   return cli.exit_code(lambda: convert(
-      args.input, args.format, args.model, args.output,
-      num_classes=args.num_classes, preprocessing=args.preprocessing,
-      allow_partial=args.allow_partial, overwrite=args.overwrite,
-      ignore_file_name=args.ignore_file_name,
-      width_divisor=args.width_divisor) and None)
+      FLAGS.input, FLAGS.format, FLAGS.model, FLAGS.output,
+      num_classes=FLAGS.num_classes, preprocessing=FLAGS.preprocessing,
+      allow_partial=FLAGS.allow_partial, overwrite=FLAGS.overwrite,
+      ignore_file_name=FLAGS.ignore_file_name,
+      width_divisor=FLAGS.width_divisor) and None)
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ an unknown field is an error.
 
 from __future__ import annotations
 
+import difflib
 import ml_collections
 
 from fcn_jax import compilation_cache
@@ -30,6 +31,8 @@ SCHEDULES = ("fixed", "poly", "cosine")
 # config.optim.trainable: every layer (the reference) or only the score
 # layers (FCN-32s-fixed, CVPR Table 2).
 TRAINABLE = ("all", "score")
+# Groups whose keys are the user's (head name -> dataset feature).
+FREE_FORM = ("dataset.label_features",)
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -200,3 +203,30 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint.keep_best = 1
 
   return config
+
+
+def unknown_fields(config: ml_collections.ConfigDict,
+                   defaults: ml_collections.ConfigDict | None = None,
+                   prefix: str = "") -> list[tuple[str, str | None]]:
+  """The fields of ``config`` that :func:`get_config` does not have.
+
+  A config file may only set the fields defined here: a misspelt one
+  (``config.optim.base_rl = 10.0``) would otherwise be accepted, recorded
+  and ignored. :data:`FREE_FORM` groups take any keys.
+
+  Returns:
+    ``(dotted path, the closest known sibling or None)`` per unknown field,
+    in the config's order.
+  """
+  defaults = get_config() if defaults is None else defaults
+  unknown = []
+  for key, value in config.items():
+    path = prefix + key
+    if key not in defaults:
+      close = difflib.get_close_matches(key, list(defaults.keys()), n=1)
+      unknown.append((path, close[0] if close else None))
+    elif (isinstance(value, ml_collections.ConfigDict)
+          and isinstance(defaults[key], ml_collections.ConfigDict)
+          and path not in FREE_FORM):
+      unknown += unknown_fields(value, defaults[key], path + ".")
+  return unknown

@@ -101,19 +101,6 @@ _REPORTED = (("dataset.name", "--dataset"), ("dataset.data_dir", "--data_dir"),
              ("tta.scales", "--scales"))
 
 
-def _get(config, field: str):
-  for part in field.split("."):
-    config = config[part]
-  return config
-
-
-def _set(config, field: str, value) -> None:
-  *groups, name = field.split(".")
-  for part in groups:
-    config = config[part]
-  setattr(config, name, value)
-
-
 def resolve_config(checkpoint: str):
   """The evaluation config and where each reported setting came from.
 
@@ -145,10 +132,7 @@ def resolve_config(checkpoint: str):
     shortcuts["tta.scales"] = tta.from_flags(scales=_SCALES.value).scales
   for field, value in shortcuts.items():
     if value is not None:
-      _set(config, field, value)
-  # The checkpoint is given: the run's starting weights are not needed (and
-  # may not exist here).
-  config.init_from = ""
+      run_config.set_field(config, field, value)
   origins = {}
   for field, flag in _REPORTED:
     origins[field] = (flag if shortcuts.get(field) is not None else
@@ -169,7 +153,7 @@ def main(argv: list[str]) -> None:
         [os.path.join(output, evaluator.EVAL_RESULTS_FILE),
          os.path.join(output, evaluator.CONFUSION_FILE)], _OVERWRITE.value)
   for field, _ in _REPORTED:
-    value = _get(config, field)
+    value = run_config.get_field(config, field)
     shown = ("(the TFDS default)" if field == "dataset.data_dir" and not value
              else value)
     print(f"  {field} = {shown}  [{origins[field]}]")

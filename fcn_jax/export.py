@@ -15,19 +15,21 @@ lowered for CPU, CUDA and TPU.
 
 Running it needs JAX only, not fcn_jax's model code (nor Flax)::
 
-  from fcn_jax import export
-  model = export.load("model.jaxexport")
+  from fcn_jax.inference import exported   # or: from fcn_jax import export
+  model = exported.load("model.jaxexport")  # export.load is the same
   logits = model(images)           # uint8 [N, H, W, 3] or [H, W, 3]
   labels = model.predict(images)   # argmax: int32 [N, H, W]
 
 or, with JAX alone, ``jax.export.deserialize(open(path, "rb").read())
-.call(images)``. This module imports the model code only to export.
+.call(images)``. This module imports the model code only to export; the
+loader is :mod:`fcn_jax.inference.exported`.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import json
 import os
 import sys
@@ -39,16 +41,19 @@ import jax.export  # pylint: disable=unused-import  # jax.export.* below.
 import jax.numpy as jnp
 import numpy as np
 
-FORMAT = "fcn_jax.export"
-FORMAT_VERSION = 1
+from fcn_jax import errors
+from fcn_jax.inference import exported as exported_lib
+
+FORMAT = exported_lib.FORMAT
+FORMAT_VERSION = exported_lib.FORMAT_VERSION
 DYNAMIC = "dynamic"
 DEFAULT_PLATFORMS = ("cpu", "cuda", "tpu")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 VERIFY_SIZE = 64
-
-
-def description_path(path: str) -> str:
-  """The JSON beside an artifact: ``model.jaxexport.json``."""
-  return path + ".json"
+# The loader (JAX only), also reachable here.
+description_path = exported_lib.description_path
+ExportedModel = exported_lib.ExportedModel
+load = exported_lib.load
 
 
 # --------------------------------------------------------------------------
@@ -84,8 +89,8 @@ def _dimension(value: str | int | None, name: str) -> int | None:
   except (TypeError, ValueError):
     number = 0
   if number < 1:
-    raise ValueError(f"--{name} must be a positive integer or '{DYNAMIC}', "
-                     f"got {value!r}")
+    raise errors.UserError(f"--{name} must be a positive integer or "
+                           f"'{DYNAMIC}', got {value!r}")
   return number
 
 
@@ -123,7 +128,7 @@ def export_checkpoint(checkpoint: str, *, step: str | int = "best",
   """
   loaded = _load(checkpoint, step)
   if loaded.spec.multi_input or loaded.spec.multi_head:
-    raise ValueError(
+    raise errors.UserError(
         f"{checkpoint}: {loaded.spec.name} takes or gives several arrays "
         f"(inputs {sorted(loaded.spec.input_channels)}, outputs "
         f"{sorted(loaded.spec.head_classes)}); fcn_jax.export writes nets "
@@ -173,33 +178,44 @@ def export_checkpoint(checkpoint: str, *, step: str | int = "best",
 
 def check_output(output: str) -> None:
   """Checks, before any work, that ``output`` and its ``.json`` can be
-  written: creates the folder and a temporary file there (removed).
+  written, creating nothing (a temporary file in its folder if that exists,
+  removed).
 
   Raises:
-    ValueError: One line: ``output`` is a folder, lies under a regular file,
-      or its folder is not writable.
+    errors.UserError: One line: ``output`` is a folder, lies under a regular
+      file, or its folder is not writable.
   """
+  from fcn_jax.inference import outputs  # pylint: disable=g-import-not-at-top
   path = os.path.abspath(output)
   folder = os.path.dirname(path)
   if os.path.isdir(path):
-    raise ValueError(f"--output {output} is a folder; give a file path, "
-                     "e.g. model.jaxexport")
+    raise errors.UserError(f"--output {output} is a folder; give a file "
+                           "path, e.g. model.jaxexport")
+  existing = outputs.nearest_existing(folder)
+  if not existing.is_dir():
+    raise errors.UserError(f"--output {output} is under a regular file, not "
+                           "a folder; give a path in a folder")
   try:
-    os.makedirs(folder, exist_ok=True)
-    with tempfile.TemporaryFile(dir=folder):
-      pass
-  except (FileExistsError, NotADirectoryError):
-    raise ValueError(f"--output {output} is under a regular file, not a "
-                     "folder; give a path in a folder") from None
+    if str(existing) != folder:
+      if not os.access(existing, os.W_OK | os.X_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+    else:
+      with tempfile.TemporaryFile(dir=folder):
+        pass
   except OSError as e:
-    raise ValueError(f"cannot write in the folder of --output {output}: "
-                     f"{e.strerror or e}; give a folder you can write to"
-                     ) from None
+    raise errors.UserError(f"cannot write in the folder of --output "
+                           f"{output}: {e.strerror or e}; give a folder you "
+                           "can write to") from None
 
 
 def save(result: ExportResult, output: str) -> None:
   """Writes the artifact and its JSON description (each atomically; a
-  failed write leaves no temporary file)."""
+  failed write leaves no temporary file, and the older files as they were).
+
+  Raises:
+    errors.UserError: A write failed (e.g. a full disk), naming the file and
+      the fix.
+  """
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   for path, data in ((output, result.serialized),
                      (description_path(output),
@@ -209,83 +225,16 @@ def save(result: ExportResult, output: str) -> None:
       with open(tmp, "wb") as f:
         f.write(data)
       os.replace(tmp, path)
+    except OSError as e:
+      fix = ("free space on that disk or give an --output on another one"
+             if e.errno in (errno.ENOSPC, errno.EDQUOT) else
+             "give an --output you can write to")
+      raise errors.UserError(
+          f"cannot write {path} ({len(data) / 2**20:.1f} MiB): "
+          f"{e.strerror or e}; {fix}") from e
     finally:
       if os.path.exists(tmp):
         os.remove(tmp)
-
-
-# --------------------------------------------------------------------------
-# Loading (JAX only).
-# --------------------------------------------------------------------------
-
-
-class ExportedModel:
-  """A loaded artifact: call it on uint8 RGB images to get logits.
-
-  Attributes:
-    description: The JSON description (classes, preprocessing, shapes).
-    exported: The ``jax.export.Exported``.
-  """
-
-  def __init__(self, exported: jax.export.Exported,
-               description: dict[str, Any]):
-    self.exported = exported
-    self.description = description
-
-  @property
-  def class_names(self) -> list[str]:
-    return list(self.description.get("class_names") or [])
-
-  def __call__(self, images: Any) -> np.ndarray:
-    """Logits ``float32 [N, H, W, C]`` (``[H, W, C]`` for one image)."""
-    images = np.asarray(images)
-    single = images.ndim == 3
-    if single:
-      images = images[None]
-    if images.ndim != 4 or images.shape[-1] != 3:
-      raise ValueError(f"expected uint8 RGB images [N, H, W, 3] or [H, W, 3], "
-                       f"got shape {images.shape}")
-    if images.dtype != np.uint8:
-      raise ValueError(f"expected uint8 pixels (0-255), got {images.dtype}; "
-                       "the preprocessing is inside the artifact")
-    expected = self.exported.in_avals[0].shape
-    for axis, (got, want) in enumerate(zip(images.shape, expected)):
-      if isinstance(want, int) and got != want:
-        raise ValueError(f"this artifact takes images of shape "
-                         f"{tuple(expected)}; got {images.shape} (axis "
-                         f"{axis}); export with that dimension 'dynamic'")
-    logits = np.asarray(self.exported.call(images))
-    return logits[0] if single else logits
-
-  def predict(self, images: Any) -> np.ndarray:
-    """Class indices ``int32 [N, H, W]`` (``[H, W]`` for one image)."""
-    return np.argmax(self(images), axis=-1).astype(np.int32)
-
-
-def load(path: str) -> ExportedModel:
-  """Loads an artifact written by :func:`save` (JAX only, no model code).
-
-  Args:
-    path: The ``.jaxexport`` file; its ``.json`` is read when present.
-
-  Raises:
-    FileNotFoundError: No such file.
-    ValueError: Not a serialized ``jax.export`` artifact.
-  """
-  if not os.path.isfile(path):
-    raise FileNotFoundError(f"no exported model at {path}")
-  with open(path, "rb") as f:
-    data = f.read()
-  try:
-    exported = jax.export.deserialize(bytearray(data))
-  except Exception as e:  # pylint: disable=broad-except  # flatbuffer errors.
-    raise ValueError(f"{path} is not a serialized jax.export artifact "
-                     f"({type(e).__name__}: {e})") from None
-  description = {}
-  if os.path.isfile(description_path(path)):
-    with open(description_path(path)) as f:
-      description = json.load(f)
-  return ExportedModel(exported, description)
 
 
 # --------------------------------------------------------------------------
@@ -309,43 +258,46 @@ def verify(result: ExportResult, checkpoint: str, batch: int | None,
                              - np.asarray(expected))))
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
-  parser = cli.ArgumentParser(
-      prog="python -m fcn_jax.export", description=__doc__.split("\n", 1)[0],
-      aliases={"--batch": "--batch_size"})
-  parser.add_argument("--checkpoint", required=True,
-                      help="Training workdir, checkpoint step directory or "
-                           "weights export.")
-  parser.add_argument("--step", default="best",
-                      help="Which checkpoint of a workdir: best (by mean IU; "
-                      "the latest if none was evaluated; the default), "
-                      "latest, or a step number.")
-  parser.add_argument("--output", required=True,
-                      help="The artifact to write, e.g. model.jaxexport (its "
-                           "description goes to <output>.json).")
+def _define(values: Any) -> None:
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  flags.DEFINE_string("checkpoint", None, "Training workdir, checkpoint step "
+                      "directory or weights export.", flag_values=values,
+                      required=True)
+  flags.DEFINE_string("step", "best", "Which checkpoint of a workdir: best "
+                      "(by mean IU; the latest if none was evaluated), "
+                      "latest, or a step number.", flag_values=values)
+  flags.DEFINE_string("output", None, "The artifact to write, e.g. "
+                      "model.jaxexport (its description goes to "
+                      "<output>.json).", flag_values=values, required=True)
   for name, what in (("batch_size", "batch size"),
                      ("height", "image height"), ("width", "image width")):
-    parser.add_argument(f"--{name}", default=DYNAMIC,
-                        help=f"Fixed {what}, or '{DYNAMIC}' (default) for "
-                             "any.")
-  parser.add_argument(
-      "--platforms", default=",".join(DEFAULT_PLATFORMS),
-      help="Comma-separated platforms to lower for (cpu, cuda, rocm, tpu; "
-           "default %(default)s).")
-  parser.add_argument("--no_verify", action="store_true",
-                      help="Skip running the artifact against the model on "
-                           "one random image.")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="Replace an existing --output (and its .json); "
-                           "else an error before any work.")
-  return parser.parse_args(argv)
+    flags.DEFINE_string(name, DYNAMIC, f"Fixed {what}, or '{DYNAMIC}' for "
+                        "any.", flag_values=values)
+  flags.DEFINE_string("platforms", ",".join(DEFAULT_PLATFORMS),
+                      f"Comma-separated platforms to lower for "
+                      f"({', '.join(PLATFORMS)}).", flag_values=values)
+  flags.DEFINE_boolean("no_verify", False, "Skip running the artifact "
+                       "against the model on one random image.",
+                       flag_values=values)
+  flags.DEFINE_boolean("overwrite", False, "Replace an existing --output "
+                       "(and its .json); else an error before any work.",
+                       flag_values=values)
+
+
+def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
+  # pylint: disable=g-import-not-at-top  # The loader above needs JAX only.
+  from fcn_jax.inference import command_line
+  args = command_line.parse(
+      argv, _define, prog="python -m fcn_jax.export",
+      doc=__doc__.split("\n", 1)[0], aliases={"--batch": "--batch_size"})
+  command_line.converted(args, "step", command_line.step_rule)
+  return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
   args = _parse_args(sys.argv[1:] if argv is None else argv)
   from fcn_jax import cli  # pylint: disable=g-import-not-at-top
-  cli.start(multi_process=False)
+  cli.start(args.xla_cpu_flags, multi_process=False)
   return cli.exit_code(_main, args)
 
 
@@ -355,13 +307,13 @@ def _main(args: argparse.Namespace) -> int:
   height = _dimension(args.height, "height")
   width = _dimension(args.width, "width")
   if (height is None) != (width is None):
-    raise ValueError("give --height and --width both as numbers or both "
-                     f"'{DYNAMIC}'")
+    raise errors.UserError("give --height and --width both as numbers or "
+                           f"both '{DYNAMIC}'")
   platforms = [p.strip() for p in args.platforms.split(",") if p.strip()]
-  unknown = set(platforms) - {"cpu", "cuda", "rocm", "tpu"}
+  unknown = set(platforms) - set(PLATFORMS)
   if unknown or not platforms:
-    raise ValueError(f"--platforms: unknown {sorted(unknown)}; choose from "
-                     "cpu, cuda, rocm, tpu")
+    raise errors.UserError(f"--platforms: unknown {sorted(unknown)}; choose "
+                           f"from {', '.join(PLATFORMS)}")
   check_output(args.output)  # Before the work, not after it.
   cli.check_overwrite([args.output, description_path(args.output)],
                       args.overwrite)

@@ -30,20 +30,31 @@ METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 
 
-class _Counter:
-  """A minimal progress display when tqdm is missing."""
+class _Lines:
+  """Progress as plain lines, for logs and pipes (no carriage returns or
+  escape codes): one line per tenth of the total (per 100 items when the
+  total is unknown), and one at the end."""
 
-  def __init__(self, total: int | None, unit: str):
-    self.total, self.unit, self.done = total, unit, 0
+  def __init__(self, total: int | None, unit: str, desc: str):
+    self.total, self.unit, self.desc, self.done = total, unit, desc, 0
+    self.shown = 0
+    self.start = time.time()
+
+  def _line(self) -> None:
+    of_total = f"/{self.total}" if self.total is not None else ""
+    print(f"{self.desc}: {self.done}{of_total} {self.unit} "
+          f"({time.time() - self.start:.0f} s)", file=sys.stderr, flush=True)
+    self.shown = self.done
 
   def update(self, n: int) -> None:
     self.done += n
-    if n:
-      of_total = f"/{self.total}" if self.total is not None else ""
-      print(f"\r{self.done}{of_total} {self.unit}", end="", file=sys.stderr)
+    step = max(1, self.total // 10) if self.total else 100
+    if self.done // step > self.shown // step:
+      self._line()
 
   def close(self) -> None:
-    print(file=sys.stderr)
+    if self.done != self.shown:
+      self._line()
 
 
 class _Silent:
@@ -57,14 +68,17 @@ class _Silent:
 
 def progress_bar(total: int | None, unit: str, desc: str,
                  enabled: bool = True) -> Any:
-  """A console progress bar (``update(n)``, ``close()``): tqdm if installed,
-  else a plain counter; does nothing when not ``enabled``."""
+  """A console progress bar (``update(n)``, ``close()``): tqdm on a
+  terminal; plain lines (:class:`_Lines`) when stderr is not one (a log
+  file, a pipe) or tqdm is missing; nothing when not ``enabled``."""
   if not enabled:
     return _Silent()
   try:
     import tqdm  # pylint: disable=g-import-not-at-top
   except ImportError:
-    return _Counter(total, unit)
+    tqdm = None
+  if tqdm is None or not sys.stderr.isatty():
+    return _Lines(total, unit, desc)
   return tqdm.tqdm(total=total, unit=unit, desc=desc)
 
 

@@ -33,6 +33,8 @@ from jax import lax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from fcn_jax import distributed
+
 AXIS_NAME = "data"
 # How steps are parallelised (config.parallel): see the module docstring.
 MODES = ("pmap", "jit")
@@ -158,15 +160,19 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
           f"config.parallel='jit' needs jax.shard_map, which jax "
           f"{jax.__version__} lacks: upgrade jax, or use "
           f"config.parallel='pmap'.")
-    return ShardedStep(step_fn, data_mesh(devices), per_device_outputs,
+    step = ShardedStep(step_fn, data_mesh(devices), per_device_outputs,
                        donate_state=donate)
-  if jax.process_count() > 1:
-    # Multi-host pmap runs over every device of every host.
-    devices = None
-  return jax.pmap(
-      step_fn, axis_name=AXIS_NAME, in_axes=(None, 0),
-      out_axes=tuple(0 if d else None for d in per_device_outputs),
-      devices=devices, donate_argnums=(0,) if donate else ())
+  else:
+    step = jax.pmap(
+        step_fn, axis_name=AXIS_NAME, in_axes=(None, 0),
+        out_axes=tuple(0 if d else None for d in per_device_outputs),
+        # Multi-host pmap runs over every device of every host.
+        devices=None if jax.process_count() > 1 else devices,
+        donate_argnums=(0,) if donate else ())
+  if jax.process_count() > 1:  # Every program starts on all hosts together.
+    step = distributed.MeetAtFirstRun(
+        step, getattr(step_fn, "func", step_fn).__name__)
+  return step
 
 
 def check_mode(mode: str) -> None:
@@ -233,14 +239,18 @@ class ShardedStep:
                       self._place(batch, self._split))
 
   def lower(self, state: Any, batch: Any) -> jax.stages.Lowered:
-    """Lowers for arrays or ``jax.ShapeDtypeStruct`` s of the call's shapes."""
-    return self._step.lower(state, batch)
+    """Lowers for the call's arguments (placed as the call places them), or
+    for ``jax.ShapeDtypeStruct`` s of the global shapes."""
+    return self._step.lower(self._place(state, self._replicated),
+                            self._place(batch, self._split))
 
   def _place(self, tree: Any, sharding: jax.sharding.NamedSharding) -> Any:
     """Global arrays with ``sharding`` from host or device values."""
     split = sharding == self._split
 
     def place(x):
+      if isinstance(x, jax.ShapeDtypeStruct):
+        return x
       if isinstance(x, jax.Array):
         if x.sharding == sharding or not x.is_fully_addressable:
           return x

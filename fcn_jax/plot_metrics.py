@@ -15,7 +15,6 @@ renderer (a ``Figure`` without pyplot), so no display is needed.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import math
@@ -23,10 +22,12 @@ import os
 import sys
 from typing import Sequence
 
+from absl import flags
 import matplotlib
 from matplotlib import figure as figure_lib
 
 from fcn_jax import cli
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax.evaluation import metrics
 
@@ -92,7 +93,7 @@ def load_run(path: str, label: str | None = None) -> RunMetrics:
         print(f"warning: {file}:{number} is incomplete; skipped",
               file=sys.stderr)
         continue
-      raise ValueError(f"{file}:{number} is not a metrics record with "
+      raise errors.UserError(f"{file}:{number} is not a metrics record with "
                        f"'step' and 'split' ({e})") from None
     records[key] = {**records.get(key, {}), **record}
   by_split: dict[str, dict[str, Series]] = {"train": {}, "eval": {}}
@@ -159,37 +160,42 @@ def plot_runs(runs: Sequence[RunMetrics]) -> figure_lib.Figure:
   return fig
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = cli.ArgumentParser(
-      prog="python -m fcn_jax.plot_metrics",
-      description=__doc__.split("\n", 1)[0])
-  parser.add_argument("workdirs", nargs="+", metavar="WORKDIR",
-                      help="Training workdirs (or their metrics.jsonl).")
-  parser.add_argument(
-      "--output", default=None,
-      help="PNG to write (default WORKDIR/metrics.png for one run, "
-           "updated in place; metrics.png for several). A picture outside "
-           "the workdir is not replaced without --overwrite.")
-  parser.add_argument("--overwrite", action="store_true",
-                      help="Replace an existing --output.")
-  parser.add_argument(
-      "--labels", default=None,
-      help="Comma-separated legend names, one per WORKDIR (default: the "
-           "workdirs' names).")
-  return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "output", None,
+    "PNG to write (default WORKDIR/metrics.png for one run, updated in "
+    "place; metrics.png for several). A picture outside the workdir is not "
+    "replaced without --overwrite.", flag_values=FLAGS)
+flags.DEFINE_boolean("overwrite", False, "Replace an existing --output.",
+                     flag_values=FLAGS)
+flags.DEFINE_string(
+    "labels", None, "Comma-separated legend names, one per WORKDIR "
+    "(default: the workdirs' names).", flag_values=FLAGS)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Args:
+  workdirs: list[str]
+  output: str | None
+  overwrite: bool
+  labels: str | None
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-  args = _parse_args(sys.argv[1:] if argv is None else argv)
+  workdirs = cli.parse_command(
+      FLAGS, sys.argv[1:] if argv is None else argv,
+      prog="python -m fcn_jax.plot_metrics", doc=__doc__,
+      positional="WORKDIR")
+  args = _Args(workdirs, FLAGS.output, FLAGS.overwrite, FLAGS.labels)
   return cli.exit_code(_main, args)
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: _Args) -> int:
   labels: Sequence[str | None] = [None] * len(args.workdirs)
   if args.labels is not None:
     labels = args.labels.split(",")
     if len(labels) != len(args.workdirs):
-      raise ValueError(f"--labels has {len(labels)} names for "
+      raise errors.UserError(f"--labels has {len(labels)} names for "
                        f"{len(args.workdirs)} workdirs")
   runs = [load_run(path, label)
           for path, label in zip(args.workdirs, labels)]

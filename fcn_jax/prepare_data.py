@@ -26,71 +26,75 @@ nothing (a folder dataset whose files changed gets a new version).
 
 from __future__ import annotations
 
-import argparse
 import sys
+import types
 from typing import Sequence
 
+from absl import flags
 from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
 from fcn_jax import cli
 from fcn_jax import datasets
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import folder
 
 
-def _parse_args(argv: Sequence[str]) -> argparse.Namespace:
-  parser = cli.ArgumentParser(
-      prog="python -m fcn_jax.prepare_data",
-      description=__doc__.split("\n", 1)[0],
-      formatter_class=argparse.RawDescriptionHelpFormatter,
-      epilog="\n\n".join(
-          [f"{name} manual_dir layout:\n{builder.MANUAL_LAYOUT}"
-           for name, builder in datasets.MANUAL_BUILDERS.items()]
-          + ["folder manual_dir layout:\n" + folder.LAYOUT]))
-  parser.add_argument(
-      "--dataset", required=True,
-      help="voc_seg, nyud, sift_flow, pascal_context, synthetic_shapes or "
-           "synthetic_shapes/<config> (configs: small, tiny), or folder "
-           "(your own images and masks).")
-  parser.add_argument(
-      "--manual_dir", default=None,
-      help="voc_seg, nyud, sift_flow, pascal_context: the folder with the "
-           "downloaded archives (or their extracted folders); folder: the "
-           "folder with images/ and masks/; layouts below.")
-  parser.add_argument(
-      "--name", default=None,
-      help="folder only: the dataset's name (lower-case letters, digits, "
-           "'_'), then given to training as --config.dataset.name=NAME.")
-  parser.add_argument(
-      "--num_classes", type=int, default=None,
-      help="folder only, without classes.txt: the number of classes "
-           "(default: the largest mask value below 255, plus one).")
-  parser.add_argument(
-      "--val_fraction", type=float, default=folder.DEFAULT_VAL_FRACTION,
-      help="folder only, without splits/: the share of images in 'val' "
-           "(by a seeded hash of each name; default %(default)s).")
-  parser.add_argument(
-      "--split_seed", type=int, default=folder.DEFAULT_SPLIT_SEED,
-      help="folder only, without splits/: seeds that hash (default "
-           "%(default)s).")
-  parser.add_argument(
-      "--data_dir", default=None,
-      help="Where TFDS writes the dataset (default: $TFDS_DATA_DIR or "
-           "~/tensorflow_datasets). Point config.dataset.data_dir here.")
-  parser.add_argument(
-      "--skip_invalid", action="store_true",
-      help="Downloaded datasets and folder: leave out (and list) examples "
-           "with a corrupt image or a label outside the class range instead "
-           "of stopping (folder: also images without masks and masks "
-           "without images).")
-  parser.add_argument(
-      "--no_check_split_sizes", action="store_true",
-      help="Downloaded datasets: do not check the id lists against the "
-           "official split sizes.")
-  return parser.parse_args(argv)
+FLAGS = flags.FlagValues()
+flags.DEFINE_string(
+    "dataset", None,
+    "voc_seg, nyud, sift_flow, pascal_context, synthetic_shapes or "
+    "synthetic_shapes/<config> (configs: small, tiny), or folder (your own "
+    "images and masks).", flag_values=FLAGS, required=True)
+flags.DEFINE_string(
+    "manual_dir", None,
+    "voc_seg, nyud, sift_flow, pascal_context: the folder with the "
+    "downloaded archives (or their extracted folders); folder: the folder "
+    "with images/ and masks/; layouts below.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "name", None,
+    "folder only: the dataset's name (lower-case letters, digits, '_'), "
+    "then given to training as --config.dataset.name=NAME.",
+    flag_values=FLAGS)
+flags.DEFINE_integer(
+    "num_classes", None,
+    "folder only, without classes.txt: the number of classes (default: the "
+    "largest mask value below 255, plus one).", flag_values=FLAGS)
+flags.DEFINE_float(
+    "val_fraction", folder.DEFAULT_VAL_FRACTION,
+    "folder only, without splits/: the share of images in 'val' (by a "
+    "seeded hash of each name).", flag_values=FLAGS)
+flags.DEFINE_integer(
+    "split_seed", folder.DEFAULT_SPLIT_SEED,
+    "folder only, without splits/: seeds that hash.", flag_values=FLAGS)
+flags.DEFINE_string(
+    "data_dir", None,
+    "Where TFDS writes the dataset (default: $TFDS_DATA_DIR or "
+    "~/tensorflow_datasets). Point config.dataset.data_dir here.",
+    flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "skip_invalid", False,
+    "Downloaded datasets and folder: leave out (and list) examples with a "
+    "corrupt image or a label outside the class range instead of stopping "
+    "(folder: also images without masks and masks without images).",
+    flag_values=FLAGS)
+flags.DEFINE_boolean(
+    "no_check_split_sizes", False,
+    "Downloaded datasets: do not check the id lists against the official "
+    "split sizes.", flag_values=FLAGS)
+
+
+def _parse_args(argv: Sequence[str]) -> types.SimpleNamespace:
+  epilog = "\n\n".join(
+      [f"{name} manual_dir layout:\n{builder.MANUAL_LAYOUT}"
+       for name, builder in datasets.MANUAL_BUILDERS.items()]
+      + ["folder manual_dir layout:\n" + folder.LAYOUT])
+  cli.parse_command(FLAGS, argv, prog="python -m fcn_jax.prepare_data",
+                    doc=__doc__, epilog=epilog)
+  return types.SimpleNamespace(**FLAGS.flag_values_dict())
 
 
 def prepare(dataset: str, *, manual_dir: str | None = None,
@@ -116,16 +120,15 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
   """
   base_name = dataset.split("/")[0]
   if base_name == "folder":
-    raise ValueError("--dataset folder: use prepare_folder (it needs a name).")
-  if base_name not in datasets.BUILDERS:
-    raise ValueError(f"Unknown dataset {dataset!r}; choose one of "
-                     f"{sorted(datasets.BUILDERS)} or folder.")
+    raise errors.UserError(
+        "--dataset folder: use prepare_folder (it needs a name).")
+  _check_dataset_name(dataset)
   download_config = None
   if base_name in datasets.MANUAL_BUILDERS:
     instructions = datasets.MANUAL_BUILDERS[
         base_name].MANUAL_DOWNLOAD_INSTRUCTIONS
     if not manual_dir:
-      raise ValueError(
+      raise errors.UserError(
           f"{base_name} needs --manual_dir, the folder with the archives.\n"
           + instructions)
     manual_path = epath.Path(manual_dir).expanduser()
@@ -138,7 +141,7 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
     download_config = tfds.download.DownloadConfig(manual_dir=str(manual_path))
   else:
     if manual_dir or skip_invalid or not check_split_sizes:
-      raise ValueError("--manual_dir, --skip_invalid and "
+      raise errors.UserError("--manual_dir, --skip_invalid and "
                        "--no_check_split_sizes apply to downloaded datasets "
                        f"only ({', '.join(datasets.MANUAL_BUILDERS)}).")
     builder = tfds.builder(dataset, data_dir=data_dir)
@@ -146,7 +149,15 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
   return builder
 
 
-def prepare_folder(args: argparse.Namespace) -> folder.PrepareResult:
+def _check_dataset_name(dataset: str) -> None:
+  if dataset.split("/")[0] not in (*datasets.BUILDERS, "folder"):
+    raise errors.UserError(
+        f"--dataset {dataset}: unknown dataset; choose one of "
+        f"{', '.join(sorted(datasets.BUILDERS))} or folder (your own images "
+        "and masks, with --name NAME).")
+
+
+def prepare_folder(args: types.SimpleNamespace) -> folder.PrepareResult:
   """Checks the folder-only options and builds the folder dataset.
 
   Raises:
@@ -154,24 +165,24 @@ def prepare_folder(args: argparse.Namespace) -> folder.PrepareResult:
       problems with the files (all listed).
   """
   if not args.name:
-    raise ValueError("--dataset folder needs --name NAME, the name training "
+    raise errors.UserError("--dataset folder needs --name NAME, the name training "
                      "takes as --config.dataset.name=NAME.")
   if not args.manual_dir:
-    raise ValueError("--dataset folder needs --manual_dir, the folder with "
+    raise errors.UserError("--dataset folder needs --manual_dir, the folder with "
                      "images/ and masks/:\n" + folder.LAYOUT)
   if not epath.Path(args.manual_dir).expanduser().is_dir():
     raise FileNotFoundError(f"--manual_dir {args.manual_dir} is not a folder.")
   if args.num_classes is not None and args.num_classes < 2:
-    raise ValueError(f"--num_classes must be >= 2, got {args.num_classes}.")
+    raise errors.UserError(f"--num_classes must be >= 2, got {args.num_classes}.")
   if args.no_check_split_sizes:
-    raise ValueError("--no_check_split_sizes applies to voc_seg only.")
+    raise errors.UserError("--no_check_split_sizes applies to voc_seg only.")
   options = folder.FolderOptions(
       num_classes=args.num_classes, val_fraction=args.val_fraction,
       split_seed=args.split_seed, skip_invalid=args.skip_invalid)
   return folder.prepare(args.name, args.manual_dir, args.data_dir, options)
 
 
-def _folder_only_options(args: argparse.Namespace) -> list[str]:
+def _folder_only_options(args: types.SimpleNamespace) -> list[str]:
   return [flag for flag, value, default in (
       ("--name", args.name, None), ("--num_classes", args.num_classes, None),
       ("--val_fraction", args.val_fraction, folder.DEFAULT_VAL_FRACTION),
@@ -193,7 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   return cli.exit_code(_main, args)
 
 
-def _build(args: argparse.Namespace):
+def _build(args: types.SimpleNamespace):
   """``(builder, folder result or None)``; TFDS's own printing (its
   "Downloading and preparing dataset ..." though nothing downloads) goes to
   the debug log."""
@@ -201,15 +212,18 @@ def _build(args: argparse.Namespace):
     if args.dataset == "folder":
       result = prepare_folder(args)
       return result.builder, result
+    # An unknown --dataset first: a typo of "folder" is not a misuse of the
+    # folder-only options that follow it.
+    _check_dataset_name(args.dataset)
     if _folder_only_options(args):
-      raise ValueError(f"{', '.join(_folder_only_options(args))} apply to "
+      raise errors.UserError(f"{', '.join(_folder_only_options(args))} apply to "
                        "--dataset folder only.")
     return prepare(args.dataset, manual_dir=args.manual_dir,
                    data_dir=args.data_dir, skip_invalid=args.skip_invalid,
                    check_split_sizes=not args.no_check_split_sizes), None
 
 
-def _main(args: argparse.Namespace) -> int:
+def _main(args: types.SimpleNamespace) -> int:
   builder, result = _build(args)
   synthetic = builder.info.metadata.get("synthetic", False)
   print(f"{builder.info.full_name} is ready in {builder.data_dir}"

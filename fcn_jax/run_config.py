@@ -1,17 +1,26 @@
-"""The run config, checked and resolved: the one place that turns a config
-into values (MaxText's ``pyconfig``).
+"""The run config, resolved once: :func:`resolve` turns a config into a
+:class:`Run` (MaxText's ``pyconfig.initialize``).
 
-Every command that reads a config goes through here: :func:`validate_config`
-before any work, :func:`model_spec` for "the model of this config",
-:func:`check_dataset_classes` and :func:`check_same_model` against the data and
-the checkpoints, :func:`resolve_preprocessing` against the weights. The fields
-and their meaning are in :mod:`fcn_jax.default_config`.
+Every check of a config runs in :func:`resolve`, before anything is built or
+written (the workdir lock and ``config.json`` come after): its fields against
+:mod:`fcn_jax.default_config`, the model (:class:`fcn_jax.models.ModelSpec`),
+the optimizer, the batches against the input settings and the process
+count, the dataset (opened once: its splits and class names per head), the
+evaluation exclusions and the ``init_from`` weights. The :class:`Run` holds
+every derived value (the model spec with its class count settled, the input
+config and layout, whether each phase runs at shape buckets, the test-time
+augmentation, what ``config.json`` records), so no consumer re-derives them.
+:func:`check_same_model` and :func:`resolve_preprocessing` check a run
+against its checkpoints and weights. The fields and their meaning are in
+:mod:`fcn_jax.default_config`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
+import math
 import os
 from typing import Any, Mapping
 
@@ -19,12 +28,16 @@ from absl import logging
 import ml_collections
 
 from fcn_jax import checkpointing
+from fcn_jax import datasets
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax import parallel
 from fcn_jax.data import data_sources
 from fcn_jax.data import input_config
+from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
+from fcn_jax.evaluation import metrics as metrics_lib
 from fcn_jax.inference import tta as tta_lib
 from fcn_jax.models import losses
 
@@ -35,51 +48,228 @@ CONFIG_FILE = "config.json"
 SCRATCH_INITS = ("he_normal", "flax_default")
 
 
-def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Rejects inconsistent or unknown values with a message naming the field.
+# What a Run is resolved for: training (config.mode train or
+# train_and_eval), evaluating a saved model (``loaded``), or compiling the
+# steps without data or weights (the dry run).
+PURPOSES = ("train", "eval", "dry_run")
 
-  Each group is checked by the module that owns it (the model by
-  :class:`fcn_jax.models.ModelSpec`); this checks the optimizer and loss
-  (:func:`_validate_optim`) and the run-level fields.
+# Machine-local fields that config.json does not record (a cache path of
+# this machine means nothing on another).
+MACHINE_LOCAL_FIELDS = ("compilation_cache_dir",)
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """A config, checked, with every value derived from it (:func:`resolve`).
+
+  Attributes:
+    config: The resolved config (a copy: ``model`` with its class count
+      settled, or the loaded model's; locked). Consumers that still take a
+      ConfigDict (the input pipeline, the train step, the optimizer) read
+      this one; treat it as read-only.
+    purpose: One of :data:`PURPOSES`.
+    spec: The model, checked; ``num_classes`` is never 0.
+    class_names: The dataset's class names (``{head: names}`` for a
+      multi-head net), or None if it records none.
+    splits: The prepared dataset's splits (empty when not yet generated, or
+      for a dry run).
+    input: The input pipeline's fields (:class:`InputConfig`).
+    layout: Which dataset features make the inputs and each head's labels.
+    tta: Evaluation's test-time augmentation.
+    exclusions: ``config.eval.exclude_classes``, checked.
+    init_sources: ``config.init_from``'s paths keyed by stream suffix
+      (training only; empty otherwise).
+    train_bucketed: Whether training runs at shape buckets.
+    eval_bucketed: Whether evaluation runs at shape buckets.
+    evaluates: Whether this run evaluates (train_and_eval, eval).
+    recorded: What ``config.json`` records as the run's config (JSON; the
+      :data:`MACHINE_LOCAL_FIELDS` left out).
   """
-  if config.mode not in default_config.MODES:
-    raise ValueError(f"config.mode must be one of {default_config.MODES}, "
-                     f"got {config.mode!r}")
-  resolve_num_classes(config)
-  spec = model_spec(config)
-  _validate_optim(config.optim, spec.num_classes)
-  if spec.multi_head and tuple(config.optim.class_weights):
-    raise ValueError(f"config.optim.class_weights weighs one head's classes; "
-                     f"{spec.name} has the heads {sorted(spec.head_classes)}")
-  parallel.check_mode(config.parallel)
-  if config.scratch_init not in SCRATCH_INITS:
-    raise ValueError(f"config.scratch_init must be one of {SCRATCH_INITS}, "
-                     f"got {config.scratch_init!r}")
-  tta_from_config(config)
-  for field in ("batch_size", "eval_batch_size", "log_every_steps",
-                "checkpoint.every_steps"):
-    value = config
-    for part in field.split("."):
-      value = getattr(value, part)
-    if value < 1:
-      raise ValueError(f"config.{field} must be >= 1, got {value}")
-  for path in init_sources(config.init_from, spec).values():
-    # Before any work: a wrong path fails at once.
-    check_local_path(path, "config.init_from")
-    _check_init_width(checkpointing.existing_source(path), path, spec)
-  if config.num_train_steps < 0:
-    raise ValueError(f"config.num_train_steps must be >= 0, got "
-                     f"{config.num_train_steps}")
+
+  config: ml_collections.ConfigDict
+  purpose: str
+  spec: models.ModelSpec
+  class_names: Any
+  splits: tuple[str, ...]
+  input: input_config.InputConfig
+  layout: input_config.ExampleLayout
+  tta: tta_lib.TestTimeAugmentation
+  exclusions: tuple[str, ...]
+  init_sources: Mapping[str, str]
+  train_bucketed: bool
+  eval_bucketed: bool
+  evaluates: bool
+  recorded: str
+
+  @property
+  def optim(self) -> ml_collections.ConfigDict:
+    """``config.optim``: the optimizer and loss settings (checked)."""
+    return self.config.optim
 
 
-def check_dataset(config: ml_collections.ConfigDict) -> None:
-  """Checks that ``config.dataset`` names a prepared dataset, before
-  anything is built or written (:func:`fcn_jax.data.data_sources.check_prepared`).
+def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
+            loaded: checkpointing.LoadedModel | None = None,
+            process_count: int | None = None) -> Run:
+  """Checks ``config`` and derives every value a command needs, once.
+
+  Nothing is written and no checkpoint is read here; the dataset's builder
+  is opened once (metadata only) and, for training, its splits' records are
+  read for their image sizes (:func:`fcn_jax.data.input_pipeline.check_image_sizes`).
+
+  Args:
+    config: A config from :mod:`fcn_jax.default_config` (not modified).
+    purpose: One of :data:`PURPOSES`.
+    loaded: For ``eval``: the saved model to evaluate; its model replaces
+      ``config.model`` (its name picks the input features and heads), and
+      ``config.init_from`` is not read.
+    process_count: The JAX processes sharing the batches; default
+      ``jax.process_count()``.
+
+  Returns:
+    The :class:`Run`.
 
   Raises:
-    ValueError, FileNotFoundError: The message names the fix.
+    errors.UserError: A value that is wrong or does not fit the dataset,
+      the model or the processes; the message names the field and the fix.
+    FileNotFoundError: The dataset is not prepared, or ``init_from`` does
+      not exist.
   """
-  data_sources.check_prepared(config.dataset.name, config.dataset.data_dir)
+  if purpose not in PURPOSES:
+    raise ValueError(f"purpose must be one of {PURPOSES}, got {purpose!r}")
+  if config.mode not in default_config.MODES:
+    raise errors.UserError(f"config.mode must be one of "
+                           f"{default_config.MODES}, got {config.mode!r}")
+  unknown = default_config.unknown_fields(config)
+  if unknown:
+    field, close = unknown[0]
+    raise errors.UserError(
+        f"unknown config field config.{field}"
+        + (f" (did you mean {close!r}?)" if close else "")
+        + "; every field, with its meaning, is in fcn_jax/default_config.py")
+  config = copy.deepcopy(config)
+  config.unlock()
+  if loaded is not None:
+    config.model = ml_collections.ConfigDict(loaded.spec.to_dict())
+    config.init_from = ""  # The checkpoint is given.
+  evaluates = purpose == "eval" or config.mode != "train"
+  try:  # The dataset's builder, opened once; its metadata, no records.
+    builder = data_sources.check_prepared(config.dataset.name,
+                                          config.dataset.data_dir)
+  except FileNotFoundError:
+    if purpose != "dry_run" or not config.model.num_classes:
+      raise
+    builder = None  # A dry run compiles without the data.
+  metadata = builder.info.metadata if builder is not None else None
+  if not config.model.num_classes:
+    classes = datasets.dataset_classes(metadata)
+    if classes is None:
+      raise errors.UserError(
+          f"config.model.num_classes=0 takes the dataset's class count, but "
+          f"{config.dataset.name} records none: set config.model.num_classes")
+    config.model.num_classes = classes[0]
+  spec = models.ModelSpec.from_dict(config.model.to_dict())
+  _validate_optim(config.optim, spec.num_classes)
+  if spec.multi_head and tuple(config.optim.class_weights):
+    raise errors.UserError(
+        f"config.optim.class_weights weighs one head's classes; {spec.name} "
+        f"has the heads {sorted(spec.head_classes)}")
+  parallel.check_mode(config.parallel)
+  if config.scratch_init not in SCRATCH_INITS:
+    raise errors.UserError(f"config.scratch_init must be one of "
+                           f"{SCRATCH_INITS}, got {config.scratch_init!r}")
+  tta = tta_from_config(config)
+  for field in ("batch_size", "eval_batch_size", "log_every_steps",
+                "checkpoint.every_steps"):
+    value = get_field(config, field)
+    if value < 1:
+      raise errors.UserError(f"config.{field} must be >= 1, got {value}")
+  if config.num_train_steps < 0 or (
+      purpose == "train" and config.num_train_steps == 0):
+    raise errors.UserError(
+        f"config.num_train_steps={config.num_train_steps}: "
+        + ("nothing to train, so nothing would be saved or evaluated; set it "
+           "> 0 (to evaluate weights, use --config.mode=eval with "
+           "--config.init_from=<weights>)" if config.num_train_steps == 0
+           else "it must be >= 0"))
+  cfg = input_config.InputConfig.from_config(config)
+  layout = input_config.ExampleLayout.from_config(config)
+  if process_count is None:
+    import jax  # pylint: disable=g-import-not-at-top
+    process_count = jax.process_count()
+  eval_bucketed = input_pipeline.eval_at_buckets(cfg, tta.is_identity)
+  # (A dry run checks the batches per chip of the topology it compiles for,
+  # not per process of this machine.)
+  if purpose == "train":
+    input_pipeline.check_train_batches(cfg, process_count)
+  if evaluates and purpose != "dry_run":  # Before step 1, not at the
+    # first evaluation.
+    input_pipeline.check_eval_batches(cfg, process_count, eval_bucketed)
+  splits = ()
+  if builder is not None and builder.is_prepared():
+    splits = tuple(builder.info.splits.keys())
+    wanted = ([cfg.train_split] if purpose != "eval" else []) + (
+        [cfg.eval_split] if evaluates else [])
+    for split in wanted:
+      if split not in splits:
+        field = ("train_split" if split == cfg.train_split and
+                 purpose != "eval" else "eval_split")
+        raise errors.UserError(
+            f"config.dataset.{field}={split!r}: {config.dataset.name} has "
+            f"no such split; it has {sorted(splits)}")
+  class_names = (_dataset_class_names(config, spec, layout, metadata,
+                                      loaded) if builder is not None else None)
+  exclusions = ()
+  if "eval" in config and "exclude_classes" in config.eval:
+    exclusions = tuple(str(name) for name in config.eval.exclude_classes)
+  if exclusions:  # Before training, not at its first evaluation.
+    classes = spec.head_classes if spec.multi_head else {
+        models.SINGLE_OUTPUT: spec.num_classes}
+    names = class_names if spec.multi_head else {
+        models.SINGLE_OUTPUT: class_names}
+    metrics_lib.excluded_classes(
+        exclusions, metrics_lib.head_class_names(classes, names or {}))
+  sources = {}
+  if purpose == "train":
+    sources = init_sources(config.init_from, spec)
+    for path in sources.values():
+      # Before any work: a wrong path fails at once.
+      check_local_path(path, "config.init_from")
+      _check_init_width(checkpointing.existing_source(path), path, spec)
+    # Last: it reads the splits' records.
+    input_pipeline.check_image_sizes(config, evaluate=evaluates)
+  recorded = json.loads(config.to_json_best_effort())
+  for field in MACHINE_LOCAL_FIELDS:
+    recorded.pop(field, None)
+  config.lock()
+  return Run(config=config, purpose=purpose, spec=spec,
+             class_names=class_names, splits=splits, input=cfg,
+             layout=layout, tta=tta, exclusions=exclusions,
+             init_sources=sources, train_bucketed=cfg.train_buckets,
+             eval_bucketed=eval_bucketed, evaluates=evaluates,
+             recorded=json.dumps(recorded))
+
+
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks ``config`` as :func:`resolve` does for a dry run, and settles
+  ``config.model.num_classes`` in place (for the dry run, until it takes the
+  :class:`Run`)."""
+  config.model.num_classes = resolve(config, "dry_run").spec.num_classes
+
+
+def get_field(config: ml_collections.ConfigDict, field: str) -> Any:
+  """The value of a dotted field (``"optim.base_lr"``)."""
+  for part in field.split("."):
+    config = config[part]
+  return config
+
+
+def set_field(config: ml_collections.ConfigDict, field: str,
+              value: Any) -> None:
+  """Sets a dotted field (``"tta.scales"``)."""
+  *groups, name = field.split(".")
+  for part in groups:
+    config = config[part]
+  setattr(config, name, value)
 
 
 def _init_metadata(path: str) -> Mapping[str, Any] | None:
@@ -106,7 +296,7 @@ def _check_init_width(path: str, given: str, spec: models.ModelSpec) -> None:
   options = metadata.get("model_options") or {}
   saved = int(options.get("width_divisor", 1))
   if saved != spec.width_divisor:
-    raise ValueError(
+    raise errors.UserError(
         f"config.init_from={given} holds weights of width_divisor={saved}, "
         f"but config.model.width_divisor={spec.width_divisor}: pass "
         f"--config.model.width_divisor={saved} (or convert the weights "
@@ -133,6 +323,11 @@ def warn_if_scratch_with_caffe_inputs(
       preprocessing.name)
 
 
+# The optimizer's rates and factors: finite and >= 0.
+_NON_NEGATIVE_OPTIM = ("base_lr", "momentum", "weight_decay", "bias_lr_mult",
+                       "bias_decay_mult", "end_lr_factor")
+
+
 def _validate_optim(optim: ml_collections.ConfigDict,
                     num_classes: int | None = None) -> None:
   """Checks ``config.optim``: every value the optimizer
@@ -140,44 +335,36 @@ def _validate_optim(optim: ml_collections.ConfigDict,
   against ``num_classes`` when given).
 
   Raises:
-    ValueError: naming the field, the value and what is allowed.
+    errors.UserError: naming the field, the value and what is allowed.
   """
+  # A rate of nan or inf would run steps before the divergence message; a
+  # negative one would climb the loss: refused before step 1.
+  for field in _NON_NEGATIVE_OPTIM:
+    value = float(optim[field])
+    if not math.isfinite(value) or value < 0:
+      raise errors.UserError(
+          f"config.optim.{field} must be a finite number >= 0, got {value}"
+          + (" (the reference's is 1e-10 for FCN-32s with the summed loss, "
+             "~1e-4 with loss_normalization='valid')"
+             if field == "base_lr" else ""))
   if optim.schedule not in default_config.SCHEDULES:
-    raise ValueError(f"config.optim.schedule must be one of "
+    raise errors.UserError(f"config.optim.schedule must be one of "
                      f"{default_config.SCHEDULES}, got {optim.schedule!r}")
   losses.check_normalization(optim.loss_normalization)
   if not 0.0 < optim.loss_sampling_p <= 1.0:
-    raise ValueError(f"config.optim.loss_sampling_p must be in (0, 1], got "
+    raise errors.UserError(f"config.optim.loss_sampling_p must be in (0, 1], got "
                      f"{optim.loss_sampling_p}")
   if optim.get("trainable", "all") not in default_config.TRAINABLE:
-    raise ValueError(f"config.optim.trainable must be one of "
+    raise errors.UserError(f"config.optim.trainable must be one of "
                      f"{default_config.TRAINABLE}, got {optim.trainable!r}")
   if optim.iter_size < 1:
-    raise ValueError(f"config.optim.iter_size must be >= 1, got "
+    raise errors.UserError(f"config.optim.iter_size must be >= 1, got "
                      f"{optim.iter_size}")
   class_weights = tuple(optim.class_weights)
   if (class_weights and num_classes is not None
       and len(class_weights) != num_classes):
-    raise ValueError(f"config.optim.class_weights has {len(class_weights)} "
+    raise errors.UserError(f"config.optim.class_weights has {len(class_weights)} "
                      f"values for {num_classes} classes")
-
-
-def resolve_num_classes(config: ml_collections.ConfigDict) -> None:
-  """Sets ``config.model.num_classes = 0`` to the dataset's class count.
-
-  Raises:
-    ValueError: The dataset records no class count.
-  """
-  if config.model.num_classes:
-    return
-  check_dataset(config)  # A missing dataset: say so, not "no class count".
-  names = data_sources.dataset_class_names(config.dataset.name,
-                                           config.dataset.data_dir)
-  if names is None:
-    raise ValueError(f"config.model.num_classes=0 takes the dataset's class "
-                     f"count, but {config.dataset.name} records none: set "
-                     "config.model.num_classes")
-  config.model.num_classes = len(names)
 
 
 def model_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
@@ -213,7 +400,7 @@ def init_sources(init_from: str, spec: models.ModelSpec) -> dict[str, str]:
   for entry in text.split(","):
     suffix, sep, path = (part.strip() for part in entry.partition("="))
     if not sep or not path or suffix not in suffixes or suffix in sources:
-      raise ValueError(
+      raise errors.UserError(
           f"config.init_from={init_from!r}: give one path, or one "
           f"STREAM=PATH per stream of {spec.name} (streams: "
           f"{suffixes or 'none, it has one trunk'}), separated by commas")
@@ -233,30 +420,40 @@ def resolve_preprocessing(config: ml_collections.ConfigDict,
       config.force_preprocessing, force_flag="config.force_preprocessing")
 
 
-def check_dataset_classes(config: ml_collections.ConfigDict,
-                          loaded: checkpointing.LoadedModel | None = None
-                          ) -> list[str] | None:
-  """Checks that the model predicts the dataset's classes (their count).
-
-  Args:
-    config: Reads ``dataset.name``, ``dataset.data_dir`` and, without
-      ``loaded``, ``model.num_classes``.
-    loaded: A saved model to evaluate (default: the config's model).
+def _dataset_class_names(config: ml_collections.ConfigDict,
+                         spec: models.ModelSpec,
+                         layout: input_config.ExampleLayout,
+                         metadata: Mapping[str, Any] | None,
+                         loaded: checkpointing.LoadedModel | None) -> Any:
+  """The dataset's class names, checked against the model's class count
+  (each head's against its label feature's for a multi-head net).
 
   Returns:
-    The dataset's class names (for a multi-head net ``{head: names}``, each
-    head's from its label feature), or None if it records none.
+    The names (``{head: names}`` for a multi-head net), or None if the
+    dataset records none.
 
   Raises:
-    ValueError: The counts differ; the message gives the fix.
+    errors.UserError: The counts differ; the message gives the fix.
   """
-  spec = model_spec(config) if loaded is None else loaded.spec
+  where = "config.model" if loaded is None else f"the model in {loaded.path}"
   if spec.multi_head:
-    return _check_head_classes(config, spec, loaded)
-  names = data_sources.dataset_class_names(config.dataset.name,
-                                           config.dataset.data_dir)
-  num_classes = (int(config.model.num_classes) if loaded is None
-                 else loaded.spec.num_classes)
+    names = {}
+    for head, feature in layout.labels:
+      head_names = datasets.label_class_names(metadata, feature)
+      if head_names is None:
+        return None
+      wanted = spec.head_classes[head]
+      if len(head_names) != wanted:
+        raise errors.UserError(
+            f"{where}: the {head} head of {spec.name} has {wanted} classes, "
+            f"but {feature} of the dataset {config.dataset.name} has "
+            f"{len(head_names)}: check config.dataset.label_features and "
+            "config.model.num_classes.")
+      names[head] = head_names
+    return names
+  classes = datasets.dataset_classes(metadata)
+  names = None if classes is None else classes[1]
+  num_classes = spec.num_classes
   if names is None or len(names) == num_classes:
     return names
   if loaded is None:
@@ -265,58 +462,24 @@ def check_dataset_classes(config: ml_collections.ConfigDict,
            "of another class count keep their trunk; their score layers "
            "start afresh)")
   else:
-    model = f"the model in {loaded.path} has num_classes={num_classes}"
+    model = f"{where} has num_classes={num_classes}"
     fix = "Evaluate it on the dataset it was trained on"
   effect = (f"its labels {num_classes}..{len(names) - 1} would be ignored"
             if num_classes < len(names) else
             f"classes {len(names)}..{num_classes - 1} would never be seen")
-  raise ValueError(f"{model}, but the dataset {config.dataset.name} has "
-                   f"{len(names)} classes: {effect}. {fix}.")
+  raise errors.UserError(f"{model}, but the dataset {config.dataset.name} "
+                         f"has {len(names)} classes: {effect}. {fix}.")
 
 
-def _check_head_classes(config: ml_collections.ConfigDict,
-                        spec: models.ModelSpec,
-                        loaded: checkpointing.LoadedModel | None
-                        ) -> dict[str, list[str]] | None:
-  """:func:`check_dataset_classes` for a multi-head net: each head against
-  the classes of its label feature (``config.dataset.label_features``)."""
-  layout = input_config.ExampleLayout.from_config(
-      config if loaded is None else with_model_name(config, spec.name))
-  names = {}
-  for head, feature in layout.labels:
-    head_names = data_sources.label_class_names(
-        config.dataset.name, feature, config.dataset.data_dir)
-    if head_names is None:
-      return None
-    wanted = spec.head_classes[head]
-    if len(head_names) != wanted:
-      where = ("config.model" if loaded is None
-               else f"the model in {loaded.path}")
-      raise ValueError(
-          f"{where}: the {head} head of {spec.name} has {wanted} classes, but "
-          f"{feature} of the dataset {config.dataset.name} has "
-          f"{len(head_names)}: check config.dataset.label_features and "
-          "config.model.num_classes.")
-    names[head] = head_names
-  return names
-
-
-def with_model_name(config: ml_collections.ConfigDict,
-                     name: str) -> ml_collections.ConfigDict:
-  config = copy.deepcopy(config)
-  config.model.name = name
-  return config
-
-
-def check_same_model(config: ml_collections.ConfigDict,
+def check_same_model(requested: models.ModelSpec,
                      metadata: Mapping[str, Any], where: str) -> None:
-  """Checks that ``config.model`` is the model a checkpoint was trained with.
+  """Checks that ``requested`` (a run's model) is the model a checkpoint
+  was trained with.
 
   Raises:
     ValueError: They differ; the message names the fields and the fixes.
     checkpointing.DamagedCheckpointError: The metadata describes no model.
   """
-  requested = model_spec(config)
   try:
     saved = checkpointing.model_spec(metadata, dtype=requested.dtype)
   except (KeyError, TypeError, ValueError) as e:
@@ -327,7 +490,7 @@ def check_same_model(config: ml_collections.ConfigDict,
             if getattr(requested, field) != getattr(saved, field)]
   if differ:
     workdir = os.path.dirname(os.path.dirname(where))
-    raise ValueError(
+    raise errors.UserError(
         f"cannot resume {where} with another model: config.model."
         f"{', config.model.'.join(differ)}. Rerun with the model it was "
         f"trained with (see {os.path.join(workdir, CONFIG_FILE)}), or train in "
@@ -383,7 +546,7 @@ def saved_run_config(workdir: str) -> ml_collections.ConfigDict:
     if isinstance(saved, str):
       saved = json.loads(saved)
   except (OSError, ValueError, KeyError, TypeError) as e:
-    raise ValueError(f"{path} records no run config ({type(e).__name__}); "
+    raise errors.UserError(f"{path} records no run config ({type(e).__name__}); "
                      "give the config with --config FILE") from None
   config = default_config.get_config()
   _merge_saved(config, saved)
@@ -397,7 +560,7 @@ def check_local_path(path: str, what: str) -> None:
     ValueError: ``path`` is a URL; the message says how to mount the bucket.
   """
   if "://" in path:
-    raise ValueError(
+    raise errors.UserError(
         f"{what}={path}: fcn_jax reads and writes workdirs and weights through "
         "the file system, not URLs. Mount the bucket (e.g. gcsfuse "
         "--implicit-dirs --rename-dir-limit=100000 BUCKET /gcs/BUCKET, as "

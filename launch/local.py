@@ -5,7 +5,11 @@ Each process gets ``JAX_COORDINATOR_ADDRESS`` / ``JAX_NUM_PROCESSES`` /
 ``JAX_PROCESS_ID`` (read by ``fcn_jax.distributed.maybe_initialize``) and, on
 CPU, its own number of fake devices. Logs go to ``--log_dir/process_<i>.log``.
 SIGTERM and SIGINT are forwarded to every process (to try preemption), and the
-launcher exits with the first non-zero exit code.
+launcher exits with the first non-zero exit code. When one process fails the
+others are stopped. No process outlives the launcher: one that has not exited
+``--kill_after`` seconds after a forwarded signal (or a peer's failure) is
+killed (a process stuck in a collective cannot handle a SIGTERM), and on Linux
+each is killed if the launcher itself dies.
 
 Example (2 processes x 2 CPU devices = a 4-device run):
 
@@ -16,6 +20,7 @@ Example (2 processes x 2 CPU devices = a 4-device run):
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
 import pathlib
 import signal
@@ -31,6 +36,13 @@ def _free_port() -> int:
     return s.getsockname()[1]
 
 
+def _die_with_parent() -> None:
+  """In the child, before exec: SIGKILL when the launcher dies (Linux)."""
+  if sys.platform.startswith("linux"):
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
 def main(argv: list[str] | None = None) -> int:
   parser = argparse.ArgumentParser(
       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -41,6 +53,10 @@ def main(argv: list[str] | None = None) -> int:
                       help="Coordinator port on localhost (0 = pick a free one).")
   parser.add_argument("--log_dir", default=None,
                       help="Per-process logs (default: print to this terminal).")
+  parser.add_argument("--kill_after", type=float, default=120,
+                      help="Seconds the processes get to exit after a "
+                      "forwarded SIGTERM/SIGINT or a peer's failure, before "
+                      "they are killed.")
   parser.add_argument("command", nargs=argparse.REMAINDER,
                       help="The command to run, after '--'.")
   args = parser.parse_args(argv)
@@ -74,33 +90,34 @@ def main(argv: list[str] | None = None) -> int:
       out = open(log_dir / f"process_{pid}.log", "w")
       logs.append(out)
     procs.append(subprocess.Popen(command, env=env, stdout=out,
-                                  stderr=subprocess.STDOUT if out else None))
+                                  stderr=subprocess.STDOUT if out else None,
+                                  preexec_fn=_die_with_parent))
 
-  def forward(signum, frame):
-    del frame
+  kill_at = [None]  # When to kill the processes that are still running.
+
+  def stop(signum):
     for p in procs:
       if p.poll() is None:
         p.send_signal(signum)
+    if kill_at[0] is None:
+      kill_at[0] = time.monotonic() + args.kill_after
 
-  signal.signal(signal.SIGTERM, forward)
-  signal.signal(signal.SIGINT, forward)
-  codes = [None] * len(procs)
-  while any(c is None for c in codes):
-    for i, p in enumerate(procs):
-      if codes[i] is None:
-        codes[i] = p.poll()
-    failed = [c for c in codes if c not in (None, 0)]
-    if failed:  # one process died: the others would wait forever
-      for p in procs:
+  signal.signal(signal.SIGTERM, lambda signum, frame: stop(signum))
+  signal.signal(signal.SIGINT, lambda signum, frame: stop(signum))
+  while any(p.poll() is None for p in procs):
+    if kill_at[0] is None and any(p.poll() not in (None, 0) for p in procs):
+      stop(signal.SIGTERM)  # One failed: the others would wait forever.
+    if kill_at[0] is not None and time.monotonic() > kill_at[0]:
+      for pid, p in enumerate(procs):
         if p.poll() is None:
-          p.terminate()
-      for p in procs:
-        p.wait()
+          print(f"process {pid} did not exit {args.kill_after:g} s after "
+                "being asked to stop: killing it", file=sys.stderr)
+          p.kill()
       break
     time.sleep(0.2)
+  codes = [p.wait() for p in procs]
   for f in logs:
     f.close()
-  codes = [p.wait() for p in procs]
   for pid, code in enumerate(codes):
     if code:
       print(f"process {pid} exited with {code}", file=sys.stderr)

@@ -35,8 +35,8 @@ for step in range(1, int(sys.argv[2])):
 """
 
 
-def _env():
-  env = dict(os.environ)
+def _env(**extra):
+  env = dict(os.environ, **extra)
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   env["JAX_PLATFORMS"] = "cpu"
   for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
@@ -54,8 +54,137 @@ def _launch(tmp_path, num_processes, steps):
       env=_env())
 
 
+# Runs a data-parallel step (fcn_jax.parallel.replicate_step, as training and
+# evaluation do) on 2 processes x 2 devices, in the ways a run can go wrong.
+# argv: mode, then the parallel modes ("pmap,jit"), the seconds process 0
+# works before its first step (a skew), and a folder for process id files.
+STEP_WORKER = r"""
+import os, sys, time
+from fcn_jax import distributed
+distributed.maybe_initialize()
+import jax, numpy as np
+from jax._src import monitoring
+from fcn_jax import parallel
+compiles = []
+monitoring.register_event_duration_secs_listener(
+    lambda name, secs, **kw: compiles.append(name)
+    if name == "/jax/core/compile/backend_compile_duration" else None)
+what, modes, skew, pid_dir = sys.argv[1:]
+me = jax.process_index()
+open(os.path.join(pid_dir, f"{me}.pid"), "w").write(str(os.getpid()))
+
+def step(state, batch):
+  return state + parallel.psum(batch.sum()), batch * 2
+
+batch = np.full((jax.local_device_count(), 3), me + 1.0, np.float32)
+for mode in modes.split(","):
+  fn = parallel.replicate_step(step, jax.local_devices(),
+                               per_device_outputs=(False, True), mode=mode)
+  if me == 0:
+    time.sleep(float(skew))  # Process 0's start-up work (writes, loads).
+  if what == "absent" and me == 1:
+    time.sleep(600)  # Never comes.
+  before, state = len(compiles), np.float32(0)
+  for _ in range(3):
+    state, _ = fn(state, batch)
+  total = float(np.asarray(jax.device_get(
+      state.addressable_data(0) if mode == "jit" else state)).ravel()[0])
+  print(f"{mode}: state {total} after {len(compiles) - before} compile(s)",
+        flush=True)
+  if what == "stuck":
+    if me == 1:
+      time.sleep(600)  # Alive, but never in the next step's collective.
+    state, _ = fn(state, batch)
+    jax.block_until_ready(state)
+    print("the stuck step returned", flush=True)
+"""
+
+
+def _launch_steps(tmp_path, what, modes, skew=0, kill_after=120, **env):
+  script = tmp_path / "step_worker.py"
+  script.write_text(STEP_WORKER)
+  pid_dir = tmp_path / "pids"
+  pid_dir.mkdir()
+  return subprocess.Popen(
+      [sys.executable, str(LAUNCHER), "--num_processes", "2",
+       "--devices_per_process", "2", "--log_dir", str(tmp_path / "logs"),
+       "--kill_after", str(kill_after), "--", sys.executable, str(script),
+       what, modes, str(skew), str(pid_dir)],
+      env=_env(**env), stderr=subprocess.PIPE, text=True)
+
+
+def _assert_all_exited(tmp_path):
+  pids = [int(p.read_text()) for p in (tmp_path / "pids").iterdir()]
+  assert len(pids) == 2
+  for pid in pids:
+    try:  # Gone, or a zombie (killed, not yet reaped by its new parent).
+      with open(f"/proc/{pid}/stat") as f:
+        assert f.read().rsplit(")", 1)[1].split()[0] == "Z", pid
+    except FileNotFoundError:
+      pass
+
+
+def test_processes_start_a_step_together_however_late_one_is(tmp_path):
+  # Process 0 comes 35 s late, past Gloo's fixed 30 s deadline for setting
+  # up a collective: without the meeting before the first run, process 1
+  # fails (DEADLINE_EXCEEDED) or hangs.
+  proc = _launch_steps(tmp_path, "late", "pmap,jit", skew=35)
+  _, stderr = proc.communicate(timeout=240)
+  assert proc.returncode == 0, stderr + "\n".join(_logs(tmp_path, 2))
+  for log in _logs(tmp_path, 2):
+    # Each step adds the sum over 4 devices x 3 values: 2x3x1 + 2x3x2 = 18.
+    # Compiled once per process: the first call reuses the ahead-of-time
+    # compile that preceded the meeting.
+    assert "pmap: state 54.0 after 1 compile(s)" in log, log
+    assert "jit: state 54.0 after 1 compile(s)" in log, log
+
+
+def test_a_process_that_does_not_come_is_named(tmp_path):
+  proc = _launch_steps(tmp_path, "absent", "pmap", kill_after=5,
+                       FCN_JAX_BARRIER_TIMEOUT="5")
+  _, stderr = proc.communicate(timeout=120)
+  assert proc.returncode != 0
+  log0 = _logs(tmp_path, 2)[0]
+  assert ("process(es) 1 of 2 did not reach the first run of step within "
+          "5 s (process 0 waited): a slow or stuck host (see its log); if it "
+          "is only slow, raise $FCN_JAX_BARRIER_TIMEOUT (seconds).") in log0, (
+              log0)
+  # Process 1 sleeps through SIGTERM (JAX's preemption notifier takes it):
+  # the launcher kills it.
+  assert "process 1 did not exit 5 s after being asked to stop" in stderr
+  _assert_all_exited(tmp_path)
+
+
+def test_a_process_stuck_in_a_collective_exits_with_one_line(tmp_path):
+  proc = _launch_steps(tmp_path, "stuck", "pmap", kill_after=5,
+                       FCN_JAX_HANG_TIMEOUT="5")
+  _, stderr = proc.communicate(timeout=120)
+  log0 = _logs(tmp_path, 2)[0]
+  assert proc.returncode == 1, stderr + log0
+  assert "the stuck step returned" not in log0
+  assert re.search(
+      r"error: process 0 of 2 made no progress for \d+ s after starting "
+      r"step \(stuck at \S+\.py:\d+ .*\): another process is probably stuck "
+      r"or gone, see its log; exiting\. If a step can take that long, raise "
+      r"\$FCN_JAX_HANG_TIMEOUT \(seconds; 0: never\)\.", log0), log0
+  _assert_all_exited(tmp_path)
+
+
+def test_no_process_outlives_the_launcher(tmp_path):
+  proc = _launch_steps(tmp_path, "stuck", "pmap", FCN_JAX_HANG_TIMEOUT="0")
+  deadline = time.time() + 120
+  while "pmap: state" not in "".join(_logs(tmp_path, 2)):
+    assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
+    time.sleep(0.5)
+  proc.kill()  # As a test's timeout would.
+  proc.wait()
+  time.sleep(1)
+  _assert_all_exited(tmp_path)
+
+
 def _logs(tmp_path, num_processes):
   return [(tmp_path / "logs" / f"process_{i}.log").read_text()
+          if (tmp_path / "logs" / f"process_{i}.log").exists() else ""
           for i in range(num_processes)]
 
 

@@ -1,8 +1,8 @@
-"""The TPU dry run: topologies, the fit decision, the search, the CLI.
+"""The dry run (fcn_jax.aot): topologies, the fit decision, the search, the CLI.
 
-Everything but the last test runs without libtpu: fake compiled objects, or
+Everything but the real-TPU test runs without libtpu: fake compiled objects, or
 the real steps compiled for the 8 fake CPU devices (``--topology=cpu``). The
-last test compiles a tiny FCN for a real TPU topology (v5e:2x2); it is
+real-TPU test compiles a tiny FCN for a real TPU topology (v5e:2x2); it is
 skipped unless libtpu is installed (``pip install -e ".[tpu]"``), and takes a
 few minutes of one CPU core:
 
@@ -21,11 +21,17 @@ import jax
 import pytest
 
 from fcn_jax import default_config
-from fcn_jax import dry_run
-from fcn_jax import run_config
+from fcn_jax import errors
+from fcn_jax import aot
+from fcn_jax.aot import accelerators
+from fcn_jax.aot import measure
+from fcn_jax.aot import report
+from fcn_jax.aot import search
+from fcn_jax.aot import steps
+from fcn_jax.aot import targets
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-GIB = dry_run.GIB
+GIB = aot.GIB
 HAS_LIBTPU = importlib.util.find_spec("libtpu") is not None
 
 
@@ -36,31 +42,34 @@ def _tiny_config(parallel="pmap"):
   config.model.width_divisor = 64
   config.batch_size = 16
   config.eval_batch_size = 8
+  config.input.train_mode = "epochs"  # Crops.
   config.input.crop_size = 32
   config.input.eval_pad_size = 48
   return config
 
 
 def test_topology_names():
-  assert dry_run.topology_name("v4-8") == "v4:2x2x1"
-  assert dry_run.topology_name("v5e-16") == "v5e:4x4"
-  assert dry_run.topology_name("v5litepod-16") == "v5e:4x4"
-  assert dry_run.topology_name("v6e-8") == "v6e:2x4"
-  assert dry_run.topology_name("v5e:8x8") == "v5e:8x8"
-  assert dry_run.topology_name("v4:2x2x4") == "v4:2x2x4"
-  with pytest.raises(dry_run.DryRunError,
+  assert accelerators.tpu_topology_name("v4-8") == "v4:2x2x1"
+  assert accelerators.tpu_topology_name("v5e-16") == "v5e:4x4"
+  assert accelerators.tpu_topology_name("v5litepod-16") == "v5e:4x4"
+  assert accelerators.tpu_topology_name("v6e-8") == "v6e:2x4"
+  assert accelerators.tpu_topology_name("v5e:8x8") == "v5e:8x8"
+  assert accelerators.tpu_topology_name("v4:2x2x4") == "v4:2x2x4"
+  with pytest.raises(aot.DryRunError,
                      match=r"--topology=v5e-12: not a TPU accelerator type"):
-    dry_run.topology_name("v5e-12")
+    accelerators.tpu_topology_name("v5e-12")
 
 
-def test_hbm_by_device_kind_or_override():
+def test_memory_by_device_kind():
   chip = types.SimpleNamespace(device_kind="TPU v5 lite", platform="tpu")
-  assert dry_run.hbm_bytes(chip) == 16 * GIB
-  assert dry_run.hbm_bytes(types.SimpleNamespace(
+  assert targets.hbm_bytes(chip) == 16 * GIB
+  assert targets.hbm_bytes(types.SimpleNamespace(
       device_kind="TPU v4", platform="tpu")) == 32 * GIB
-  assert dry_run.hbm_bytes(chip, override_gib=1.5) == int(1.5 * GIB)
-  with pytest.raises(dry_run.DryRunError, match="pass it as --hbm_gib"):
-    dry_run.hbm_bytes(types.SimpleNamespace(device_kind="TPU v9",
+  # CUDA's figure for an 80 GB H100: 79.1 GiB.
+  assert targets.hbm_bytes(types.SimpleNamespace(
+      device_kind="NVIDIA H100 80GB HBM3", platform="gpu")) == 84_942_979_072
+  with pytest.raises(aot.DryRunError, match="pass it as --hbm_gib"):
+    targets.hbm_bytes(types.SimpleNamespace(device_kind="TPU v9",
                                             platform="tpu"))
 
 
@@ -95,7 +104,7 @@ class _FakeStep:
 
 
 def _compile(step, capacity=16 * GIB):
-  return dry_run.compile_step("train", step, (), per_chip_batch=2,
+  return measure.compile_step("train", step, (), per_chip_batch=2,
                               global_batch=32, image_size=320,
                               capacity_bytes=capacity)
 
@@ -113,12 +122,12 @@ def test_fit_decision_and_report():
   over = _compile(_FakeStep(_FakeCompiled(13 * GIB, [cost])))  # Older JAX.
   assert not over.fits and over.flops == 2.5e12
   assert "over by 0.25 GiB" in over.describe()
-  message = dry_run.failure_message(
+  message = report.failure_message(
       {"train": over, "eval": fits, "fits": False}, num_chips=16)
   assert message.startswith(
       "does not fit: the train step needs 16.25 GiB per chip of 16.00 GiB;")
   assert "--find_max_batch" in message
-  found = dry_run.failure_message(
+  found = report.failure_message(
       {"train": over, "eval": fits, "fits": False, "max_per_chip_batch": 1},
       num_chips=16)
   assert found.endswith("the largest per-chip training batch that fits is 1: "
@@ -132,7 +141,7 @@ def test_out_of_memory_compile_errors_do_not_fit_others_raise():
   report = _compile(_FakeStep(error=oom))
   assert not report.fits
   assert report.error.startswith("RESOURCE_EXHAUSTED: XLA:TPU compile")
-  assert dry_run._bytes_used(report) == int(20.5 * GIB)
+  assert search._bytes_used(report) == int(20.5 * GIB)
   assert "does not fit in 16.00 GiB per chip" in report.describe()
   with pytest.raises(TypeError, match="unrelated"):
     _compile(_FakeStep(error=TypeError("unrelated")))
@@ -143,7 +152,7 @@ def _linear_probe(fixed, per_image, capacity, calls, quote_oom=True):
 
   def probe(batch):
     calls.append(batch)
-    report = dry_run.StepReport(
+    report = measure.StepReport(
         name="train", per_chip_batch=batch, global_batch=batch,
         image_size=320, capacity_bytes=capacity,
         argument_bytes=fixed, temp_bytes=per_image * batch)
@@ -163,7 +172,7 @@ def test_find_max_batch_finds_the_largest_that_fits(start, quote_oom):
   fixed, per_image, capacity = GIB, 700 << 20, 16 * GIB
   want = (capacity - fixed) // per_image  # 21, naively.
   calls = []
-  largest, reports = dry_run.find_max_batch(
+  largest, reports = search.find_max_batch(
       _linear_probe(fixed, per_image, capacity, calls, quote_oom), start)
   assert largest == want == 21
   assert reports[largest].fits and not reports[largest + 1].fits
@@ -176,15 +185,15 @@ def test_find_max_batch_with_a_probe_budget_gives_a_true_lower_bound(
     max_probes):
   fixed, per_image, capacity = GIB, 700 << 20, 16 * GIB
   calls = []
-  largest, reports = dry_run.find_max_batch(
+  largest, reports = search.find_max_batch(
       _linear_probe(fixed, per_image, capacity, calls), 2,
       max_probes=max_probes)
   assert len(calls) == max_probes
   assert 2 <= largest <= 21 and reports[largest].fits  # Fits, and <= exact.
-  low, high = dry_run.search_bounds(reports)
+  low, high = search.search_bounds(reports)
   assert low == largest
   assert high is None or (high > 21 and not reports[high].fits)
-  summary = dry_run.search_summary(
+  summary = report.search_summary(
       {"max_per_chip_batch": largest, "first_failing_batch": high,
        "max_per_chip_batch_exact": high == largest + 1,
        "probes": [reports[b] for b in sorted(reports)]}, num_chips=4)
@@ -195,28 +204,28 @@ def test_find_max_batch_with_a_probe_budget_gives_a_true_lower_bound(
 
 def test_find_max_batch_when_nothing_fits():
   calls = []
-  largest, _ = dry_run.find_max_batch(
+  largest, _ = search.find_max_batch(
       _linear_probe(17 * GIB, GIB, 16 * GIB, calls), 4)
   assert largest == 0 and calls == [4, 2, 1]  # Halving.
 
 
 def test_batches_must_split_over_every_chip():
-  assert dry_run.per_chip(32, 16, "batch_size") == 2
-  with pytest.raises(dry_run.DryRunError, match=(
+  assert steps.per_chip(32, 16, "batch_size") == 2
+  with pytest.raises(aot.DryRunError, match=(
       r"config.batch_size=24 does not split over the 16 chips .* pass "
       r"--config.batch_size=16 or 32.")):
-    dry_run.per_chip(24, 16, "batch_size")
+    steps.per_chip(24, 16, "batch_size")
   config = _tiny_config()
   config.input.crop_size = 0  # Native size without buckets: one per chip.
   config.input.buckets = "none"
-  with pytest.raises(dry_run.DryRunError, match="pass --config.batch_size=8"):
-    dry_run.dry_run(config, jax.devices(), capacity=GIB)
+  with pytest.raises(aot.DryRunError, match="pass --config.batch_size=8"):
+    steps.dry_run(config, jax.devices(), capacity=GIB)
 
 
 @pytest.fixture(scope="module")
 def cpu_results():
   """The real steps compiled for the 8 CPU devices, pmap and jit."""
-  return {mode: dry_run.dry_run(_tiny_config(mode), jax.devices(),
+  return {mode: steps.dry_run(_tiny_config(mode), jax.devices(),
                                 capacity=GIB, search=False)
           for mode in ("pmap", "jit")}
 
@@ -314,12 +323,12 @@ def test_cli_without_libtpu_says_how_to_get_it():
 @pytest.mark.skipif(not HAS_LIBTPU, reason="needs libtpu: pip install -e "
                     "'.[tpu]' (or see the module docstring)")
 def test_real_tpu_compile_of_a_tiny_model():
-  devices = dry_run.tpu_devices("v5e-4")
-  assert len(devices) == 4 and devices[0].device_kind == "TPU v5 lite"
+  target = targets.make_target("v5e-4")
+  devices = target.devices
+  assert len(devices) == 4 and target.device_kind == "TPU v5 lite"
   config = _tiny_config()
   config.batch_size = config.eval_batch_size = 8
-  results = dry_run.dry_run(config, devices,
-                            capacity=dry_run.hbm_bytes(devices[0]))
+  results = steps.dry_run(config, devices, capacity=target.capacity_bytes)
   assert results["fits"]
   train = results["train"]
   assert train.per_chip_batch == 2 and train.capacity_bytes == 16 * GIB
@@ -330,24 +339,92 @@ def test_real_tpu_compile_of_a_tiny_model():
 def test_native_size_configs_compile_at_the_largest_bucket_with_sizes():
   config = _tiny_config()
   config.input.crop_size = 0
-  assert dry_run.native_shape(config, 500) == (500, 500)  # auto: the guess.
+  config.batch_size = 8
+  run = steps.resolve(config)
+  assert steps.native_shape(run, 500) == (500, 500)  # auto: the guess.
+  assert run.train_bucketed
   config.input.buckets = "333x500,500x375"
-  assert dry_run.native_shape(config, 500) == (500, 375)
-  assert dry_run._train_buckets(config)
-  spec = run_config.model_spec(config)
-  shapes = dry_run._batch_shapes(spec, 8, 2, (500, 375), with_valid=False,
-                                 with_sizes=True)
+  run = steps.resolve(config)
+  assert steps.native_shape(run, 500) == (500, 375)
+  assert run.train_bucketed
+  shapes = steps.batch_shapes(run.spec, 8, 2, (500, 375), with_valid=False,
+                              with_sizes=True)
   assert shapes["image"].shape == (8, 2, 500, 375, 3)
   assert shapes["size"].shape == (8, 2, 2)
   config.input.buckets = "none"
-  assert not dry_run._train_buckets(config)
+  config.batch_size = 1
+  assert not steps.resolve(config).train_bucketed
 
 
 def test_native_size_takes_one_side_or_height_by_width():
   config = _tiny_config()
   config.input.crop_size = 0
-  assert dry_run.native_shape(config, "256") == (256, 256)
-  assert dry_run.native_shape(config, "480x640") == (480, 640)
+  config.batch_size = 8
+  run = steps.resolve(config)
+  assert steps.native_shape(run, "256") == (256, 256)
+  assert steps.native_shape(run, "480x640") == (480, 640)
   for bad in ("480x", "0x640", "big", "1x2x3"):
-    with pytest.raises(dry_run.DryRunError, match="--native_size"):
-      dry_run.native_shape(config, bad)
+    with pytest.raises(errors.UserError, match="--native_size"):
+      steps.native_shape(run, bad)
+
+
+def test_gpu_topologies():
+  assert accelerators.is_gpu("h100") and accelerators.is_gpu("A100-40:8")
+  assert not accelerators.is_gpu("v5e-16") and not accelerators.is_gpu("cpu")
+  for text, (model, hosts, per_host) in {
+      "h100": ("h100", 1, 1), "h100:8": ("h100", 1, 8),
+      "a100-80:8": ("a100-80", 1, 8), "h200:2x8": ("h200", 2, 8),
+      " A100-40 ": ("a100-40", 1, 1)}.items():
+    gpus = accelerators.gpu_topology(text)
+    assert (gpus.model, gpus.hosts, gpus.gpus_per_host) == (
+        model, hosts, per_host), text
+  assert accelerators.gpu_topology("h100:2x8").name == "h100:2x8"
+  for bad in ("h100:0", "h100:8x", "h100:x8", "h101"):
+    with pytest.raises(aot.DryRunError, match="--topology="):
+      accelerators.gpu_topology(bad)
+  # The target config states the card's own facts.
+  text = accelerators.GPUS["a100-40"].target_config()
+  assert "device_memory_size: 42331013120" in text
+  assert "cuda_compute_capability { major: 8 minor: 0 }" in text
+  assert 'device_description_str: "NVIDIA A100-SXM4-40GB"' in text
+
+
+def test_gpu_capacity_is_jax_preallocated_share(monkeypatch):
+  monkeypatch.delenv("XLA_CLIENT_MEM_FRACTION", raising=False)
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  assert targets.gpu_memory_fraction() == 0.75
+  monkeypatch.setenv("XLA_PYTHON_CLIENT_MEM_FRACTION", "0.9")
+  assert targets.gpu_memory_fraction() == 0.9
+  monkeypatch.setenv("XLA_CLIENT_MEM_FRACTION", "half")
+  with pytest.raises(aot.DryRunError, match="XLA_CLIENT_MEM_FRACTION='half'"):
+    targets.gpu_memory_fraction()
+
+
+def test_gpu_without_the_plugin_says_how_to_get_it(monkeypatch):
+  monkeypatch.setattr(targets, "gpu_plugin_installed", lambda: False)
+  with pytest.raises(aot.DryRunError) as error:
+    targets.make_target("h100:8")
+  message = str(error.value)
+  assert "\n" not in message
+  assert "pip install -e '.[gpu-aot]'" in message
+  assert f"'jax-cuda12-plugin=={jax.__version__}'" in message
+
+
+@pytest.mark.parametrize("parallel", ["pmap", "jit"])
+def test_flops_before_optimisation_match_the_compiled_count(parallel):
+  """GPUs report the lowered program's FLOPs per device; on the CPU, which
+  counts the compiled one too, the two agree where convolutions dominate
+  (at full width to 0.1%; a narrow net's elementwise work counts more
+  before fusion)."""
+  config = _tiny_config(parallel)
+  config.model.width_divisor = 8
+  built = steps.setup(config)
+  devices = jax.devices()[:2]
+  step = steps.step_lib.make_train_fn(built.model, built.tx, built.config,
+                                      devices)
+  batch = steps.batch_shapes(built.spec, len(devices), 1, 64,
+                             with_valid=False)
+  lowered = step.lower(built.state, batch)
+  compiled_flops = lowered.compile().cost_analysis()["flops"]
+  assert measure.lowered_flops(lowered) == pytest.approx(compiled_flops,
+                                                         rel=0.02)

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from fcn_jax import errors
 from fcn_jax import export
 from fcn_jax.data import preprocessing
 from tests import tiny_fcn  # pylint: disable=g-bad-import-order
@@ -96,6 +97,7 @@ class Block(importlib.abc.MetaPathFinder):
       raise ImportError("blocked: " + name)
 sys.meta_path.insert(0, Block())
 import numpy as np
+from fcn_jax import errors
 from fcn_jax import export
 logits = export.load({str(output)!r})(np.load({str(output.parent)!r} +
                                                "/images.npy"))
@@ -186,3 +188,40 @@ def test_an_unwritable_output_is_refused_before_the_work(
           "read_only_folder": "cannot write in the folder",
           "a_folder": "is a folder"}[where] in err
   assert sorted(tmp_path.rglob("*")) == before  # No .tmp left.
+
+
+def test_a_full_disk_names_the_file_and_the_fix(exported, tmp_path,
+                                                monkeypatch):
+  """ENOSPC part-way through the write (simulated): one line naming the file
+  and the fix; no temporary file, and the artifact already there intact."""
+  import errno  # pylint: disable=g-import-not-at-top
+  import io  # pylint: disable=g-import-not-at-top
+  result = export.export_checkpoint(str(exported[2].parent),
+                                    platforms=("cpu",))
+  output = tmp_path / "model.jaxexport"
+  output.write_bytes(b"the older artifact")
+
+  class FullDisk(io.FileIO):
+
+    def write(self, data):
+      super().write(bytes(data)[:10])
+      raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(export, "open", FullDisk, raising=False)
+  with pytest.raises(errors.UserError) as raised:
+    export.save(result, str(output))
+  assert str(raised.value).startswith(f"cannot write {output} (")
+  assert str(raised.value).endswith(
+      "No space left on device; free space on that disk or give an --output "
+      "on another one")
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["model.jaxexport"]
+  assert output.read_bytes() == b"the older artifact"
+
+
+def test_a_bad_step_is_one_line_with_the_accepted_values(capsys):
+  with pytest.raises(SystemExit) as exited:
+    export.main(["--checkpoint", "c", "--output", "o", "--step", "bestt"])
+  err = capsys.readouterr().err
+  assert exited.value.code == 2 and err.count("\n") == 1
+  assert err.startswith("error: --step 'bestt': give best") and (
+      "latest, or a step number" in err)

@@ -285,18 +285,18 @@ def test_training_takes_the_class_count_from_the_dataset(tmp_path):
   config = default_config.get_config()
   config.dataset.name = "my_pets"
   config.dataset.data_dir = str(tmp_path / "tfds")
+  config.dataset.train_split, config.dataset.eval_split = "train", "val"
   config.model.num_classes = 0
-  run_config.resolve_num_classes(config)
-  assert config.model.num_classes == 3
-  assert run_config.check_dataset_classes(config) == ["background", "cat", "dog"]
+  run = run_config.resolve(config, "train")
+  assert run.spec.num_classes == run.config.model.num_classes == 3
+  assert run.class_names == ["background", "cat", "dog"]
   config.model.num_classes = 21
   with pytest.raises(ValueError, match="has 3 classes.*"
                      "--config.model.num_classes=3"):
-    run_config.check_dataset_classes(config)
+    run_config.resolve(config, "train")
   config.dataset.name = "synthetic_shapes/tiny"  # Not built: code metadata.
   config.model.num_classes = 0
-  run_config.resolve_num_classes(config)
-  assert config.model.num_classes == 21
+  assert run_config.resolve(config, "train").spec.num_classes == 21
 
 
 def test_builtin_builders_record_class_names(tmp_path):

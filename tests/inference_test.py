@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from fcn_jax.inference import predictor as predictor_lib
+from fcn_jax.inference import shift_stitch
 from fcn_jax.inference import tta
 import tta_test  # naive_resize: the antialiased linear filter by definition.
 from fcn_jax.data.preprocessing import CAFFE_VGG
@@ -142,7 +143,7 @@ def test_shift_and_stitch_matches_its_definition_on_a_strided_conv():
   conv = lambda x: jax.lax.conv_general_dilated(
       x, kernel, (3, 3), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   images = rng.normal(size=(2, 13, 11, 2)).astype(np.float32)
-  got = np.asarray(predictor_lib.shift_and_stitch(conv, jnp.asarray(images), 3))
+  got = np.asarray(shift_stitch.shift_and_stitch(conv, jnp.asarray(images), 3))
   want = _stitch_by_definition(conv, images, 3, 3)
   assert got.shape == (2, 12, 9, 3)
   np.testing.assert_allclose(got, want, atol=1e-5)
@@ -151,9 +152,9 @@ def test_shift_and_stitch_matches_its_definition_on_a_strided_conv():
 def test_shift_and_stitch_matches_its_definition_on_fcn_scores():
   model, variables = tiny_fcn("fcn32s", width_divisor=32)
   images = CAFFE_VGG(random_image(np.random.default_rng(5), 40, 24)[None])
-  coarse = lambda x: predictor_lib.coarse_scores(model, variables, x)
+  coarse = lambda x: shift_stitch.coarse_scores(model, variables, x)
   # f = 2 on stride 32: passes shifted by 0 and 16 pixels, stride 16 out.
-  got = np.asarray(predictor_lib.shift_and_stitch(coarse, jnp.asarray(images), 2,
+  got = np.asarray(shift_stitch.shift_and_stitch(coarse, jnp.asarray(images), 2,
                                               stride=32))
   want = _stitch_by_definition(coarse, images, 2, 32)
   assert got.shape == (1, 4, 2, 21)  # score_fr is 2x1 for 40x24.
@@ -173,13 +174,13 @@ def test_stitching_with_f1_is_the_bilinear_upsampler(name):
   the bilinear kernel runs off the coarse map)."""
   model, variables = tiny_fcn(name)
   stride, center = CENTERS[name]
-  head = predictor_lib.coarse_head(model)
+  head = shift_stitch.coarse_head(model)
   assert (head.stride, head.center) == (stride, center)
   image = random_image(np.random.default_rng(6), 45, 70)
   x = jnp.asarray(CAFFE_VGG(image)[None])
-  got = np.asarray(predictor_lib.stitched_scores(model, variables, x, 1))[0]
+  got = np.asarray(shift_stitch.stitched_scores(model, variables, x, 1))[0]
   want = np.asarray(model.apply(variables, x))[0]
-  cells = np.asarray(predictor_lib.coarse_scores(model, variables, x)).shape[1:3]
+  cells = np.asarray(shift_stitch.coarse_scores(model, variables, x)).shape[1:3]
   inside = lambda n, size: ((np.arange(size) >= center)
                             & (np.arange(size) <= center + stride * (n - 1)))
   mask = inside(cells[0], 45)[:, None] & inside(cells[1], 70)[None, :]
@@ -195,7 +196,7 @@ def test_predictor_shift_stitch_gives_dense_scores():
   got = predictor.predict_logits([image])[0]
   x = jnp.asarray(CAFFE_VGG(image)[None])
   # By definition: stride-4 stitched map, cell m at 4 m - 23.5, interpolated.
-  coarse = lambda y: predictor_lib.coarse_scores(model, variables, y)
+  coarse = lambda y: shift_stitch.coarse_scores(model, variables, y)
   stitched = _stitch_by_definition(coarse, np.asarray(x), 2, 8)[0]
   rows, cols = (np.arange(20) + 23.5) / 4, (np.arange(28) + 23.5) / 4
   want = tta.linear_resample(

@@ -41,8 +41,9 @@ def _env(cache_dir=None):
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   env["JAX_PLATFORMS"] = "cpu"
   if cache_dir:
-    # Later runs load the steps compiled by earlier ones (the same programs),
-    # which saves ~15 s a run. Only process 0 writes the cache.
+    # Later 1-process runs load the steps compiled by earlier ones (the same
+    # programs). 2-process runs turn the cache off (see
+    # compilation_cache.turn_off_for_cpu_processes), as users' runs do.
     env["JAX_COMPILATION_CACHE_DIR"] = str(cache_dir)
     env["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0.5"
   for key in ("JAX_COORDINATOR_ADDRESS", "JAX_NUM_PROCESSES", "JAX_PROCESS_ID"):
@@ -85,7 +86,12 @@ class Run:
         env=_env(tmp_dir / "jax_cache"), cwd=tmp_dir)
 
   def wait(self):
-    code = self.proc.wait(timeout=TIMEOUT)
+    try:
+      code = self.proc.wait(timeout=TIMEOUT)
+    except subprocess.TimeoutExpired:
+      self.proc.kill()  # Its processes die with it (launch/local.py).
+      self.proc.wait()
+      raise AssertionError(f"timed out after {TIMEOUT} s:\n{self.tail()}")
     assert code == 0, self.tail()
     return self
 
@@ -212,6 +218,8 @@ def test_only_process_0_writes_logs_and_metrics(two_hosts):
   evals = two_hosts.records("eval")
   assert [r["step"] for r in evals] == [NUM_STEPS]
   assert evals[0]["num_images"] == 10  # Each image once, padding not counted.
+  for log in two_hosts.logs():  # Each compiles every program itself.
+    assert "Compilation cache off: 2 CPU processes" in log
   # One TensorBoard writer; every process prints its own console log.
   assert len(list((two_hosts.workdir / "tensorboard").iterdir())) == 1
   assert (two_hosts.workdir / "config.json").exists()

@@ -214,3 +214,127 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys,
   assert code == 2
   assert err.startswith("error: --output") and message in err
   assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# --------------------------------------------------------------------------
+# Exact mode at buckets chosen from the inputs; one-line flag mistakes; no
+# output folder before the checkpoint loads; cache loads; plain progress.
+# --------------------------------------------------------------------------
+
+
+def _native_logits(model, variables, image):
+  """The reference deploy net's logits: model.apply at the native size."""
+  return np.asarray(model.apply(variables, CAFFE_VGG(image)[None],
+                                train=False))[0]
+
+
+def test_exact_mode_picks_a_few_buckets_from_the_input_sizes(tmp_path,
+                                                             capsys):
+  # 9 sizes that a multiple of 32 would run at 9 shapes (9 compiles).
+  model, variables = save_tiny_checkpoint(tmp_path / "run", width_divisor=32)
+  inputs = tmp_path / "in"
+  inputs.mkdir()
+  rng = np.random.default_rng(7)
+  images = {}
+  for h in (20, 40, 70):
+    for w in (22, 45, 75):
+      images[f"{h}x{w}.png"] = random_image(rng, h, w)
+      Image.fromarray(images[f"{h}x{w}.png"]).save(inputs / f"{h}x{w}.png")
+  code = predict.main(["--checkpoint", str(tmp_path / "run"), "--input",
+                       str(inputs), "--output", str(tmp_path / "out"),
+                       "--mode", "exact", "--no_progress", "--save_logits",
+                       "--no_overlay"])
+  out = capsys.readouterr().out
+  assert code == 0, out
+  compiles = int(out.split(" compile(s)")[0].rsplit(" ", 1)[1])
+  assert compiles <= 4  # Not 9.
+  [line] = [l for l in out.splitlines() if l.startswith("Buckets chosen")]
+  chosen = line.split(": ", 1)[1].split(";")[0].split(", ")
+  assert 1 <= len(chosen) <= 4  # --max_buckets' default.
+  assert f"{len(chosen)} compile(s) for {len(chosen)} run shape(s)" in out
+  for name in ("20x22.png", "40x75.png", "70x45.png"):  # Native: a compile
+    image = images[name]                                # per size.
+    logits = np.load(tmp_path / "out" / f"{pathlib.Path(name).stem}.npz")[
+        "logits"].astype(np.float32)
+    want = _native_logits(model, variables, image)
+    np.testing.assert_allclose(logits, want, rtol=2e-3,
+                               atol=2e-3 * np.abs(want).max())
+
+
+def test_exact_mode_buckets_hold_every_image_without_an_unused_one(tmp_path):
+  model, variables = tiny_fcn("fcn32s")
+  predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG,
+                                      mode="exact", max_buckets=2)
+  # Portraits and landscapes: two buckets, neither max height x max width.
+  sizes = [(40, 30)] * 3 + [(30, 40)] * 2
+  assert predictor.plan(sizes) == ((30, 40), (40, 30))
+  assert {predictor.run_shape(*s) for s in sizes} == {(30, 40), (40, 30)}
+  fast = predictor_lib.Predictor(model, variables, CAFFE_VGG)
+  assert fast.plan(sizes) is None  # Fast mode: each image alone, to 32s.
+  assert fast.run_shape(40, 30) == (64, 32)
+
+
+@pytest.mark.parametrize("flag, message", [
+    ("--buckets=0x5", "error: --buckets: '0x5' is not a size; give HxW with "
+     "positive whole numbers, such as 384x512"),
+    ("--buckets=48x-48", "error: --buckets: '48x-48' is not a size"),
+    ("--buckets=abc", "error: --buckets: 'abc' is neither 'auto', a multiple "
+     "such as 32, nor sizes such as 384x512,512x384"),
+    ("--buckets=0", "error: --buckets: '0' is neither 'auto', a multiple"),
+    ("--step=bestt", "error: --step 'bestt': give best (the checkpoint with "
+     "the best mean IU; the latest if none was evaluated), latest, or a step "
+     "number such as 4000"),
+    ("--scales=1,x", "error: --scales must be comma-separated numbers"),
+    ("--no_such_flag", "error: unknown flag --no_such_flag (usage: python -m "
+     "fcn_jax.predict [flags]; --help lists the flags)"),
+    ("--batch_size=0", "error: flag --batch_size=0: 0 is not a positive "
+     "integer"),
+])
+def test_a_bad_flag_value_is_one_line(flag, message, capsys):
+  with pytest.raises(SystemExit) as exited:
+    predict.main(["--checkpoint", "c", "--input", "i", "--output", "o", flag])
+  err = capsys.readouterr().err
+  assert exited.value.code == 2
+  assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_a_wrong_checkpoint_leaves_no_output_folder(tmp_path, capsys):
+  Image.fromarray(random_image(np.random.default_rng(2), 8, 8)).save(
+      tmp_path / "x.png")
+  code = predict.main(["--checkpoint", str(tmp_path / "no_such_run"),
+                       "--input", str(tmp_path / "x.png"), "--output",
+                       str(tmp_path / "new" / "out")])
+  err = capsys.readouterr().err
+  assert code == 2 and err.startswith("error: ") and err.count("\n") == 1
+  assert "no_such_run" in err
+  assert not (tmp_path / "new").exists()
+
+
+def test_cache_loads_are_not_reported_as_compiles(tmp_path, monkeypatch):
+  save_tiny_checkpoint(tmp_path / "run")
+  Image.fromarray(random_image(np.random.default_rng(3), 30, 40)).save(
+      tmp_path / "x.png")
+  monkeypatch.setenv("FCN_JAX_COMPILATION_CACHE_DIR", str(tmp_path / "cache"))
+  reports = []
+  for out in ("out1", "out2"):
+    result = run_module(
+        ["fcn_jax.predict", "--checkpoint", str(tmp_path / "run"), "--input",
+         str(tmp_path / "x.png"), "--output", str(tmp_path / out),
+         "--no_progress", "--batch_size", "1"], tmp_path, ROOT)
+    assert result.returncode == 0, result.stderr[-3000:]
+    reports.append(result.stdout)
+  assert "1 compile(s) for 1 run shape(s)" in reports[0]
+  assert ("0 compile(s) and 1 load(s) from the compilation cache for 1 run "
+          "shape(s)") in reports[1]
+
+
+def test_progress_without_a_terminal_is_plain_lines(capsys):
+  from fcn_jax import logging_utils  # pylint: disable=g-import-not-at-top
+  bar = logging_utils.progress_bar(20, "images", "segmenting")
+  for _ in range(20):
+    bar.update(1)
+  bar.close()
+  err = capsys.readouterr().err
+  assert "\r" not in err and "\x1b" not in err
+  lines = err.splitlines()
+  assert len(lines) == 10 and lines[-1].startswith("segmenting: 20/20 images")

@@ -1,6 +1,11 @@
-r"""Draws docs/quickstart_predictions.jpg: fcn_jax.predict on synthetic images.
+r"""Draws the quickstart's figure: fcn_jax.predict on synthetic images.
 
   python tools/quickstart_predictions.py --workdir runs/quickstart
+
+writes ``runs/quickstart/quickstart_predictions.jpg`` (``--output``; an
+existing file is kept unless ``--overwrite``). The README's figure,
+``docs/quickstart_predictions.jpg``, is tracked: redraw it on purpose with
+``--output docs/quickstart_predictions.jpg --overwrite``.
 
 Takes the first images of the ``synthetic_shapes`` validation split, runs
 ``python -m fcn_jax.predict`` (the real command) with the quickstart
@@ -30,9 +35,18 @@ def main() -> None:
   parser.add_argument("--dataset", default="synthetic_shapes/small")
   parser.add_argument("--data_dir", default=None)
   parser.add_argument("--num_images", type=int, default=4)
-  parser.add_argument("--output", default=str(
-      ROOT / "docs" / "quickstart_predictions.jpg"))
+  parser.add_argument("--output", default=None,
+                      help="the figure to write (default: "
+                      "WORKDIR/quickstart_predictions.jpg)")
+  parser.add_argument("--overwrite", action="store_true",
+                      help="replace an existing --output")
   args = parser.parse_args()
+  output = pathlib.Path(args.output or pathlib.Path(
+      args.workdir, "quickstart_predictions.jpg"))
+  if output.exists() and not args.overwrite:
+    print(f"error: --output {output} exists; pass --overwrite to replace "
+          "it, or choose another output", file=sys.stderr)
+    sys.exit(2)
 
   source = tfds.data_source(args.dataset, split="synthetic_val",
                             data_dir=args.data_dir)
@@ -64,7 +78,6 @@ def main() -> None:
     canvas.paste(truth, (x, 0))
     canvas.paste(predicted, (x, truth.height + GAP))
     x += max(truth.width, predicted.width) + GAP
-  output = pathlib.Path(args.output)
   output.parent.mkdir(parents=True, exist_ok=True)
   canvas.save(output, quality=85)
   print(f"wrote {output} ({output.stat().st_size // 1024} KB)")

@@ -36,6 +36,7 @@ from typing import Any, Iterable, Sequence
 from absl import logging
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax.datasets import common
 
 AUTO = "auto"
@@ -47,21 +48,63 @@ MAX_SIDES = 64
 # choose_buckets searches every set of buckets when that costs at most this
 # many (candidate, size) evaluations.
 EXACT_SEARCH_LIMIT = 20_000_000
+# Beyond that, its local search also swaps two buckets at once when that
+# costs at most this many evaluations per round.
+TWO_SWAP_LIMIT = 20_000_000
 Bucket = tuple[int, int]
 
 
-def parse(value: Any) -> str | tuple[Bucket, ...]:
+def parse_size(text: Any, what: str, *, square: bool = False) -> Bucket:
+  """``"HxW"`` as ``(H, W)``: the project's one parser of image sizes.
+
+  Args:
+    text: ``"384x512"`` (or, with ``square``, one side ``"500"`` for
+      500x500).
+    what: The flag or field it came from, for the message.
+    square: Also accept one side.
+
+  Raises:
+    errors.UserError: Anything but positive whole numbers, naming ``what``.
+  """
+  parts = str(text).strip().lower().split("x")
+  try:
+    sides = [int(part) for part in parts]
+  except ValueError:
+    sides = []
+  if square and len(sides) == 1:
+    sides *= 2
+  if len(sides) != 2 or min(sides) < 1:
+    one_side = "one side such as 500 or " if square else ""
+    raise errors.UserError(
+        f"{what}: {str(text)!r} is not a size; give {one_side}HxW with "
+        "positive whole numbers, such as 384x512")
+  return sides[0], sides[1]
+
+
+def parse_sizes(text: str, what: str) -> tuple[Bucket, ...]:
+  """``"HxW,HxW,..."`` as distinct ``(H, W)`` sorted by area (then height).
+
+  Raises:
+    errors.UserError: An item that is not a size (:func:`parse_size`).
+  """
+  sizes = {parse_size(item, what) for item in str(text).split(",")}
+  return tuple(sorted(sizes, key=lambda s: (s[0] * s[1], s)))
+
+
+def parse(value: Any, what: str = "config.input.buckets"
+          ) -> str | tuple[Bucket, ...]:
   """``config.input.buckets`` as ``"auto"``, ``"none"`` or sizes.
 
   Args:
     value: ``"auto"``, ``"none"``/``""``/``()``, ``"375x500,500x375"`` or a
       sequence of ``(H, W)``.
+    what: The flag or field it came from, for the message.
 
   Returns:
     :data:`AUTO`, :data:`NONE` or a tuple of ``(H, W)`` sorted by area.
 
   Raises:
-    ValueError: Anything else, naming the field and the accepted forms.
+    errors.UserError: Anything else, naming ``what`` and the accepted forms.
   """
   if value is None or (not isinstance(value, str) and not len(value)):
     return NONE
@@ -69,18 +112,16 @@ def parse(value: Any) -> str | tuple[Bucket, ...]:
     text = value.strip().lower()
     if text in (AUTO, NONE, ""):
       return text or NONE
-    items: Iterable[Any] = [item.split("x") for item in text.split(",")]
+    items: Sequence[Any] = text.split(",")
   else:
-    items = value
+    items = ["x".join(str(v) for v in item) if isinstance(item, Sequence)
+             and not isinstance(item, str) else item for item in value]
   try:
-    sizes = tuple((int(h), int(w)) for h, w in items)
-  except (TypeError, ValueError):
-    sizes = ()
-  if not sizes or min(min(s) for s in sizes) < 1:
-    raise ValueError(
-        f"config.input.buckets must be 'auto', 'none' or sizes such as "
-        f"'375x500,500x375' (positive H x W), got {value!r}.")
-  return tuple(sorted(set(sizes), key=lambda s: (s[0] * s[1], s)))
+    return parse_sizes(",".join(str(item) for item in items), what)
+  except errors.UserError:
+    raise errors.UserError(
+        f"{what} must be 'auto', 'none' or sizes such as '375x500,500x375' "
+        f"(positive H x W), got {value!r}.") from None
 
 
 def smallest_fitting(height: int, width: int, buckets: Sequence[Bucket]
@@ -147,26 +188,46 @@ def _frequent(values: np.ndarray, limit: int) -> np.ndarray:
   return np.union1d(unique[keep], unique[-1:])
 
 
+def _candidates(distinct: np.ndarray, heights: np.ndarray,
+                widths: np.ndarray) -> np.ndarray:
+  """The ``(h, w)`` pairs of ``heights x widths`` worth considering as a
+  bucket: those that are some group's (max height, max width), i.e. an image
+  has height ``h`` and width at most ``w``, and one has width ``w`` and
+  height at most ``h`` (any other pair shrinks to such a one, or to a
+  smaller pair, without losing an image). ``[m, 2]``."""
+  pairs = np.stack(np.meshgrid(heights, widths, indexing="ij"),
+                   -1).reshape(-1, 2)
+  tight_h = ((distinct[None, :, 0] == pairs[:, None, 0])
+             & (distinct[None, :, 1] <= pairs[:, None, 1])).any(1)
+  tight_w = ((distinct[None, :, 1] == pairs[:, None, 1])
+             & (distinct[None, :, 0] <= pairs[:, None, 0])).any(1)
+  largest = (pairs[:, 0] == heights[-1]) & (pairs[:, 1] == widths[-1])
+  return pairs[(tight_h & tight_w) | largest]
+
+
 def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
                    ) -> tuple[Bucket, ...]:
-  """At most ``max_buckets`` buckets that hold every size with few padded
-  pixels.
+  """At most ``max_buckets`` buckets that hold every size with the fewest
+  padded pixels.
 
-  Method: the largest bucket is (max height, max width) of the split, so
-  every image fits. A bucket need only be some (height, width) pair of the
-  split's sides (shrinking it to its members' maximum height and width
-  never adds padding), so those pairs are the candidates, the sides limited
-  to the :data:`MAX_SIDES` most frequent heights and widths (all of them in
-  small splits; VOC has a few hundred, most seen once). When the candidate
-  sets are few (:data:`EXACT_SEARCH_LIMIT`), every set is tried: the result
-  is optimal over the candidates. Otherwise greedy
-  forward selection adds, one at a time, the candidate that removes the most
-  padded pixels (each image at its smallest fitting bucket, weighted by how
-  many images have its size); then a local search swaps any bucket but the
-  largest for any candidate while that lowers the padding, until no swap
-  does: exact for ``max_buckets`` <= 2 and beyond a local optimum (for
-  VOC's size mix it finds 333x500, 375x500, 500x375, 500x500). It costs a few array passes over ``distinct sizes x
-  candidates``: well under a second for VOC's ~500 sizes.
+  Method: the padded pixels are those of each image at its smallest fitting
+  bucket (weighted by how many images have its size), and a set that leaves
+  an image without a bucket costs more than any set that holds them all, so
+  every image always fits. A bucket need only be some group of images'
+  (max height, max width) (shrinking it to that never adds padding), so
+  those pairs of the split's sides are the candidates (:func:`_candidates`;
+  the sides limited to the :data:`MAX_SIDES` most frequent heights and
+  widths: all of them in small splits; VOC has a few hundred, most seen
+  once). The largest bucket is *not* forced to be (max height, max width):
+  when no image has both, two smaller buckets can hold them all. When the
+  candidate sets are few (:data:`EXACT_SEARCH_LIMIT`), every set is tried:
+  the result is optimal. Otherwise greedy forward selection from (max
+  height, max width) adds, one at a time, the candidate that removes the
+  most padded pixels; then a local search swaps any bucket (the largest
+  included) for any candidate while that lowers the padding, until no swap
+  does (for VOC's size mix it finds 333x500, 375x500, 500x375, 500x500). It
+  costs a few array passes over ``distinct sizes x candidates``: well under a
+  second for VOC's ~500 sizes. A bucket no image would use is dropped.
 
   Args:
     sizes: ``[n, 2]`` (height, width) of every image of the split.
@@ -176,17 +237,18 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
     The buckets, sorted by area.
   """
   if max_buckets < 1:
-    raise ValueError(f"config.input.max_buckets must be >= 1, got "
-                     f"{max_buckets}.")
+    raise errors.UserError(f"config.input.max_buckets must be >= 1, got "
+                           f"{max_buckets}.")
   sizes = np.asarray(sizes, np.int64).reshape(-1, 2)
   if not len(sizes):
     raise ValueError("cannot choose buckets for an empty split")
   distinct, counts = np.unique(sizes, axis=0, return_counts=True)
   heights = _frequent(sizes[:, 0], MAX_SIDES)
   widths = _frequent(sizes[:, 1], MAX_SIDES)
-  candidates = np.stack(np.meshgrid(heights, widths, indexing="ij"),
-                        -1).reshape(-1, 2)
+  candidates = _candidates(distinct, heights, widths)
   areas = candidates[:, 0] * candidates[:, 1]
+  # The cost of an image without a bucket: more than every image padded to
+  # the largest candidate, and no overflow when summed.
   none = np.iinfo(np.int64).max // (4 * max(int(counts.sum()), 1))
 
   def totals(best: np.ndarray) -> np.ndarray:
@@ -207,45 +269,61 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
     return np.where((distinct[:, 0] <= h) & (distinct[:, 1] <= w),
                     areas[index], none)
 
-  largest = int(np.flatnonzero((candidates[:, 0] == heights[-1])
-                               & (candidates[:, 1] == widths[-1]))[0])
-  extra = min(max_buckets, len(candidates)) - 1
-  if extra >= 1 and (math.comb(len(candidates), extra - 1) * len(candidates)
-                     * len(distinct)) <= EXACT_SEARCH_LIMIT:
+  def cost_without(chosen: Sequence[int]) -> np.ndarray:
+    return functools.reduce(np.minimum, [cost_of(c) for c in chosen],
+                            np.full(len(distinct), none))
+
+  count = min(max_buckets, len(candidates))
+  if (math.comb(len(candidates), count - 1) * len(candidates)
+      * len(distinct)) <= EXACT_SEARCH_LIMIT:
     # Few candidates: every set of buckets (the last one vectorised).
-    found, found_cost = (), (cost_of(largest) * counts).sum()
-    for prefix in itertools.combinations(range(len(candidates)), extra - 1):
-      best = functools.reduce(np.minimum, [cost_of(c) for c in prefix],
-                              cost_of(largest))
+    chosen, found_cost = [], None
+    for prefix in itertools.combinations(range(len(candidates)), count - 1):
+      scores = totals(cost_without(prefix))
+      pick = int(np.argmin(scores))
+      if found_cost is None or scores[pick] < found_cost:
+        chosen, found_cost = [*prefix, pick], scores[pick]
+  else:
+    chosen = [int(np.flatnonzero((candidates[:, 0] == heights[-1])
+                                 & (candidates[:, 1] == widths[-1]))[0])]
+    best = cost_of(chosen[0])
+    while len(chosen) < count:
       scores = totals(best)
       pick = int(np.argmin(scores))
-      if scores[pick] < found_cost:
-        found, found_cost = prefix + (pick,), scores[pick]
-    return tuple(sorted({(int(candidates[c][0]), int(candidates[c][1]))
-                         for c in (largest, *found)},
-                        key=lambda s: (s[0] * s[1], s)))
-  chosen = [largest]
-  best = cost_of(largest)
-  while len(chosen) < min(max_buckets, len(candidates)):
-    scores = totals(best)
-    pick = int(np.argmin(scores))
-    if scores[pick] >= (best * counts).sum():
-      break
-    chosen.append(pick)
-    best = np.minimum(best, cost_of(pick))
-  current = int((best * counts).sum())
-  improved = True
-  while improved and len(chosen) > 1:
-    improved = False
-    for slot in range(1, len(chosen)):
-      rest = functools.reduce(np.minimum, [
-          cost_of(c) for i, c in enumerate(chosen) if i != slot])
-      scores = totals(rest)
-      pick = int(np.argmin(scores))
-      if scores[pick] < current and pick not in chosen:
-        chosen[slot], current, improved = pick, int(scores[pick]), True
-  return tuple(sorted(((int(candidates[c][0]), int(candidates[c][1]))
-                       for c in chosen), key=lambda s: (s[0] * s[1], s)))
+      if scores[pick] >= (best * counts).sum():
+        break
+      chosen.append(pick)
+      best = np.minimum(best, cost_of(pick))
+    current = int((best * counts).sum())
+    pairs = math.comb(len(chosen), 2)
+    two_swaps = (pairs * len(candidates) ** 2 * len(distinct)
+                 <= TWO_SWAP_LIMIT)
+    improved = True
+    while improved and len(chosen) > 1:
+      improved = False
+      # Swap one bucket for the best candidate...
+      for slot in range(len(chosen)):
+        scores = totals(cost_without(
+            [c for i, c in enumerate(chosen) if i != slot]))
+        pick = int(np.argmin(scores))
+        if scores[pick] < current:
+          chosen[slot], current, improved = pick, int(scores[pick]), True
+      if improved or not two_swaps:
+        continue
+      # ... and, where that is cheap, two buckets at once.
+      for i, j in itertools.combinations(range(len(chosen)), 2):
+        rest = cost_without([c for k, c in enumerate(chosen)
+                             if k not in (i, j)])
+        for first in range(len(candidates)):
+          scores = totals(np.minimum(rest, cost_of(first)))
+          pick = int(np.argmin(scores))
+          if scores[pick] < current:
+            chosen[i], chosen[j] = first, pick
+            current, improved = int(scores[pick]), True
+  found = {(int(candidates[c][0]), int(candidates[c][1])) for c in chosen}
+  found = tuple(sorted(found, key=lambda s: (s[0] * s[1], s)))
+  used = np.unique(assign(distinct, found))
+  return tuple(found[i] for i in used)
 
 
 def read_sizes(records: Sequence[dict[str, Any]]) -> np.ndarray:

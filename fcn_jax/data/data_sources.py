@@ -220,12 +220,13 @@ def check_prepared(dataset_name: str, data_dir: str = ""
     raise FileNotFoundError(
         f"Dataset {dataset_name} is not prepared in {builder.data_dir}"
         + (f" (an interrupted prepare_data left {', '.join(leftovers)}: "
-           "delete it, it is never reused)" if leftovers else "") + ". Run "
+           "delete it, it is never reused)" if leftovers else "") + ". If "
+        "you prepared it with prepare_data --data_dir DIR, pass "
+        "--config.dataset.data_dir=DIR; else run "
         f"`python -m fcn_jax.prepare_data --dataset {dataset_name} "
         + ("--manual_dir <dir with its downloaded archives> "
            if base_name in datasets.MANUAL_BUILDERS else "")
-        + (f"--data_dir {data_dir}" if data_dir else "") + "` first, or "
-        "point --config.dataset.data_dir at the folder it was prepared in.")
+        + (f"--data_dir {data_dir}" if data_dir else "") + "`.")
   return builder
 
 
@@ -272,12 +273,7 @@ def label_class_names(dataset_name: str, label_feature: str,
     builder = datasets.builder(dataset_name, data_dir)
   except (FileNotFoundError, ValueError):
     return None
-  metadata = builder.info.metadata or {}
-  stem = label_feature.removesuffix("_mask")
-  if metadata.get(f"{stem}_class_names"):
-    return list(metadata[f"{stem}_class_names"])
-  classes = datasets.dataset_classes(metadata)
-  return None if classes is None else classes[1]
+  return datasets.label_class_names(builder.info.metadata, label_feature)
 
 
 def dataset_class_names(dataset_name: str, data_dir: str = ""

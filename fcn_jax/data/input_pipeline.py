@@ -84,6 +84,7 @@ import grain
 import ml_collections
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import buckets as buckets_lib
@@ -113,6 +114,64 @@ def _process_info(process_index: int | None,
     raise ValueError(f"process_index {process_index} is not in "
                      f"[0, {process_count}).")
   return process_index, process_count
+
+
+def check_train_batches(cfg: input_config.InputConfig,
+                        process_count: int) -> int:
+  """The training batch of one host, checked against the input settings
+  (:func:`fcn_jax.run_config.resolve` calls it before anything is written).
+
+  Raises:
+    errors.UserError: Native sizes without buckets and more than one image per
+      host, or the reference mode with augmentation.
+  """
+  local_batch = _local_batch(cfg.batch_size, process_count, "batch_size")
+  if cfg.crop_size == 0 and local_batch != 1 and not cfg.train_buckets:
+    raise errors.UserError(
+        f"config.input.crop_size=0 trains at native image sizes, which "
+        f"without shape buckets cannot be batched: set config.batch_size to "
+        f"the process count ({process_count}, one image per host), "
+        f"config.input.buckets='auto' (with scale_range (1, 1)), or "
+        f"crop_size > 0 (got batch_size={cfg.batch_size}, "
+        f"buckets={cfg.buckets!r}).")
+  if cfg.train_mode == "reference" and (cfg.crop_size or cfg.augments):
+    raise errors.UserError(
+        "config.input.train_mode='reference' reproduces solve.py: native "
+        "size, batch 1 per host, no augmentation. It needs crop_size=0, "
+        "random_mirror=False and scale_range=(1.0, 1.0); got "
+        f"crop_size={cfg.crop_size}, random_mirror={cfg.random_mirror}, "
+        f"scale_range={cfg.scale_range}. Use train_mode='epochs' to augment.")
+  return local_batch
+
+
+def eval_at_buckets(cfg: input_config.InputConfig, tta_identity: bool
+                    ) -> bool:
+  """Whether evaluation runs at shape buckets: exact mode
+  (``eval_pad_size`` 0), ``buckets`` not ``none``, and no test-time
+  augmentation (which moves and resamples a bucket's padded margin)."""
+  return (cfg.eval_pad_size == 0 and cfg.buckets != buckets_lib.NONE
+          and tta_identity)
+
+
+def check_eval_batches(cfg: input_config.InputConfig, process_count: int,
+                       bucketed: bool) -> int:
+  """The evaluation batch of one host, checked against the input settings
+  (:func:`fcn_jax.run_config.resolve` calls it before step 1, not at the
+  first evaluation).
+
+  Raises:
+    errors.UserError: Native sizes without buckets and more than one image per
+      host.
+  """
+  local_batch = _local_batch(cfg.eval_batch_size, process_count,
+                             "eval_batch_size")
+  if cfg.eval_pad_size == 0 and local_batch != 1 and not bucketed:
+    raise errors.UserError(
+        "config.input.eval_pad_size=0 evaluates at native sizes, one image "
+        f"per host: set config.eval_batch_size to the process count "
+        f"({process_count}) or set eval_pad_size (e.g. 512 for VOC); got "
+        f"eval_batch_size={cfg.eval_batch_size}.")
+  return local_batch
 
 
 def _to_iter_dataset(ds: grain.MapDataset, cfg: input_config.InputConfig
@@ -160,22 +219,7 @@ def create_train_dataset(config: ml_collections.ConfigDict,
   """The training pipeline as a grain ``IterDataset`` (see the iterator)."""
   cfg = input_config.InputConfig.from_config(config)
   process_index, process_count = _process_info(process_index, process_count)
-  local_batch = _local_batch(cfg.batch_size, process_count, "batch_size")
-  if cfg.crop_size == 0 and local_batch != 1 and not cfg.train_buckets:
-    raise ValueError(
-        f"config.input.crop_size=0 trains at native image sizes, which "
-        f"without shape buckets cannot be batched: set config.batch_size to "
-        f"the process count ({process_count}, one image per host), "
-        f"config.input.buckets='auto' (with scale_range (1, 1)), or "
-        f"crop_size > 0 (got batch_size={cfg.batch_size}, "
-        f"buckets={cfg.buckets!r}).")
-  if cfg.train_mode == "reference" and (cfg.crop_size or cfg.augments):
-    raise ValueError(
-        "config.input.train_mode='reference' reproduces solve.py: native "
-        "size, batch 1 per host, no augmentation. It needs crop_size=0, "
-        "random_mirror=False and scale_range=(1.0, 1.0); got "
-        f"crop_size={cfg.crop_size}, random_mirror={cfg.random_mirror}, "
-        f"scale_range={cfg.scale_range}. Use train_mode='epochs' to augment.")
+  local_batch = check_train_batches(cfg, process_count)
   layout = input_config.ExampleLayout.from_config(config)
   source = source or data_sources.open_split(cfg.dataset_name,
                                              cfg.train_split, cfg.data_dir)
@@ -307,20 +351,13 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
   """
   cfg = input_config.InputConfig.from_config(config)
   process_index, process_count = _process_info(process_index, process_count)
-  local_batch = _local_batch(cfg.eval_batch_size, process_count,
-                             "eval_batch_size")
-  bucketed = cfg.eval_pad_size == 0 and cfg.buckets != buckets_lib.NONE
+  bucketed = eval_at_buckets(cfg, tta_identity=True)
   if bucketed and _has_tta(config):
     logging.info("Test-time augmentation moves and resamples the padded "
                  "margin of a bucket: evaluating at native sizes, one image "
                  "per host.")
     bucketed = False
-  if cfg.eval_pad_size == 0 and local_batch != 1 and not bucketed:
-    raise ValueError(
-        "config.input.eval_pad_size=0 evaluates at native sizes, one image "
-        f"per host: set config.eval_batch_size to the process count "
-        f"({process_count}) or set eval_pad_size (e.g. 512 for VOC); got "
-        f"eval_batch_size={cfg.eval_batch_size}.")
+  local_batch = check_eval_batches(cfg, process_count, bucketed)
   layout = input_config.ExampleLayout.from_config(config)
   source = source or data_sources.open_split(cfg.dataset_name,
                                              cfg.eval_split, cfg.data_dir)

@@ -29,6 +29,7 @@ from typing import Any, Mapping
 
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 from fcn_jax.datasets import common
 from fcn_jax.datasets import folder
@@ -78,13 +79,13 @@ def builder(dataset_name: str, data_dir: str | None = None
   # A shell leaves "~" unexpanded in --config.dataset.data_dir=~/...
   data_dir = os.path.expanduser(data_dir) if data_dir else None
   if not name:
-    raise ValueError(
+    raise errors.UserError(
         "config.dataset.name is empty: give the dataset, e.g. "
         "--config.dataset.name=my_cats (the --name of prepare_data).")
   if name in BUILDERS:
     return tfds.builder(dataset_name, data_dir=data_dir or None)
   if name == "folder":
-    raise ValueError(
+    raise errors.UserError(
         "config.dataset.name=folder: use the --name you gave "
         "`python -m fcn_jax.prepare_data --dataset folder` (e.g. my_cats).")
   try:
@@ -111,11 +112,26 @@ def dataset_classes(info_metadata: Mapping[str, Any] | None
   names = metadata.get("class_names")
   names = list(names) if names else voc.class_names(num_classes)
   if len(names) != num_classes:
-    raise ValueError(f"dataset metadata has {num_classes} classes but "
+    raise errors.UserError(f"dataset metadata has {num_classes} classes but "
                      f"{len(names)} class names")
   return num_classes, names
 
 
+def label_class_names(info_metadata: Mapping[str, Any] | None,
+                      label_feature: str) -> list[str] | None:
+  """The class names of one label feature, from a builder's metadata.
+
+  ``class_names`` names the classes of a dataset's main labels
+  (``segmentation_mask``; SIFT Flow's ``semantic_mask``); another label
+  feature ``<stem>_mask`` has its own ``<stem>_class_names`` (SIFT Flow's
+  ``geometric_class_names``). None when the metadata records none.
+  """
+  metadata = info_metadata or {}
+  stem = label_feature.removesuffix("_mask")
+  if metadata.get(f"{stem}_class_names"):
+    return list(metadata[f"{stem}_class_names"])
+  classes = dataset_classes(metadata)
+  return None if classes is None else classes[1]
 
 
 def interrupted_preparations(builder_: tfds.core.DatasetBuilder) -> list[str]:

@@ -35,6 +35,7 @@ from PIL import Image
 import scipy.io
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 
 NUM_CLASSES = len(voc.VOC_CLASSES)
@@ -53,7 +54,7 @@ SEMANTIC_MASK = "semantic_mask"
 GEOMETRIC_MASK = "geometric_mask"
 
 
-class InvalidExampleError(ValueError):
+class InvalidExampleError(errors.UserError):
   """An image or mask that cannot be used as it is; the message names the id."""
 
 

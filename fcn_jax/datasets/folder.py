@@ -56,6 +56,7 @@ import numpy as np
 from PIL import ExifTags, Image
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 from fcn_jax.datasets import common
 
@@ -87,7 +88,7 @@ LAYOUT = """\
                                    (else train/val by --val_fraction)"""
 
 
-class FolderDatasetError(ValueError):
+class FolderDatasetError(errors.UserError):
   """The folder cannot be built as it is; the message lists every problem."""
 
 
@@ -611,12 +612,14 @@ def check_name(name: str) -> None:
   Raises:
     FolderDatasetError: With the rule and the fix.
   """
-  from fcn_jax import datasets  # pylint: disable=g-import-not-at-top
   if not _NAME_PATTERN.fullmatch(name or ""):
     raise FolderDatasetError(
         f"--name {name!r}: a dataset name is lower-case letters, digits and "
         "'_', starting with a letter (e.g. my_cats).")
-  taken = name in datasets.BUILDERS or name == "folder"
+  # fcn_jax's own builders are registered with TFDS (importing this module
+  # imports the fcn_jax.datasets package, which registers them): the
+  # registry below covers them without importing the package (a cycle).
+  taken = name == "folder"
   if not taken:
     try:
       tfds.builder_cls(name)
@@ -728,15 +731,18 @@ def open_builder(name: str, data_dir: str | None = None
     versions = built_versions(base, data_dir)
     built = (f" (built versions: {', '.join(map(str, versions))})"
              if versions else "")
+    # The likelier fix first: a dataset built with prepare_data --data_dir
+    # DIR is opened with --config.dataset.data_dir=DIR.
     raise FileNotFoundError(
-        f"dataset {name} is not in {_data_root(data_dir)}{built}. Build it "
-        f"from your folder with `python -m fcn_jax.prepare_data --dataset "
-        f"folder --manual_dir <dir with images/ and masks/> --name {base}"
-        + (f" --data_dir {data_dir}" if data_dir else "") + "`, or point "
-        "config.dataset.data_dir at the data dir it was built in.") from None
+        f"dataset {name} is not in {_data_root(data_dir)}{built}. If you "
+        "built it with prepare_data --data_dir DIR, pass "
+        "--config.dataset.data_dir=DIR; else build it from your folder with "
+        "`python -m fcn_jax.prepare_data --dataset folder --manual_dir <dir "
+        f"with images/ and masks/> --name {base}"
+        + (f" --data_dir {data_dir}" if data_dir else "") + "`.") from None
   features = builder.info.features
   if features is None or not {common.IMAGE, common.MASK} <= set(features):
-    raise ValueError(
+    raise errors.UserError(
         f"{name} in {_data_root(data_dir)} is not a segmentation dataset "
         f"(no {common.IMAGE}/{common.MASK} features).")
   return builder

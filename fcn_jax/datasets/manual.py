@@ -23,6 +23,7 @@ from absl import logging
 from etils import epath
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
 
@@ -31,7 +32,7 @@ from fcn_jax.datasets import common
 SPLITS_DIR = epath.Path(__file__).parent / "splits"
 
 
-class SplitSizeError(ValueError):
+class SplitSizeError(errors.UserError):
   """An id list does not have the recorded number of ids."""
 
 
@@ -44,7 +45,7 @@ def parse_id_list(text: str, where: str) -> list[str]:
       if i in seen:
         dups.append(i)
       seen.add(i)
-    raise ValueError(f"{where} lists these ids more than once: {dups[:10]}")
+    raise errors.UserError(f"{where} lists these ids more than once: {dups[:10]}")
   return ids
 
 

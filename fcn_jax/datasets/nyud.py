@@ -33,6 +33,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
@@ -109,7 +110,7 @@ def read_class_names(path: epath.Path = CLASSES_FILE) -> list[str]:
   lines = path.read_text().splitlines()
   names = lines[:lines.index("")] if "" in lines else lines
   if len(names) != NUM_CLASSES:
-    raise ValueError(f"{path} names {len(names)} classes; expected "
+    raise errors.UserError(f"{path} names {len(names)} classes; expected "
                      f"{NUM_CLASSES}.")
   return [name.strip() for name in names]
 
@@ -226,7 +227,7 @@ class Nyud(manual.ManualBuilder):
     ids, list_files = self._read_id_lists("nyud", LISTED_SPLITS)
     both = set(ids["train"]) & set(ids["val"])
     if both:
-      raise ValueError(
+      raise errors.UserError(
           f"{list_files['train']} and {list_files['val']} share ids "
           f"{sorted(both)[:10]}; trainval would hold them twice.")
     ids["trainval"] = ids["train"] + ids["val"]

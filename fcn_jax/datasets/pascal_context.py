@@ -35,6 +35,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
 from fcn_jax.datasets import manual
@@ -114,7 +115,7 @@ def parse_label_list(text: str, where: str) -> list[tuple[int, str]]:
       continue
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(.+?)\s*", line)
     if not match:
-      raise ValueError(f"{where}: cannot read the line {line!r}; expected "
+      raise errors.UserError(f"{where}: cannot read the line {line!r}; expected "
                        "'<index>: <name>'.")
     entries.append((int(match.group(1)), match.group(2)))
   return entries
@@ -124,7 +125,7 @@ def read_class_names(path: epath.Path = CLASSES_FILE) -> list[str]:
   """The 60 output names: background, then the 59 classes in output order."""
   entries = parse_label_list(path.read_text(), str(path))
   if [index for index, _ in entries] != list(range(NUM_CLASSES)):
-    raise ValueError(f"{path} does not list indices 0..{NUM_TASK_CLASSES} "
+    raise errors.UserError(f"{path} does not list indices 0..{NUM_TASK_CLASSES} "
                      "in order.")
   return [name for _, name in entries]
 
@@ -150,13 +151,13 @@ def label_lookup(raw_labels: Sequence[tuple[int, str]],
   for index, name in raw_labels:
     key = name.replace(" ", "")
     if key in by_name:
-      raise ValueError(f"{where} names {name!r} twice.")
+      raise errors.UserError(f"{where} names {name!r} twice.")
     by_name[key] = index
   lookup = np.zeros(max(index for index, _ in raw_labels) + 1, np.uint8)
   for k, name in enumerate(task_names):
     key = RENAMES.get(name, name).replace(" ", "")
     if key not in by_name:
-      raise ValueError(
+      raise errors.UserError(
           f"{where} has no label {key!r} (class {k + 1} of the 59); is it "
           "the PASCAL-Context labels.txt?")
     lookup[by_name[key]] = k + 1

@@ -35,6 +35,7 @@ from etils import epath
 import numpy as np
 import tensorflow_datasets as tfds
 
+from fcn_jax import errors
 from fcn_jax import voc
 from fcn_jax.datasets import archives
 from fcn_jax.datasets import common
@@ -120,7 +121,7 @@ def read_class_names(path: epath.Path = CLASSES_FILE
       names[section].append(match.group(2).strip())
   if (len(names["Semantic"]) != NUM_CLASSES
       or len(names["Geometric"]) != NUM_GEOMETRIC_CLASSES):
-    raise ValueError(
+    raise errors.UserError(
         f"{path} names {len(names['Semantic'])} semantic and "
         f"{len(names['Geometric'])} geometric classes; expected "
         f"{NUM_CLASSES} and {NUM_GEOMETRIC_CLASSES}.")
@@ -229,7 +230,7 @@ class SiftFlow(manual.ManualBuilder):
     for split, split_ids in ids.items():
       unannotated = sorted(set(split_ids) & set(UNANNOTATED_IMAGES))
       if unannotated:
-        raise ValueError(
+        raise errors.UserError(
             f"{list_files[split]} lists {', '.join(unannotated)}, which have "
             "no annotation (docs/reference.md §1); remove them from the list.")
     self._check_sizes(ids, list_files)

@@ -19,6 +19,7 @@ import ml_collections
 import numpy as np
 
 from fcn_jax import checkpointing
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax import models
 from fcn_jax import parallel
@@ -75,7 +76,7 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
     image_valid = jnp.ones(next(iter(labels.values())).shape[:1], bool)
   sizes = batch_transforms.size_kwargs(batch)
   if sizes and not tta.is_identity:
-    raise ValueError("test-time augmentation needs native-size batches "
+    raise errors.UserError("test-time augmentation needs native-size batches "
                      "(config.input.buckets='none')")
   logits = model.per_head(tta(
       lambda x: model.apply({"params": params}, x, train=False, **sizes),
@@ -185,7 +186,7 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   exclude = {h: [] for h in classes}
   if exclude_classes:
     exclude = metrics_lib.excluded_classes(
-        exclude_classes, _head_class_names(classes, names))
+        exclude_classes, metrics_lib.head_class_names(classes, names))
   loss_sum, num_images = 0.0, 0
   tiles = []
   for batch in batches:
@@ -225,34 +226,6 @@ def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
   results["loss"] = loss_sum / num_images if num_images else float("nan")
   results["num_images"] = int(num_images)
   return results, tiles
-
-
-def _head_class_names(classes: Mapping[str, int],
-                      names: Mapping[str, Sequence[str] | None]
-                      ) -> dict[str, list[str]]:
-  return {h: list(names.get(h) or voc.class_names(c))
-          for h, c in classes.items()}
-
-
-def check_eval_exclusions(config: ml_collections.ConfigDict,
-                          model: models.FCN | models.ModelSpec,
-                          class_names: Any) -> None:
-  """Refuses, before training, an excluded class the model does not have."""
-  exclude = eval_exclusions(config)
-  if not exclude:
-    return
-  classes = (dict(model.head_classes) if model.multi_head
-             else {models.SINGLE_OUTPUT: model.num_classes})
-  names = (dict(class_names or {}) if model.multi_head
-           else {models.SINGLE_OUTPUT: class_names})
-  metrics_lib.excluded_classes(exclude, _head_class_names(classes, names))
-
-
-def eval_exclusions(config: ml_collections.ConfigDict) -> tuple[str, ...]:
-  """``config.eval.exclude_classes`` (empty for configs without it)."""
-  if "eval" not in config or "exclude_classes" not in config.eval:
-    return ()
-  return tuple(str(name) for name in config.eval.exclude_classes)
 
 
 def eval_classes(spec: models.ModelSpec | models.FCN
@@ -303,25 +276,23 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
     ``step_reason``, ``dataset``, ``split``, ``tta``, ``class_names`` and
     ``metrics`` (the results of :func:`evaluate`).
   """
-  run_config.check_dataset(config)  # Before the checkpoint is read.
-  run_config.validate_config(config)
   loaded = checkpointing.load(source, step, dtype=config.model.dtype)
-  run_config.check_dataset_classes(config, loaded)
+  # The saved model replaces config.model (its name picks the input
+  # features and heads); every check runs before anything is written.
+  run = run_config.resolve(config, "eval", loaded)
+  config, tta = run.config, run.tta
   logging.info("Evaluating %s.", loaded.describe())
   preprocessing = run_config.resolve_preprocessing(config, loaded.metadata)
-  tta = run_config.tta_from_config(config)
   p_eval_step, devices = make_eval_fn(loaded.model, config, tta)
-  # The inputs and labels of the saved model (its name picks the features).
-  batches = input_pipeline.create_eval_iterator(
-      run_config.with_model_name(config, loaded.spec.name), preprocessing)
+  batches = input_pipeline.create_eval_iterator(config, preprocessing)
   results, tiles = evaluate(
       p_eval_step, devices, loaded.params,
       logging_utils.track(batches, "batches", "evaluating", progress),
-      num_classes=eval_classes(loaded.spec),
+      num_classes=eval_classes(run.spec),
       class_names=loaded.class_names,
       preprocessing=preprocessing,
       num_tiles=config.num_eval_tiles if log_to_workdir else 0,
-      exclude_classes=eval_exclusions(config))
+      exclude_classes=run.exclusions)
   report = {
       "checkpoint": loaded.path, "step": loaded.step,
       "step_reason": loaded.step_reason, "dataset": config.dataset.name,

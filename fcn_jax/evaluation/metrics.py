@@ -16,6 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax import errors
+from fcn_jax import voc
+
 
 def confusion_matrix(labels: jax.Array, predictions: jax.Array,
                      num_classes: int) -> jax.Array:
@@ -125,15 +128,15 @@ def excluded_classes(exclude: Sequence[str],
     heads = [head] if head else [h for h, names in class_names.items()
                                  if name in names]
     if head and head not in class_names:
-      raise ValueError(f"config.eval.exclude_classes: {entry!r} names the "
+      raise errors.UserError(f"config.eval.exclude_classes: {entry!r} names the "
                        f"head {head!r}; the heads are {sorted(class_names)}")
     if not heads or name not in class_names[heads[0]]:
-      raise ValueError(
+      raise errors.UserError(
           f"config.eval.exclude_classes: no class {name!r} in "
           + (f"head {head!r}" if head else "any head")
           + f" (classes: {[list(n) for n in class_names.values()]})")
     if len(heads) > 1:
-      raise ValueError(f"config.eval.exclude_classes: {name!r} is a class of "
+      raise errors.UserError(f"config.eval.exclude_classes: {name!r} is a class of "
                        f"the heads {heads}; write 'head:{name}'")
     result[heads[0]].add(list(class_names[heads[0]]).index(name))
   return {head: sorted(indices) for head, indices in result.items()}
@@ -202,3 +205,12 @@ def format_report(results: dict[str, Any],
       row += f" {_percent(accuracy[k])} {100 * share[k]:8.2f}"
     lines.append(row)
   return "\n".join(lines)
+
+
+def head_class_names(classes: Mapping[str, int],
+                     names: Mapping[str, Sequence[str] | None]
+                     ) -> dict[str, list[str]]:
+  """Each head's class names: its own, else VOC's (or numbered) names for
+  its class count (:func:`fcn_jax.voc.class_names`)."""
+  return {h: list(names.get(h) or voc.class_names(c))
+          for h, c in classes.items()}

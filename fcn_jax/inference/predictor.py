@@ -35,25 +35,26 @@ implementation evaluation uses, run inside the compiled forward pass on each
 run shape (in fast mode on the padded bucket, in slide mode on each window,
 before the windows are averaged).
 
-Shift-and-stitch (CVPR §3.2) is in :func:`shift_and_stitch` for any function
-of images, and in :func:`stitched_scores` (``Predictor(shift_stitch=f)``) for
-the FCN nets, where it replaces the final upsampler.
+Shift-and-stitch (CVPR §3.2) is :mod:`fcn_jax.inference.shift_stitch`
+(``Predictor(shift_stitch=f)`` for the FCN nets, where it replaces the final
+upsampler).
 """
 
 from __future__ import annotations
 
 import collections
-import dataclasses
 import os
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax.data import buckets as buckets_lib
 from fcn_jax.data import preprocessing as preprocessing_lib
+from fcn_jax.inference import shift_stitch as shift_stitch_lib
 from fcn_jax.inference import sliding_window
 from fcn_jax.inference import tta as tta_lib
 from fcn_jax.data.preprocessing import Preprocessing
@@ -64,6 +65,7 @@ MODES = ("fast", "exact", "slide")
 DEFAULT_WINDOW = 512
 DEFAULT_STRIDE_FRACTION = 0.75
 Buckets = int | Sequence[tuple[int, int]]
+AUTO = buckets_lib.AUTO
 # Bucket sizes rounded up to this multiple when no size in a bucket list fits.
 FALLBACK_MULTIPLE = 32
 # The process's peak memory over a forward pass on XLA:CPU, measured, as a
@@ -71,6 +73,20 @@ FALLBACK_MULTIPLE = 32
 # 2.95-3.4 for tiny FCN-8s at 500x375 .. 2000x1500 (jax 0.10), the rest being
 # the convolutions' own scratch and the host copies of inputs and logits.
 CPU_MEMORY_FACTOR = 3.5
+
+
+# Programs loaded from JAX's persistent compilation cache in this process
+# (JAX records an event for each; a load is not a compile).
+_CACHE_HITS = [0]
+
+
+def _count_cache_hit(event: str, **kwargs: Any) -> None:
+  del kwargs
+  if event == "/jax/compilation_cache/cache_hits":
+    _CACHE_HITS[0] += 1
+
+
+jax.monitoring.register_event_listener(_count_cache_hit)
 
 
 def available_memory(device: jax.Device | None = None) -> int | None:
@@ -109,7 +125,8 @@ def bucket_shape(height: int, width: int, buckets: Buckets) -> tuple[int, int]:
   """
   if isinstance(buckets, int):
     if buckets < 1:
-      raise ValueError(f"the bucket multiple must be >= 1, got {buckets}")
+      raise errors.UserError(f"the bucket multiple must be >= 1, got "
+                             f"{buckets}")
     return (-(-height // buckets) * buckets, -(-width // buckets) * buckets)
   fitting = buckets_lib.smallest_fitting(height, width, buckets)
   if fitting is not None:
@@ -117,177 +134,24 @@ def bucket_shape(height: int, width: int, buckets: Buckets) -> tuple[int, int]:
   return bucket_shape(height, width, FALLBACK_MULTIPLE)
 
 
-def parse_buckets(text: str) -> Buckets:
-  """Parses ``"32"`` (a multiple) or ``"384x512,512x384"`` (H x W sizes)."""
-  text = text.strip()
-  try:
-    if "x" not in text:
-      return int(text)
-    sizes = []
-    for item in text.split(","):
-      h, w = item.lower().split("x")
-      sizes.append((int(h), int(w)))
-    return sizes
-  except ValueError:
-    raise ValueError(
-        f"cannot parse buckets {text!r}: give a multiple such as 32, or sizes "
-        "such as 384x512,512x384") from None
-
-
-# --------------------------------------------------------------------------
-# Shift-and-stitch.
-# --------------------------------------------------------------------------
-
-
-def shift_images(images: jax.Array, dy: Any, dx: Any) -> jax.Array:
-  """``out[:, i, j] = images[:, i + dy, j + dx]``, zero past the bottom/right.
-
-  The shift may be traced (``dy``, ``dx`` scalars in ``[0, H)``, ``[0, W)``).
-  """
-  n, height, width, channels = images.shape
-  padded = jnp.pad(images, ((0, 0), (0, height), (0, width), (0, 0)))
-  zero = jnp.zeros((), jnp.int32)
-  return jax.lax.dynamic_slice(
-      padded, (zero, jnp.asarray(dy, jnp.int32), jnp.asarray(dx, jnp.int32),
-               zero), (n, height, width, channels))
-
-
-def shift_and_stitch(apply_fn: Callable[[jax.Array], jax.Array],
-                     images: jax.Array, f: int,
-                     stride: int | None = None) -> jax.Array:
-  """Shift-and-stitch (Long et al., CVPR 2015, §3.2): a denser output from
-  ``f x f`` shifted passes of a strided network.
-
-  ``apply_fn`` maps images ``[N, H, W, C]`` to a coarse output
-  ``[N, h, w, K]`` of output stride ``stride`` (cell ``(a, b)`` looks at input
-  pixel ``(stride*a, stride*b)`` plus a constant offset). Let
-  ``u = stride // f`` and, for each shift ``(dy, dx)`` in
-  ``{0..f-1} x {0..f-1}``, let pass ``(dy, dx)`` see the image moved up and
-  left by ``(u*dy, u*dx)`` pixels: ``x'[i, j] = x[i + u*dy, j + u*dx]``,
-  zero past the bottom/right edge (zero = the mean colour after
-  preprocessing). Its cell ``(a, b)`` then looks at original pixel
-  ``(stride*a + u*dy, stride*b + u*dx)`` (plus the offset). The passes are
-  interleaved so that every output pixel comes from the pass whose shift
-  aligns it::
-
-    out[n, f*a + dy, f*b + dx] = apply_fn(x_shifted_by(u*dy, u*dx))[n, a, b]
-
-  so ``out`` has shape ``[N, f*h, f*w, K]`` and output stride ``stride / f``
-  (1 when ``f == stride``: a prediction for every pixel, the paper's setting).
-
-  The passes run one after another (``jax.lax.map``), so memory stays that of
-  one pass and the time is ``f**2`` passes.
-
-  Args:
-    apply_fn: The coarse network, a JAX-traceable function of images.
-    images: Preprocessed images ``[N, H, W, C]``.
-    f: Shifts per axis (``>= 1``).
-    stride: Output stride of ``apply_fn``; must be a multiple of ``f``.
-      Defaults to ``f``.
-
-  Returns:
-    The stitched output ``[N, f*h, f*w, K]``.
-  """
-  stride = f if stride is None else stride
-  if f < 1 or stride % f:
-    raise ValueError(
-        f"shift-and-stitch needs f >= 1 dividing the output stride; got f={f}, "
-        f"stride={stride}")
-  step = stride // f
-  shifts = np.array([(dy * step, dx * step) for dy in range(f)
-                     for dx in range(f)], np.int32)
-  passes = jax.lax.map(
-      lambda shift: apply_fn(shift_images(images, shift[0], shift[1])),
-      jnp.asarray(shifts))
-  _, n, h, w, k = passes.shape
-  passes = passes.reshape(f, f, n, h, w, k).transpose(2, 3, 0, 4, 1, 5)
-  return passes.reshape(n, h * f, w * f, k)
-
-
-@dataclasses.dataclass(frozen=True)
-class CoarseHead:
-  """Where an FCN's scores are before its final upsampler.
-
-  Attributes:
-    stride: Output stride of the coarse scores (32, 16 or 8).
-    center: Input coordinate of coarse cell 0 (cell ``a`` is at
-      ``stride * a + center``); from Caffe's coordinate maps: the final
-      ``Deconvolution(k, s)`` puts cell ``a`` at upscore ``s*a + (k-1)/2`` and
-      the crop subtracts its offset (docs/reference.md §3, §6.2).
-  """
-  stride: int
-  center: float
-
-
-def coarse_head(model: models.FCN) -> CoarseHead:
-  """The stride and alignment of an FCN's last scores before upsampling.
+def parse_buckets(text: str, what: str = "--buckets") -> Buckets | str:
+  """Parses ``"auto"``, ``"32"`` (a multiple) or ``"384x512,512x384"`` (H x W
+  sizes, :func:`fcn_jax.data.buckets.parse_sizes`).
 
   Raises:
-    ValueError: A net with two heads or two streams (shift-and-stitch here
-      replaces the final upsampler of one head on one trunk).
+    errors.UserError: Anything else (a multiple below 1, a size that is not
+      two positive whole numbers), naming ``what`` and the accepted forms.
   """
-  if model.multi_head or model.net.fusion is not None:
-    raise ValueError(f"shift-and-stitch supports one-trunk, one-head nets; "
-                     f"{model.net.name} has "
-                     + ("two heads" if model.multi_head else "two streams"))
-  final = model.head.final
-  return CoarseHead(final.stride,
-                    (final.kernel - 1) / 2 - model.head.final_offset)
-
-
-def coarse_scores(model: models.FCN, variables: Any,
-                  images: jax.Array) -> jax.Array:
-  """The input of an FCN's final upsampler: ``score_fr`` (32s), ``fuse_pool4``
-  (16s) or ``fuse_pool3`` (8s), as float32 ``[N, h, w, C]``."""
-  _, state = model.apply(variables, images, train=False,
-                         mutable=["intermediates"])
-  blobs = state["intermediates"]["blobs"][0]
-  if not model.head.skips:
-    return blobs["score_fr"].astype(jnp.float32)
-  last = model.head.skips[-1]
-  fused = blobs[last.upsampler.name] + blobs[last.score_layer + "c"]
-  return fused.astype(jnp.float32)
-
-
-def stitched_scores(model: models.FCN, variables: Any, images: jax.Array,
-                    f: int) -> jax.Array:
-  """Dense FCN scores by shift-and-stitch instead of the final upsampler.
-
-  The coarse scores before the final upsampler (stride ``s``: 32 for FCN-32s,
-  16 for 16s, 8 for 8s) are shift-and-stitched with ``f`` (which must divide
-  ``s``) into a map of stride ``s / f``; its cell ``m`` sits at input
-  coordinate ``(s / f) * m + center`` (see :class:`CoarseHead`). Each output
-  pixel ``i`` takes that map linearly interpolated at ``(i - center) / (s/f)``
-  (edge values beyond the ends). With ``f = s`` every value is computed by the
-  network and the interpolation only bridges the half-pixel ``center``; with
-  ``f = 1`` this is the bilinear upsampling of the reference deconvolution,
-  equal to the model's output away from the borders.
-
-  Args:
-    model: An FCN from :func:`fcn_jax.models.create_model`.
-    variables: Its variables.
-    images: Preprocessed ``[N, H, W, 3]``.
-    f: Shifts per axis.
-
-  Returns:
-    Float32 scores ``[N, H, W, C]``.
-  """
-  if not hasattr(model, "net"):
-    raise TypeError(
-        "stitched_scores needs an fcn_jax.models.FCN; for another network use "
-        "shift_and_stitch(apply_fn, images, f, stride).")
-  head = coarse_head(model)
-  if head.stride % f:
-    raise ValueError(f"shift-and-stitch f={f} must divide the output stride "
-                     f"{head.stride} of {type(model).__name__}")
-  stitched = shift_and_stitch(lambda x: coarse_scores(model, variables, x),
-                              images, f, head.stride)
-  step = head.stride // f
-  height, width = images.shape[1:3]
-  rows = (np.arange(height) - head.center) / step
-  cols = (np.arange(width) - head.center) / step
-  return tta_lib.linear_resample(
-      tta_lib.linear_resample(stitched, rows, 1), cols, 2)
+  text = str(text).strip().lower()
+  if text == buckets_lib.AUTO:
+    return buckets_lib.AUTO
+  if "x" not in text:
+    if text.isdigit() and int(text) >= 1:
+      return int(text)
+    raise errors.UserError(
+        f"{what}: {text!r} is neither 'auto', a multiple such as 32, nor "
+        "sizes such as 384x512,512x384")
+  return list(buckets_lib.parse_sizes(text, what))
 
 
 # --------------------------------------------------------------------------
@@ -299,15 +163,18 @@ class Predictor:
   """Runs an FCN on uint8 RGB images of any size.
 
   Attributes:
-    num_compiles: How many executables were compiled (one per distinct
-      ``(batch, height, width)`` run shape).
+    num_compiles: How many executables XLA compiled (one per distinct
+      ``(batch, height, width)`` run shape, less those loaded from JAX's
+      persistent compilation cache).
+    num_cache_loads: How many were loaded from that cache instead.
   """
 
   def __init__(self, model: Any, variables: Any, preprocessing: Preprocessing,
-               mode: str = "fast", buckets: Buckets = 32, batch_size: int = 1,
-               flip: bool = False, scales: Sequence[float] = (1.0,),
-               shift_stitch: int = 1, window: int = DEFAULT_WINDOW,
-               stride: int | None = None):
+               mode: str = "fast", buckets: Buckets | str = AUTO,
+               batch_size: int = 1, flip: bool = False,
+               scales: Sequence[float] = (1.0,), shift_stitch: int = 1,
+               window: int = DEFAULT_WINDOW, stride: int | None = None,
+               max_buckets: int = buckets_lib.DEFAULT_MAX_BUCKETS):
     """Sets up a predictor.
 
     Args:
@@ -318,8 +185,14 @@ class Predictor:
       mode: ``fast`` (padded buckets, batched), ``exact`` (native-size
         logits: masked buckets, batched) or ``slide`` (overlapping windows,
         averaged).
-      buckets: Fast and exact mode: a multiple to round sizes up to, or
-        ``(H, W)`` sizes.
+      buckets: Fast and exact mode: a multiple to round sizes up to,
+        ``(H, W)`` sizes, or ``"auto"`` (the default): exact mode picks at
+        most ``max_buckets`` buckets from the sizes of the images
+        (:meth:`plan`, else those of each call), as training does
+        (:func:`fcn_jax.data.buckets.choose_buckets`); fast mode rounds
+        each side up to a multiple of :data:`FALLBACK_MULTIPLE`, so that
+        an image's fast-mode result (which the padding changes near its
+        bottom/right edges) does not depend on the other images.
       batch_size: Images per forward pass. Fast and exact mode batch images
         of one bucket (exact mode at native sizes: of identical size). A
         short batch is filled with blank images so each shape compiles once.
@@ -327,27 +200,35 @@ class Predictor:
       flip: Also predict the horizontally flipped image and average.
       scales: Also predict resized copies and average (1.0 is the image).
       shift_stitch: ``f > 1`` replaces the final upsampler by shift-and-stitch
-        with ``f x f`` passes (:func:`stitched_scores`; FCN models only).
+        with ``f x f`` passes
+        (:func:`fcn_jax.inference.shift_stitch.stitched_scores`; FCN models
+        only).
       window: Slide mode: the side of the square windows. An image smaller
         than the window (either way) is padded to it, after preprocessing,
         with zeros (the mean colour), so every window runs at one shape.
       stride: Slide mode: the distance between windows, in ``[1, window]``;
         default :data:`DEFAULT_STRIDE_FRACTION` of the window.
+      max_buckets: With ``buckets="auto"`` in exact mode: at most this many.
     """
     if mode not in MODES:
-      raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+      raise errors.UserError(f"mode must be one of {MODES}, got {mode!r}")
     if batch_size < 1:
-      raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+      raise errors.UserError(f"batch_size must be >= 1, got {batch_size}")
     if shift_stitch < 1:
-      raise ValueError(f"shift_stitch must be >= 1, got {shift_stitch}")
+      raise errors.UserError(f"shift_stitch must be >= 1, got {shift_stitch}")
     if shift_stitch > 1:
-      stride = coarse_head(model).stride if hasattr(model, "net") else None
+      stride = (shift_stitch_lib.coarse_head(model).stride
+                if hasattr(model, "net") else None)
       if stride is None or stride % shift_stitch:
-        raise ValueError(
+        raise errors.UserError(
             f"shift_stitch={shift_stitch} needs an FCN model whose output "
             f"stride it divides (got stride {stride})")
+    if isinstance(buckets, str):
+      buckets = parse_buckets(buckets, "buckets")
     if isinstance(buckets, int):
       bucket_shape(1, 1, buckets)  # Validates.
+    if max_buckets < 1:
+      raise errors.UserError(f"max_buckets must be >= 1, got {max_buckets}")
     self.window, self.stride = slide_settings(window, stride)
     self.model = model
     net = getattr(model, "net", None)
@@ -359,6 +240,8 @@ class Predictor:
     self.preprocessing = preprocessing
     self.mode = mode
     self.buckets = buckets
+    self.max_buckets = max_buckets
+    self._planned: tuple[tuple[int, int], ...] | None = None
     self.batch_size = batch_size
     self.tta = tta_lib.TestTimeAugmentation(flip, tuple(scales))
     self.shift_stitch = shift_stitch
@@ -367,9 +250,11 @@ class Predictor:
     self.masked = (mode == "exact" and net is not None
                    and self.tta.is_identity and shift_stitch == 1)
     self._compiled: dict[tuple[int, int, int], Any] = {}
+    self.num_cache_loads = 0
     self._outputs: dict[tuple[int, int, int], Any] = {}
     if shift_stitch > 1:
-      network = lambda v, x, s: stitched_scores(model, v, x, shift_stitch)
+      network = lambda v, x, s: shift_stitch_lib.stitched_scores(
+          model, v, x, shift_stitch)
     elif self.masked:
       network = lambda v, x, s: model.apply(v, x, train=False, sizes=s)
     else:
@@ -380,7 +265,37 @@ class Predictor:
 
   @property
   def num_compiles(self) -> int:
-    return len(self._compiled)
+    return len(self._compiled) - self.num_cache_loads
+
+  def plan(self, sizes: Sequence[tuple[int, int]]
+           ) -> tuple[tuple[int, int], ...] | None:
+    """Fixes the buckets for images of these ``(height, width)`` sizes:
+    with ``buckets="auto"`` in (masked) exact mode, at most
+    :attr:`max_buckets` chosen to minimise the padded pixels
+    (:func:`fcn_jax.data.buckets.choose_buckets`), so that a run over many
+    images compiles at most that many times instead of once per size.
+
+    Returns:
+      The buckets chosen, or None where nothing is chosen (given buckets, a
+      multiple, fast/slide mode, or exact mode at native size).
+    """
+    self._planned = None
+    if self.buckets == AUTO and self.masked and len(sizes):
+      self._planned = buckets_lib.choose_buckets(np.asarray(sizes),
+                                                 self.max_buckets)
+    return self._planned
+
+  def _buckets(self, sizes: Sequence[tuple[int, int]] = ()) -> Buckets:
+    """The buckets in force: given ones, the planned ones, or for
+    ``"auto"`` those chosen for ``sizes`` (exact mode) or rounding up to a
+    multiple of :data:`FALLBACK_MULTIPLE` (fast mode)."""
+    if self.buckets != AUTO:
+      return self.buckets
+    if self.masked and self._planned is not None:
+      return self._planned
+    if self.masked and len(sizes):
+      return buckets_lib.choose_buckets(np.asarray(sizes), self.max_buckets)
+    return FALLBACK_MULTIPLE
 
   @property
   def images_per_call(self) -> int:
@@ -388,14 +303,17 @@ class Predictor:
     its batches (slide mode batches the windows of one image)."""
     return 1 if self.mode == "slide" else self.batch_size
 
-  def run_shape(self, height: int, width: int) -> tuple[int, int]:
+  def run_shape(self, height: int, width: int,
+                buckets: Buckets | None = None) -> tuple[int, int]:
     """The shape an image of this size runs at (its bucket, itself, or in
-    slide mode the window)."""
+    slide mode the window); ``buckets``: those in force, else
+    :meth:`_buckets`."""
     if self.mode == "exact" and not self.masked:
       return height, width
     if self.mode == "slide":
       return self.window, self.window
-    return bucket_shape(height, width, self.buckets)
+    return bucket_shape(height, width, buckets or self._buckets(
+        [(height, width)]))
 
   def memory_bytes(self, height: int, width: int) -> int:
     """Memory one forward pass of a batch of images of this size needs, from
@@ -430,16 +348,18 @@ class Predictor:
           self.variables, spec,
           jax.ShapeDtypeStruct((shape[0], 2), jnp.int32))
       self._outputs[shape] = lowered.out_info
+      hits = _CACHE_HITS[0]
       self._compiled[shape] = lowered.compile()
+      self.num_cache_loads += _CACHE_HITS[0] > hits
     return self._compiled[shape]
 
   def _run(self, examples: Sequence[dict[str, np.ndarray]]) -> list[Any]:
     """Logits of each example at its own size: bucketed, batched, cropped."""
+    sizes = [next(iter(example.values())).shape[:2] for example in examples]
+    buckets = self._buckets(sizes)
     groups = collections.defaultdict(list)
-    for index, example in enumerate(examples):
-      groups[self.run_shape(*example["image" if "image" in example else
-                                     next(iter(example))].shape[:2])
-             ].append(index)
+    for index, size in enumerate(sizes):
+      groups[self.run_shape(*size, buckets)].append(index)
     results: list[Any] = [None] * len(examples)
     for (height, width), indices in groups.items():
       for start in range(0, len(indices), self.batch_size):
@@ -517,27 +437,28 @@ class Predictor:
     needed = sorted({f for fs in self.input_sources.values() for f in fs})
     if not isinstance(example, Mapping):
       if needed != ["image"]:
-        raise ValueError(f"this net reads {needed}: pass a dict of them per "
-                         "example")
+        raise errors.UserError(f"this net reads {needed}: pass a dict of "
+                               "them per example")
       example = {"image": example}
     missing = sorted(set(needed) - set(example))
     if missing:
-      raise ValueError(f"this net reads {needed}; missing {missing}")
+      raise errors.UserError(f"this net reads {needed}; missing {missing}")
     checked = {}
     for name in needed:
       array = np.asarray(example[name])
       if name == "depth":
         if array.ndim != 2 or not np.issubdtype(array.dtype, np.number):
-          raise ValueError(f"expected a depth map [H, W], got {array.dtype} "
-                           f"{array.shape}")
+          raise errors.UserError(f"expected a depth map [H, W], got "
+                                 f"{array.dtype} {array.shape}")
       else:
         _check_image(array, name)
       if min(array.shape[:2]) < 1:
-        raise ValueError(f"empty {name} of shape {array.shape}")
+        raise errors.UserError(f"empty {name} of shape {array.shape}")
       checked[name] = array
     sizes = {k: a.shape[:2] for k, a in checked.items()}
     if len(set(sizes.values())) > 1:
-      raise ValueError(f"the images of one example differ in size: {sizes}")
+      raise errors.UserError(f"the images of one example differ in size: "
+                             f"{sizes}")
     return checked
 
 
@@ -549,13 +470,13 @@ def slide_settings(window: int, stride: int | None) -> tuple[int, int]:
     ValueError: A window below 1, or a stride outside ``[1, window]``.
   """
   if window < 1:
-    raise ValueError(f"the window must be >= 1 pixel, got {window}")
+    raise errors.UserError(f"the window must be >= 1 pixel, got {window}")
   if stride is None:
     stride = max(1, int(window * DEFAULT_STRIDE_FRACTION))
   if stride < 1:
-    raise ValueError(f"the stride must be >= 1 pixel, got {stride}")
+    raise errors.UserError(f"the stride must be >= 1 pixel, got {stride}")
   if stride > window:
-    raise ValueError(
+    raise errors.UserError(
         f"the stride {stride} is larger than the window {window}: the windows "
         f"would leave gaps; give a stride <= the window (e.g. "
         f"{max(1, int(window * DEFAULT_STRIDE_FRACTION))})")
@@ -566,8 +487,8 @@ def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
   image = np.asarray(image)
   if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
     what = "RGB image" if name == "image" else f"{name} image"
-    raise ValueError(f"expected a uint8 {what} [H, W, 3], got {image.dtype} "
-                     f"{image.shape}")
+    raise errors.UserError(f"expected a uint8 {what} [H, W, 3], got "
+                           f"{image.dtype} {image.shape}")
   if min(image.shape[:2]) < 1:
-    raise ValueError(f"empty image of shape {image.shape}")
+    raise errors.UserError(f"empty image of shape {image.shape}")
   return image

@@ -28,6 +28,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax import errors
+
 
 def linear_resample(x: Any, coords: np.ndarray, axis: int) -> Any:
   """Samples ``x`` along ``axis`` at fractional ``coords`` by linear
@@ -96,7 +98,7 @@ class TestTimeAugmentation:
   def __post_init__(self):
     scales = tuple(float(s) for s in self.scales)
     if not scales or any(not s > 0 for s in scales):
-      raise ValueError(f"test-time scales must be positive, got "
+      raise errors.UserError(f"test-time scales must be positive, got "
                        f"{self.scales}")
     object.__setattr__(self, "scales", scales)
 
@@ -146,6 +148,6 @@ def from_flags(flip: bool = False,
     try:
       scales = tuple(float(v) for v in scales.split(",") if v.strip())
     except ValueError:
-      raise ValueError(f"--scales must be comma-separated numbers such as "
+      raise errors.UserError(f"--scales must be comma-separated numbers such as "
                        f"0.75,1.0,1.25; got {scales!r}") from None
   return TestTimeAugmentation(bool(flip), tuple(scales))

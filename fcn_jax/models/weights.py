@@ -32,6 +32,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax import models
 
 # Layers a file may hold that no FCN has: VGG16's 1000-way ImageNet classifier.
@@ -40,7 +41,7 @@ IMAGENET_CLASSIFIER_LAYERS = ("fc8",)
 Params = dict[str, dict[str, np.ndarray]]
 
 
-class WeightsError(ValueError):
+class WeightsError(errors.UserError):
   """Weights that do not fit a model (every problem listed, with hints)."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable
 
+from fcn_jax import errors
 from fcn_jax.readers._common import LayerBlobs, WeightFileError
 from fcn_jax.readers.caffemodel import read_caffemodel
 from fcn_jax.readers.keras_h5 import read_keras_vgg16
@@ -53,7 +54,7 @@ FORMATS: dict[str, WeightFormat] = {f.name: f for f in (
 def read_layers(path: str, fmt: str) -> LayerBlobs:
   """Reads ``path`` in format ``fmt`` (a key of :data:`FORMATS`)."""
   if fmt not in FORMATS:
-    raise ValueError(f"Unknown weights format {fmt!r}; choose one of "
+    raise errors.UserError(f"Unknown weights format {fmt!r}; choose one of "
                      f"{sorted(FORMATS)}.")
   return FORMATS[fmt].read(path)
 

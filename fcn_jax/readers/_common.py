@@ -14,11 +14,14 @@ from typing import Dict, List
 
 import numpy as np
 
+from fcn_jax import errors
+from fcn_jax.readers import _wire
+
 # Caffe layer name -> that layer's parameter blobs, in Caffe layouts.
 LayerBlobs = Dict[str, List[np.ndarray]]
 
 
-class WeightFileError(ValueError):
+class WeightFileError(errors.UserError):
   """A weights file that cannot be read: missing, truncated or another format."""
 
 
@@ -53,9 +56,8 @@ def describe_file(path: str) -> tuple[str, str | None] | None:
   if head and all(b in _TEXT_BYTES for b in head):
     return ("a text file (a .prototxt network definition or similar, not "
             "weights)", None)
-  from fcn_jax.readers import caffemodel  # pylint: disable=g-import-not-at-top
-  if caffemodel.looks_like_caffemodel(head):
-    return caffemodel.DESCRIPTION, "caffemodel"
+  if _wire.looks_like_caffemodel(head):
+    return _wire.DESCRIPTION, "caffemodel"
   return None
 
 

@@ -29,10 +29,17 @@ from typing import Iterator
 import numpy as np
 
 from fcn_jax.readers._common import LayerBlobs, WeightFileError, check_input_file
+from fcn_jax.readers._wire import DESCRIPTION
+from fcn_jax.readers._wire import Corrupt as _Corrupt
+from fcn_jax.readers._wire import FIXED32 as _FIXED32
+from fcn_jax.readers._wire import FIXED64 as _FIXED64
+from fcn_jax.readers._wire import LENGTH_DELIMITED as _LENGTH_DELIMITED
+from fcn_jax.readers._wire import NET_LAYER as _NET_LAYER
+from fcn_jax.readers._wire import NET_V1_LAYERS as _NET_V1_LAYERS
+from fcn_jax.readers._wire import VARINT as _VARINT
+from fcn_jax.readers._wire import string as _string
+from fcn_jax.readers._wire import varint as _varint
 
-# NetParameter fields.
-_NET_V1_LAYERS = 2
-_NET_LAYER = 100
 # LayerParameter fields.
 _LAYER_NAME, _LAYER_TYPE, _LAYER_BLOBS = 1, 2, 7
 # V1LayerParameter fields.
@@ -44,34 +51,6 @@ _BLOB_LEGACY_DIMS = (1, 2, 3, 4)  # num, channels, height, width
 _BLOB_DATA, _BLOB_SHAPE, _BLOB_DOUBLE_DATA = 5, 7, 8
 # BlobShape fields.
 _SHAPE_DIM = 1
-
-# Protobuf wire types.
-_VARINT, _FIXED64, _LENGTH_DELIMITED, _FIXED32 = 0, 1, 2, 5
-
-
-class _Corrupt(Exception):
-  """Raised inside the decoder; turned into a WeightFileError with the path."""
-
-  def __init__(self, pos: int, reason: str):
-    super().__init__(reason)
-    self.pos = pos
-    self.reason = reason
-
-
-def _varint(buf, pos: int, end: int) -> tuple[int, int]:
-  result, shift = 0, 0
-  while True:
-    if pos >= end:
-      raise _Corrupt(pos, "a number runs past the end of its message")
-    byte = buf[pos]
-    pos += 1
-    result |= (byte & 0x7F) << shift
-    if not byte & 0x80:
-      return result, pos
-    shift += 7
-    if shift > 63:
-      raise _Corrupt(pos, "a number is longer than 10 bytes")
-
 
 def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, object]]:
   """Yields ``(field, wire_type, value)`` for one message.
@@ -101,13 +80,6 @@ def _fields(buf, start: int, end: int) -> Iterator[tuple[int, int, object]]:
                      "past the end of its message")
     yield field, wire_type, (pos, pos + size)
     pos += size
-
-
-def _string(buf, span) -> str:
-  try:
-    return bytes(buf[span[0]:span[1]]).decode("utf-8")
-  except UnicodeDecodeError:
-    raise _Corrupt(span[0], "a layer name is not UTF-8") from None
 
 
 def _numbers(buf, wire_type: int, value, dtype: str) -> np.ndarray:
@@ -211,42 +183,6 @@ def _net_layers(buf, size: int) -> list[tuple[str, object, list[np.ndarray]]]:
       continue
     layers.append((name, layer_type, blobs))
   return layers
-
-
-DESCRIPTION = "a Caffe .caffemodel (binary protobuf)"
-# NetParameter's fields and their wire types: what a .caffemodel starts with.
-_NET_FIELDS = {1: _LENGTH_DELIMITED, 2: _LENGTH_DELIMITED,
-               3: _LENGTH_DELIMITED, 4: _VARINT, 5: _VARINT,
-               6: _LENGTH_DELIMITED, 7: _VARINT, 8: _LENGTH_DELIMITED,
-               _NET_LAYER: _LENGTH_DELIMITED}
-
-
-def looks_like_caffemodel(head: bytes) -> bool:
-  """Whether the first bytes of a file read as the start of a NetParameter:
-  net fields (usually the name first), up to a layer whose first field is
-  valid (a layer may run far past ``head``)."""
-  pos, end = 0, len(head)
-  try:
-    for _ in range(2):
-      key, pos = _varint(head, pos, end)
-      field, wire_type = key >> 3, key & 7
-      if _NET_FIELDS.get(field) != wire_type:
-        return False
-      if wire_type == _VARINT:
-        _, pos = _varint(head, pos, end)
-        continue
-      size, pos = _varint(head, pos, end)
-      if field in (_NET_V1_LAYERS, _NET_LAYER):
-        key, _ = _varint(head, pos, end)
-        return 1 <= key >> 3 <= 200 and key & 7 in (_VARINT,
-                                                    _LENGTH_DELIMITED)
-      if pos + size > end or (field == 1 and not _string(
-          head, (pos, pos + size)).isprintable()):
-        return False
-      pos += size
-    return True
-  except _Corrupt:
-    return False
 
 
 def read_caffemodel(path: str) -> LayerBlobs:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from typing import Any, Callable, Mapping, Sequence
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from fcn_jax import checkpointing
 from fcn_jax import distributed
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax import models
 from fcn_jax import parallel
@@ -33,7 +35,7 @@ from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(errors.DivergedError):
   """The training loss became NaN or infinite."""
 
 
@@ -100,14 +102,14 @@ def _check_state_finite(host_state: Mapping[str, Any], step: int,
         unusable_step=step)
 
 
-def _workdir_metadata(config: ml_collections.ConfigDict,
+def _workdir_metadata(run: run_config.Run,
                       preprocessing: preprocessing_lib.Preprocessing,
                       step: int, class_names: Sequence[str] | None
                       ) -> dict[str, Any]:
   return checkpointing.make_metadata(
-      run_config.model_spec(config), preprocessing, class_names=class_names,
+      run.spec, preprocessing, class_names=class_names,
       source={"format": "fcn_jax training checkpoint"}, step=int(step),
-      config=config.to_json_best_effort())
+      config=run.recorded)
 
 
 @dataclasses.dataclass
@@ -118,13 +120,34 @@ class _Resumed:
   train_iter: Any
 
 
-def _resume(config: ml_collections.ConfigDict,
+def _log_input_changes(run: run_config.Run,
+                       metadata: Mapping[str, Any]) -> None:
+  """Says which shape-bucket settings differ from the checkpoint's run: the
+  results stay exact (buckets only pad and mask), the compiled shapes and
+  the time per step change."""
+  try:
+    saved = metadata.get("config") or {}
+    saved = json.loads(saved) if isinstance(saved, str) else saved
+    saved_input = dict(saved.get("input") or {})
+  except (TypeError, ValueError, AttributeError):
+    return  # An older or foreign record: nothing to compare.
+  changed = [f"config.input.{field}={run.config.input[field]!r} (the "
+             f"checkpoint's run had {saved_input[field]!r})"
+             for field in ("buckets", "max_buckets")
+             if field in saved_input
+             and str(saved_input[field]) != str(run.config.input[field])]
+  if changed:
+    logging.info("Resuming with %s: the results stay exact, only the "
+                 "compiled shapes change.", ", ".join(changed))
+
+
+def _resume(run: run_config.Run,
             checkpointer: checkpointing.Checkpointer,
             make_template: Callable[[], state_lib.TrainState]) -> _Resumed | None:
   """Restores the newest intact checkpoint, setting damaged ones aside.
 
   First the newest readable metadata is checked against the model of
-  ``config`` (before anything is built or written). Then every step, newest
+  ``run`` (before anything is built or written). Then every step, newest
   first, is read in full (metadata, parameters, train state, data iterator
   position) into ``make_template()``'s structure and checked (a finite
   state); one that cannot be read is renamed ``N.corrupt`` (one with
@@ -145,26 +168,27 @@ def _resume(config: ml_collections.ConfigDict,
     return None
   for step in reversed(steps):
     try:
-      run_config.check_same_model(config, checkpointer.read_metadata(step),
-                       checkpointer.step_directory(step))
+      run_config.check_same_model(run.spec, checkpointer.read_metadata(step),
+                                  checkpointer.step_directory(step))
       break
     except checkpointing.DamagedCheckpointError:
       continue  # Judged below.
   template = parallel.to_host(make_template().to_dict())
-  iter_size = int(config.optim.iter_size)
+  iter_size = int(run.optim.iter_size)
   damaged = []
   for step in reversed(steps):
     where = checkpointer.step_directory(step)
     resumed, error, suffix = None, None, checkpointing.DAMAGED_SUFFIX
     try:
       metadata = checkpointer.read_metadata(step)
-      run_config.check_same_model(config, metadata, where)
-      preprocessing = run_config.resolve_preprocessing(config, metadata)
-      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+      run_config.check_same_model(run.spec, metadata, where)
+      preprocessing = run_config.resolve_preprocessing(run.config, metadata)
+      train_iter = input_pipeline.create_train_iterator(run.config,
+                                                        preprocessing)
       restored, _ = checkpointer.restore(step, template,
                                          data_iterator=train_iter)
       if int(restored["step"]) != step * iter_size:
-        raise ValueError(
+        raise errors.UserError(
             f"{where} has consumed {int(restored['step'])} batches in {step} "
             f"updates, which is not optim.iter_size={iter_size} per update: "
             "resume with the iter_size it was trained with, or start a new "
@@ -175,8 +199,9 @@ def _resume(config: ml_collections.ConfigDict,
         raise checkpointing.DamagedCheckpointError(
             where, f"{len(bad)} arrays hold NaN or infinite values "
             f"({', '.join(bad[:3])})")
-      resumed = _Resumed(step, state_lib.TrainState.from_dict(restored), preprocessing,
-                         train_iter)
+      resumed = _Resumed(step, state_lib.TrainState.from_dict(restored),
+                         preprocessing, train_iter)
+      _log_input_changes(run, metadata)
     except checkpointing.DamagedCheckpointError as e:
       error = e
     if parallel.all_processes(resumed is not None):
@@ -195,6 +220,40 @@ def _resume(config: ml_collections.ConfigDict,
                     checkpointer.step_directory(step), reason, path)
   logging.info("Resumed from %s.", checkpointer.step_directory(resumed.step))
   return resumed
+
+
+def initial_rngs(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+  """The keys of the parameters' initialisation and of the train state."""
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  return init_rng, state_rng
+
+
+def new_train_state(config: ml_collections.ConfigDict, model: models.FCN,
+                    params: Any, state_rng: jax.Array
+                    ) -> tuple[state_lib.TrainState, Any]:
+  """The train state at step 0 around ``params``, and its optimizer."""
+  tx = state_lib.create_optimizer(config, params, model)
+  return state_lib.create_train_state(params, tx, state_rng), tx
+
+
+def abstract_train_state(config: ml_collections.ConfigDict, model: models.FCN
+                         ) -> tuple[state_lib.TrainState, Any]:
+  """What :func:`train_and_evaluate` starts from, as shapes only
+  (``jax.ShapeDtypeStruct`` leaves), and its optimizer: the state a
+  deviceless compile (``python -m fcn_jax.dry_run``) takes. Weights from
+  ``config.init_from`` are copied by name into the model's own shapes, so
+  they change nothing here."""
+  init_rng, state_rng = initial_rngs(config)
+  params = jax.eval_shape(
+      lambda: models.init_variables(model, init_rng)["params"])
+  optimizer = []
+
+  def build(p):
+    state, tx = new_train_state(config, model, p, state_rng)
+    optimizer.append(tx)
+    return state
+
+  return jax.eval_shape(build, params), optimizer[0]
 
 
 # Timed steps after the compiled first one before the time left is logged.
@@ -220,14 +279,14 @@ def closing_summary(workdir: str,
       f"({', '.join(map(str, checkpointer.all_steps()))}); {best_line}.",
       "Next:",
       f"  python -m fcn_jax.predict --checkpoint {workdir} --input "
-      f"'photos/*.jpg' --output {os.path.join(workdir, 'predictions')}",
+      f"'<your photos>/*.jpg' --output {os.path.join(workdir, 'predictions')}",
       f"  python -m fcn_jax.evaluate --checkpoint {workdir}",
       f"  python -m fcn_jax.plot_metrics {workdir}",
       f"  python -m fcn_jax.export --checkpoint {workdir} --output "
       f"{os.path.join(workdir, 'model.jaxexport')}"])
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict,
+def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
                        workdir: str) -> state_lib.TrainState:
   """Trains (and evaluates) as the config says; resumes from the workdir.
 
@@ -239,7 +298,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
   are finite, and (but for the newest) whose next loss was, are kept.
 
   Args:
-    config: A config from ``fcn_jax.default_config`` (see ``configs/``).
+    config: A config from ``fcn_jax.default_config`` (see ``configs/``),
+      resolved here (:func:`fcn_jax.run_config.resolve`: every check before
+      anything is written), or its :class:`fcn_jax.run_config.Run`.
     workdir: Where checkpoints, metrics and TensorBoard files go.
 
   Returns:
@@ -249,21 +310,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     checkpointing.WorkdirLockedError: Another run holds the workdir (see
       :class:`fcn_jax.checkpointing.WorkdirLock`); nothing was written.
   """
-  run_config.check_dataset(config)  # Before anything is written.
-  run_config.validate_config(config)
+  # Every check, before anything is written (and before step 1: not at the
+  # first evaluation, after hours of training).
+  run = (config if isinstance(config, run_config.Run)
+         else run_config.resolve(config, "train"))
+  config = run.config
   num_steps = int(config.num_train_steps)
-  if num_steps == 0:
-    raise ValueError(
-        "config.num_train_steps=0: nothing to train, so nothing would be "
-        "saved or evaluated; set it > 0 (to evaluate weights, use "
-        "--config.mode=eval with --config.init_from=<weights>)")
-  class_names = run_config.check_dataset_classes(config)
+  class_names = run.class_names
   workdir = os.path.abspath(workdir)
   is_main = parallel.is_main_process()
-  evaluate_during_training = config.mode == "train_and_eval"
-  # Before step 1 (and before anything is written): not at the first
-  # evaluation, after hours of training.
-  input_pipeline.check_image_sizes(config, evaluate=evaluate_during_training)
+  evaluate_during_training = run.evaluates
   iter_size = int(config.optim.iter_size)
   # From here on a SIGTERM (a preemption) stops the run cleanly.
   preemption = distributed.PreemptionWatcher()
@@ -273,8 +329,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     lock = checkpointing.WorkdirLock(
         workdir, f"a training (config.mode={config.mode})").acquire()
     _stop_if_preempted(preemption)
-    model = run_config.model_spec(config).create()
-    init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+    model = run.spec.create()
+    init_rng, state_rng = initial_rngs(config)
     checkpointer = checkpointing.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep,
         keep_best=config.checkpoint.keep_best if evaluate_during_training
@@ -288,11 +344,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         metadata = None
       else:
         params, metadata = state_lib.initial_params(config, model, init_rng)
-      tx = state_lib.create_optimizer(config, params, model)
-      return state_lib.create_train_state(params, tx, state_rng), tx, metadata
+      return (*new_train_state(config, model, params, state_rng), metadata)
 
     _stop_if_preempted(preemption)
-    resumed = _resume(config, checkpointer, lambda: initial_state()[0])
+    resumed = _resume(run, checkpointer, lambda: initial_state()[0])
     _stop_if_preempted(preemption)
     state, tx, source_metadata = initial_state()
     if resumed is None:
@@ -303,13 +358,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     else:
       start_step, state = resumed.step, resumed.state
       preprocessing, train_iter = resumed.preprocessing, resumed.train_iter
-    run_metadata = _workdir_metadata(config, preprocessing, start_step,
+    run_metadata = _workdir_metadata(run, preprocessing, start_step,
                                      class_names)
     if is_main:
       checkpointing.write_json(os.path.join(workdir, run_config.CONFIG_FILE),
                                run_metadata)
     class_names = checkpointing.class_names(run_metadata)
-    evaluator.check_eval_exclusions(config, model, class_names)
     if preemption.should_stop(start_step):
       raise _PreemptedAtStartUp()
     if resumed is not None and start_step >= num_steps:
@@ -327,7 +381,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
     train_devices = parallel.devices_for_batch(config.batch_size)
     state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
     p_train_step = step_lib.make_train_fn(model, tx, config, train_devices)
-    p_eval_step, eval_devices = evaluator.make_eval_fn(model, config)
+    p_eval_step, eval_devices = evaluator.make_eval_fn(model, config,
+                                                       run.tta)
     lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
     writer = logging_utils.MetricWriter(workdir, enabled=is_main,
                                         resume_step=start_step)
@@ -376,15 +431,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict,
         eval_results, tiles = evaluator.evaluate(
             p_eval_step, eval_devices, state.params,
             input_pipeline.create_eval_iterator(config, preprocessing),
-            num_classes=evaluator.eval_classes(model), class_names=class_names,
+            num_classes=evaluator.eval_classes(run.spec), class_names=class_names,
             preprocessing=preprocessing, num_tiles=config.num_eval_tiles,
-            exclude_classes=evaluator.eval_exclusions(config))
+            exclude_classes=run.exclusions)
         evaluator.report_eval(writer, step, eval_results, tiles, class_names)
       if do_save:
         parallel.check_same_across_processes(host_state, "train states")
         logging.info("Saving step %d (parameters fingerprint %s).", step,
                      parallel.fingerprint(host_state["params"]))
-        metadata = _workdir_metadata(config, preprocessing, step, class_names)
+        metadata = _workdir_metadata(run, preprocessing, step, class_names)
         if eval_results is not None:
           metadata["metrics"] = logging_utils.to_json(eval_results)
         checkpointer.save(step, host_state,

@@ -40,6 +40,7 @@ import ml_collections
 import optax
 
 from fcn_jax import default_config
+from fcn_jax import errors
 
 
 WEIGHT = "weight"
@@ -103,7 +104,7 @@ def create_learning_rate_fn(optim: ml_collections.ConfigDict,
     main = optax.cosine_decay_schedule(
         init_value=base, decay_steps=decay_steps, alpha=optim.end_lr_factor)
   else:
-    raise ValueError(f"config.optim.schedule must be one of "
+    raise errors.UserError(f"config.optim.schedule must be one of "
                      f"{default_config.SCHEDULES}, got {optim.schedule!r}")
   if warmup <= 0:
     return main

@@ -13,6 +13,7 @@ import ml_collections
 import optax
 
 from fcn_jax import checkpointing
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax import run_config
 from fcn_jax.models import weights
@@ -61,7 +62,7 @@ def scratch_init(params: Any, scheme: str, rng: jax.Array) -> Any:
   if scheme == "flax_default":
     return params
   if scheme != "he_normal":
-    raise ValueError(f"config.scratch_init must be one of {run_config.SCRATCH_INITS}, "
+    raise errors.UserError(f"config.scratch_init must be one of {run_config.SCRATCH_INITS}, "
                      f"got {scheme!r}")
   init = jax.nn.initializers.he_normal(in_axis=(0, 1, 2), out_axis=3)
   params = dict(params)

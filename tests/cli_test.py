@@ -1,0 +1,151 @@
+"""The command line's one error path and its checks, in subprocesses.
+
+Bad input is one line on stderr, ``error: ...``, and exit status 2; a bug
+(an exception that is not a :class:`fcn_jax.errors.UserError`) keeps its
+traceback; ``--help`` exits 0.
+"""
+
+import os
+import pathlib
+import subprocess
+import sys
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+QUICKSTART = str(REPO / "configs" / "quickstart.py")
+
+
+def _run(command, args, cwd, timeout=300):
+  env = dict(os.environ)
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  env["JAX_PLATFORMS"] = "cpu"
+  return subprocess.run([sys.executable, "-m", command, *args], cwd=cwd,
+                        env=env, capture_output=True, text=True,
+                        timeout=timeout)
+
+
+def _error_lines(stderr):
+  return [line for line in stderr.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("source, args, message", [
+    # No get_config: not "unknown config field ('module' ...)".
+    ("x = 1\n", ["--config.seed=1"],
+     "error: the config file cfg.py defines no get_config()"),
+    # get_config returns None: not absl's 4-line FATAL.
+    ("def get_config():\n  pass\n", [],
+     "error: get_config() of the config file cfg.py returned None (a "
+     "missing return statement?), not a ConfigDict"),
+    # A misspelt field set inside the file is refused, with the fix.
+    ("from fcn_jax import default_config\n\ndef get_config():\n"
+     "  config = default_config.get_config()\n"
+     "  config.optim.base_rl = 10.0\n  return config\n", [],
+     "error: unknown config field config.optim.base_rl in the config file "
+     "cfg.py (did you mean 'base_lr'?)"),
+    # A typo in the --config path, with overrides (once a traceback).
+    (None, ["--config=no_such.py", "--config.seed=1"],
+     "error: cannot load the config file no_such.py: no such file"),
+    (None, ["--config", "no_such.py", "--config.seed=1"],
+     "error: cannot load the config file no_such.py: no such file"),
+    # A hyphen in a field (once a traceback from ml_collections' parser).
+    (None, [f"--config={QUICKSTART}", "--config.dataset.data-dir=/tmp"],
+     "error: --config.dataset.data-dir: config fields are spelled with "
+     "underscores: --config.dataset.data_dir"),
+])
+def test_config_file_mistakes_are_one_line(tmp_path, source, args, message):
+  if source is not None:
+    (tmp_path / "cfg.py").write_text(source)
+    args = ["--config=cfg.py", *args]
+  result = _run("fcn_jax.main", [*args, "--workdir", str(tmp_path / "run")],
+                tmp_path)
+  assert result.returncode == 2, result.stderr
+  assert message in result.stderr
+  assert len(_error_lines(result.stderr)) == 1
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()  # Nothing written.
+
+
+def _bug_inside_jax():
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  # jnp.split raises ValueError from JAX's own code, while tracing.
+  return jax.jit(lambda x: jnp.split(x, 2))(jnp.zeros(5))
+
+
+def test_a_value_error_inside_jax_keeps_its_traceback(capsys):
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  with pytest.raises(ValueError, match="equal division"):
+    cli.run_reporting_errors(_bug_inside_jax)
+  with pytest.raises(ValueError, match="equal division"):
+    cli.exit_code(_bug_inside_jax)
+  assert "error:" not in capsys.readouterr().err
+
+
+def test_a_user_error_is_one_line_with_exit_2(capsys):
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  from fcn_jax import errors  # pylint: disable=g-import-not-at-top
+
+  def mistake():
+    raise errors.UserError("config.seed must be an int: pass --config.seed=1")
+
+  assert cli.exit_code(mistake) == 2
+  with pytest.raises(SystemExit) as exited:
+    cli.run_reporting_errors(mistake)
+  assert exited.value.code == 2
+  assert capsys.readouterr().err == (
+      "error: config.seed must be an int: pass --config.seed=1\n" * 2)
+
+
+def test_prepare_data_names_an_unknown_dataset_not_its_options(capsys):
+  from fcn_jax import prepare_data  # pylint: disable=g-import-not-at-top
+  assert prepare_data.main(["--dataset", "foldr", "--name", "x"]) == 2
+  err = capsys.readouterr().err
+  assert err.startswith("error: --dataset foldr: unknown dataset; choose one "
+                        "of "), err
+  assert "folder" in err and "voc_seg" in err
+  assert "--name" not in err.split(";")[0]
+
+
+def test_a_dataset_not_in_the_default_data_dir_says_data_dir_first(tmp_path):
+  from fcn_jax import datasets  # pylint: disable=g-import-not-at-top
+  with pytest.raises(FileNotFoundError) as raised:
+    datasets.builder("my_cats", str(tmp_path))
+  message = str(raised.value)
+  # The likely mistake (a data dir not passed) before rebuilding.
+  assert 0 <= message.index("--config.dataset.data_dir=") < message.index(
+      "prepare_data --dataset folder")
+
+
+def test_the_closing_summary_suggests_no_missing_folder(tmp_path):
+  from fcn_jax.training import loop  # pylint: disable=g-import-not-at-top
+
+  class Finished:  # What closing_summary reads of a Checkpointer.
+    directory = str(tmp_path / "checkpoints")
+
+    def latest_step(self):
+      return 2
+
+    def best_step(self):
+      return None
+
+    def all_steps(self):
+      return [2]
+
+  summary = loop.closing_summary(str(tmp_path), Finished())
+  predict_line = next(line for line in summary.splitlines()
+                      if "fcn_jax.predict" in line)
+  glob = predict_line.split("--input ")[1].split()[0].strip("'")
+  # A placeholder the user fills in, not a folder that is not there.
+  assert glob.startswith("<") or os.path.exists(os.path.dirname(glob)), glob
+
+
+COMMANDS = ("main", "evaluate", "dry_run", "predict", "export", "convert",
+            "prepare_data", "plot_metrics")
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_exits_0(command, tmp_path):
+  result = _run(f"fcn_jax.{command}", ["--help"], tmp_path)
+  assert result.returncode == 0, result.stderr[-2000:]  # Not absl's 1.
+  assert "--" in result.stdout and "Traceback" not in result.stderr
