@@ -54,6 +54,7 @@ ENV_HANG_TIMEOUT = "FCN_JAX_HANG_TIMEOUT"
 DEFAULT_BARRIER_TIMEOUT_S = 600
 DEFAULT_HANG_TIMEOUT_S = 1200
 HANG_EXIT_CODE = 1
+EXIT_GRACE_S = 60
 
 
 def _env_int(name: str) -> int | None:
@@ -217,6 +218,9 @@ def barrier(what: str, timeout_s: int | None = None) -> None:
             if missing else
             f"process {me} of {count} reached {what} more than {timeout_s} s "
             "after the others")
+    # JAX's exit waits for every process (up to 300 s); one that did not
+    # come will not: leave after the clean-up that can run without it.
+    Watchdog.get().exit_within(min(timeout_s, EXIT_GRACE_S))
     raise ProcessesOutOfStepError(
         f"{late}: a slow or stuck host (see its log); if it is only slow, "
         f"raise ${ENV_BARRIER_TIMEOUT} (seconds).") from None
@@ -260,7 +264,8 @@ class MeetAtFirstRun:
         self._fn.lower(*args).compile()
         count = len(self._seen)
         barrier(f"the first run of {self._what}" + (
-            f" (program {count + 1}: new shapes)" if count else ""))
+            f" with new argument shapes or placement ({count + 1})"
+            if count else ""))
       self._seen.add(signature)
     Watchdog.get().beat(self._what)
     return self._fn(*args)
@@ -280,8 +285,10 @@ class Watchdog:
   where the main thread is stuck, and exits with :data:`HANG_EXIT_CODE`
   (``os._exit``: the stuck thread cannot be unwound; a workdir lock it
   leaves is stale and taken over by the next run). It starts with the first
-  step, so the start-up (data, restoring) is not timed; off on one process
-  and with ``$FCN_JAX_HANG_TIMEOUT=0``.
+  step, so the start-up (data, restoring) is not timed; off with
+  ``$FCN_JAX_HANG_TIMEOUT=0``. It also bounds the exit after an error that
+  the other processes will not join (:meth:`exit_within`). One process:
+  nothing runs.
   """
 
   _instance: Watchdog | None = None
@@ -292,11 +299,10 @@ class Watchdog:
     self._last = None  # Not armed before the first beat.
     self._what = ""
     self._paused = 0
-    self._thread = None
-    if timeout_s > 0 and is_multiprocess():
-      self._thread = threading.Thread(target=self._watch, daemon=True,
-                                      name="fcn_jax-watchdog")
-      self._thread.start()
+    self._exit_by = None
+    if is_multiprocess():
+      threading.Thread(target=self._watch, daemon=True,
+                       name="fcn_jax-watchdog").start()
 
   @classmethod
   def get(cls) -> Watchdog:
@@ -320,18 +326,26 @@ class Watchdog:
       self._paused -= 1
       self.beat(self._what)
 
+  def exit_within(self, seconds: float) -> None:
+    """Ends the process ``seconds`` from now if it has not exited (its
+    error is reported; what remains would wait for absent processes)."""
+    self._exit_by = time.monotonic() + seconds
+
   def _watch(self) -> None:
-    interval = max(0.2, min(5.0, self.timeout_s / 20))
+    interval = max(0.2, min(5.0, (self.timeout_s or 100) / 20))
     while True:
       time.sleep(interval)
+      now = time.monotonic()
+      if self._exit_by is not None and now > self._exit_by:
+        logging.warning("Not waiting for the other processes to exit.")
+        logging.flush()
+        os._exit(HANG_EXIT_CODE)  # pylint: disable=protected-access
       last = self._last
-      if last is None or self._paused:
-        continue
-      idle = time.monotonic() - last
-      if idle > self.timeout_s:
-        self._exit(idle)
+      if (self.timeout_s and last is not None and not self._paused
+          and now - last > self.timeout_s):
+        self._exit_hung(now - last)
 
-  def _exit(self, idle: float) -> None:
+  def _exit_hung(self, idle: float) -> None:
     frames = sys._current_frames().get(threading.main_thread().ident)  # pylint: disable=protected-access
     where = "?"
     if frames is not None:

@@ -113,6 +113,16 @@ def _launch_steps(tmp_path, what, modes, skew=0, kill_after=120, **env):
       env=_env(**env), stderr=subprocess.PIPE, text=True)
 
 
+def _finish(proc, timeout):
+  """The launcher's stderr once it exits; killed (and with it, its
+  processes) if it has not within ``timeout`` s."""
+  try:
+    return proc.communicate(timeout=timeout)[1]
+  except subprocess.TimeoutExpired:
+    proc.kill()
+    raise
+
+
 def _assert_all_exited(tmp_path):
   pids = [int(p.read_text()) for p in (tmp_path / "pids").iterdir()]
   assert len(pids) == 2
@@ -129,7 +139,7 @@ def test_processes_start_a_step_together_however_late_one_is(tmp_path):
   # up a collective: without the meeting before the first run, process 1
   # fails (DEADLINE_EXCEEDED) or hangs.
   proc = _launch_steps(tmp_path, "late", "pmap,jit", skew=35)
-  _, stderr = proc.communicate(timeout=240)
+  stderr = _finish(proc, 300)
   assert proc.returncode == 0, stderr + "\n".join(_logs(tmp_path, 2))
   for log in _logs(tmp_path, 2):
     # Each step adds the sum over 4 devices x 3 values: 2x3x1 + 2x3x2 = 18.
@@ -142,23 +152,24 @@ def test_processes_start_a_step_together_however_late_one_is(tmp_path):
 def test_a_process_that_does_not_come_is_named(tmp_path):
   proc = _launch_steps(tmp_path, "absent", "pmap", kill_after=5,
                        FCN_JAX_BARRIER_TIMEOUT="5")
-  _, stderr = proc.communicate(timeout=120)
+  stderr = _finish(proc, 240)
   assert proc.returncode != 0
   log0 = _logs(tmp_path, 2)[0]
   assert ("process(es) 1 of 2 did not reach the first run of step within "
           "5 s (process 0 waited): a slow or stuck host (see its log); if it "
           "is only slow, raise $FCN_JAX_BARRIER_TIMEOUT (seconds).") in log0, (
               log0)
-  # Process 1 sleeps through SIGTERM (JAX's preemption notifier takes it):
-  # the launcher kills it.
-  assert "process 1 did not exit 5 s after being asked to stop" in stderr
+  # Process 0 left without waiting for process 1 at JAX's exit; process 1
+  # (sleeping through SIGTERM, which JAX's preemption notifier takes) lost
+  # its coordinator and aborted, or the launcher killed it.
+  assert "process 0 exited with 1" in stderr, stderr
   _assert_all_exited(tmp_path)
 
 
 def test_a_process_stuck_in_a_collective_exits_with_one_line(tmp_path):
   proc = _launch_steps(tmp_path, "stuck", "pmap", kill_after=5,
                        FCN_JAX_HANG_TIMEOUT="5")
-  _, stderr = proc.communicate(timeout=120)
+  stderr = _finish(proc, 240)
   log0 = _logs(tmp_path, 2)[0]
   assert proc.returncode == 1, stderr + log0
   assert "the stuck step returned" not in log0
@@ -172,12 +183,14 @@ def test_a_process_stuck_in_a_collective_exits_with_one_line(tmp_path):
 
 def test_no_process_outlives_the_launcher(tmp_path):
   proc = _launch_steps(tmp_path, "stuck", "pmap", FCN_JAX_HANG_TIMEOUT="0")
-  deadline = time.time() + 120
-  while "pmap: state" not in "".join(_logs(tmp_path, 2)):
-    assert time.time() < deadline and proc.poll() is None, proc.stderr.read()
-    time.sleep(0.5)
-  proc.kill()  # As a test's timeout would.
-  proc.wait()
+  try:
+    deadline = time.time() + 240
+    while "pmap: state" not in "".join(_logs(tmp_path, 2)):
+      assert time.time() < deadline and proc.poll() is None, _logs(tmp_path, 2)
+      time.sleep(0.5)
+  finally:
+    proc.kill()  # As a test's timeout would: process 0 is stuck.
+    proc.wait()
   time.sleep(1)
   _assert_all_exited(tmp_path)
 
