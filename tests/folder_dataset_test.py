@@ -25,6 +25,7 @@ from fcn_jax import run_config
 from fcn_jax.models import weights
 from fcn_jax.datasets import common
 from fcn_jax.datasets import folder
+from fcn_jax.datasets import folder_scan
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CLASSES = ["background", "cat", "dog"]
@@ -118,7 +119,7 @@ def test_hash_split_is_stable_deterministic_and_near_the_fraction():
   for n, want in ((8, 2), (12, 3), (22, 5), (40, 5)):
     ids = [f"s{i}" for i in range(n)]
     small = folder.hash_split(ids, 0.1, 0)
-    lowest = sorted(ids, key=lambda i: (folder._split_hash(0, i), i))[:want]
+    lowest = sorted(ids, key=lambda i: (folder_scan._split_hash(0, i), i))[:want]
     assert len(small["val"]) == want and sorted(small["val"]) == sorted(lowest)
     assert len(small["train"]) == n - want
   assert "val" not in folder.hash_split(names, 0.0, 0)
