@@ -19,6 +19,7 @@ from fcn_jax.data import data_sources
 from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.data import sampling
+from tests import helpers
 
 CAFFE = preprocessing_lib.CAFFE_VGG
 
@@ -59,13 +60,7 @@ def pipeline_config(**overrides):
       scale_range=(1.0, 1.0), eval_pad_size=0, num_workers=0,
       sampling_seed=1337, prefetch_buffer_size=2, buckets="auto",
       max_buckets=4))
-  for key, value in overrides.items():
-    node = config
-    *parents, leaf = key.split(".")
-    for parent in parents:
-      node = node[parent]
-    node[leaf] = value
-  return config
+  return helpers.with_overrides(config, overrides)
 
 
 # --------------------------------------------------------------------------
