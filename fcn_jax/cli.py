@@ -19,8 +19,7 @@ path, and the absl/ml_collections config-flag plumbing.
   global flags with ml_collections' ``--config`` (:func:`parse_flags`);
   ``convert``, ``prepare_data`` and ``plot_metrics``, whose ``main(argv)`` is
   also called in-process, parse their own ``FlagValues``
-  (:func:`parse_command`). :class:`ArgumentParser` remains for ``predict``
-  and ``export`` until they move too.
+  (:func:`parse_command`), as do ``predict`` and ``export``.
 * One overwrite rule (:func:`check_overwrite`): an output you name outside a
   training workdir is never replaced without ``--overwrite``; a workdir's own
   reports (``eval_results.json``, ``metrics.png``) are updated in place.
@@ -28,7 +27,6 @@ path, and the absl/ml_collections config-flag plumbing.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import sys
@@ -43,7 +41,8 @@ from fcn_jax import compilation_cache
 from fcn_jax import errors
 from fcn_jax import xla_flags
 
-# The absl commands' --xla_cpu_flags (argparse commands read the variable).
+# The absl commands' --xla_cpu_flags (parse_command's commands read the
+# variable).
 XLA_CPU_FLAGS = flags.DEFINE_enum(
     "xla_cpu_flags", None, list(xla_flags.CHOICES),
     "tuned: add fcn_jax.xla_flags.TUNED_CPU_FLAGS to XLA_FLAGS before JAX "
@@ -89,23 +88,6 @@ def normalise_argv(argv: Sequence[str], known: Callable[[str], bool],
       arg = name + sep + value
     out.append(arg)
   return out
-
-
-class ArgumentParser(argparse.ArgumentParser):
-  """argparse with the project's command-line style: old hyphenated
-  spellings and ``aliases`` accepted (hidden from ``--help``), usage errors
-  exit 2 (argparse's own rule)."""
-
-  def __init__(self, *args: Any, aliases: dict[str, str] | None = None,
-               **kwargs: Any):
-    super().__init__(*args, **kwargs)
-    self.aliases = dict(aliases or {})
-
-  def parse_known_args(self, args=None, namespace=None):  # pylint: disable=arguments-differ
-    args = sys.argv[1:] if args is None else [str(a) for a in args]
-    args = normalise_argv(args, lambda n: n in self._option_string_actions,
-                          self.aliases)
-    return super().parse_known_args(args, namespace)
 
 
 def _flags_help(flag_values: flags.FlagValues) -> str:

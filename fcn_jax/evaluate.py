@@ -40,10 +40,12 @@ from ml_collections import config_flags
 
 from fcn_jax import checkpointing
 from fcn_jax import cli
+from fcn_jax import logging_utils
 from fcn_jax import run_config
 from fcn_jax.evaluation import metrics
 from fcn_jax.evaluation import evaluator
 from fcn_jax.inference import tta
+from fcn_jax.training import workdir_lock
 
 _DEFAULT_CONFIG = os.path.join(os.path.dirname(__file__), "default_config.py")
 
@@ -158,10 +160,20 @@ def main(argv: list[str]) -> None:
              else value)
     print(f"  {field} = {shown}  [{origins[field]}]")
   start = time.time()
-  report = cli.run_reporting_errors(
-      evaluator.evaluate_checkpoint, config, _CHECKPOINT.value,
-      step=cli.run_reporting_errors(checkpointing.parse_step, _STEP.value),
-      output_dir=output, progress=_PROGRESS.value)
+  logging_utils.quiet_async_errors()
+  lock = None
+  if workdir is not None and not _OUTPUT.value:  # Writing into its workdir.
+    lock = cli.run_reporting_errors(workdir_lock.WorkdirLock(
+        workdir, "an evaluation (python -m fcn_jax.evaluate)",
+        if_held="pass --output DIR to write the report elsewhere").acquire)
+  try:
+    report = cli.run_reporting_errors(
+        evaluator.evaluate_checkpoint, config, _CHECKPOINT.value,
+        step=cli.run_reporting_errors(checkpointing.parse_step, _STEP.value),
+        output_dir=output, progress=_PROGRESS.value)
+  finally:
+    if lock is not None:
+      lock.release()
   results = report["metrics"]
   step = (f"step {report['step']} ({report['step_reason']})"
           if report["step"] is not None else "weights export")

@@ -14,6 +14,7 @@ Only process 0 writes; on the other processes every method is a no-op.
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import json
 import logging as std_logging
@@ -21,10 +22,13 @@ import math
 import os
 import sys
 import time
+import uuid
 from typing import Any, Iterable, Iterator, Mapping
 
 from absl import logging
 import numpy as np
+
+from fcn_jax import errors
 
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
@@ -109,6 +113,30 @@ def to_json(value: Any) -> Any:
   return value
 
 
+def write_text(path: str, text: str) -> None:
+  """Writes ``path`` atomically: a temporary file beside it, renamed over it
+  (a crash or a full disk leaves the old file whole and no temporary one)."""
+  tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+  try:
+    with open(tmp, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(OSError):
+      os.remove(tmp)
+    raise
+
+
+def write_json(path: str, content: Mapping[str, Any]) -> None:
+  """Writes strict JSON (NaN as null) atomically, on process 0 only (the one
+  writer of every JSON file fcn_jax keeps)."""
+  import jax  # pylint: disable=g-import-not-at-top  # Only for the index.
+  if jax.process_index() != 0:
+    return
+  write_text(path, json.dumps(to_json(dict(content)), indent=2,
+                              sort_keys=True, default=str))
+
+
 def drop_records_after(path: str, step: int) -> int:
   """Rewrites a JSON-lines file without the records of steps after ``step``
   (atomically; a truncated last line, as a crash leaves it, goes too).
@@ -129,13 +157,15 @@ def drop_records_after(path: str, step: int) -> int:
       pass  # Not a record: a line cut short by a crash.
   dropped = len(lines) - len(kept)
   if dropped:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-      f.write("".join(line + "\n" for line in kept))
-    os.replace(tmp, path)
+    write_text(path, "".join(line + "\n" for line in kept))
     logging.info("Dropped %d records after step %d from %s: the resumed run "
                  "writes them again.", dropped, step, path)
   return dropped
+
+
+class MetricsWriteError(errors.UserError, OSError):
+  """The metrics or TensorBoard files could not be written (a full disk, a
+  lost file system); the checkpoints are not affected."""
 
 
 class MetricWriter:
@@ -165,7 +195,30 @@ class MetricWriter:
       self._summary = tensorboardX.SummaryWriter(
           os.path.join(workdir, TENSORBOARD_DIR),
           purge_step=None if resume_step is None else resume_step + 1)
-      self._jsonl = open(path, "a")
+      self._path = path
+      self._jsonl = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT,
+                            0o644)
+
+  def _failed(self, error: OSError) -> MetricsWriteError:
+    return MetricsWriteError(
+        f"could not write the metrics in {os.path.dirname(self._path)} "
+        f"({error.strerror or error}); the checkpoints are not affected: "
+        "free space or fix the file system, then rerun the same command to "
+        "resume")
+
+  def _append_line(self, line: str) -> None:
+    """Appends one whole line to metrics.jsonl, or nothing: a write cut
+    short (a full disk) is undone, so the file never ends in part of a
+    line."""
+    data = (line + "\n").encode()
+    size = os.fstat(self._jsonl).st_size
+    try:
+      if os.write(self._jsonl, data) != len(data):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError as e:
+      with contextlib.suppress(OSError):
+        os.ftruncate(self._jsonl, size)
+      raise self._failed(e) from None
 
   def write_scalars(self, step: int, split: str,
                     scalars: Mapping[str, Any]) -> None:
@@ -175,32 +228,45 @@ class MetricWriter:
     """
     if not self.enabled:
       return
-    for name, value in scalars.items():
-      if isinstance(value, (int, float, np.number)) and math.isfinite(value):
-        self._summary.add_scalar(f"{split}/{name}", float(value), step)
+    try:
+      for name, value in scalars.items():
+        if isinstance(value, (int, float, np.number)) and math.isfinite(
+            value):
+          self._summary.add_scalar(f"{split}/{name}", float(value), step)
+    except OSError as e:
+      raise self._failed(e) from None
     record = {"step": int(step), "split": split, "time": time.time()}
     record.update(to_json(dict(scalars)))
-    self._jsonl.write(json.dumps(record, sort_keys=True) + "\n")
-    self._jsonl.flush()
+    self._append_line(json.dumps(record, sort_keys=True))
 
   def write_images(self, step: int, images: Mapping[str, np.ndarray]) -> None:
     """Writes uint8 ``[H, W, 3]`` images."""
     if not self.enabled:
       return
-    for name, image in images.items():
-      self._summary.add_image(name, np.asarray(image), step,
-                              dataformats="HWC")
+    try:
+      for name, image in images.items():
+        self._summary.add_image(name, np.asarray(image), step,
+                                dataformats="HWC")
+    except OSError as e:
+      raise self._failed(e) from None
 
   def flush(self) -> None:
     if self.enabled:
-      self._summary.flush()
-      self._jsonl.flush()
+      try:
+        self._summary.flush()
+      except OSError as e:
+        raise self._failed(e) from None
 
   def close(self) -> None:
+    """Closes both files (the second even when the first fails)."""
     if self.enabled:
-      self._summary.close()
-      self._jsonl.close()
       self.enabled = False
+      try:
+        self._summary.close()
+      except OSError as e:
+        raise self._failed(e) from None
+      finally:
+        os.close(self._jsonl)
 
 
 class Progress:
@@ -352,3 +418,66 @@ def format_duration(seconds: float) -> str:
   hours, rest = divmod(seconds, 3600)
   minutes, seconds = divmod(rest, 60)
   return f"{hours}:{minutes:02d}:{seconds:02d}"
+
+
+# --------------------------------------------------------------------------
+# Process-wide silencing of asynchronous I/O after-effects.
+# --------------------------------------------------------------------------
+
+
+_EVENT_LOOP_CLOSED = "Event loop is closed"
+_quiet_installed = False
+
+
+class _OrbaxThreadErrors(std_logging.Filter):
+  """Keeps Orbax's background-thread error reports (each with a traceback)
+  out of the console: the same error reaches the main thread, which
+  reports it in one line. With ``--verbosity=1`` (debug) they are kept, as
+  debug records."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if (record.levelno >= std_logging.ERROR and record.exc_info
+        and f"{os.sep}orbax{os.sep}" in record.pathname):
+      if not std_logging.getLogger("absl").isEnabledFor(std_logging.DEBUG):
+        return False
+      record.levelno, record.levelname = std_logging.DEBUG, "DEBUG"
+    return True
+
+
+def quiet_async_errors() -> None:
+  """Keeps the after-effects of a failed asynchronous read or write out of
+  the console (once per process); they go to the debug log.
+
+  * When one tensorstore read or write of an Orbax operation fails, Orbax's
+    event loop ends (and closes) while the other reads of that operation
+    are still in flight; as each completes, tensorstore calls the closed
+    loop and Python prints "RuntimeError: Event loop is closed" as an
+    unraisable exception, once per array. Nothing is lost by then: the
+    failure itself was raised (and is reported in one line).
+  * Orbax's save threads log each failure with its traceback before the
+    main thread raises it (:class:`_OrbaxThreadErrors`).
+
+  Process-wide, so a command installs it (training and evaluation, which
+  resume from or write checkpoints); a library call such as
+  ``checkpointing.load`` never does.
+  """
+  global _quiet_installed
+  if _quiet_installed:
+    return
+  _quiet_installed = True
+  previous = sys.unraisablehook
+
+  def hook(unraisable):
+    if (isinstance(unraisable.exc_value, RuntimeError)
+        and str(unraisable.exc_value) == _EVENT_LOOP_CLOSED):
+      logging.debug("A late tensorstore callback found its event loop "
+                    "closed (after a failed checkpoint read or write).",
+                    exc_info=(unraisable.exc_type, unraisable.exc_value,
+                              unraisable.exc_traceback))
+      return
+    previous(unraisable)
+
+  sys.unraisablehook = hook
+  std_logging.getLogger("absl").addFilter(_OrbaxThreadErrors())
+
+

@@ -41,8 +41,9 @@ TUNED_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type="
                    "-individual_dot")
 CHOICES = ("tuned", "default")
 ENV_VAR = "FCN_JAX_XLA_CPU_FLAGS"
-# jaxlib versions known to accept TUNED_CPU_FLAGS (others are probed).
-_KNOWN_JAXLIB_PREFIXES = ("0.10.",)
+# jaxlib versions known to accept TUNED_CPU_FLAGS (others are probed): 0.10.2
+# and 0.12.1 (the Python 3.12 CI venv) were run with them.
+_KNOWN_JAXLIB_PREFIXES = ("0.10.", "0.12.")
 
 
 def jaxlib_version() -> str:

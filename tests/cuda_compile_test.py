@@ -14,6 +14,7 @@ import pathlib
 import pytest
 
 from fcn_jax import models
+from fcn_jax.aot import accelerators
 from fcn_jax.aot import steps
 from fcn_jax.aot import targets
 
@@ -88,3 +89,16 @@ def test_the_train_step_is_cuda_code_with_cudnn_convolutions():
   text = compiled.as_text()
   assert "__cudnn$conv" in text  # The convolutions are cuDNN calls.
   assert compiled.cost_analysis() is None  # Hence FLOPs before optimisation.
+
+
+def test_every_gpu_model_gives_its_devices_and_memory(monkeypatch):
+  monkeypatch.delenv("XLA_CLIENT_MEM_FRACTION", raising=False)
+  monkeypatch.delenv("XLA_PYTHON_CLIENT_MEM_FRACTION", raising=False)
+  for model, spec in accelerators.GPUS.items():
+    target = targets.make_target(f"{model}:2x4")
+    assert target.name == f"{model}:2x4" and target.hosts == 2
+    assert [d.process_index for d in target.devices] == [0] * 4 + [1] * 4
+    assert {d.device_kind for d in target.devices} == {spec.device_kind}
+    assert target.memory_bytes == spec.memory_bytes
+    assert target.capacity_bytes == int(0.75 * spec.memory_bytes)
+    assert "lower bound" in target.caveat

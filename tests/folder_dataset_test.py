@@ -113,6 +113,14 @@ def test_hash_split_is_stable_deterministic_and_near_the_fraction():
   for n in (2, 3, 5):
     tiny = folder.hash_split([f"t{i}" for i in range(n)], 0.1, 0)
     assert len(tiny["val"]) == 1 and len(tiny["train"]) == n - 1
+  # Small ones get the floor: min(5, a quarter), the lowest hashes, so 10 %
+  # of 22 images is not one image.
+  for n, want in ((8, 2), (12, 3), (22, 5), (40, 5)):
+    ids = [f"s{i}" for i in range(n)]
+    small = folder.hash_split(ids, 0.1, 0)
+    lowest = sorted(ids, key=lambda i: (folder._split_hash(0, i), i))[:want]
+    assert len(small["val"]) == want and sorted(small["val"]) == sorted(lowest)
+    assert len(small["train"]) == n - want
   assert "val" not in folder.hash_split(names, 0.0, 0)
 
 

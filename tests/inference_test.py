@@ -212,3 +212,12 @@ def test_bad_images_are_rejected(fcn32s):
     predictor.predict_logits([np.zeros((8, 8), np.uint8)])
   with pytest.raises(ValueError, match="mode"):
     predictor_lib.Predictor(*fcn32s, CAFFE_VGG, mode="slow")
+
+
+def test_shift_and_stitch_on_a_two_headed_net_is_a_user_error():
+  """One line from the command (a UserError), not a traceback."""
+  from fcn_jax import errors  # pylint: disable=g-import-not-at-top
+  model, variables = tiny_fcn("siftflow_fcn32s", width_divisor=64)
+  with pytest.raises(errors.UserError, match="one-trunk, one-head nets; "
+                     "siftflow_fcn32s has two heads"):
+    predictor_lib.Predictor(model, variables, CAFFE_VGG, shift_stitch=2)

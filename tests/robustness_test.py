@@ -3,6 +3,7 @@ model, divergence, dataset/model class counts, replayed metrics and SIGTERM
 during start-up, on the tiny quickstart (FCN-32s / 64, 32 px crops, a
 checkpoint every 2 steps) on ``synthetic_shapes/tiny``."""
 
+import errno
 import glob
 import json
 import os
@@ -12,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
@@ -589,6 +591,36 @@ def test_a_crop_far_larger_than_every_image_is_warned_about(trained, caplog):
 # Only the diagnosis reaches the console (the real CLI in a subprocess).
 # --------------------------------------------------------------------------
 
+def _cli_env():
+  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
+  env.pop("XLA_FLAGS", None)
+  return env
+
+
+def _the_error(stderr, code, expected_code=2):
+  """The one ``error:`` line of a command that exited with
+  ``expected_code``, with no traceback."""
+  lines = [l for l in stderr.splitlines() if l.startswith("error:")]
+  assert code == expected_code, stderr[-3000:]
+  assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+  return lines[0]
+
+
+def _main_flags(trained, num_train_steps, every_steps):
+  """``python -m fcn_jax.main``'s flags for the ``trained`` run's model."""
+  return ["--config", str(REPO / "configs" / "quickstart.py"),
+          "--config.mode=train",
+          "--config.model.name=fcn32s", "--config.model.width_divisor=64",
+          "--config.model.dropout_rate=0",
+          "--config.dataset.name=synthetic_shapes/tiny",
+          f"--config.dataset.data_dir={trained['data_dir']}",
+          f"--config.num_train_steps={num_train_steps}",
+          "--config.batch_size=4", "--config.input.crop_size=32",
+          "--config.preprocessing=torchvision",
+          "--config.optim.loss_normalization=valid",
+          f"--config.checkpoint.every_steps={every_steps}"]
+
+
 _FILE_SIZE_LIMIT = r"""
 import resource, runpy, signal, sys
 # A disk that fills up: writing past 24 KiB into one file fails (EFBIG).
@@ -605,21 +637,11 @@ def test_a_damaged_checkpoint_and_a_failed_save_print_one_line(
   _truncate_a_params_file(workdir / "checkpoints" / "4")
   script = tmp_path / "limited.py"
   script.write_text(_FILE_SIZE_LIMIT)
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  env.pop("XLA_FLAGS", None)
   result = subprocess.run(
-      [sys.executable, str(script),
-       "--config", str(REPO / "configs" / "quickstart.py"),
-       "--workdir", str(workdir), "--config.mode=train",
-       "--config.model.name=fcn32s", "--config.model.width_divisor=64",
-       "--config.model.dropout_rate=0",
-       "--config.dataset.name=synthetic_shapes/tiny",
-       f"--config.dataset.data_dir={trained['data_dir']}",
-       "--config.num_train_steps=6", "--config.batch_size=4",
-       "--config.input.crop_size=32", "--config.preprocessing=torchvision",
-       "--config.optim.loss_normalization=valid",
-       "--config.checkpoint.every_steps=2"],
-      cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+      [sys.executable, str(script), "--workdir", str(workdir),
+       *_main_flags(trained, 6, 2)],
+      cwd=tmp_path, env=_cli_env(), capture_output=True, text=True,
+      timeout=300)
   text = result.stdout + result.stderr
   assert result.returncode == 2, text[-3000:]
   # Step 4 was set aside (a warning), the save of step 4 failed (one line).
@@ -633,3 +655,258 @@ def test_a_damaged_checkpoint_and_a_failed_save_print_one_line(
   assert "Traceback" not in text and "Event loop is closed" not in text
   assert _steps(workdir) == [2]
   assert not (workdir / checkpointing.LOCK_FILE).exists()
+
+
+# --------------------------------------------------------------------------
+# Ctrl-C (the real CLI in a subprocess, SIGINT to its process group as a
+# terminal sends it).
+# --------------------------------------------------------------------------
+
+
+def _start_training(trained, workdir, num_train_steps):
+  return subprocess.Popen(
+      [sys.executable, "-m", "fcn_jax.main",
+       "--workdir", str(workdir), *_main_flags(trained, num_train_steps, 1000),
+       "--config.log_every_steps=1"],
+      cwd=workdir.parent, env=_cli_env(), stderr=subprocess.PIPE, text=True,
+      start_new_session=True)
+
+
+def _ctrl_c(proc, after_line, times):
+  """Reads the log until ``after_line``, presses Ctrl-C ``times`` times;
+  returns ``(exit status, log)``."""
+  log = []
+  try:
+    for line in proc.stderr:
+      log.append(line)
+      if after_line in line:
+        for _ in range(times):
+          os.killpg(proc.pid, signal.SIGINT)
+          time.sleep(0.05)
+        break
+    try:
+      log.append(proc.communicate(timeout=300)[1])
+    except subprocess.TimeoutExpired:
+      log.append("\n[the training did not exit within 300 s of Ctrl-C]")
+  finally:
+    if proc.poll() is None:
+      os.killpg(proc.pid, signal.SIGKILL)
+      proc.wait()
+  return proc.returncode, "".join(log)
+
+
+def test_ctrl_c_saves_the_current_step_and_exits_cleanly(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  code, text = _ctrl_c(_start_training(trained, workdir, 40),
+                       "step 6/40", times=1)
+  assert code == 0, text[-3000:]
+  assert "Traceback" not in text and "KeyboardInterrupt" not in text
+  saved = re.search(r"Stopped by Ctrl-C: saved step (\d+); rerun the same "
+                    r"command to resume\.", text)
+  assert saved, text[-3000:]
+  step = int(saved[1])
+  assert 6 <= step < 40  # No periodic save: this one is the Ctrl-C's.
+  assert _steps(workdir) == [4, step]
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+  # Resumable: the saved step restores in full (state and data position).
+  config = _config(trained["data_dir"], num_train_steps=step + 1)
+  config.checkpoint.every_steps = 1000
+  state = loop.train_and_evaluate(config, str(workdir))
+  assert int(state.step) == step + 1
+  assert [r["step"] for r in _train_records(workdir)][-2:] == [step, step + 1]
+
+
+def test_a_second_ctrl_c_exits_at_once(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  code, text = _ctrl_c(_start_training(trained, workdir, 40),
+                       "step 6/40", times=2)
+  assert code == 128 + signal.SIGINT, text[-3000:]
+  assert "Traceback" not in text and "KeyboardInterrupt" not in text
+  assert "Ctrl-C again: exiting now, without saving" in text, text[-3000:]
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+  assert 4 in _steps(workdir)  # Still resumable.
+
+
+# --------------------------------------------------------------------------
+# A full disk at an evaluation step (simulated ENOSPC).
+# --------------------------------------------------------------------------
+
+_ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _eval_config(trained):
+  config = _config(trained["data_dir"], num_train_steps=6)
+  config.mode = "train_and_eval"
+  config.eval_every_steps = 6
+  return config
+
+
+def test_a_failing_writer_leaves_the_checkpoint_message_and_no_lock(
+    trained, tmp_path, monkeypatch, capsys, caplog):
+  """The save of step 6 fails and so does closing the TensorBoard writer
+  (in a ``finally``), as on a full disk: the user reads the checkpoint's
+  line, and the lock is released."""
+  from fcn_jax import cli
+  import orbax.checkpoint as ocp
+  import tensorboardX
+  workdir = _copy(trained, tmp_path)
+
+  def full_disk(*args, **kwargs):
+    raise _ENOSPC
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+  monkeypatch.setattr(tensorboardX.SummaryWriter, "close", full_disk)
+  with pytest.raises(SystemExit) as exit_info:
+    cli.run_reporting_errors(loop.train_and_evaluate, _eval_config(trained),
+                             str(workdir))
+  assert exit_info.value.code == 2
+  message = capsys.readouterr().err
+  assert message.count("\n") == 1, message
+  assert message.startswith(
+      f"error: could not save the checkpoint of step 6 in "
+      f"{workdir / 'checkpoints'} (OSError: [Errno 28] No space left on "
+      "device); the earlier checkpoints are intact (steps 2, 4)"), message
+  assert ("Could not close the metrics and TensorBoard writer either "
+          "(MetricsWriteError: could not write the metrics in") in caplog.text
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+  monkeypatch.undo()
+  assert _steps(workdir) == [2, 4]
+
+
+def test_metrics_jsonl_never_ends_in_a_partial_line(trained, tmp_path,
+                                                    monkeypatch, capsys):
+  """The disk fills while the evaluation's line is appended: the part
+  written is undone, the error names the metrics, the lock is released and
+  the rerun resumes."""
+  from fcn_jax import cli
+  workdir = _copy(trained, tmp_path)
+  metrics = workdir / "metrics.jsonl"
+  real_write = os.write
+
+  def short_write(fd, data):
+    if (os.readlink(f"/proc/self/fd/{fd}") == str(metrics)
+        and b'"split": "eval"' in data):
+      return real_write(fd, data[:len(data) // 2])  # Then the disk is full.
+    return real_write(fd, data)
+  monkeypatch.setattr(os, "write", short_write)
+  with pytest.raises(SystemExit):
+    cli.run_reporting_errors(loop.train_and_evaluate, _eval_config(trained),
+                             str(workdir))
+  monkeypatch.undo()
+  message = capsys.readouterr().err
+  assert message.count("\n") == 1, message
+  assert message.startswith(f"error: could not write the metrics in "
+                            f"{workdir} (No space left on device)"), message
+  text = metrics.read_text()
+  assert text.endswith("\n")
+  records = [json.loads(line) for line in text.splitlines()]
+  assert [r["step"] for r in records if r["split"] == "train"][-2:] == [5, 6]
+  assert not [r for r in records if r["split"] == "eval"]
+  assert not (workdir / checkpointing.LOCK_FILE).exists()
+  assert _steps(workdir) == [2, 4]
+  state = loop.train_and_evaluate(_eval_config(trained), str(workdir))
+  assert int(state.step) == 6
+  records = [json.loads(line) for line in metrics.read_text().splitlines()]
+  assert [r["step"] for r in records if r["split"] == "eval"] == [6]
+
+
+# --------------------------------------------------------------------------
+# evaluate without --output writes into the workdir: not while it is held.
+# --------------------------------------------------------------------------
+
+
+def test_evaluate_into_a_held_workdir_is_refused(trained, tmp_path):
+  workdir = _copy(trained, tmp_path)
+  holder = checkpointing.WorkdirLock(str(workdir), "a training").acquire()
+  try:
+    result = subprocess.run(
+        [sys.executable, "-m", "fcn_jax.evaluate", "--checkpoint",
+         str(workdir)], cwd=tmp_path, env=_cli_env(), capture_output=True,
+        text=True, timeout=300)
+  finally:
+    holder.release()
+  error = _the_error(result.stderr, result.returncode)
+  assert f"the workdir {workdir} is in use by a training (PID " in error
+  assert error.endswith("pass --output DIR to write the report elsewhere (if "
+                        "that run is dead on another host, delete "
+                        f"{workdir / 'workdir.lock'})")
+  assert not (workdir / evaluator.EVAL_RESULTS_FILE).exists()
+  assert not (workdir / evaluator.CONFUSION_FILE).exists()
+
+
+# --------------------------------------------------------------------------
+# A real full disk: a small tmpfs in a private mount namespace (unshare).
+# --------------------------------------------------------------------------
+
+_FULL_DISK = r"""
+import json, os, shutil, subprocess, sys
+disk, source, free_kib, argv = (sys.argv[1], sys.argv[2], int(sys.argv[3]),
+                                sys.argv[4:])
+subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", disk],
+               check=True)
+workdir = os.path.join(disk, "run")
+shutil.copytree(source, workdir)
+stat = os.statvfs(disk)
+with open(os.path.join(disk, "filler"), "wb") as f:
+  f.write(b"\0" * max(0, stat.f_bavail * stat.f_frsize - free_kib * 1024))
+run = subprocess.run([sys.executable, "-m", "fcn_jax.main", "--workdir",
+                      workdir, *argv], capture_output=True, text=True)
+from fcn_jax import checkpointing
+checkpointer = checkpointing.Checkpointer(workdir, read_only=True)
+metrics = open(os.path.join(workdir, "metrics.jsonl")).read()
+print(json.dumps({
+    "code": run.returncode, "stderr": run.stderr, "workdir": workdir,
+    "steps": checkpointer.all_steps(), "metrics": metrics,
+    "lock": os.path.exists(os.path.join(workdir, "workdir.lock"))}))
+"""
+
+
+def _on_a_small_disk(trained, tmp_path, free_kib, *flags):
+  """Runs the training CLI on a copy of the ``trained`` workdir on a 4 MiB
+  tmpfs with ``free_kib`` KiB left; skips where no tmpfs can be mounted."""
+  if not shutil.which("unshare") or subprocess.run(
+      ["unshare", "-rm", "true"], capture_output=True).returncode:
+    pytest.skip("no private mount namespace here (unshare -rm): the "
+                "simulated ENOSPC tests cover this")
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  script = tmp_path / "full_disk.py"
+  script.write_text(_FULL_DISK)
+  result = subprocess.run(
+      ["unshare", "-rm", sys.executable, str(script), str(disk),
+       str(trained["workdir"]), str(free_kib), *_main_flags(trained, 6, 1000),
+       *flags],
+      cwd=tmp_path, env=_cli_env(), capture_output=True, text=True,
+      timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_a_full_disk_at_an_evaluation_step_is_one_line_and_no_lock(
+    trained, tmp_path):
+  """Room for the start and the metrics, not for the checkpoint of step 6:
+  one line naming the checkpoint and the intact ones, the lock released,
+  the metrics ending in a whole line. (Here the writers' close succeeds; a
+  failing close is simulated above.)"""
+  out = _on_a_small_disk(trained, tmp_path, 160,
+                         "--config.mode=train_and_eval",
+                         "--config.eval_every_steps=6")
+  error = _the_error(out["stderr"], out["code"])
+  assert error.startswith(
+      f"error: could not save the checkpoint of step 6 in "
+      f"{out['workdir']}/checkpoints (No space left on device); the earlier "
+      "checkpoints are intact (steps 2, 4)"), error
+  assert "Event loop is closed" not in out["stderr"]
+  assert not out["lock"]
+  assert out["steps"] == [2, 4]
+  assert out["metrics"].endswith("\n")
+  assert all(json.loads(line) for line in out["metrics"].splitlines())
+
+
+def test_a_full_disk_at_the_start_leaves_no_lock(trained, tmp_path):
+  """No room for the lock itself: one line, and no empty workdir.lock left
+  to refuse the next run."""
+  out = _on_a_small_disk(trained, tmp_path, 0)
+  assert _the_error(out["stderr"], out["code"]) == (
+      f"error: cannot write the lock {out['workdir']}/workdir.lock (No space "
+      "left on device): free space or fix the file system, then rerun")
+  assert not out["lock"] and out["steps"] == [2, 4]

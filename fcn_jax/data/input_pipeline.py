@@ -68,7 +68,7 @@ split, batch size and ``num_workers``) to continue with exactly the batches
 the first run would have seen next. The state counts global batches (the
 host slice is taken before batching), so it is the same on every host and
 also fits another process count
-(:meth:`fcn_jax.checkpointing.Checkpointer.restore` converts it). The batches do not
+(:mod:`fcn_jax.data.iterator_state` converts it). The batches do not
 depend on ``num_workers``, but the saved state's format does.
 """
 

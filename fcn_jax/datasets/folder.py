@@ -69,6 +69,9 @@ MASK_EXTENSIONS = (".png",)
 TRAIN_SPLIT = "train"
 VAL_SPLIT = "val"
 DEFAULT_VAL_FRACTION = 0.1
+# The fewest validation images a hash split gives where the data allows (at
+# most a quarter of the folder): one image's metrics are noise.
+HASH_SPLIT_MIN_VAL = 5
 DEFAULT_SPLIT_SEED = 0
 FIRST_VERSION = "1.0.0"
 LABEL_SOURCE = "folder"
@@ -199,7 +202,10 @@ def hash_split(image_ids: Sequence[str], val_fraction: float,
   A name goes to ``val`` when its hash is below ``val_fraction``, so the
   assignment of a name never depends on the other names. With two or more
   names and ``0 < val_fraction < 1`` neither split is left empty: the name
-  with the smallest (largest) hash moves over.
+  with the smallest (largest) hash moves over. A small folder's ``val`` takes
+  at least :data:`HASH_SPLIT_MIN_VAL`, or a quarter of the names if fewer: the
+  names of smallest hash, so a name in ``val`` stays there as names are
+  added.
 
   Args:
     image_ids: The names.
@@ -216,7 +222,8 @@ def hash_split(image_ids: Sequence[str], val_fraction: float,
   ranked = sorted(image_ids, key=lambda i: (_split_hash(seed, i), i))
   num_val = sum(_split_hash(seed, i) < val_fraction for i in ranked)
   if val_fraction > 0 and len(ranked) >= 2:
-    num_val = min(max(num_val, 1), len(ranked) - 1)
+    floor = max(1, min(HASH_SPLIT_MIN_VAL, len(ranked) // 4))
+    num_val = min(max(num_val, floor), len(ranked) - 1)
   splits = {TRAIN_SPLIT: sorted(ranked[num_val:])}
   if val_fraction > 0:
     splits[VAL_SPLIT] = sorted(ranked[:num_val])

@@ -58,8 +58,8 @@ class ExportedModel:
     if single:
       images = images[None]
     if images.ndim != 4 or images.shape[-1] != 3:
-      raise errors.UserError(f"expected uint8 RGB images [N, H, W, 3] or [H, W, 3], "
-                       f"got shape {images.shape}")
+      raise errors.UserError(f"expected uint8 RGB images [N, H, W, 3] or "
+                             f"[H, W, 3], got shape {images.shape}")
     if images.dtype != np.uint8:
       raise errors.UserError(f"expected uint8 pixels (0-255), got "
                              f"{images.dtype}; the preprocessing is inside "

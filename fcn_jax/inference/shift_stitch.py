@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax.inference import tta as tta_lib
 
@@ -73,7 +74,7 @@ def shift_and_stitch(apply_fn: Callable[[jax.Array], jax.Array],
   """
   stride = f if stride is None else stride
   if f < 1 or stride % f:
-    raise ValueError(
+    raise errors.UserError(
         f"shift-and-stitch needs f >= 1 dividing the output stride; got f={f}, "
         f"stride={stride}")
   step = stride // f
@@ -110,9 +111,10 @@ def coarse_head(model: models.FCN) -> CoarseHead:
       replaces the final upsampler of one head on one trunk).
   """
   if model.multi_head or model.net.fusion is not None:
-    raise ValueError(f"shift-and-stitch supports one-trunk, one-head nets; "
-                     f"{model.net.name} has "
-                     + ("two heads" if model.multi_head else "two streams"))
+    raise errors.UserError(
+        f"shift-and-stitch supports one-trunk, one-head nets; "
+        f"{model.net.name} has "
+        + ("two heads" if model.multi_head else "two streams"))
   final = model.head.final
   return CoarseHead(final.stride,
                     (final.kernel - 1) / 2 - model.head.final_offset)
@@ -166,8 +168,8 @@ def stitched_scores(model: models.FCN, variables: Any, images: jax.Array,
         "shift_and_stitch(apply_fn, images, f, stride).")
   head = coarse_head(model)
   if head.stride % f:
-    raise ValueError(f"shift-and-stitch f={f} must divide the output stride "
-                     f"{head.stride} of {type(model).__name__}")
+    raise errors.UserError(f"shift-and-stitch f={f} must divide the output "
+                           f"stride {head.stride} of {type(model).__name__}")
   stitched = shift_and_stitch(lambda x: coarse_scores(model, variables, x),
                               images, f, head.stride)
   step = head.stride // f

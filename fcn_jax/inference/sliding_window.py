@@ -35,6 +35,8 @@ from typing import Any, Callable, Iterator, Mapping
 
 import numpy as np
 
+from fcn_jax import errors
+
 LogitsFn = Callable[[Any], Any]
 
 
@@ -53,10 +55,11 @@ def tile_starts(size: int, window: int, stride: int) -> tuple[int, ...]:
     The sorted, distinct starts.
   """
   if size < 1 or window < 1:
-    raise ValueError(f"size and window must be >= 1, got {size}, {window}")
+    raise errors.UserError(f"size and window must be >= 1, got {size}, "
+                           f"{window}")
   if not 1 <= stride <= window:
-    raise ValueError(f"stride must be in [1, window={window}] so that the "
-                     f"windows overlap or touch, got {stride}")
+    raise errors.UserError(f"stride must be in [1, window={window}] so that "
+                           f"the windows overlap or touch, got {stride}")
   if size <= window:
     return (0,)
   starts = list(range(0, size - window + 1, stride))
@@ -178,11 +181,12 @@ def sliding_window_inference(
   shapes = {key: a.shape for key, a in _as_dict(image).items()}
   first = next(iter(shapes.values()))
   if len(first) != 3 and not isinstance(image, Mapping):
-    raise ValueError(f"expected one image [H, W, C], got shape {first}")
+    raise errors.UserError(f"expected one image [H, W, C], got shape {first}")
   if len({s[:2] for s in shapes.values()}) > 1:
-    raise ValueError(f"the images of one example differ in size: {shapes}")
+    raise errors.UserError(f"the images of one example differ in size: "
+                           f"{shapes}")
   if batch_size < 1:
-    raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    raise errors.UserError(f"batch_size must be >= 1, got {batch_size}")
   height, width = first[:2]
   tiling = Tiling.create(height, width, window, stride, pad_to_window)
   win_h, win_w = tiling.window

@@ -99,7 +99,7 @@ class TestTimeAugmentation:
     scales = tuple(float(s) for s in self.scales)
     if not scales or any(not s > 0 for s in scales):
       raise errors.UserError(f"test-time scales must be positive, got "
-                       f"{self.scales}")
+                             f"{self.scales}")
     object.__setattr__(self, "scales", scales)
 
   @property
@@ -148,6 +148,6 @@ def from_flags(flip: bool = False,
     try:
       scales = tuple(float(v) for v in scales.split(",") if v.strip())
     except ValueError:
-      raise errors.UserError(f"--scales must be comma-separated numbers such as "
-                       f"0.75,1.0,1.25; got {scales!r}") from None
+      raise errors.UserError(f"--scales must be comma-separated numbers such "
+                             f"as 0.75,1.0,1.25; got {scales!r}") from None
   return TestTimeAugmentation(bool(flip), tuple(scales))

@@ -30,9 +30,11 @@ from fcn_jax import run_config
 from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.evaluation import evaluator
+from fcn_jax.training import interrupts
 from fcn_jax.training import optim
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
+from fcn_jax.training import workdir_lock
 
 
 class NonFiniteLossError(errors.DivergedError):
@@ -40,13 +42,40 @@ class NonFiniteLossError(errors.DivergedError):
 
 
 class _PreemptedAtStartUp(Exception):
-  """A SIGTERM arrived before the first step (nothing new to save)."""
+  """A SIGTERM or Ctrl-C arrived before the first step (nothing new to
+  save)."""
 
 
-def _stop_if_preempted(preemption: distributed.PreemptionWatcher) -> None:
-  """A safe point of the start-up: stops there after a SIGTERM."""
-  if preemption.requested():
+def _stop_if_preempted(preemption: distributed.PreemptionWatcher,
+                       ctrl_c: interrupts.CtrlC) -> None:
+  """A safe point of the start-up: stops there after a SIGTERM or Ctrl-C."""
+  if preemption.requested() or ctrl_c.requested():
     raise _PreemptedAtStartUp()
+
+
+def _clean_up(steps: Sequence[tuple[str, Callable[[], None]]],
+              error: BaseException | None) -> None:
+  """Runs every clean-up step, even after one fails (the lock is released
+  whatever failed before).
+
+  With ``error`` in flight (the one the user must read: e.g. the checkpoint
+  that could not be saved) a failing step, such as the metrics writer's
+  close on the same full disk, is logged in one line and does not replace
+  it; without one, the first failure is raised once all steps ran.
+  """
+  first = None
+  for what, step in steps:
+    try:
+      step()
+    except Exception as e:  # pylint: disable=broad-except  # Any clean-up.
+      if error is None and first is None:
+        first = e
+      else:
+        logging.debug("Clean-up failure:", exc_info=True)
+        logging.warning("Could not %s either (%s).", what,
+                        checkpointing.layout.one_line(e, 200))
+  if first is not None:
+    raise first
 
 
 def _diverged(checkpointer: checkpointing.Checkpointer, what: str,
@@ -292,10 +321,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
 
   Resuming takes the newest intact checkpoint of the workdir (see
   :func:`_resume`); the model of ``config`` must be the one it was trained
-  with. A SIGTERM, from start-up on, saves (or, before the first step, just
-  stops) and returns. The training stops with :class:`NonFiniteLossError`
-  when the loss or the train state is no longer finite; only states that
-  are finite, and (but for the newest) whose next loss was, are kept.
+  with. A SIGTERM or a Ctrl-C, from start-up on, saves (or, before the first
+  step, just stops) and returns; a second Ctrl-C exits at once
+  (:mod:`fcn_jax.training.interrupts`). The training stops with
+  :class:`NonFiniteLossError` when the loss or the train state is no longer
+  finite; only states that are finite, and (but for the newest) whose next
+  loss was, are kept.
 
   Args:
     config: A config from ``fcn_jax.default_config`` (see ``configs/``),
@@ -307,8 +338,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
     The final train state; None when a SIGTERM stopped the start-up.
 
   Raises:
-    checkpointing.WorkdirLockedError: Another run holds the workdir (see
-      :class:`fcn_jax.checkpointing.WorkdirLock`); nothing was written.
+    workdir_lock.WorkdirLockedError: Another run holds the workdir (see
+      :class:`fcn_jax.training.workdir_lock.WorkdirLock`); nothing was
+      written.
   """
   # Every check, before anything is written (and before step 1: not at the
   # first evaluation, after hours of training).
@@ -321,14 +353,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
   is_main = parallel.is_main_process()
   evaluate_during_training = run.evaluates
   iter_size = int(config.optim.iter_size)
-  # From here on a SIGTERM (a preemption) stops the run cleanly.
+  # From here on a SIGTERM (a preemption) or a Ctrl-C stops the run cleanly
+  # (a second Ctrl-C at once).
+  checkpointer = writer = lock = error = None
   preemption = distributed.PreemptionWatcher()
-  checkpointer = writer = lock = None
+  ctrl_c = interrupts.CtrlC(on_exit=lambda: lock and lock.release())
   try:
     # One writer per workdir, taken before anything is written in it.
-    lock = checkpointing.WorkdirLock(
+    lock = workdir_lock.WorkdirLock(
         workdir, f"a training (config.mode={config.mode})").acquire()
-    _stop_if_preempted(preemption)
+    _stop_if_preempted(preemption, ctrl_c)
     model = run.spec.create()
     init_rng, state_rng = initial_rngs(config)
     checkpointer = checkpointing.Checkpointer(
@@ -346,9 +380,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
         params, metadata = state_lib.initial_params(config, model, init_rng)
       return (*new_train_state(config, model, params, state_rng), metadata)
 
-    _stop_if_preempted(preemption)
+    _stop_if_preempted(preemption, ctrl_c)
     resumed = _resume(run, checkpointer, lambda: initial_state()[0])
-    _stop_if_preempted(preemption)
+    _stop_if_preempted(preemption, ctrl_c)
     state, tx, source_metadata = initial_state()
     if resumed is None:
       start_step = 0
@@ -364,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
       checkpointing.write_json(os.path.join(workdir, run_config.CONFIG_FILE),
                                run_metadata)
     class_names = checkpointing.class_names(run_metadata)
-    if preemption.should_stop(start_step):
+    if preemption.should_stop(start_step) or ctrl_c.requested():
       raise _PreemptedAtStartUp()
     if resumed is not None and start_step >= num_steps:
       logging.warning(
@@ -401,7 +435,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
                                  keys=step_lib.BATCH_KEYS))
         pending.append((step, step_metrics))
       is_last = step == num_steps
-      preempted = preemption.should_stop(step)
+      preempted = preemption.should_stop(step) or ctrl_c.requested()
       do_eval = evaluate_during_training and (
           is_last or (eval_every > 0 and step % eval_every == 0))
       do_save = (is_last or do_eval or preempted
@@ -446,31 +480,36 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
                           metadata=metadata, data_iterator=train_iter,
                           metrics=eval_results)
       if preempted:
-        logging.warning("Preempted: saved step %d; rerun the same command to "
-                        "resume.", step)
+        checkpointer.wait()
+        logging.warning("%s: saved step %d; rerun the same command to resume.",
+                        "Stopped by Ctrl-C" if ctrl_c.requested()
+                        else "Preempted", step)
         break
     else:
       checkpointer.wait()
       if is_main and checkpointer.latest_step() is not None:
         logging.info("%s", closing_summary(workdir, checkpointer))
   except _PreemptedAtStartUp:
-    logging.warning("Preempted during start-up: stopped before the first "
-                    "step, with nothing new to save; rerun the same command "
-                    "to resume.")
+    logging.warning("%s during start-up: stopped before the first step, with "
+                    "nothing new to save; rerun the same command to resume.",
+                    "Ctrl-C" if ctrl_c.requested() else "Preempted")
     return None
+  except BaseException as e:
+    error = e
+    raise
   finally:
-    preemption.close()
-    try:
-      if checkpointer is not None:
-        try:
-          checkpointer.wait()
-        finally:
-          checkpointer.close()
-    finally:
-      if writer is not None:
-        writer.close()
-      if lock is not None:
-        lock.release()
+    steps = []
+    if checkpointer is not None:
+      steps += [("finish the checkpoint writes", checkpointer.wait),
+                ("close the checkpoint manager", checkpointer.close)]
+    if writer is not None:
+      steps.append(("close the metrics and TensorBoard writer", writer.close))
+    if lock is not None:
+      steps.append(("release the workdir lock", lock.release))
+    # Last: a second Ctrl-C while a save finishes still exits at once.
+    steps.append(("restore the signal handlers",
+                  lambda: (preemption.close(), ctrl_c.close())))
+    _clean_up(steps, error)
   return state
 
 
@@ -486,6 +525,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
   running training's checkpoints without writing into its workdir).
   """
   run_config.check_local_path(workdir, "--workdir")
+  logging_utils.quiet_async_errors()
   if config.mode != "eval":
     return train_and_evaluate(config, workdir)
   workdir = os.path.abspath(workdir)
@@ -496,7 +536,7 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           f"nothing to evaluate: {workdir} has no "
           f"{checkpointing.CHECKPOINT_DIR}/ and config.init_from is empty")
     source = config.init_from
-  with checkpointing.WorkdirLock(workdir, "an evaluation (config.mode=eval)"):
+  with workdir_lock.WorkdirLock(workdir, "an evaluation (config.mode=eval)"):
     report = evaluator.evaluate_checkpoint(
         config, source, step=step, output_dir=workdir, log_to_workdir=True)
   logging.info("Wrote %s.", os.path.join(workdir, evaluator.EVAL_RESULTS_FILE))
