@@ -13,7 +13,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 import jax
 import numpy as np
@@ -156,7 +155,8 @@ def test_resume_sets_a_damaged_latest_checkpoint_aside(trained, tmp_path,
   config = _config(trained["data_dir"])
   checkpointer = checkpointing.Checkpointer(str(workdir))
   try:
-    resumed = loop._resume(config, checkpointer, lambda: _template(config))
+    resumed = loop._resume(run_config.resolve(config, "train"), checkpointer,
+                           lambda: _template(config))
     assert checkpointer.all_steps() == [2]
   finally:
     checkpointer.close()
@@ -186,7 +186,8 @@ def test_no_intact_checkpoint_is_one_line_and_moves_nothing(trained, tmp_path):
   try:
     with pytest.raises(checkpointing.CheckpointError,
                        match="no intact checkpoint in") as error:
-      loop._resume(config, checkpointer, lambda: _template(config))
+      loop._resume(run_config.resolve(config, "train"), checkpointer,
+                   lambda: _template(config))
   finally:
     checkpointer.close()
   message = str(error.value)
@@ -210,7 +211,8 @@ def test_resume_sets_a_non_finite_checkpoint_aside(trained, tmp_path):
         state["params"]["fc6"]["kernel"].flat[7] = np.inf
       target.save(step, state, metadata=metadata, data_iterator=data_iter)
       target.wait()
-    resumed = loop._resume(config, target, lambda: _template(config))
+    resumed = loop._resume(run_config.resolve(config, "train"), target,
+                           lambda: _template(config))
     assert target.all_steps() == [2]
   finally:
     source.close()
@@ -673,16 +675,18 @@ def _start_training(trained, workdir, num_train_steps):
 
 
 def _ctrl_c(proc, after_line, times):
-  """Reads the log until ``after_line``, presses Ctrl-C ``times`` times;
-  returns ``(exit status, log)``."""
-  log = []
+  """Reads the log until ``after_line``, presses Ctrl-C, and again each time
+  the previous one is acknowledged (two signals at once would count as
+  one), ``times`` in all; returns ``(exit status, log)``."""
+  log, pressed = [], 0
   try:
     for line in proc.stderr:
       log.append(line)
-      if after_line in line:
-        for _ in range(times):
-          os.killpg(proc.pid, signal.SIGINT)
-          time.sleep(0.05)
+      if (after_line in line or "Ctrl-C: finishing" in line) and (
+          pressed < times):
+        os.killpg(proc.pid, signal.SIGINT)
+        pressed += 1
+      if pressed == times:
         break
     try:
       log.append(proc.communicate(timeout=300)[1])
