@@ -94,8 +94,11 @@ def test_eight_devices_equal_one_device(runs):
       jax.tree_util.tree_leaves(p8),
       jax.tree_util.tree_leaves(runs["params0"]))]
   assert sum(moved) > 10
+  # float32 rounding: the 8-device program sums its pixels in another order
+  # (seen 2.5e-6 relative under the tuned XLA:CPU flags); a wrong normaliser
+  # would be off by a factor near 8.
   for m8, m1 in zip(runs["metrics8"], runs["metrics1"]):
-    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-6)
+    np.testing.assert_allclose(m8["loss"], m1["loss"], rtol=1e-5)
   assert int(runs["state8"]["step"]) == 2
 
 
@@ -105,8 +108,10 @@ def test_reported_loss_is_the_global_batch_loss(runs):
   logits = model.apply({"params": runs["params0"]}, jnp.asarray(batch["image"]))
   want = losses.segmentation_loss(logits, jnp.asarray(batch["label"]),
                                   normalization=runs["normalization"])
+  # The eager forward pass runs each convolution as its own program: float32
+  # rounding of 2.6e-5 relative was seen under the tuned XLA:CPU flags.
   np.testing.assert_allclose(runs["metrics8"][0]["loss"], float(want),
-                             rtol=1e-5)
+                             rtol=1e-4)
   assert runs["metrics8"][0]["valid_pixels"] == np.sum(batch["label"] != 255)
 
 
