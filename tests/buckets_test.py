@@ -312,3 +312,28 @@ def test_tta_evaluates_at_native_size():
       source=mixed_source(3))
   for batch in data:
     assert "size" not in batch
+
+
+def test_training_batches_of_several_images_always_fit_a_bucket():
+  """A batch's bucket must hold its largest height and width together: with
+  portrait and landscape images, the per-image optimum (two buckets, neither
+  max height x max width) leaves a mixed batch without a bucket; training's
+  choice keeps (max height, max width)."""
+  sizes = np.array([(37, 53), (61, 45)] * 4)
+  per_image = buckets.choose_buckets(sizes, 2)
+  assert (61, 53) not in per_image  # The case that needs the rule.
+  chosen = buckets.choose_buckets(sizes, 2, include_largest=True)
+  assert (61, 53) in chosen and len(chosen) <= 2
+  for a, b in itertools.combinations_with_replacement(
+      [tuple(s) for s in np.unique(sizes, axis=0)], 2):
+    batch = np.array([a, b])
+    buckets.bucket_of_batch(batch, chosen)  # Raises if none fits.
+  assert buckets.resolve("auto", 2, sizes, batches_mix_sizes=True) == chosen
+  with pytest.raises(errors.UserError, match="61x53"):
+    buckets.resolve("37x53,61x45", 4, sizes, batches_mix_sizes=True)
+  # Larger, random splits: exhaustive and local-search paths alike.
+  rng = np.random.default_rng(0)
+  for n in (12, 400):
+    sizes = rng.integers(20, 90, size=(n, 2))
+    chosen = buckets.choose_buckets(sizes, 4, include_largest=True)
+    assert (sizes[:, 0].max(), sizes[:, 1].max()) in chosen

@@ -205,8 +205,8 @@ def _candidates(distinct: np.ndarray, heights: np.ndarray,
   return pairs[(tight_h & tight_w) | largest]
 
 
-def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
-                   ) -> tuple[Bucket, ...]:
+def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS,
+                   include_largest: bool = False) -> tuple[Bucket, ...]:
   """At most ``max_buckets`` buckets that hold every size with the fewest
   padded pixels.
 
@@ -232,6 +232,10 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
   Args:
     sizes: ``[n, 2]`` (height, width) of every image of the split.
     max_buckets: At most this many buckets (>= 1).
+    include_largest: Always keep (max height, max width). Training needs it
+      when a batch holds several images: a batch's bucket must hold the
+      largest height and the largest width among its images, which two
+      smaller buckets need not.
 
   Returns:
     The buckets, sorted by area.
@@ -274,18 +278,24 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
                             np.full(len(distinct), none))
 
   count = min(max_buckets, len(candidates))
-  if (math.comb(len(candidates), count - 1) * len(candidates)
-      * len(distinct)) <= EXACT_SEARCH_LIMIT:
+  largest = int(np.flatnonzero((candidates[:, 0] == heights[-1])
+                               & (candidates[:, 1] == widths[-1]))[0])
+  fixed = (largest,) if include_largest else ()
+  if count == len(fixed):
+    chosen = list(fixed)
+  elif (math.comb(len(candidates), count - 1) * len(candidates)
+        * len(distinct)) <= EXACT_SEARCH_LIMIT:
     # Few candidates: every set of buckets (the last one vectorised).
     chosen, found_cost = [], None
-    for prefix in itertools.combinations(range(len(candidates)), count - 1):
+    for rest in itertools.combinations(range(len(candidates)),
+                                       count - 1 - len(fixed)):
+      prefix = (*fixed, *rest)
       scores = totals(cost_without(prefix))
       pick = int(np.argmin(scores))
       if found_cost is None or scores[pick] < found_cost:
         chosen, found_cost = [*prefix, pick], scores[pick]
   else:
-    chosen = [int(np.flatnonzero((candidates[:, 0] == heights[-1])
-                                 & (candidates[:, 1] == widths[-1]))[0])]
+    chosen = [largest]
     best = cost_of(chosen[0])
     while len(chosen) < count:
       scores = totals(best)
@@ -302,7 +312,7 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
     while improved and len(chosen) > 1:
       improved = False
       # Swap one bucket for the best candidate...
-      for slot in range(len(chosen)):
+      for slot in range(len(fixed), len(chosen)):
         scores = totals(cost_without(
             [c for i, c in enumerate(chosen) if i != slot]))
         pick = int(np.argmin(scores))
@@ -311,7 +321,7 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
       if improved or not two_swaps:
         continue
       # ... and, where that is cheap, two buckets at once.
-      for i, j in itertools.combinations(range(len(chosen)), 2):
+      for i, j in itertools.combinations(range(len(fixed), len(chosen)), 2):
         rest = cost_without([c for k, c in enumerate(chosen)
                              if k not in (i, j)])
         for first in range(len(candidates)):
@@ -322,8 +332,10 @@ def choose_buckets(sizes: np.ndarray, max_buckets: int = DEFAULT_MAX_BUCKETS
             current, improved = int(scores[pick]), True
   found = {(int(candidates[c][0]), int(candidates[c][1])) for c in chosen}
   found = tuple(sorted(found, key=lambda s: (s[0] * s[1], s)))
-  used = np.unique(assign(distinct, found))
-  return tuple(found[i] for i in used)
+  used = set(np.unique(assign(distinct, found)).tolist())
+  if include_largest:
+    used.add(found.index((int(heights[-1]), int(widths[-1]))))
+  return tuple(found[i] for i in sorted(used))
 
 
 def read_sizes(records: Sequence[dict[str, Any]]) -> np.ndarray:
@@ -346,7 +358,8 @@ def read_sizes(records: Sequence[dict[str, Any]]) -> np.ndarray:
 
 
 def resolve(value: Any, max_buckets: int, sizes: np.ndarray,
-            description: str = "the split") -> tuple[Bucket, ...] | None:
+            description: str = "the split", batches_mix_sizes: bool = False
+            ) -> tuple[Bucket, ...] | None:
   """The buckets of ``config.input.buckets`` for a split; None for
   ``"none"`` (the per-shape path). Logs them with their padding overhead.
 
@@ -357,10 +370,18 @@ def resolve(value: Any, max_buckets: int, sizes: np.ndarray,
   if parsed == NONE:
     return None
   sizes = np.asarray(sizes).reshape(-1, 2)
+  largest = (int(sizes[:, 0].max()), int(sizes[:, 1].max()))
   if parsed == AUTO:
-    chosen = choose_buckets(sizes, max_buckets)
+    chosen = choose_buckets(sizes, max_buckets,
+                            include_largest=batches_mix_sizes)
   else:
     chosen = parsed
+    if batches_mix_sizes and assign(np.array([largest]), chosen)[0] < 0:
+      raise errors.UserError(
+          f"config.input.buckets={value!r}: a training batch of several "
+          f"images needs a bucket that holds {description}'s largest height "
+          f"and width together ({largest[0]}x{largest[1]}): add it, or use "
+          "'auto'.")
     unfit = assign(sizes, chosen) < 0
     if unfit.any():
       big = sizes[unfit]

@@ -238,7 +238,8 @@ def create_train_dataset(config: ml_collections.ConfigDict,
     sizes = buckets_lib.read_sizes(source.records)
     bucketing = dict(
         buckets=buckets_lib.resolve(cfg.buckets, cfg.max_buckets, sizes,
-                                    source.description),
+                                    source.description,
+                                    batches_mix_sizes=cfg.batch_size > 1),
         sizes=sizes,
         # The split indices in training order: element g is the index of
         # the record at global position g.
