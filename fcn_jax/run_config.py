@@ -221,7 +221,9 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
   exclusions = ()
   if "eval" in config and "exclude_classes" in config.eval:
     exclusions = tuple(str(name) for name in config.eval.exclude_classes)
-  if exclusions:  # Before training, not at its first evaluation.
+  # Before training, not at its first evaluation; by name, so only where the
+  # dataset's names are known (a dry run opens no dataset).
+  if exclusions and class_names is not None:
     classes = spec.head_classes if spec.multi_head else {
         models.SINGLE_OUTPUT: spec.num_classes}
     names = class_names if spec.multi_head else {

@@ -653,6 +653,9 @@ def _train_setup(name, num_classes=4, **optim_overrides):
   config.batch_size = 2
   config.optim.base_lr = 1e-3
   config.optim.momentum = 0.9
+  if models.NETS[name].multi_head:  # SIFT Flow: the reference's features.
+    config.dataset.label_features = {"sem": "semantic_mask",
+                                     "geo": "geometric_mask"}
   for key, value in optim_overrides.items():
     setattr(config.optim, key, value)
   run_config.validate_config(config)

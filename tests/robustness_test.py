@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 
 from fcn_jax import checkpointing
+from fcn_jax import datasets
 from fcn_jax.data import data_sources
 from fcn_jax.datasets import common
 from fcn_jax import default_config
@@ -228,8 +229,8 @@ def test_resume_past_damage_equals_the_uninterrupted_run(trained, tmp_path,
   # Real class names of the dataset go into the metadata (here: made up, so
   # that they differ from the VOC default).
   names = [f"thing_{i}" for i in range(21)]
-  monkeypatch.setattr(data_sources, "dataset_class_names",
-                      lambda *args: names)
+  monkeypatch.setattr(datasets, "dataset_classes",
+                      lambda *args: (len(names), names))
   state = loop.train_and_evaluate(_config(trained["data_dir"]), str(workdir))
   for (path, a), b in zip(
       jax.tree_util.tree_leaves_with_path(parallel.to_host(state.params)),
