@@ -124,8 +124,13 @@ def maybe_initialize(coordinator_address: str | None = None,
   if process_id is None:
     process_id = _env_int(ENV_PROCESS_ID)
   if local_device_ids is None and os.environ.get(ENV_LOCAL_DEVICE_IDS):
-    local_device_ids = [
-        int(i) for i in os.environ[ENV_LOCAL_DEVICE_IDS].split(",")]
+    text = os.environ[ENV_LOCAL_DEVICE_IDS]
+    try:
+      local_device_ids = [int(i) for i in text.split(",")]
+    except ValueError:
+      raise errors.UserError(
+          f"${ENV_LOCAL_DEVICE_IDS} must be comma-separated device numbers "
+          f"such as 0,1; got {text!r}.") from None
   if coordinator_address:
     if num_processes is None or process_id is None:
       raise errors.UserError(

@@ -34,6 +34,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 
 from fcn_jax import distributed
+from fcn_jax import errors
 
 AXIS_NAME = "data"
 # How steps are parallelised (config.parallel): see the module docstring.
@@ -96,16 +97,16 @@ def devices_for_batch(global_batch_size: int, what: str = "batch_size"
   """
   count = jax.process_count()
   if global_batch_size < count or global_batch_size % count:
-    raise ValueError(
-        f"{what}={global_batch_size} must be a multiple of the number of "
-        f"processes ({count}).")
+    raise errors.UserError(
+        f"config.{what}={global_batch_size} must be a multiple of the number "
+        f"of processes ({count}).")
   local_batch = global_batch_size // count
   local = jax.local_devices()
   if count > 1 and local_batch % len(local):
-    raise ValueError(
-        f"{what}={global_batch_size} gives {local_batch} examples per host, "
-        f"which the {len(local)} local devices do not divide; use a multiple "
-        f"of {count * len(local)}.")
+    raise errors.UserError(
+        f"config.{what}={global_batch_size} gives {local_batch} examples per "
+        f"host, which the {len(local)} local devices do not divide; use a "
+        f"multiple of {count * len(local)}.")
   used = math.gcd(local_batch, len(local))
   if used < len(local):
     logging.warning(
@@ -147,7 +148,7 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
     their shapes, to compile ahead of time.
 
   Raises:
-    ValueError: An unknown ``mode``.
+    errors.UserError: An unknown ``mode``.
   """
   check_mode(mode)
   # Several CPU processes (the multi-host tests) do not donate: there a
@@ -156,7 +157,7 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
       DONATE_ON_CPU and jax.process_count() == 1))
   if mode == "jit":
     if not hasattr(jax, "shard_map"):
-      raise ValueError(
+      raise errors.UserError(
           f"config.parallel='jit' needs jax.shard_map, which jax "
           f"{jax.__version__} lacks: upgrade jax, or use "
           f"config.parallel='pmap'.")
@@ -176,9 +177,11 @@ def replicate_step(step_fn: Callable[..., tuple[Any, ...]],
 
 
 def check_mode(mode: str) -> None:
-  """Raises ``ValueError`` unless ``mode`` is one of :data:`MODES`."""
+  """Raises :class:`fcn_jax.errors.UserError` unless ``mode`` is one of
+  :data:`MODES`."""
   if mode not in MODES:
-    raise ValueError(f"config.parallel must be one of {MODES}, got {mode!r}")
+    raise errors.UserError(
+        f"config.parallel must be one of {MODES}, got {mode!r}")
 
 
 def data_mesh(devices: Sequence[jax.Device]) -> jax.sharding.Mesh:

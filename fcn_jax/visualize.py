@@ -22,6 +22,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from fcn_jax import errors
 from fcn_jax import voc
 
 PathLike = str | os.PathLike
@@ -42,7 +43,7 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
   if labels.ndim != 2:
     raise ValueError(f"expected a [H, W] label map, got shape {labels.shape}")
   if labels.size and (labels.min() < 0 or labels.max() > 255):
-    raise ValueError(
+    raise errors.UserError(
         f"label values must be in [0, 255] for a palette PNG, got "
         f"[{labels.min()}, {labels.max()}]")
   return labels.astype(np.uint8)
@@ -101,7 +102,7 @@ def colors_to_labels(rgb: np.ndarray,
     ``uint8 [H, W]`` indices.
 
   Raises:
-    ValueError: If a pixel's colour is not in the colour map (names the
+    errors.UserError: If a pixel's colour is not in the colour map (names the
       colours and their pixel counts).
   """
   rgb = np.asarray(rgb)
@@ -120,7 +121,7 @@ def colors_to_labels(rgb: np.ndarray,
     colors, counts = np.unique(rgb[unknown], axis=0, return_counts=True)
     listed = ", ".join(f"{tuple(int(v) for v in c)}: {n} px"
                        for c, n in list(zip(colors, counts))[:8])
-    raise ValueError(
+    raise errors.UserError(
         f"{int(unknown.sum())} pixels have colours outside the colour map "
         f"({listed}{', ...' if len(colors) > 8 else ''}); is this a lossy "
         "(JPEG) or resized mask, or one drawn with another palette?")
@@ -146,8 +147,8 @@ def read_label_png(path: PathLike,
       if mode in ("RGB", "RGBA"):
         return colors_to_labels(np.asarray(image.convert("RGB")), colormap)
   except (OSError, SyntaxError) as e:
-    raise ValueError(f"cannot read label image {path}: {e}") from e
-  raise ValueError(
+    raise errors.UserError(f"cannot read label image {path}: {e}") from e
+  raise errors.UserError(
       f"{path}: label images must be palette, greyscale or RGB, got mode "
       f"{mode!r}.")
 

@@ -36,6 +36,8 @@ import os
 import subprocess
 import sys
 
+from fcn_jax import errors
+
 TUNED_CPU_FLAGS = ("--xla_cpu_experimental_ynn_fusion_type="
                    "-dot,-eltwise,-reduce,-individual_convolution,"
                    "-individual_dot")
@@ -87,13 +89,14 @@ def configure(choice: str | None = None) -> str:
     not know the flags) or ``too_late`` (a backend had already started).
 
   Raises:
-    ValueError: An unknown choice.
+    errors.UserError: An unknown choice.
   """
   if choice is None:
     choice = os.environ.get(ENV_VAR, "tuned") or "tuned"
   if choice not in CHOICES:
-    raise ValueError(f"XLA:CPU flags must be one of {CHOICES} (--xla_cpu_flags"
-                     f" or {ENV_VAR}), got {choice!r}")
+    raise errors.UserError(
+        f"XLA:CPU flags must be one of {CHOICES} (--xla_cpu_flags or "
+        f"${ENV_VAR}), got {choice!r}")
   if choice == "default":
     return choice
   if TUNED_CPU_FLAGS in os.environ.get("XLA_FLAGS", ""):

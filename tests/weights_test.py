@@ -24,6 +24,7 @@ from google.protobuf import message_factory
 import models_test  # The NumPy Caffe graph: _np_fcn, _np_conv, _np_pool_ceil.
 from fcn_jax import checkpointing
 from fcn_jax import convert
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax.data import preprocessing
 from fcn_jax import readers
@@ -906,11 +907,12 @@ def test_resolve_preprocessing():
   assert resolve("caffe_vgg", caffe) == preprocessing.CAFFE_VGG
   # keras_vgg is the same transform under another name: no conflict.
   assert resolve("keras_vgg", caffe).name == "keras_vgg"
-  with pytest.raises(ValueError) as error:
+  with pytest.raises(errors.UserError) as error:
     resolve("torchvision", caffe)
   message = str(error.value)
   assert "torchvision" in message and "caffe_vgg" in message
   assert "force_preprocessing" in message
   assert resolve("torchvision", caffe, force=True) == preprocessing.TORCHVISION
-  with pytest.raises(ValueError, match="Unknown preprocessing"):
+  with pytest.raises(errors.UserError, match="unknown preprocessing 'imagenet' "
+                     r"\(config.preprocessing"):
     resolve("imagenet", caffe)

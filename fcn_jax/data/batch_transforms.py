@@ -34,6 +34,7 @@ import grain.multiprocessing
 import numpy as np
 from PIL import Image
 
+from fcn_jax import errors
 from fcn_jax.data import augmentations
 from fcn_jax.data import buckets as buckets_lib
 from fcn_jax.data import input_config
@@ -387,7 +388,7 @@ class EvalBatchTransform(grain.transforms.Map):
     image_id = _as_str(record[common.IMAGE_ID])
     shape = next(iter(labels.values())).shape
     if self.pad_size and max(shape) > self.pad_size:
-      raise ValueError(
+      raise errors.UserError(
           f"{image_id} is {shape[0]}x{shape[1]}, larger than "
           f"config.input.eval_pad_size={self.pad_size}; raise it (VOC images "
           "are at most 500x500) or use 0 for native sizes.")

@@ -140,13 +140,13 @@ def bucket_of_batch(sizes: np.ndarray, buckets: Sequence[Bucket]) -> Bucket:
   smallest that fits every one of them.
 
   Raises:
-    ValueError: No bucket fits (explicit buckets smaller than an image).
+    errors.UserError: No bucket fits (explicit buckets smaller than an image).
   """
   sizes = np.asarray(sizes).reshape(-1, 2)
   height, width = (int(v) for v in sizes.max(axis=0))
   bucket = smallest_fitting(height, width, buckets)
   if bucket is None:
-    raise ValueError(
+    raise errors.UserError(
         f"an image of {height}x{width} fits none of the buckets {list(buckets)}"
         " (config.input.buckets): add a larger one, or use 'auto'.")
   return bucket
@@ -364,7 +364,8 @@ def resolve(value: Any, max_buckets: int, sizes: np.ndarray,
   ``"none"`` (the per-shape path). Logs them with their padding overhead.
 
   Raises:
-    ValueError: Explicit buckets that some image of the split does not fit.
+    errors.UserError: Explicit buckets that some image of the split does not
+      fit.
   """
   parsed = parse(value)
   if parsed == NONE:
@@ -385,7 +386,7 @@ def resolve(value: Any, max_buckets: int, sizes: np.ndarray,
     unfit = assign(sizes, chosen) < 0
     if unfit.any():
       big = sizes[unfit]
-      raise ValueError(
+      raise errors.UserError(
           f"config.input.buckets={value!r}: {int(unfit.sum())} image(s) of "
           f"{description} fit no bucket (e.g. {big[0][0]}x{big[0][1]}; the "
           f"split's largest is {sizes[:, 0].max()}x{sizes[:, 1].max()}): add a "

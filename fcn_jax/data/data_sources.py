@@ -19,6 +19,7 @@ from absl import logging
 import tensorflow_datasets as tfds
 
 from fcn_jax import datasets
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax.datasets import common
 
@@ -165,7 +166,7 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
   Raises:
     FileNotFoundError: Unknown or not prepared; the message gives the
       command that prepares it.
-    ValueError: Unknown split.
+    errors.UserError: Unknown split.
   """
   builder = check_prepared(dataset_name, data_dir)
   if not builder.is_prepared():  # synthetic_shapes: generated here.
@@ -187,8 +188,9 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
                     "used (delete it to free the space).", leftover)
   splits = builder.info.splits
   if split not in splits:
-    raise ValueError(f"{dataset_name} has no split {split!r}; it has "
-                     f"{sorted(splits)}.")
+    raise errors.UserError(
+        f"{dataset_name} has no split {split!r}; it has {sorted(splits)}: set "
+        "config.dataset.train_split / eval_split to one of them.")
   synthetic = bool(builder.info.metadata and
                    builder.info.metadata.get("synthetic", False))
   # Every image feature stays encoded (image, masks, NYUD's hha and 16-bit
@@ -209,7 +211,7 @@ def check_prepared(dataset_name: str, data_dir: str = ""
   ``synthetic_shapes``, generated on first use); reads no data.
 
   Raises:
-    ValueError: No name, or ``folder`` itself.
+    errors.UserError: No name, or ``folder`` itself.
     FileNotFoundError: Unknown or not prepared; the message gives the
       command that prepares it.
   """

@@ -14,6 +14,7 @@ from typing import Any
 
 import ml_collections
 
+from fcn_jax import errors
 from fcn_jax.data import buckets as buckets_lib
 
 TRAIN_MODES = ("reference", "epochs")
@@ -75,11 +76,11 @@ class ExampleLayout:
     """Raises unless every feature is among ``available`` (a split's keys).
 
     Raises:
-      ValueError: Naming the missing features, the split and the fix.
+      errors.UserError: Naming the missing features, the split and the fix.
     """
     missing = [f for f in self.features if f not in available]
     if missing:
-      raise ValueError(
+      raise errors.UserError(
           f"{model_name} reads the feature(s) {missing}, which {description} "
           f"does not have (it has {sorted(available)}): train it on a dataset "
           "that has them (e.g. nyud for hha/depth), or set "
@@ -96,7 +97,7 @@ class ExampleLayout:
     of the pipeline alone) gets the default layout.
 
     Raises:
-      ValueError: The heads of ``label_features`` are not the net's.
+      errors.UserError: The heads of ``label_features`` are not the net's.
     """
     label_features = {}
     if "dataset" in config and "label_features" in config.dataset:
@@ -109,8 +110,8 @@ class ExampleLayout:
       # pylint: disable-next=g-import-not-at-top
       from fcn_jax.models import nets
       if name not in nets.NETS:
-        raise ValueError(f"config.model.name must be one of "
-                         f"{nets.MODEL_NAMES}, got {name!r}")
+        raise errors.UserError(f"config.model.name must be one of "
+                               f"{nets.MODEL_NAMES}, got {name!r}")
       net = nets.NETS[name]
       net_inputs = tuple((i.name, tuple(i.sources), i.channels)
                          for i in net.inputs)
@@ -124,14 +125,14 @@ class ExampleLayout:
       unknown = sorted(set(label_features) - set(heads))
       absent = [h for h in heads if h not in label_features]
       if absent:
-        raise ValueError(
+        raise errors.UserError(
             f"config.dataset.label_features has no dataset feature for the "
             f"head(s) {absent} of {name}: give one per head, e.g. "
             "{'sem': 'semantic_mask', 'geo': 'geometric_mask'} for SIFT Flow "
             f"(got {label_features}).")
       labels = tuple((h, str(label_features[h])) for h in heads)
     if unknown:
-      raise ValueError(
+      raise errors.UserError(
           f"config.dataset.label_features names {unknown}, which are not "
           f"heads of {name or 'the model'} (heads: "
           f"{heads if multi_head else [SINGLE_HEAD]}).")
@@ -171,7 +172,7 @@ class InputConfig:
       The fields, converted to their types.
 
     Raises:
-      ValueError: A field is missing or out of range.
+      errors.UserError: A field is missing or out of range.
     """
 
     def get(path: str, default: Any = dataclasses.MISSING) -> Any:
@@ -179,7 +180,7 @@ class InputConfig:
       for part in path.split("."):
         if part not in node:
           if default is dataclasses.MISSING:
-            raise ValueError(
+            raise errors.UserError(
                 f"config.{path} is missing; the input pipeline needs it (see "
                 "the fcn_jax.data.input_pipeline docstring for every field).")
           return default
@@ -209,20 +210,23 @@ class InputConfig:
                             buckets_lib.DEFAULT_MAX_BUCKETS)),
     )
     if out.train_mode not in TRAIN_MODES:
-      raise ValueError(f"config.input.train_mode must be one of {TRAIN_MODES}, "
-                       f"got {out.train_mode!r}.")
+      raise errors.UserError(
+          f"config.input.train_mode must be one of {TRAIN_MODES}, got "
+          f"{out.train_mode!r}.")
     if (len(scale_range) != 2 or not 0 < scale_range[0] <= scale_range[1]):
-      raise ValueError("config.input.scale_range must be (min, max) with "
-                       f"0 < min <= max, got {get('input.scale_range')!r}.")
+      raise errors.UserError(
+          "config.input.scale_range must be (min, max) with 0 < min <= max, "
+          f"got {get('input.scale_range')!r}.")
     for name in ("crop_size", "eval_pad_size", "num_workers"):
       if getattr(out, name) < 0:
-        raise ValueError(f"config.input.{name} must be >= 0, got "
-                         f"{getattr(out, name)}.")
+        raise errors.UserError(f"config.input.{name} must be >= 0, got "
+                               f"{getattr(out, name)}.")
     if out.max_buckets < 1:
-      raise ValueError("config.input.max_buckets must be >= 1, got "
-                       f"{out.max_buckets}.")
+      raise errors.UserError("config.input.max_buckets must be >= 1, got "
+                             f"{out.max_buckets}.")
     if out.prefetch_buffer_size < 1:
-      raise ValueError("config.input.prefetch_buffer_size must be >= 1.")
+      raise errors.UserError("config.input.prefetch_buffer_size must be >= 1, "
+                             f"got {out.prefetch_buffer_size}.")
     return out
 
   @property

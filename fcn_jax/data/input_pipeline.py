@@ -96,7 +96,7 @@ from fcn_jax.data import sampling
 
 def _local_batch(global_batch: int, process_count: int, field: str) -> int:
   if global_batch <= 0 or global_batch % process_count:
-    raise ValueError(
+    raise errors.UserError(
         f"config.{field}={global_batch} must be a positive multiple of the "
         f"process count ({process_count}); each host takes an equal share.")
   return global_batch // process_count
@@ -225,7 +225,10 @@ def create_train_dataset(config: ml_collections.ConfigDict,
                                              cfg.train_split, cfg.data_dir)
   ds = grain.MapDataset.source(source.records)
   if not len(ds):  # pylint: disable=g-explicit-length-test
-    raise ValueError(f"{source.description} has no examples to train on.")
+    raise errors.UserError(
+        f"{source.description} has no examples to train on: build it with "
+        "images (python -m fcn_jax.prepare_data), or choose another split "
+        "(config.dataset.train_split).")
   _check_features(layout, source, config)
   def in_training_order(dataset: grain.MapDataset) -> grain.MapDataset:
     if cfg.train_mode == "reference":
@@ -423,7 +426,7 @@ def check_image_sizes(config: ml_collections.ConfigDict, *,
     at.
 
   Raises:
-    ValueError: ``eval_pad_size`` is smaller than an evaluation image.
+    errors.UserError: ``eval_pad_size`` is smaller than an evaluation image.
     fcn_jax.data.data_sources.DamagedDatasetError: A record cannot be read.
   """
   cfg = input_config.InputConfig.from_config(config)
@@ -432,7 +435,7 @@ def check_image_sizes(config: ml_collections.ConfigDict, *,
                                      cfg.data_dir)
     height, width, image_id = data_sources.largest_image(source)
     if max(height, width) > cfg.eval_pad_size:
-      raise ValueError(
+      raise errors.UserError(
           f"config.input.eval_pad_size={cfg.eval_pad_size} is smaller than "
           f"image {image_id} ({height}x{width}) of {source.description}; "
           f"set it to at least {max(height, width)} (or 0 for native sizes)")

@@ -18,6 +18,8 @@ from absl import logging
 import numpy as np
 from PIL import Image
 
+from fcn_jax import errors
+
 # The FCN data layers subtract this mean from BGR images (docs/reference.md
 # §8.1).
 CAFFE_VGG_MEAN_BGR = (104.00698793, 116.66876762, 122.67891434)
@@ -199,13 +201,13 @@ class LogDepth:
     ``[..., H, W, 1]``.
 
     Raises:
-      ValueError: A value <= 0, whose logarithm is not finite.
+      errors.UserError: A value <= 0, whose logarithm is not finite.
     """
     depth = np.asarray(depth)
     if depth.ndim >= 3 and depth.shape[-1] == 1:
       depth = depth[..., 0]
     if depth.size and depth.min() <= 0:
-      raise ValueError(
+      raise errors.UserError(
           f"depth has values <= 0 (min {depth.min()}); the reference feeds "
           "log(depth), so every pixel needs a positive depth (fill holes "
           "first, as NYUDv2's in-painted depth maps are)")
@@ -234,20 +236,22 @@ def check_source_preprocessing(recorded: Mapping[str, Any] | None,
   fcn_jax applies (:data:`SOURCE_PREPROCESSING`).
 
   Raises:
-    ValueError: Naming the feature, both preparations and the weights.
+    errors.UserError: Naming the feature, both preparations and the weights.
   """
   for feature, values in (recorded or {}).items():
     current = SOURCE_PREPROCESSING.get(feature)
     if current is None:
-      raise ValueError(f"{where} records a preprocessing for the input "
-                       f"feature {feature!r}, which fcn_jax does not know "
-                       f"(known: {sorted(SOURCE_PREPROCESSING)})")
+      raise errors.UserError(
+          f"{where} records a preprocessing for the input feature "
+          f"{feature!r}, which fcn_jax does not know (known: "
+          f"{sorted(SOURCE_PREPROCESSING)}); train or convert them with this "
+          "version of fcn_jax")
     if isinstance(current, Preprocessing):
       same = current.matches(Preprocessing.from_dict(values))
     else:
       same = np.isclose(float(values.get("mean", np.nan)), current.mean)
     if not same:
-      raise ValueError(
+      raise errors.UserError(
           f"{where} was trained with {feature} prepared as {dict(values)}, "
           f"but fcn_jax prepares it as {dataclasses.asdict(current)} "
           "(docs/reference.md §8.2): its inputs would be wrong.")
@@ -269,21 +273,23 @@ def prepare_inputs(sources: Mapping[str, np.ndarray],
     ``{input name: float32 [H, W, C]}``.
 
   Raises:
-    ValueError: A feature is missing or cannot be prepared.
+    errors.UserError: A feature is missing or cannot be prepared.
   """
   inputs = {}
   for name, features in input_sources.items():
     parts = []
     for feature in features:
       if feature not in sources:
-        raise ValueError(f"input {name!r} needs the {feature!r} image, which "
-                         f"was not given (given: {sorted(sources)})")
+        raise errors.UserError(
+            f"input {name!r} needs the {feature!r} image, which was not "
+            f"given (given: {sorted(sources)})")
       prepare = color if feature == "image" else SOURCE_PREPROCESSING[feature]
       parts.append(prepare(sources[feature]))
     sizes = {p.shape[:-1] for p in parts}
     if len(sizes) > 1:
-      raise ValueError(f"input {name!r}: {' and '.join(features)} differ in "
-                       f"size: {sorted(sizes)}")
+      raise errors.UserError(
+          f"input {name!r}: {' and '.join(features)} differ in size: "
+          f"{sorted(sizes)}; give images of one size for each example")
     inputs[name] = np.concatenate(parts, axis=-1) if len(parts) > 1 \
         else parts[0]
   return inputs
@@ -294,8 +300,9 @@ def get_preprocessing(name: str) -> Preprocessing:
   try:
     return PRESETS[name]
   except KeyError:
-    raise ValueError(
-        f"Unknown preprocessing {name!r}; choose one of {sorted(PRESETS)}."
+    raise errors.UserError(
+        f"unknown preprocessing {name!r} (config.preprocessing, or "
+        f"--preprocessing); choose one of {sorted(PRESETS)}."
     ) from None
 
 
@@ -342,7 +349,8 @@ def resolve(requested: str | Preprocessing | None,
     there is no record either), else the requested one.
 
   Raises:
-    ValueError: ``requested`` contradicts the weights and ``force`` is False.
+    errors.UserError: ``requested`` contradicts the weights and ``force`` is
+      False.
   """
   if recorded is not None and not isinstance(recorded, Preprocessing):
     recorded = Preprocessing.from_dict(recorded) if recorded else None
@@ -356,7 +364,7 @@ def resolve(requested: str | Preprocessing | None,
     logging.warning("Using preprocessing %s although the weights expect %s "
                     "(forced).", describe(chosen), describe(recorded))
     return chosen
-  raise ValueError(
+  raise errors.UserError(
       f"preprocessing {describe(chosen)} contradicts the weights, which "
       f"expect {describe(recorded)}. Mismatched preprocessing silently costs "
       f"several mean IU. Leave the preprocessing unset to use the weights', or "

@@ -20,6 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax.data import buckets as buckets_lib
 from fcn_jax.inference import inputs as inputs_lib
@@ -194,7 +195,7 @@ def run(predictor: predictor_lib.Predictor, paths: Sequence[pathlib.Path],
       try:  # Labels alone where they suffice (slide mode: bounded memory).
         batch_logits = (predictor.predict_logits(images) if save_logits
                         else predictor.predict(images))
-      except ValueError as e:  # E.g. a depth map with holes.
+      except errors.UserError as e:  # E.g. a depth map with holes.
         summary.failures += [(str(p), str(e)) for p in batch_paths]
         bar.update(len(batch_paths))
         continue

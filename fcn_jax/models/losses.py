@@ -24,6 +24,8 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from fcn_jax import errors
+
 NORMALIZATIONS = ("sum", "valid")
 
 
@@ -104,10 +106,11 @@ def weighted_loss_sum(logits: jax.Array, labels: jax.Array,
 
 
 def check_normalization(normalization: str) -> None:
-  """Raises ValueError unless ``normalization`` is one of NORMALIZATIONS."""
+  """Raises :class:`fcn_jax.errors.UserError` unless ``normalization`` is
+  one of NORMALIZATIONS (``config.optim.loss_normalization``)."""
   if normalization not in NORMALIZATIONS:
-    raise ValueError(f"config.optim.loss_normalization must be one of "
-                     f"{NORMALIZATIONS}, got {normalization!r}")
+    raise errors.UserError(f"config.optim.loss_normalization must be one of "
+                           f"{NORMALIZATIONS}, got {normalization!r}")
 
 
 def normalizer(weights: jax.Array, num_images: int | jax.Array,

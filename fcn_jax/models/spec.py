@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fcn_jax import errors
 from fcn_jax.models import fcn
 from fcn_jax.models import nets
 from fcn_jax.models import trunks
@@ -83,8 +84,8 @@ class ModelSpec:
     )
     for field, ok, wanted in checks:
       if not ok:
-        raise ValueError(f"config.model.{field} must be {wanted}, got "
-                         f"{getattr(self, field)!r}")
+        raise errors.UserError(f"config.model.{field} must be {wanted}, got "
+                               f"{getattr(self, field)!r}")
 
   @property
   def net(self) -> nets.Net:
@@ -127,14 +128,15 @@ class ModelSpec:
     """A spec from a mapping (``config.model``, metadata), checked.
 
     Raises:
-      ValueError: An unknown field (naming it and the known ones) or a bad
+      errors.UserError: An unknown field (naming it and the known ones) or a bad
         value.
     """
     values = {**dict(values), **overrides}
     unknown = sorted(set(values) - set(cls.fields()))
     if unknown:
-      raise ValueError(f"unknown model option(s) {unknown}; the model options "
-                       f"are {list(cls.fields())}")
+      raise errors.UserError(
+          f"unknown model option(s) {unknown}; the model options (the "
+          f"fields of config.model) are {list(cls.fields())}")
     return cls(**values)
 
   def to_dict(self) -> dict[str, Any]:
@@ -180,7 +182,7 @@ def create_model(name: str, num_classes: int | None = None,
     model.dummy_inputs())`` creates its variables.
 
   Raises:
-    ValueError: An unknown option or a bad value.
+    errors.UserError: An unknown option or a bad value.
   """
   return ModelSpec.from_dict(options, name=name,
                              num_classes=num_classes).create()
