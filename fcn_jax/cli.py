@@ -7,9 +7,14 @@ path, and the absl/ml_collections config-flag plumbing.
   persistent compilation cache (:mod:`fcn_jax.compilation_cache`), and
   multi-process JAX where the environment asks for it.
 * :func:`run_reporting_errors` / :func:`exit_code`: bad input (a config
-  value, a missing file or dataset, a checkpoint of another model) reported
-  as one line naming the problem and the fix, exit status 2, instead of a
-  traceback (which ``--verbosity=1`` shows).
+  value, a missing file or dataset, a checkpoint of another model: an
+  :class:`fcn_jax.errors.UserError`, or an ``OSError``) reported as one line
+  naming the problem and the fix, exit status 2, instead of a traceback
+  (which ``--verbosity=1`` shows). Any other exception is a bug and keeps
+  its traceback.
+* :func:`run_main`: every command's ``__main__`` block; a Ctrl-C that no
+  command handles (at start-up: config resolution, dataset checks,
+  compilation) is one line and exit status 130.
 * One command-line style: every flag is spelled with underscores
   (``--data_dir``, ``--batch_size``, ``--no_progress``), as absl spells
   them; the older hyphenated spellings (``--data-dir``, ``--batch-size``)
@@ -29,11 +34,13 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import sys
 import textwrap
 import traceback
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
+from absl import app
 from absl import flags
 from absl import logging
 
@@ -56,6 +63,9 @@ XLA_CPU_FLAGS = flags.DEFINE_enum(
 # is a bug, in fcn_jax or a library, and keeps its traceback.
 USER_ERRORS = (errors.UserError, OSError)
 USAGE_EXIT_CODE = 2
+# What a shell reports for a process ended by Ctrl-C (as
+# fcn_jax.training.interrupts.EXIT_STATUS).
+INTERRUPTED_EXIT_CODE = 128 + signal.SIGINT
 
 
 def fail(message: str) -> None:
@@ -374,34 +384,14 @@ def start(xla_cpu_flags: str | None = None, *,
   return applied
 
 
-def is_user_error(error: BaseException) -> bool:
-  """Whether ``error`` is the user's to fix (printed as one line).
-
-  :data:`USER_ERRORS`, and, until every user-facing ``raise`` of fcn_jax is
-  an :class:`fcn_jax.errors.UserError` (#34), a ``ValueError`` or
-  ``FloatingPointError`` raised by fcn_jax's own code: its last frame is in
-  the package. One raised inside JAX, Flax or NumPy (a bug, or a shape that
-  fcn_jax should have checked) keeps its traceback.
-  """
-  if isinstance(error, USER_ERRORS):
-    return True
-  if not isinstance(error, (ValueError, FloatingPointError)):
-    return False
-  frames = traceback.extract_tb(error.__traceback__)
-  package = os.path.dirname(os.path.abspath(__file__)) + os.sep
-  return bool(frames) and os.path.abspath(frames[-1].filename).startswith(
-      package)
-
-
 def exit_code(fn: Callable[..., int | None], *args: Any,
               **kwargs: Any) -> int:
-  """Runs a command's body: bad input is one line on stderr and
-  exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback."""
+  """Runs a command's body: bad input (:data:`USER_ERRORS`) is one line on
+  stderr and exit status 2 (:data:`USAGE_EXIT_CODE`), never a traceback;
+  any other exception propagates with its traceback."""
   try:
     return fn(*args, **kwargs) or 0
-  except Exception as e:  # pylint: disable=broad-except
-    if not is_user_error(e):
-      raise
+  except USER_ERRORS as e:
     logging.debug("Traceback:", exc_info=True)
     print(f"error: {e}", file=sys.stderr)
     return USAGE_EXIT_CODE
@@ -414,11 +404,45 @@ def check_no_arguments(argv: Sequence[str]) -> None:
 
 def run_reporting_errors(fn: Callable[..., Any], *args: Any,
                          **kwargs: Any) -> Any:
-  """Runs ``fn``; bad input ends the process with one line, no traceback."""
+  """Runs ``fn``; bad input (:data:`USER_ERRORS`) ends the process with one
+  line, no traceback; any other exception propagates with its traceback."""
   try:
     return fn(*args, **kwargs)
-  except Exception as e:  # pylint: disable=broad-except
-    if not is_user_error(e):
-      raise
+  except USER_ERRORS as e:
     logging.debug("Traceback:", exc_info=True)
     fail(str(e))
+
+
+def run_main(main: Callable[..., int | None], *,
+             flags_parser: Callable[[list[str]], Any] | None = None,
+             interrupted: str = "the command did not finish") -> NoReturn:
+  """Runs a command from its ``__main__`` block, the one entry point of
+  every ``python -m fcn_jax.<name>``.
+
+  The absl commands (``flags_parser`` given) run under ``absl.app.run``;
+  the others as ``sys.exit(main())``. A Ctrl-C that the command does not
+  handle itself (during start-up: config resolution, dataset checks,
+  compilation; or in a command without its own handling) ends it with one
+  line on stderr, ``Interrupted (Ctrl-C); <interrupted>.``, and exit
+  status 130 (:data:`INTERRUPTED_EXIT_CODE`) instead of a
+  ``KeyboardInterrupt`` traceback. A training handles Ctrl-C itself once
+  its loop is set up (:mod:`fcn_jax.training.interrupts`: the first saves
+  and stops, a second exits at once). In-process calls of a command's
+  ``main`` (tests, notebooks) do not come here: there a Ctrl-C stays a
+  ``KeyboardInterrupt``.
+
+  Args:
+    main: The command's main function.
+    flags_parser: absl's ``flags_parser`` (the absl commands).
+    interrupted: What is true after a Ctrl-C: what was (not) written, and
+      how to go on.
+  """
+  try:
+    if flags_parser is not None:
+      app.run(main, flags_parser=flags_parser)  # Exits.
+    sys.exit(main())
+  except KeyboardInterrupt:
+    # A second Ctrl-C (while clean-ups run at exit) ends the process at once.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    print(f"Interrupted (Ctrl-C); {interrupted}.", file=sys.stderr)
+    sys.exit(INTERRUPTED_EXIT_CODE)

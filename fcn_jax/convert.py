@@ -221,4 +221,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_main(main, interrupted="nothing was written (--output is "
+               "replaced only by a complete conversion)")

@@ -39,7 +39,6 @@ import os
 import sys
 from typing import Any
 
-from absl import app
 from absl import flags
 import jax
 from ml_collections import config_flags
@@ -132,4 +131,5 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "topology"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_main(main, flags_parser=cli.parse_flags,
+               interrupted="the dry run did not finish")

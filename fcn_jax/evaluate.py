@@ -34,7 +34,6 @@ from __future__ import annotations
 import os
 import time
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -191,4 +190,5 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=lambda argv: cli.parse_flags(argv, ALIASES))
+  cli.run_main(main, flags_parser=lambda argv: cli.parse_flags(argv, ALIASES),
+               interrupted="the evaluation did not finish")

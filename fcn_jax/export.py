@@ -341,4 +341,6 @@ def _main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  from fcn_jax import cli  # pylint: disable=g-import-not-at-top
+  cli.run_main(main, interrupted="the export did not finish; rerun the "
+               "command (with --overwrite if --output exists)")

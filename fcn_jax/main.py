@@ -21,7 +21,6 @@ environment (see ``launch/README.md``). The logic lives in
 
 from __future__ import annotations
 
-from absl import app
 from absl import flags
 from ml_collections import config_flags
 
@@ -51,4 +50,6 @@ def main(argv: list[str]) -> None:
 
 if __name__ == "__main__":
   flags.mark_flags_as_required(["config", "workdir"])
-  app.run(main, flags_parser=cli.parse_flags)
+  cli.run_main(main, flags_parser=cli.parse_flags,
+               interrupted="the checkpoints saved before are kept; the same "
+               "command resumes from the last one")

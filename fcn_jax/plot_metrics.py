@@ -216,4 +216,4 @@ def _main(args: _Args) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_main(main)

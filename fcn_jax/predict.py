@@ -185,4 +185,5 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_main(main, interrupted="the outputs written so far stay in "
+               "--output; rerun with --overwrite to write them all")

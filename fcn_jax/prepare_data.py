@@ -263,4 +263,5 @@ def _main(args: types.SimpleNamespace) -> int:
 
 
 if __name__ == "__main__":
-  sys.exit(main())
+  cli.run_main(main, interrupted="the dataset was not built; rerunning the "
+               "same command builds it")

@@ -97,6 +97,85 @@ def test_a_user_error_is_one_line_with_exit_2(capsys):
       "error: config.seed must be an int: pass --config.seed=1\n" * 2)
 
 
+# A mistake found deep inside the start-up (input_config, parallel), not by
+# the flag parser: still one line, exit status 2, nothing written.
+@pytest.mark.parametrize("override, message", [
+    ("--config.input.train_mode=bogus",
+     "error: config.input.train_mode must be one of ('reference', 'epochs'), "
+     "got 'bogus'."),
+    ("--config.parallel=pjit",
+     "error: config.parallel must be one of ('pmap', 'jit'), got 'pjit'"),
+])
+def test_a_user_error_from_deep_inside_is_one_line(tmp_path, override,
+                                                   message):
+  result = _run("fcn_jax.main", [f"--config={QUICKSTART}", override,
+                                 "--workdir", str(tmp_path / "run")], tmp_path)
+  assert result.returncode == 2, result.stderr[-3000:]
+  assert _error_lines(result.stderr) == [message]
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "run").exists()
+
+
+# ``python -m fcn_jax.plot_metrics WORKDIR`` with the library function that
+# writes its plot (matplotlib's savefig) replaced first.
+_PATCHED_COMMAND = """
+import os, runpy, signal, sys
+from matplotlib import figure
+import numpy as np
+from fcn_jax import visualize
+def bug(*args, **kwargs):  # fcn_jax's own code, called wrongly: a bug.
+  return visualize.colorize(np.zeros((2, 2, 2)))
+def ctrl_c(*args, **kwargs):
+  os.kill(os.getpid(), signal.SIGINT)
+figure.Figure.savefig = {replacement}
+sys.argv = ["plot_metrics", "run"]
+runpy.run_module("fcn_jax.plot_metrics", run_name="__main__")
+"""
+
+
+def _run_patched(replacement, cwd):
+  (cwd / "run").mkdir()
+  (cwd / "run" / "metrics.jsonl").write_text(
+      '{"step": 1, "split": "train", "loss": 1.0}\n')
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+  return subprocess.run(
+      [sys.executable, "-c", _PATCHED_COMMAND.format(replacement=replacement)],
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_a_value_error_of_fcn_jax_itself_keeps_its_traceback(tmp_path):
+  # A ValueError raised in fcn_jax's own code that is no UserError is a bug
+  # (here a wrong argument): its traceback, not a one-line "error:".
+  result = _run_patched("bug", tmp_path)
+  assert result.returncode not in (0, 2), result.stderr[-3000:]
+  assert "Traceback" in result.stderr
+  assert "ValueError: expected a [H, W] label map" in result.stderr
+  assert "fcn_jax/visualize.py" in result.stderr
+  assert not _error_lines(result.stderr)
+
+
+def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path):
+  # absl commands: a Ctrl-C while the config file loads (start-up, before
+  # any handling of the training's own).
+  (tmp_path / "cfg.py").write_text(
+      "import os, signal\n\ndef get_config():\n"
+      "  os.kill(os.getpid(), signal.SIGINT)\n")
+  main = _run("fcn_jax.main", ["--config=cfg.py", "--workdir",
+                               str(tmp_path / "main")], tmp_path)
+  # The others (predict, export, convert, prepare_data, plot_metrics).
+  plot = _run_patched("ctrl_c", tmp_path)
+  for result, line in (
+      (main, "Interrupted (Ctrl-C); the checkpoints saved before are kept; "
+             "the same command resumes from the last one."),
+      (plot, "Interrupted (Ctrl-C); the command did not finish.")):
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert "KeyboardInterrupt" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == line
+  assert not (tmp_path / "main").exists()
+
+
 def test_prepare_data_names_an_unknown_dataset_not_its_options(capsys):
   from fcn_jax import prepare_data  # pylint: disable=g-import-not-at-top
   assert prepare_data.main(["--dataset", "foldr", "--name", "x"]) == 2
