@@ -112,7 +112,7 @@ def convert(input_path: str, fmt: str, model_name: str, output: str, *,
   """
   if fmt not in readers.FORMATS:
     raise errors.UserError(f"unknown --format {fmt!r}; choose one of "
-                     f"{sorted(readers.FORMATS)}.")
+                           f"{sorted(readers.FORMATS)}.")
   spec = models.ModelSpec(model_name, num_classes,
                           width_divisor=width_divisor)  # Validates.
   num_classes = spec.num_classes

@@ -94,7 +94,7 @@ def load_run(path: str, label: str | None = None) -> RunMetrics:
               file=sys.stderr)
         continue
       raise errors.UserError(f"{file}:{number} is not a metrics record with "
-                       f"'step' and 'split' ({e})") from None
+                             f"'step' and 'split' ({e})") from None
     records[key] = {**records.get(key, {}), **record}
   by_split: dict[str, dict[str, Series]] = {"train": {}, "eval": {}}
   for (split, step), record in sorted(records.items(),
@@ -196,7 +196,7 @@ def _main(args: _Args) -> int:
     labels = args.labels.split(",")
     if len(labels) != len(args.workdirs):
       raise errors.UserError(f"--labels has {len(labels)} names for "
-                       f"{len(args.workdirs)} workdirs")
+                             f"{len(args.workdirs)} workdirs")
   runs = [load_run(path, label)
           for path, label in zip(args.workdirs, labels)]
   output = args.output or (

@@ -141,9 +141,9 @@ def prepare(dataset: str, *, manual_dir: str | None = None,
     download_config = tfds.download.DownloadConfig(manual_dir=str(manual_path))
   else:
     if manual_dir or skip_invalid or not check_split_sizes:
-      raise errors.UserError("--manual_dir, --skip_invalid and "
-                       "--no_check_split_sizes apply to downloaded datasets "
-                       f"only ({', '.join(datasets.MANUAL_BUILDERS)}).")
+      raise errors.UserError(
+          "--manual_dir, --skip_invalid and --no_check_split_sizes apply to "
+          f"downloaded datasets only ({', '.join(datasets.MANUAL_BUILDERS)}).")
     builder = tfds.builder(dataset, data_dir=data_dir)
   builder.download_and_prepare(download_config=download_config)
   return builder
@@ -165,15 +165,16 @@ def prepare_folder(args: types.SimpleNamespace) -> folder.PrepareResult:
       problems with the files (all listed).
   """
   if not args.name:
-    raise errors.UserError("--dataset folder needs --name NAME, the name training "
-                     "takes as --config.dataset.name=NAME.")
+    raise errors.UserError("--dataset folder needs --name NAME, the name "
+                           "training takes as --config.dataset.name=NAME.")
   if not args.manual_dir:
-    raise errors.UserError("--dataset folder needs --manual_dir, the folder with "
-                     "images/ and masks/:\n" + folder.LAYOUT)
+    raise errors.UserError("--dataset folder needs --manual_dir, the folder "
+                           "with images/ and masks/:\n" + folder.LAYOUT)
   if not epath.Path(args.manual_dir).expanduser().is_dir():
     raise FileNotFoundError(f"--manual_dir {args.manual_dir} is not a folder.")
   if args.num_classes is not None and args.num_classes < 2:
-    raise errors.UserError(f"--num_classes must be >= 2, got {args.num_classes}.")
+    raise errors.UserError(
+        f"--num_classes must be >= 2, got {args.num_classes}.")
   if args.no_check_split_sizes:
     raise errors.UserError("--no_check_split_sizes applies to voc_seg only.")
   options = folder.FolderOptions(
@@ -216,8 +217,8 @@ def _build(args: types.SimpleNamespace):
     # folder-only options that follow it.
     _check_dataset_name(args.dataset)
     if _folder_only_options(args):
-      raise errors.UserError(f"{', '.join(_folder_only_options(args))} apply to "
-                       "--dataset folder only.")
+      raise errors.UserError(f"{', '.join(_folder_only_options(args))} "
+                             "apply to --dataset folder only.")
     return prepare(args.dataset, manual_dir=args.manual_dir,
                    data_dir=args.data_dir, skip_invalid=args.skip_invalid,
                    check_split_sizes=not args.no_check_split_sizes), None

@@ -163,7 +163,7 @@ def test_parse_and_explicit_buckets():
     with pytest.raises(errors.UserError, match="config.input.buckets"):
       buckets.parse(bad)
   sizes = np.asarray([(20, 30), (40, 30)])
-  with pytest.raises(ValueError, match=r"1 image\(s\) .* fit no bucket"):
+  with pytest.raises(errors.UserError, match=r"1 image\(s\) .* fit no bucket"):
     buckets.resolve("32x32", 4, sizes)
   assert buckets.resolve("64x64,32x32", 4, sizes) == ((32, 32), (64, 64))
   assert buckets.bucket_of_batch(sizes, ((32, 32), (64, 64))) == (64, 64)
@@ -243,7 +243,7 @@ def test_bucketed_training_batches_hold_the_native_examples(train_mode):
 def test_rescaling_keeps_native_training_unbatched():
   config = pipeline_config(batch_size=2, **{"input.train_mode": "epochs",
                                             "input.scale_range": (0.5, 1.0)})
-  with pytest.raises(ValueError, match="buckets"):
+  with pytest.raises(errors.UserError, match="buckets"):
     input_pipeline.create_train_iterator(config, CAFFE, process_index=0,
                                          process_count=1,
                                          source=mixed_source(4))

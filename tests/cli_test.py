@@ -1,8 +1,9 @@
 """The command line's one error path and its checks, in subprocesses.
 
 Bad input is one line on stderr, ``error: ...``, and exit status 2; a bug
-(an exception that is not a :class:`fcn_jax.errors.UserError`) keeps its
-traceback; ``--help`` exits 0.
+(an exception that is not a :class:`fcn_jax.errors.UserError`, a
+``ValueError`` of fcn_jax's own included) keeps its traceback; a Ctrl-C that
+no command handles is one line and exit status 130; ``--help`` exits 0.
 """
 
 import os

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fcn_jax import errors
 from fcn_jax import models
 
 
@@ -146,5 +147,5 @@ def test_depthwise_kernels_have_the_spec_parameter_counts():
 
 
 def test_unknown_upsample_mode_is_rejected():
-  with pytest.raises(ValueError, match="upsample_mode"):
+  with pytest.raises(errors.UserError, match="upsample_mode"):
     models.create_model("fcn8s", upsample_mode="bilinear")

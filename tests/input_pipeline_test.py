@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import errors
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import data_sources
@@ -564,7 +565,7 @@ def test_eval_default_process_is_jax_process():
     ({"batch_size": 3}, "multiple of the process count"),
 ])
 def test_train_config_errors(overrides, match):
-  with pytest.raises(ValueError, match=match):
+  with pytest.raises(errors.UserError, match=match):
     input_pipeline.create_train_iterator(
         _config(**overrides), CAFFE, process_index=0, process_count=2,
         source=_constant_source(4))
@@ -573,14 +574,15 @@ def test_train_config_errors(overrides, match):
 def test_missing_config_field_is_named():
   config = _config()
   del config.input["num_workers"]
-  with pytest.raises(ValueError, match=r"config.input.num_workers is missing"):
+  with pytest.raises(errors.UserError,
+                     match=r"config.input.num_workers is missing"):
     input_pipeline.create_train_iterator(config, CAFFE, process_index=0,
                                          process_count=1,
                                          source=_constant_source(4))
 
 
 def test_eval_exact_mode_needs_one_image_per_host():
-  with pytest.raises(ValueError, match="eval_pad_size=0"):
+  with pytest.raises(errors.UserError, match="eval_pad_size=0"):
     input_pipeline.create_eval_iterator(
         _config(eval_batch_size=4, **{"input.eval_pad_size": 0}), CAFFE,
         process_index=0, process_count=2, source=_constant_source(4))
@@ -616,5 +618,5 @@ def test_unprepared_voc_seg_says_how_to_prepare(tmp_path):
 
 
 def test_unknown_split_lists_the_splits(tmp_path):
-  with pytest.raises(ValueError, match="synthetic_train"):
+  with pytest.raises(errors.UserError, match="synthetic_train"):
     data_sources.open_split("synthetic_shapes/tiny", "train", str(tmp_path))

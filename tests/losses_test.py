@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fcn_jax import errors
 from fcn_jax.models import losses
 
 NUM_CLASSES = 5
@@ -143,6 +144,6 @@ def test_low_precision_logits_are_scored_in_float32():
 
 def test_unknown_normalization_is_rejected():
   logits, labels = _batch(seed=8)
-  with pytest.raises(ValueError, match="loss_normalization"):
+  with pytest.raises(errors.UserError, match="loss_normalization"):
     losses.segmentation_loss(jnp.asarray(logits), jnp.asarray(labels),
                              normalization="mean")

@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from fcn_jax import errors
 from fcn_jax import models
 
 # --------------------------------------------------------------------------
@@ -83,9 +84,9 @@ def test_frozen_layers_follow_learn_upsampling():
 
 
 def test_unknown_model_and_option_are_clear_errors():
-  with pytest.raises(ValueError, match="fcn8s"):
+  with pytest.raises(errors.UserError, match="fcn8s"):
     models.create_model("fcn4s")
-  with pytest.raises(ValueError, match="widht_divisor"):
+  with pytest.raises(errors.UserError, match="widht_divisor"):
     models.create_model("fcn8s", widht_divisor=2)
 
 

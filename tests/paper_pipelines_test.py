@@ -22,6 +22,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import errors
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import data_sources
@@ -225,7 +226,7 @@ def test_a_split_without_the_features_is_one_clear_error():
   config = _config("nyud_fcn32s_color_d")
   records = [{k: v for k, v in _position_record().items() if k != "depth"}]
   records[0]["segmentation_mask"] = records[0]["semantic_mask"]
-  with pytest.raises(ValueError, match=r"nyud_fcn32s_color_d reads the "
+  with pytest.raises(errors.UserError, match=r"nyud_fcn32s_color_d reads the "
                      r"feature\(s\) \['depth'\], which voc:x does not have"):
     input_pipeline.create_eval_iterator(
         config, preprocessing.NYUD, process_index=0, process_count=1,
@@ -233,11 +234,11 @@ def test_a_split_without_the_features_is_one_clear_error():
 
 
 def test_label_features_must_name_the_heads():
-  with pytest.raises(ValueError, match=r"no dataset feature for the "
+  with pytest.raises(errors.UserError, match=r"no dataset feature for the "
                      r"head\(s\) \['geo'\]"):
     input_config.ExampleLayout.from_config(
         _config("siftflow_fcn8s", sem="semantic_mask"))
-  with pytest.raises(ValueError, match=r"names \['sem'\], which are not "
+  with pytest.raises(errors.UserError, match=r"names \['sem'\], which are not "
                      "heads of fcn32s"):
     input_config.ExampleLayout.from_config(
         _config("fcn32s", sem="semantic_mask"))
@@ -247,7 +248,8 @@ def test_weights_with_another_depth_preparation_are_refused():
   recorded = preprocessing.source_preprocessing_metadata(["image", "depth"])
   assert recorded == {"depth": {"mean": 7.844, "name": "nyud_log_depth"}}
   preprocessing.check_source_preprocessing(recorded, "w")
-  with pytest.raises(ValueError, match="w was trained with depth prepared"):
+  with pytest.raises(errors.UserError,
+                     match="w was trained with depth prepared"):
     preprocessing.check_source_preprocessing({"depth": {"mean": 7.0}}, "w")
 
 

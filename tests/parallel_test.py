@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax.training import optim
 from fcn_jax import parallel
@@ -150,10 +151,10 @@ def test_sharded_step_splits_the_batch_and_reduces_like_pmap():
 
 
 def test_unknown_mode_is_an_error_naming_the_field():
-  with pytest.raises(ValueError, match=r"config.parallel must be one of "
+  with pytest.raises(errors.UserError, match=r"config.parallel must be one of "
                      r"\('pmap', 'jit'\), got 'pjit'"):
     parallel.replicate_step(lambda s, b: (s,), jax.local_devices()[:1],
                             per_device_outputs=(False,), mode="pjit")
   config = _config("pjit")
-  with pytest.raises(ValueError, match="config.parallel must be one of"):
+  with pytest.raises(errors.UserError, match="config.parallel must be one of"):
     run_config.validate_config(config)

@@ -20,6 +20,7 @@ import pytest
 
 from fcn_jax import checkpointing
 from fcn_jax import datasets
+from fcn_jax import errors
 from fcn_jax.data import data_sources
 from fcn_jax.datasets import common
 from fcn_jax import default_config
@@ -569,7 +570,7 @@ def test_a_small_eval_pad_size_is_found_before_step_1(trained, tmp_path):
                                   str(trained["data_dir"]))
   largest = max(max(common.decode_mask(r[common.MASK]).shape)
                 for r in split.records)
-  with pytest.raises(ValueError, match=(
+  with pytest.raises(errors.UserError, match=(
       rf"config.input.eval_pad_size=40 is smaller than image "
       rf"synthetic_val_\d+ \(\d+x\d+\) of synthetic_shapes/tiny:synthetic_val;"
       rf" set it to at least {largest}")):

@@ -80,7 +80,7 @@ def test_native_size_evaluation_batches_are_checked_before_step_1(tmp_path):
   config.input.buckets = "none"  # Also a run resumed from buckets=auto.
   config.eval_batch_size = 2
   workdir = tmp_path / "run"
-  with pytest.raises(ValueError,
+  with pytest.raises(errors.UserError,
                      match="eval_pad_size=0 evaluates at native sizes, one "
                      "image per host: set config.eval_batch_size"):
     loop.train_and_evaluate(config, str(workdir))

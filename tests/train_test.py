@@ -11,6 +11,7 @@ import pytest
 
 from fcn_jax import checkpointing
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax.models import losses
 from fcn_jax import models
 from fcn_jax.training import optim
@@ -292,7 +293,7 @@ def test_non_finite_loss_names_the_step(tmp_path):
 def test_config_validation_names_the_field():
   config = _config()
   config.optim.loss_normalization = "mean"
-  with pytest.raises(ValueError, match="loss_normalization"):
+  with pytest.raises(errors.UserError, match="loss_normalization"):
     run_config.validate_config(config)
   config = _config()
   config.mode = "predict"

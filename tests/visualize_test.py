@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
+from fcn_jax import errors
 from fcn_jax.evaluation import metrics
 from fcn_jax import visualize
 from fcn_jax import voc
@@ -81,7 +82,7 @@ def test_palette_has_the_devkit_colours(tmp_path):
 def test_unknown_colour_is_an_error_naming_it():
   rgb = np.zeros((4, 4, 3), np.uint8)
   rgb[0, 0] = (1, 2, 3)
-  with pytest.raises(ValueError, match=r"\(1, 2, 3\): 1 px"):
+  with pytest.raises(errors.UserError, match=r"\(1, 2, 3\): 1 px"):
     visualize.colors_to_labels(rgb)
 
 
@@ -93,7 +94,7 @@ def test_label_values_outside_a_palette_are_rejected():
 def test_unreadable_label_file_names_the_file(tmp_path):
   path = tmp_path / "broken.png"
   path.write_bytes(b"not a png")
-  with pytest.raises(ValueError, match="broken.png"):
+  with pytest.raises(errors.UserError, match="broken.png"):
     visualize.read_label_png(path)
 
 

@@ -2,6 +2,7 @@
 
 import pytest
 
+from fcn_jax import errors
 from fcn_jax import xla_flags
 
 
@@ -36,7 +37,7 @@ def test_default_leaves_xla_flags_alone(fresh_process, how):
 
 def test_unknown_choice_names_the_switches(fresh_process):
   fresh_process.setenv(xla_flags.ENV_VAR, "fast")
-  with pytest.raises(ValueError, match="FCN_JAX_XLA_CPU_FLAGS.*'fast'"):
+  with pytest.raises(errors.UserError, match="FCN_JAX_XLA_CPU_FLAGS.*'fast'"):
     xla_flags.configure()
 
 

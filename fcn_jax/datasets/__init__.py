@@ -113,7 +113,7 @@ def dataset_classes(info_metadata: Mapping[str, Any] | None
   names = list(names) if names else voc.class_names(num_classes)
   if len(names) != num_classes:
     raise errors.UserError(f"dataset metadata has {num_classes} classes but "
-                     f"{len(names)} class names")
+                           f"{len(names)} class names")
   return num_classes, names
 
 

@@ -111,7 +111,7 @@ def read_class_names(path: epath.Path = CLASSES_FILE) -> list[str]:
   names = lines[:lines.index("")] if "" in lines else lines
   if len(names) != NUM_CLASSES:
     raise errors.UserError(f"{path} names {len(names)} classes; expected "
-                     f"{NUM_CLASSES}.")
+                           f"{NUM_CLASSES}.")
   return [name.strip() for name in names]
 
 

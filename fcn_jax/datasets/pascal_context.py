@@ -115,8 +115,9 @@ def parse_label_list(text: str, where: str) -> list[tuple[int, str]]:
       continue
     match = re.fullmatch(r"\s*(\d+)\s*:\s*(.+?)\s*", line)
     if not match:
-      raise errors.UserError(f"{where}: cannot read the line {line!r}; expected "
-                       "'<index>: <name>'.")
+      raise errors.UserError(
+          f"{where}: cannot read the line {line!r}; expected "
+          "'<index>: <name>'.")
     entries.append((int(match.group(1)), match.group(2)))
   return entries
 
@@ -125,8 +126,8 @@ def read_class_names(path: epath.Path = CLASSES_FILE) -> list[str]:
   """The 60 output names: background, then the 59 classes in output order."""
   entries = parse_label_list(path.read_text(), str(path))
   if [index for index, _ in entries] != list(range(NUM_CLASSES)):
-    raise errors.UserError(f"{path} does not list indices 0..{NUM_TASK_CLASSES} "
-                     "in order.")
+    raise errors.UserError(
+        f"{path} does not list indices 0..{NUM_TASK_CLASSES} in order.")
   return [name for _, name in entries]
 
 

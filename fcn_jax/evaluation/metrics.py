@@ -128,16 +128,18 @@ def excluded_classes(exclude: Sequence[str],
     heads = [head] if head else [h for h, names in class_names.items()
                                  if name in names]
     if head and head not in class_names:
-      raise errors.UserError(f"config.eval.exclude_classes: {entry!r} names the "
-                       f"head {head!r}; the heads are {sorted(class_names)}")
+      raise errors.UserError(
+          f"config.eval.exclude_classes: {entry!r} names the head {head!r}; "
+          f"the heads are {sorted(class_names)}")
     if not heads or name not in class_names[heads[0]]:
       raise errors.UserError(
           f"config.eval.exclude_classes: no class {name!r} in "
           + (f"head {head!r}" if head else "any head")
           + f" (classes: {[list(n) for n in class_names.values()]})")
     if len(heads) > 1:
-      raise errors.UserError(f"config.eval.exclude_classes: {name!r} is a class of "
-                       f"the heads {heads}; write 'head:{name}'")
+      raise errors.UserError(
+          f"config.eval.exclude_classes: {name!r} is a class of the heads "
+          f"{heads}; write 'head:{name}'")
     result[heads[0]].add(list(class_names[heads[0]]).index(name))
   return {head: sorted(indices) for head, indices in result.items()}
 

@@ -55,7 +55,7 @@ def read_layers(path: str, fmt: str) -> LayerBlobs:
   """Reads ``path`` in format ``fmt`` (a key of :data:`FORMATS`)."""
   if fmt not in FORMATS:
     raise errors.UserError(f"Unknown weights format {fmt!r}; choose one of "
-                     f"{sorted(FORMATS)}.")
+                           f"{sorted(FORMATS)}.")
   return FORMATS[fmt].read(path)
 
 
