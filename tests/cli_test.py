@@ -83,12 +83,14 @@ def test_a_value_error_inside_jax_keeps_its_traceback(capsys):
   assert "error:" not in capsys.readouterr().err
 
 
-def test_a_user_error_is_one_line_with_exit_2(capsys):
+@pytest.mark.parametrize("kind", ["UserError", "DivergedError"])
+def test_a_user_error_is_one_line_with_exit_2(capsys, kind):
   from fcn_jax import cli  # pylint: disable=g-import-not-at-top
   from fcn_jax import errors  # pylint: disable=g-import-not-at-top
 
   def mistake():
-    raise errors.UserError("config.seed must be an int: pass --config.seed=1")
+    raise getattr(errors, kind)("config.seed must be an int: pass "
+                                "--config.seed=1")
 
   assert cli.exit_code(mistake) == 2
   with pytest.raises(SystemExit) as exited:
