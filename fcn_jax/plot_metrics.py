@@ -79,8 +79,12 @@ def load_run(path: str, label: str | None = None) -> RunMetrics:
     raise FileNotFoundError(
         f"{file} does not exist: give a training workdir (python -m "
         "fcn_jax.main --workdir ...) or its metrics.jsonl")
-  with open(file) as f:
-    lines = f.read().splitlines()
+  try:
+    with open(file, encoding="utf-8") as f:
+      lines = f.read().splitlines()
+  except UnicodeDecodeError as e:
+    raise errors.UserError(f"{file} is not a metrics.jsonl (not UTF-8 text: "
+                           f"{e.reason} at byte {e.start})") from None
   records: dict[tuple[str, int], dict] = {}
   for number, line in enumerate(lines, 1):
     if not line.strip():

@@ -6,6 +6,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import errors
 from fcn_jax import logging_utils
 from fcn_jax import plot_metrics
 
@@ -108,6 +109,12 @@ def test_cli_writes_a_png_and_reports_errors(tmp_path, capsys):
   path.write_text("\n".join(lines + ['{"step": 5']) + "\n")
   assert plot_metrics.load_run(str(path)).train["loss"][0][0] == 10
   path.write_text("\n".join([lines[0], "garbage"] + lines[1:]) + "\n")
-  with pytest.raises(ValueError, match="metrics.jsonl:2 is not a metrics"):
+  with pytest.raises(errors.UserError,
+                     match="metrics.jsonl:2 is not a metrics"):
     plot_metrics.load_run(str(path))
   json.loads(lines[0])  # The fixture itself is strict JSON.
+  # Not text at all: one line too, not a UnicodeDecodeError's traceback.
+  path.write_bytes(b"\xff\xfe\x00 binary")
+  assert plot_metrics.main([str(path)]) == 2
+  assert "metrics.jsonl is not a metrics.jsonl (not UTF-8 text" in (
+      capsys.readouterr().err)
