@@ -21,7 +21,6 @@ import pytest
 from fcn_jax import default_config
 from fcn_jax import parallel
 from fcn_jax import run_config
-from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.evaluation import evaluator
 from fcn_jax.inference import predictor as predictor_lib
@@ -88,7 +87,7 @@ def _train(config, source, model, params, num_batches):
   state = parallel.replicate(state, devices)
   step = step_lib.make_train_fn(model, tx, config, devices,
                                 donate_state=False)
-  batches = input_pipeline.create_train_iterator(
+  batches = helpers.train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)
   for _ in range(num_batches):
     state, _ = step(state, parallel.shard(next(batches), len(devices),
@@ -163,7 +162,7 @@ def test_bucketed_evaluation_equals_native_and_compiles_per_bucket():
                           ("bucketed", {"eval_batch_size": 2})]:
     config = _config(**overrides)
     step, devices = evaluator.make_eval_fn(model, config)
-    data = input_pipeline.create_eval_iterator(
+    data = helpers.eval_iterator(
         config, CAFFE, process_index=0, process_count=1, source=source)
     with _compiles(r"bool\[") as compiles:
       results[name], _ = evaluator.evaluate(step, devices, params, data,

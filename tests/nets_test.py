@@ -25,7 +25,6 @@ from fcn_jax import parallel
 from fcn_jax import predict
 from fcn_jax import readers
 from fcn_jax import run_config
-from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing
 from fcn_jax.evaluation import evaluator
 from fcn_jax.evaluation import metrics
@@ -974,5 +973,4 @@ def test_config_is_the_reference_solver_and_waits_for_its_data(name,
   with pytest.raises(FileNotFoundError,
                      match=f"Dataset {dataset} is not prepared.*prepare_data "
                      f"--dataset {dataset}"):
-    input_pipeline.create_train_iterator(
-        config, run_config.resolve_preprocessing(config, None))
+    run_config.resolve(config, "train", process_count=1)

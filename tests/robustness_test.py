@@ -32,6 +32,7 @@ from fcn_jax.training import loop
 from fcn_jax import run_config
 from fcn_jax.training import optim
 from fcn_jax.training import state as state_lib
+from tests import helpers
 
 # Orbax's asyncio threads report the failed reads of damaged checkpoints
 # once more when their event loop closes; the errors themselves are tested.
@@ -203,16 +204,17 @@ def test_resume_sets_a_non_finite_checkpoint_aside(trained, tmp_path):
   template = parallel.to_host(_template(config).to_dict())
   source = checkpointing.Checkpointer(str(trained["workdir"]), read_only=True)
   target = checkpointing.Checkpointer(str(tmp_path / "run"), keep_best=0)
+  run = run_config.resolve(config, "train")
   try:
     for step in (2, 4):
       data_iter = input_pipeline.create_train_iterator(
-          config, preprocessing.TORCHVISION)
+          run, preprocessing.TORCHVISION)
       state, metadata = source.restore(step, template, data_iterator=data_iter)
       if step == 4:
         state["params"]["fc6"]["kernel"].flat[7] = np.inf
       target.save(step, state, metadata=metadata, data_iterator=data_iter)
       target.wait()
-    resumed = loop._resume(run_config.resolve(config, "train"), target,
+    resumed = loop._resume(run, target,
                            lambda: _template(config))
     assert target.all_steps() == [2]
   finally:
@@ -580,13 +582,15 @@ def test_a_small_eval_pad_size_is_found_before_step_1(trained, tmp_path):
 def test_a_crop_far_larger_than_every_image_is_warned_about(trained, caplog):
   config = _config(trained["data_dir"])
   config.input.crop_size = 4096
-  input_pipeline.check_image_sizes(config, evaluate=False)
+  run = helpers.resolved(config)  # A dry run: no check of the sizes.
+  input_pipeline.check_image_sizes(run.input, run.dataset, evaluate=False)
   assert ("config.input.crop_size=4096 is larger than every training image"
           in caplog.text)
   assert "at least 99.9% of every crop is padding" in caplog.text
   caplog.clear()
   config.input.crop_size = 32
-  input_pipeline.check_image_sizes(config, evaluate=False)
+  run = helpers.resolved(config)
+  input_pipeline.check_image_sizes(run.input, run.dataset, evaluate=False)
   assert "crop_size" not in caplog.text
 
 

@@ -284,7 +284,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
   logging.info("Evaluating %s.", loaded.describe())
   preprocessing = run_config.resolve_preprocessing(config, loaded.metadata)
   p_eval_step, devices = make_eval_fn(loaded.model, config, tta)
-  batches = input_pipeline.create_eval_iterator(config, preprocessing)
+  batches = input_pipeline.create_eval_iterator(run, preprocessing)
   results, tiles = evaluate(
       p_eval_step, devices, loaded.params,
       logging_utils.track(batches, "batches", "evaluating", progress),

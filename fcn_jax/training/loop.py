@@ -212,8 +212,7 @@ def _resume(run: run_config.Run,
       metadata = checkpointer.read_metadata(step)
       run_config.check_same_model(run.spec, metadata, where)
       preprocessing = run_config.resolve_preprocessing(run.config, metadata)
-      train_iter = input_pipeline.create_train_iterator(run.config,
-                                                        preprocessing)
+      train_iter = input_pipeline.create_train_iterator(run, preprocessing)
       restored, _ = checkpointer.restore(step, template,
                                          data_iterator=train_iter)
       if int(restored["step"]) != step * iter_size:
@@ -388,7 +387,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
       start_step = 0
       preprocessing = run_config.resolve_preprocessing(config, source_metadata)
       run_config.warn_if_scratch_with_caffe_inputs(config, preprocessing)
-      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+      train_iter = input_pipeline.create_train_iterator(run, preprocessing)
     else:
       start_step, state = resumed.step, resumed.state
       preprocessing, train_iter = resumed.preprocessing, resumed.train_iter
@@ -464,7 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
       if do_eval:
         eval_results, tiles = evaluator.evaluate(
             p_eval_step, eval_devices, state.params,
-            input_pipeline.create_eval_iterator(config, preprocessing),
+            input_pipeline.create_eval_iterator(run, preprocessing),
             num_classes=evaluator.eval_classes(run.spec), class_names=class_names,
             preprocessing=preprocessing, num_tiles=config.num_eval_tiles,
             exclude_classes=run.exclusions)
