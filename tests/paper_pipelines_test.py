@@ -411,8 +411,9 @@ def test_sift_flow_two_heads_end_to_end(tmp_path):
   assert sorted(heads["geo"]["per_class_iu"]) == sorted(geometric)
 
   # Evaluation of the saved model (the one path, evaluate_checkpoint).
-  report = evaluator.evaluate_checkpoint(config, str(workdir),
-                                     output_dir=str(tmp_path / "ev"))
+  report = evaluator.evaluate_checkpoint(
+      *evaluator.load_checkpoint(config, str(workdir)),
+      output_dir=str(tmp_path / "ev"))
   assert report["metrics"]["heads"]["sem"]["mean_iu"] == pytest.approx(
       result["mean_iu"])
   assert (tmp_path / "ev" / "confusion_geo.png").exists()

@@ -23,6 +23,7 @@ from fcn_jax import datasets
 from fcn_jax.data import data_sources
 from fcn_jax.datasets import common
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax.data import input_pipeline
 from fcn_jax import models
 from fcn_jax import parallel
@@ -285,7 +286,7 @@ def test_model_and_dataset_class_counts_must_match(trained, tmp_path):
       checkpointing.make_metadata(spec, preprocessing.TORCHVISION))
   with pytest.raises(ValueError, match=r"five has num_classes=5, but the "
                      r"dataset synthetic_shapes/tiny has 21"):
-    evaluator.evaluate_checkpoint(_config(trained["data_dir"]),
+    evaluator.load_checkpoint(_config(trained["data_dir"]),
                               str(tmp_path / "five"))
 
 
@@ -413,6 +414,10 @@ def test_a_second_training_on_a_held_workdir_is_refused_before_writing(
     assert _files(workdir) == before  # Nothing written, nothing replaced.
     config.mode = "eval"  # Evaluating into the workdir: refused as well.
     with pytest.raises(checkpointing.WorkdirLockedError):
+      loop.run(config, str(workdir))
+    # A config mistake is named first: checked before the lock is tried.
+    config.eval.exclude_classes = ("unicorn",)
+    with pytest.raises(errors.UserError, match="no class 'unicorn'"):
       loop.run(config, str(workdir))
   finally:
     holder.release()
@@ -827,12 +832,17 @@ def test_evaluate_into_a_held_workdir_is_refused(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   holder = checkpointing.WorkdirLock(str(workdir), "a training").acquire()
   try:
-    result = subprocess.run(
+    result, mistake = [subprocess.run(
         [sys.executable, "-m", "fcn_jax.evaluate", "--checkpoint",
-         str(workdir)], cwd=tmp_path, env=_cli_env(), capture_output=True,
-        text=True, timeout=300)
+         str(workdir), *flags], cwd=tmp_path, env=_cli_env(),
+        capture_output=True, text=True, timeout=300)
+        for flags in ([], ["--split", "no_such_split"])]
   finally:
     holder.release()
+  # A config mistake is named first: checked before the lock is tried.
+  assert _the_error(mistake.stderr, mistake.returncode).startswith(
+      "error: config.dataset.eval_split='no_such_split': "
+      "synthetic_shapes/tiny has no such split")
   error = _the_error(result.stderr, result.returncode)
   assert f"the workdir {workdir} is in use by a training (PID " in error
   assert error.endswith("pass --output DIR to write the report elsewhere (if "

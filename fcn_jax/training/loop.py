@@ -535,8 +535,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           f"nothing to evaluate: {workdir} has no "
           f"{checkpointing.CHECKPOINT_DIR}/ and config.init_from is empty")
     source = config.init_from
+  # Every check first: a config mistake never waits on the lock.
+  run, loaded = evaluator.load_checkpoint(config, source, step)
   with workdir_lock.WorkdirLock(workdir, "an evaluation (config.mode=eval)"):
     report = evaluator.evaluate_checkpoint(
-        config, source, step=step, output_dir=workdir, log_to_workdir=True)
+        run, loaded, output_dir=workdir, log_to_workdir=True)
   logging.info("Wrote %s.", os.path.join(workdir, evaluator.EVAL_RESULTS_FILE))
   return report
