@@ -64,9 +64,9 @@ class Run:
 
   Attributes:
     config: The resolved config (a copy: ``model`` with its class count
-      settled, or the loaded model's; locked). Consumers that still take a
-      ConfigDict (the train step, the optimizer) read this one; treat it as
-      read-only.
+      settled, or the loaded model's; locked; treat it as read-only). The
+      consumers take the Run and read the fields nothing derives from
+      (``seed``, ``parallel``, the checkpoint and log cadences) here.
     purpose: One of :data:`PURPOSES`.
     spec: The model, checked; ``num_classes`` is never 0.
     dataset: The dataset, opened once (:class:`data_sources.Dataset`): the
@@ -181,7 +181,9 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
   if config.scratch_init not in SCRATCH_INITS:
     raise errors.UserError(f"config.scratch_init must be one of "
                            f"{SCRATCH_INITS}, got {config.scratch_init!r}")
-  tta = tta_from_config(config)
+  # Evaluation's test-time augmentation (none by default).
+  tta = tta_lib.TestTimeAugmentation(bool(config.tta.flip),
+                                     tuple(config.tta.scales))
   for field in ("batch_size", "eval_batch_size", "log_every_steps",
                 "checkpoint.every_steps"):
     value = get_field(config, field)
@@ -381,13 +383,6 @@ def _validate_optim(optim: ml_collections.ConfigDict,
 def model_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
   """The model ``config.model`` describes (checked)."""
   return models.ModelSpec.from_dict(config.model.to_dict())
-
-
-def tta_from_config(config: ml_collections.ConfigDict
-                    ) -> tta_lib.TestTimeAugmentation:
-  """Evaluation's test-time augmentation, ``config.tta`` (none by default)."""
-  return tta_lib.TestTimeAugmentation(bool(config.tta.flip),
-                                      tuple(config.tta.scales))
 
 
 def init_sources(init_from: str, spec: models.ModelSpec) -> dict[str, str]:

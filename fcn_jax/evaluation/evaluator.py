@@ -106,30 +106,29 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
   return totals, predictions
 
 
-def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
-                 tta: tta_lib.TestTimeAugmentation | None = None,
+def make_eval_fn(model: models.FCN, run: run_config.Run,
                  devices: Sequence[jax.Device] | None = None
                  ) -> tuple[Callable[..., Any], list[jax.Device]]:
   """The data-parallel eval step and the devices it runs on.
 
   Args:
     model: The FCN.
-    config: Reads ``eval_batch_size``, ``optim.loss_normalization`` and
-      ``tta`` and ``parallel``.
-    tta: Overrides ``config.tta``.
+    run: The resolved run: its ``eval_batch_size``,
+      ``optim.loss_normalization``, test-time augmentation and
+      ``parallel``.
     devices: The devices to run on; default: those
       :func:`fcn_jax.parallel.devices_for_batch` picks for
       ``eval_batch_size``.
   """
   if devices is None:
-    devices = parallel.devices_for_batch(config.eval_batch_size,
+    devices = parallel.devices_for_batch(run.config.eval_batch_size,
                                          "eval_batch_size")
   step = functools.partial(eval_step, model=model,
-                           loss_normalization=config.optim.loss_normalization,
-                           tta=tta or run_config.tta_from_config(config))
+                           loss_normalization=run.optim.loss_normalization,
+                           tta=run.tta)
   return parallel.replicate_step(step, devices,
                                  per_device_outputs=(False, True),
-                                 mode=config.parallel), devices
+                                 mode=run.config.parallel), devices
 
 
 def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
@@ -298,7 +297,7 @@ def evaluate_checkpoint(run: run_config.Run,
   config, tta = run.config, run.tta
   logging.info("Evaluating %s.", loaded.describe())
   preprocessing = run_config.resolve_preprocessing(config, loaded.metadata)
-  p_eval_step, devices = make_eval_fn(loaded.model, config, tta)
+  p_eval_step, devices = make_eval_fn(loaded.model, run)
   batches = input_pipeline.create_eval_iterator(run, preprocessing)
   results, tiles = evaluate(
       p_eval_step, devices, loaded.params,
