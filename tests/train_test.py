@@ -23,6 +23,7 @@ from fcn_jax import run_config
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from fcn_jax.models import weights
+from tests import helpers
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32
@@ -135,10 +136,10 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
       size=params["score_fr"]["kernel"].shape).astype(np.float32)
   batch = _batch(seed=4)
   batch["valid"] = np.array([True] * 6 + [False] * 2)
-  p_eval, devices = evaluator.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
   assert len(devices) == 1  # eval_batch_size 1 -> one device.
   config.eval_batch_size = 8
-  p_eval, devices = evaluator.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
   assert len(devices) == 8
   totals, predictions = p_eval(params, parallel.shard(batch, 8))
   predictions = parallel.unshard(predictions)
@@ -222,8 +223,8 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
   config = _config("fcn16s")
   config.init_from = str(tmp_path)
   target_model = run_config.model_spec(config).create()
-  params, metadata = state_lib.initial_params(config, target_model,
-                                          jax.random.PRNGKey(5))
+  params, metadata = state_lib.initial_params(
+      target_model, jax.random.PRNGKey(5), {"": config.init_from}, "he_normal")
   assert metadata["model"] == "fcn32s"
   for layer in source_params:
     if layer == "upscore":
@@ -249,7 +250,8 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   config.init_from = str(tmp_path / "dense")
   model = run_config.model_spec(config).create()
   assert model.upsample_mode == "depthwise"
-  params, _ = state_lib.initial_params(config, model, jax.random.PRNGKey(5))
+  params, _ = state_lib.initial_params(
+      model, jax.random.PRNGKey(5), {"": config.init_from}, "he_normal")
   c = NUM_CLASSES
   dense_upscore2 = np.asarray(source_params["upscore2"]["kernel"])
   np.testing.assert_array_equal(
