@@ -19,10 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import ml_collections
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 # pylint: disable=g-import-not-at-top,wrong-import-position
+from fcn_jax import default_config
+from fcn_jax import run_config
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import data_sources
@@ -32,34 +32,32 @@ from fcn_jax.datasets import common
 from fcn_jax.datasets import synthetic_shapes
 
 
-def _config(args: argparse.Namespace, num_workers: int, reference: bool
-            ) -> ml_collections.ConfigDict:
-  config = ml_collections.ConfigDict()
-  config.dataset = ml_collections.ConfigDict(dict(
-      name="synthetic_shapes", data_dir="",
-      train_split=synthetic_shapes.TRAIN_SPLIT,
+def _run(args: argparse.Namespace, num_workers: int, reference: bool
+         ) -> run_config.Run:
+  """The run the iterator takes, resolved as a dry run: no split is read
+  (the benchmark gives its own)."""
+  config = default_config.get_config()
+  config.model.num_classes = 21
+  config.dataset.update(dict(
+      name="synthetic_shapes", train_split=synthetic_shapes.TRAIN_SPLIT,
       eval_split=synthetic_shapes.VAL_SPLIT))
   config.batch_size = 1 if reference else args.batch_size
-  config.eval_batch_size = 1
-  config.seed = 0
-  config.input = ml_collections.ConfigDict(dict(
+  config.input.update(dict(
       train_mode="reference" if reference else "epochs",
       crop_size=0 if reference else args.crop_size,
       random_mirror=not reference,
       scale_range=(1.0, 1.0) if reference else (0.5, 2.0),
-      eval_pad_size=512, num_workers=num_workers, sampling_seed=1337,
-      prefetch_buffer_size=2))
-  return config
+      eval_pad_size=512, num_workers=num_workers, buckets="none"))
+  return run_config.resolve(config, "dry_run")
 
 
 def _images_per_second(source: data_sources.SplitSource,
-                       config: ml_collections.ConfigDict,
-                       num_batches: int) -> float:
+                       run: run_config.Run, num_batches: int) -> float:
   iterator = input_pipeline.create_train_iterator(
-      config, preprocessing.CAFFE_VGG, process_index=0, process_count=1,
+      run, preprocessing.CAFFE_VGG, process_index=0, process_count=1,
       source=source)
   try:
-    warmup = max(2, config.input.num_workers)  # Start every worker first.
+    warmup = max(2, run.input.num_workers)  # Start every worker first.
     for _ in range(warmup):
       next(iterator)
     start = time.perf_counter()
@@ -125,7 +123,7 @@ def main(argv: list[str]) -> int:
   print(f"{'mode':>10} {'workers':>8} {'images/s':>10} {'per worker':>11}")
   for workers in (int(w) for w in args.workers.split(",")):
     for reference in (False, True):
-      rate = _images_per_second(source, _config(args, workers, reference),
+      rate = _images_per_second(source, _run(args, workers, reference),
                                 args.batches * (args.batch_size
                                                 if reference else 1))
       mode = "reference" if reference else "epochs"

@@ -83,14 +83,15 @@ def create_train_step(config: ml_collections.ConfigDict,
     ``step(state, sharded_batch) -> (state, metrics)`` with the batch from
     ``parallel.shard({"image": ..., "label": ...}, len(devices))``.
   """
-  model = run_config.model_spec(config).create().clone(upsample_mode=upsample_mode)
+  run = run_config.resolve(config, "dry_run")  # The benchmark feeds batches.
+  model = run.spec.create().clone(upsample_mode=upsample_mode)
   devices = jax.local_devices()[:1]
   params = common.random_variables(model)["params"]
   tx = optim.create_model_optimizer(config.optim, params, model,
                                     config.num_train_steps)
   state = state_lib.create_train_state(params, tx,
                                        jax.random.PRNGKey(config.seed))
-  step = step_lib.make_train_fn(model, tx, config, devices, donate_state=donate)
+  step = step_lib.make_train_fn(model, tx, run, devices, donate_state=donate)
   return parallel.replicate(state, devices), step, devices
 
 

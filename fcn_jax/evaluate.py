@@ -161,6 +161,10 @@ def main(argv: list[str]) -> None:
     print(f"  {field} = {shown}  [{origins[field]}]")
   start = time.time()
   logging_utils.quiet_async_errors()
+  # Every check first: a config mistake never waits on the lock.
+  run, loaded = cli.run_reporting_errors(
+      evaluator.load_checkpoint, config, _CHECKPOINT.value,
+      cli.run_reporting_errors(checkpointing.parse_step, _STEP.value))
   lock = None
   if workdir is not None and not _OUTPUT.value:  # Writing into its workdir.
     lock = cli.run_reporting_errors(workdir_lock.WorkdirLock(
@@ -168,9 +172,8 @@ def main(argv: list[str]) -> None:
         if_held="pass --output DIR to write the report elsewhere").acquire)
   try:
     report = cli.run_reporting_errors(
-        evaluator.evaluate_checkpoint, config, _CHECKPOINT.value,
-        step=cli.run_reporting_errors(checkpointing.parse_step, _STEP.value),
-        output_dir=output, progress=_PROGRESS.value)
+        evaluator.evaluate_checkpoint, run, loaded, output_dir=output,
+        progress=_PROGRESS.value)
   finally:
     if lock is not None:
       lock.release()

@@ -64,11 +64,14 @@ class Run:
 
   Attributes:
     config: The resolved config (a copy: ``model`` with its class count
-      settled, or the loaded model's; locked). Consumers that still take a
-      ConfigDict (the input pipeline, the train step, the optimizer) read
-      this one; treat it as read-only.
+      settled, or the loaded model's; locked; treat it as read-only). The
+      consumers take the Run and read the fields nothing derives from
+      (``seed``, ``parallel``, the checkpoint and log cadences) here.
     purpose: One of :data:`PURPOSES`.
     spec: The model, checked; ``num_classes`` is never 0.
+    dataset: The dataset, opened once (:class:`data_sources.Dataset`): the
+      pipeline reads its splits from here; None for a dry run of a dataset
+      that is not prepared.
     class_names: The dataset's class names (``{head: names}`` for a
       multi-head net), or None if it records none.
     splits: The prepared dataset's splits (empty when not yet generated, or
@@ -89,6 +92,7 @@ class Run:
   config: ml_collections.ConfigDict
   purpose: str
   spec: models.ModelSpec
+  dataset: data_sources.Dataset | None
   class_names: Any
   splits: tuple[str, ...]
   input: input_config.InputConfig
@@ -152,14 +156,14 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
     config.model = ml_collections.ConfigDict(loaded.spec.to_dict())
     config.init_from = ""  # The checkpoint is given.
   evaluates = purpose == "eval" or config.mode != "train"
-  try:  # The dataset's builder, opened once; its metadata, no records.
-    builder = data_sources.check_prepared(config.dataset.name,
-                                          config.dataset.data_dir)
+  try:  # The dataset, opened once for the run: its metadata, no records.
+    dataset = data_sources.Dataset(config.dataset.name,
+                                   config.dataset.data_dir)
   except FileNotFoundError:
     if purpose != "dry_run" or not config.model.num_classes:
       raise
-    builder = None  # A dry run compiles without the data.
-  metadata = builder.info.metadata if builder is not None else None
+    dataset = None  # A dry run compiles without the data.
+  metadata = dataset.metadata if dataset is not None else None
   if not config.model.num_classes:
     classes = datasets.dataset_classes(metadata)
     if classes is None:
@@ -177,7 +181,9 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
   if config.scratch_init not in SCRATCH_INITS:
     raise errors.UserError(f"config.scratch_init must be one of "
                            f"{SCRATCH_INITS}, got {config.scratch_init!r}")
-  tta = tta_from_config(config)
+  # Evaluation's test-time augmentation (none by default).
+  tta = tta_lib.TestTimeAugmentation(bool(config.tta.flip),
+                                     tuple(config.tta.scales))
   for field in ("batch_size", "eval_batch_size", "log_every_steps",
                 "checkpoint.every_steps"):
     value = get_field(config, field)
@@ -197,6 +203,11 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
     import jax  # pylint: disable=g-import-not-at-top
     process_count = jax.process_count()
   eval_bucketed = input_pipeline.eval_at_buckets(cfg, tta.is_identity)
+  if evaluates and not eval_bucketed and input_pipeline.eval_at_buckets(
+      cfg, tta_identity=True):
+    logging.info("Test-time augmentation moves and resamples the padded "
+                 "margin of a bucket: evaluating at native sizes, one image "
+                 "per host.")
   # (A dry run checks the batches per chip of the topology it compiles for,
   # not per process of this machine.)
   if purpose == "train":
@@ -205,8 +216,8 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
     # first evaluation.
     input_pipeline.check_eval_batches(cfg, process_count, eval_bucketed)
   splits = ()
-  if builder is not None and builder.is_prepared():
-    splits = tuple(builder.info.splits.keys())
+  if dataset is not None and dataset.builder.is_prepared():
+    splits = tuple(dataset.builder.info.splits.keys())
     wanted = ([cfg.train_split] if purpose != "eval" else []) + (
         [cfg.eval_split] if evaluates else [])
     for split in wanted:
@@ -217,7 +228,7 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
             f"config.dataset.{field}={split!r}: {config.dataset.name} has "
             f"no such split; it has {sorted(splits)}")
   class_names = (_dataset_class_names(config, spec, layout, metadata,
-                                      loaded) if builder is not None else None)
+                                      loaded) if dataset is not None else None)
   exclusions = ()
   if "eval" in config and "exclude_classes" in config.eval:
     exclusions = tuple(str(name) for name in config.eval.exclude_classes)
@@ -238,12 +249,12 @@ def resolve(config: ml_collections.ConfigDict, purpose: str = "train",
       check_local_path(path, "config.init_from")
       _check_init_width(checkpointing.existing_source(path), path, spec)
     # Last: it reads the splits' records.
-    input_pipeline.check_image_sizes(config, evaluate=evaluates)
+    input_pipeline.check_image_sizes(cfg, dataset, evaluate=evaluates)
   recorded = json.loads(config.to_json_best_effort())
   for field in MACHINE_LOCAL_FIELDS:
     recorded.pop(field, None)
   config.lock()
-  return Run(config=config, purpose=purpose, spec=spec,
+  return Run(config=config, purpose=purpose, spec=spec, dataset=dataset,
              class_names=class_names, splits=splits, input=cfg,
              layout=layout, tta=tta, exclusions=exclusions,
              init_sources=sources, train_bucketed=cfg.train_buckets,
@@ -372,13 +383,6 @@ def _validate_optim(optim: ml_collections.ConfigDict,
 def model_spec(config: ml_collections.ConfigDict) -> models.ModelSpec:
   """The model ``config.model`` describes (checked)."""
   return models.ModelSpec.from_dict(config.model.to_dict())
-
-
-def tta_from_config(config: ml_collections.ConfigDict
-                    ) -> tta_lib.TestTimeAugmentation:
-  """Evaluation's test-time augmentation, ``config.tta`` (none by default)."""
-  return tta_lib.TestTimeAugmentation(bool(config.tta.flip),
-                                      tuple(config.tta.scales))
 
 
 def init_sources(init_from: str, spec: models.ModelSpec) -> dict[str, str]:

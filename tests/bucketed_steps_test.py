@@ -21,7 +21,6 @@ import pytest
 from fcn_jax import default_config
 from fcn_jax import parallel
 from fcn_jax import run_config
-from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.evaluation import evaluator
 from fcn_jax.inference import predictor as predictor_lib
@@ -82,13 +81,14 @@ def _compiles(pattern):
 
 def _train(config, source, model, params, num_batches):
   """Runs ``num_batches`` train-step calls as the training loop does."""
-  tx = state_lib.create_optimizer(config, params, model)
+  run = helpers.resolved(config)
+  tx = state_lib.create_optimizer(run, params, model)
   state = state_lib.create_train_state(params, tx, jax.random.PRNGKey(0))
   devices = parallel.devices_for_batch(config.batch_size)
   state = parallel.replicate(state, devices)
-  step = step_lib.make_train_fn(model, tx, config, devices,
+  step = step_lib.make_train_fn(model, tx, run, devices,
                                 donate_state=False)
-  batches = input_pipeline.create_train_iterator(
+  batches = helpers.train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)
   for _ in range(num_batches):
     state, _ = step(state, parallel.shard(next(batches), len(devices),
@@ -162,8 +162,8 @@ def test_bucketed_evaluation_equals_native_and_compiles_per_bucket():
   for name, overrides in [("native", {"input.buckets": "none"}),
                           ("bucketed", {"eval_batch_size": 2})]:
     config = _config(**overrides)
-    step, devices = evaluator.make_eval_fn(model, config)
-    data = input_pipeline.create_eval_iterator(
+    step, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
+    data = helpers.eval_iterator(
         config, CAFFE, process_index=0, process_count=1, source=source)
     with _compiles(r"bool\[") as compiles:
       results[name], _ = evaluator.evaluate(step, devices, params, data,

@@ -8,15 +8,14 @@ yields the same examples one at a time at native size.
 import io
 import itertools
 
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import default_config
 from fcn_jax import errors
 from fcn_jax.data import buckets
 from fcn_jax.data import data_sources
-from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.data import sampling
 from tests import helpers
@@ -49,17 +48,10 @@ def mixed_source(count, seed=0, low=20, high=70, sizes=None):
 
 
 def pipeline_config(**overrides):
-  config = ml_collections.ConfigDict()
-  config.dataset = ml_collections.ConfigDict(dict(
-      name="test", data_dir="", train_split="train", eval_split="val"))
-  config.batch_size = 1
-  config.eval_batch_size = 1
-  config.seed = 0
-  config.input = ml_collections.ConfigDict(dict(
-      train_mode="reference", crop_size=0, random_mirror=False,
-      scale_range=(1.0, 1.0), eval_pad_size=0, num_workers=0,
-      sampling_seed=1337, prefetch_buffer_size=2, buckets="auto",
-      max_buckets=4))
+  config = default_config.get_config()
+  config.model.num_classes = 21
+  config.dataset.update(dict(name="test", train_split="train",
+                             eval_split="val"))
   return helpers.with_overrides(config, overrides)
 
 
@@ -202,7 +194,7 @@ def test_bucketed_training_batches_hold_the_native_examples(train_mode):
   fits all 4 images; each example is the native pipeline's (same global
   position), top-left, with label 255 and image 0 beyond it."""
   source = mixed_source(9)
-  native = input_pipeline.create_train_iterator(
+  native = helpers.train_iterator(
       pipeline_config(**{"input.buckets": "none",
                          "input.train_mode": train_mode}), CAFFE,
       process_index=0, process_count=1, source=source)
@@ -211,7 +203,7 @@ def test_bucketed_training_batches_hold_the_native_examples(train_mode):
                                             "input.max_buckets": 3})
   sizes = buckets.read_sizes(source.records)
   chosen = buckets.choose_buckets(sizes, 3)
-  hosts = [input_pipeline.create_train_iterator(
+  hosts = [helpers.train_iterator(
       config, CAFFE, process_index=p, process_count=2, source=source)
            for p in range(2)]
   shapes = set()
@@ -244,7 +236,7 @@ def test_rescaling_keeps_native_training_unbatched():
   config = pipeline_config(batch_size=2, **{"input.train_mode": "epochs",
                                             "input.scale_range": (0.5, 1.0)})
   with pytest.raises(ValueError, match="buckets"):
-    input_pipeline.create_train_iterator(config, CAFFE, process_index=0,
+    helpers.train_iterator(config, CAFFE, process_index=0,
                                          process_count=1,
                                          source=mixed_source(4))
 
@@ -265,7 +257,7 @@ def test_bucketed_eval_visits_each_example_once(process_count,
                            **{"input.max_buckets": 3})
   seen, per_host = [], []
   for process_index in range(process_count):
-    data = input_pipeline.create_eval_iterator(
+    data = helpers.eval_iterator(
         config, CAFFE, process_index=process_index,
         process_count=process_count, source=source, include_ids=True)
     batches = list(data)
@@ -306,8 +298,8 @@ def test_eval_plan_fills_global_batches_bucket_by_bucket():
 
 def test_tta_evaluates_at_native_size():
   config = pipeline_config(eval_batch_size=1)
-  config.tta = ml_collections.ConfigDict(dict(flip=True, scales=(1.0,)))
-  data = input_pipeline.create_eval_iterator(
+  config.tta.flip = True
+  data = helpers.eval_iterator(
       config, CAFFE, process_index=0, process_count=1,
       source=mixed_source(3))
   for batch in data:

@@ -82,7 +82,7 @@ def test_the_train_step_is_cuda_code_with_cudnn_convolutions():
   target = targets.make_target("h100")
   with models.layers.target_platform("gpu"):
     built = steps.setup(_quickstart("jit"))
-    step = steps.step_lib.make_train_fn(built.model, built.tx, built.config,
+    step = steps.step_lib.make_train_fn(built.model, built.tx, built.run,
                                         target.devices)
     batch = steps.batch_shapes(built.spec, 1, 8, 64, with_valid=False)
     compiled = step.lower(built.state, batch).compile()

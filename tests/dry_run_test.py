@@ -420,7 +420,7 @@ def test_flops_before_optimisation_match_the_compiled_count(parallel):
   config.model.width_divisor = 8
   built = steps.setup(config)
   devices = jax.devices()[:2]
-  step = steps.step_lib.make_train_fn(built.model, built.tx, built.config,
+  step = steps.step_lib.make_train_fn(built.model, built.tx, built.run,
                                       devices)
   batch = steps.batch_shapes(built.spec, len(devices), 1, 64,
                              with_valid=False)

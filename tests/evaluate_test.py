@@ -13,10 +13,10 @@ import tensorflow_datasets as tfds
 from fcn_jax import default_config
 from fcn_jax.evaluation import metrics
 from fcn_jax.evaluation import evaluator
-from fcn_jax.inference import tta
 from fcn_jax import visualize
 from fcn_jax import voc
 from fcn_jax.data.preprocessing import CAFFE_VGG
+from tests import helpers
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
 from tests.helpers import jit_apply
@@ -49,8 +49,9 @@ def test_score_split_skips_padding_examples_and_void(flip):
               "valid": np.array([True, False])}]  # The fourth is padding.
   config = default_config.get_config()
   config.eval_batch_size = 2  # Two of the eight fake devices.
-  p_eval_step, devices = evaluator.make_eval_fn(
-      model, config, tta.TestTimeAugmentation(flip=flip))
+  config.tta.flip = flip
+  p_eval_step, devices = evaluator.make_eval_fn(model,
+                                                helpers.resolved(config))
   results, _ = evaluator.evaluate(p_eval_step, devices, variables["params"],
                               batches, num_classes=5,
                               class_names=[str(k) for k in range(5)])

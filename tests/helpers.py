@@ -52,3 +52,28 @@ def jit_apply(model: Any, variables: Any, *inputs: Any, **kwargs: Any) -> Any:
   """
   return jax.jit(functools.partial(model.apply, **kwargs))(variables, *inputs)
 
+
+def resolved(config: ml_collections.ConfigDict) -> Any:
+  """``config`` resolved as a dry run resolves it
+  (:func:`fcn_jax.run_config.resolve`): checked, every value derived, and
+  no dataset record read; for the tests that give the pipeline and the
+  steps their own split sources and batches."""
+  from fcn_jax import run_config  # pylint: disable=g-import-not-at-top
+  return run_config.resolve(config, "dry_run")
+
+
+def train_iterator(config: ml_collections.ConfigDict, *args, **kwargs
+                   ) -> Any:
+  """The training iterator of :func:`resolved` ``config`` (arguments as
+  :func:`fcn_jax.data.input_pipeline.create_train_iterator`'s)."""
+  from fcn_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.create_train_iterator(resolved(config), *args,
+                                              **kwargs)
+
+
+def eval_iterator(config: ml_collections.ConfigDict, *args, **kwargs) -> Any:
+  """The evaluation pass of :func:`resolved` ``config`` (arguments as
+  :func:`fcn_jax.data.input_pipeline.create_eval_iterator`'s)."""
+  from fcn_jax.data import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.create_eval_iterator(resolved(config), *args,
+                                             **kwargs)

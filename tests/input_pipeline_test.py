@@ -14,7 +14,6 @@ import logging
 from etils import epath
 import grain.checkpoint
 import grain.multiprocessing
-import ml_collections
 import numpy as np
 from PIL import Image
 import pytest
@@ -22,8 +21,8 @@ import pytest
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import data_sources
-from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing as preprocessing_lib
+from fcn_jax import default_config
 from fcn_jax import voc
 from tests import helpers
 
@@ -63,17 +62,16 @@ def _constant_source(count, height=12, width=14):
 
 
 def _config(**overrides):
-  config = ml_collections.ConfigDict()
-  config.dataset = ml_collections.ConfigDict(dict(
-      name="synthetic_shapes/tiny", data_dir="", train_split="synthetic_train",
-      eval_split="synthetic_val"))
+  config = default_config.get_config()
+  config.model.num_classes = 21
+  config.dataset.name = "synthetic_shapes/tiny"
+  config.dataset.train_split = "synthetic_train"
+  config.dataset.eval_split = "synthetic_val"
   config.batch_size = 2
   config.eval_batch_size = 2
-  config.seed = 0
-  config.input = ml_collections.ConfigDict(dict(
+  config.input.update(dict(
       train_mode="epochs", crop_size=16, random_mirror=False,
-      scale_range=(1.0, 1.0), eval_pad_size=64, num_workers=0,
-      sampling_seed=1337, prefetch_buffer_size=2))
+      scale_range=(1.0, 1.0), eval_pad_size=64, buckets="none"))
   return helpers.with_overrides(config, overrides)
 
 
@@ -269,7 +267,7 @@ def _ids_from_batches(batches):
 @pytest.mark.parametrize("batch_size", [1, 4, 6])
 def test_epoch_mode_gives_complete_passes(batch_size):
   source = _constant_source(20)
-  iterator = input_pipeline.create_train_iterator(
+  iterator = helpers.train_iterator(
       _config(batch_size=batch_size, **{"input.crop_size": 8}), CAFFE,
       process_index=0, process_count=1, source=source)
   ids = _ids_from_batches(_take(iterator, 40 // batch_size + 1))
@@ -293,11 +291,11 @@ def test_hosts_together_yield_the_single_host_examples(
   source = _source([_record(_block_label(np.random.default_rng(k), 20, 22),
                             f"id{k}") for k in range(7)])
   global_batch = 4 if single_batch == 4 else process_count
-  single = _take(input_pipeline.create_train_iterator(
+  single = _take(helpers.train_iterator(
       _config(**{**overrides, "batch_size": single_batch}), CAFFE,
       process_index=0, process_count=1, source=source),
                  12 // single_batch)
-  per_host = [_take(input_pipeline.create_train_iterator(
+  per_host = [_take(helpers.train_iterator(
       _config(**{**overrides, "batch_size": global_batch}), CAFFE,
       process_index=p, process_count=process_count, source=source),
                     12 // global_batch) for p in range(process_count)]
@@ -309,7 +307,7 @@ def test_hosts_together_yield_the_single_host_examples(
 
 
 def test_batches_have_fixed_shapes_and_dtypes():
-  iterator = input_pipeline.create_train_iterator(
+  iterator = helpers.train_iterator(
       _config(batch_size=8, **{"input.scale_range": (0.5, 2.0),
                                "input.random_mirror": True}), CAFFE,
       process_index=1, process_count=2, source=_constant_source(12))
@@ -324,7 +322,7 @@ def test_reference_mode_samples_uniformly_with_replacement():
   source = _constant_source(20)
   ids = []
   for process_index in range(2):
-    iterator = input_pipeline.create_train_iterator(
+    iterator = helpers.train_iterator(
         _config(**{**REFERENCE, "batch_size": 2}), CAFFE,
         process_index=process_index, process_count=2, source=source)
     batches = _take(iterator, 400)
@@ -347,7 +345,7 @@ def test_reference_mode_is_seeded_by_sampling_seed():
   source = _constant_source(15)
 
   def draws(sampling_seed, seed=0):
-    iterator = input_pipeline.create_train_iterator(
+    iterator = helpers.train_iterator(
         _config(**REFERENCE, seed=seed,
                 **{"input.sampling_seed": sampling_seed}), CAFFE,
         process_index=0, process_count=1, source=source)
@@ -365,7 +363,7 @@ def test_same_seed_same_batches_other_seed_other_batches():
                                  "input.random_mirror": True})
 
   def batches(seed):
-    return _take(input_pipeline.create_train_iterator(
+    return _take(helpers.train_iterator(
         _config(seed=seed, **config), CAFFE, process_index=0, process_count=1,
         source=source), 6)
 
@@ -382,12 +380,12 @@ def test_resume_from_saved_state_gives_the_same_next_batches(overrides):
   source = _source([_record(_block_label(np.random.default_rng(k), 20, 22),
                             f"id{k}") for k in range(5)])
   config = _config(**overrides)
-  first = input_pipeline.create_train_iterator(
+  first = helpers.train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)
   _take(first, 7)
   state = json.loads(json.dumps(first.get_state()))  # Survives JSON.
   expected = _take(first, 4)
-  resumed = input_pipeline.create_train_iterator(
+  resumed = helpers.train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)
   resumed.set_state(state)
   _assert_batches_equal(_take(resumed, 4), expected)
@@ -397,14 +395,14 @@ def test_resume_through_grains_orbax_checkpoint_handler(tmp_path):
   # How the training checkpoint stores the iterator (one JSON per process).
   source = _constant_source(9)
   config = _config(**{"input.random_mirror": True})
-  first = input_pipeline.create_train_iterator(
+  first = helpers.train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)
   _take(first, 5)
   handler = grain.checkpoint.CheckpointHandler()
   handler.save(epath.Path(tmp_path),
                args=grain.checkpoint.CheckpointSave(first))
   expected = _take(first, 6)
-  resumed = input_pipeline.create_train_iterator(
+  resumed = helpers.train_iterator(
       config, CAFFE, process_index=0, process_count=1, source=source)
   handler.restore(epath.Path(tmp_path),
                   args=grain.checkpoint.CheckpointRestore(resumed))
@@ -415,10 +413,10 @@ def test_worker_processes_give_the_same_batches_and_resume():
   source = _source([_record(_block_label(np.random.default_rng(k), 20, 22),
                             f"id{k}") for k in range(7)])
   overrides = {"input.scale_range": (0.7, 1.4), "input.random_mirror": True}
-  in_process = _take(input_pipeline.create_train_iterator(
+  in_process = _take(helpers.train_iterator(
       _config(**overrides), CAFFE, process_index=0, process_count=1,
       source=source), 9)
-  workers = input_pipeline.create_train_iterator(
+  workers = helpers.train_iterator(
       _config(**overrides, **{"input.num_workers": 2}), CAFFE,
       process_index=0, process_count=1, source=source)
   try:
@@ -426,7 +424,7 @@ def test_worker_processes_give_the_same_batches_and_resume():
     state = json.loads(json.dumps(workers.get_state()))
   finally:
     workers.close()
-  resumed = input_pipeline.create_train_iterator(
+  resumed = helpers.train_iterator(
       _config(**overrides, **{"input.num_workers": 2}), CAFFE,
       process_index=0, process_count=1, source=source)
   try:
@@ -475,7 +473,7 @@ def test_eval_visits_each_example_once_with_padding(process_count,
   local_batch = eval_batch_size // process_count
   seen, lengths = [], set()
   for process_index in range(process_count):
-    data = input_pipeline.create_eval_iterator(
+    data = helpers.eval_iterator(
         _config(eval_batch_size=eval_batch_size,
                 **{"input.eval_pad_size": 32}), CAFFE,
         process_index=process_index, process_count=process_count,
@@ -511,7 +509,7 @@ def test_eval_exact_mode_native_sizes_batch_one():
   source, originals = _eval_source(7)
   seen = []
   for process_index in range(3):
-    data = input_pipeline.create_eval_iterator(
+    data = helpers.eval_iterator(
         _config(eval_batch_size=3, **{"input.eval_pad_size": 0}), CAFFE,
         process_index=process_index, process_count=3, source=source,
         include_ids=True)
@@ -534,7 +532,7 @@ def test_eval_exact_mode_native_sizes_batch_one():
 
 def test_eval_image_larger_than_pad_size_names_the_id():
   source, _ = _eval_source(3)
-  data = input_pipeline.create_eval_iterator(
+  data = helpers.eval_iterator(
       _config(**{"input.eval_pad_size": 12}), CAFFE, process_index=0,
       process_count=1, source=source)
   with pytest.raises(Exception, match=r"id0 is \d+x\d+, larger than"):
@@ -543,7 +541,7 @@ def test_eval_image_larger_than_pad_size_names_the_id():
 
 def test_eval_default_process_is_jax_process():
   source, originals = _eval_source(5)
-  data = input_pipeline.create_eval_iterator(_config(eval_batch_size=2),
+  data = helpers.eval_iterator(_config(eval_batch_size=2),
                                              CAFFE, source=source)
   assert data.host_examples == data.num_examples == 5
   assert sum(int(b["valid"].sum()) for b in data) == 5
@@ -565,7 +563,7 @@ def test_eval_default_process_is_jax_process():
 ])
 def test_train_config_errors(overrides, match):
   with pytest.raises(ValueError, match=match):
-    input_pipeline.create_train_iterator(
+    helpers.train_iterator(
         _config(**overrides), CAFFE, process_index=0, process_count=2,
         source=_constant_source(4))
 
@@ -574,14 +572,14 @@ def test_missing_config_field_is_named():
   config = _config()
   del config.input["num_workers"]
   with pytest.raises(ValueError, match=r"config.input.num_workers is missing"):
-    input_pipeline.create_train_iterator(config, CAFFE, process_index=0,
+    helpers.train_iterator(config, CAFFE, process_index=0,
                                          process_count=1,
                                          source=_constant_source(4))
 
 
 def test_eval_exact_mode_needs_one_image_per_host():
   with pytest.raises(ValueError, match="eval_pad_size=0"):
-    input_pipeline.create_eval_iterator(
+    helpers.eval_iterator(
         _config(eval_batch_size=4, **{"input.eval_pad_size": 0}), CAFFE,
         process_index=0, process_count=2, source=_constant_source(4))
 
@@ -595,10 +593,10 @@ def test_synthetic_dataset_end_to_end_and_logged_as_synthetic(tmp_path, caplog):
   config = _config(batch_size=4, eval_batch_size=4,
                    **{"dataset.data_dir": str(tmp_path)})
   with caplog.at_level(logging.INFO):
-    train = input_pipeline.create_train_iterator(
+    train = helpers.train_iterator(
         config, CAFFE, process_index=0, process_count=1)
     batch = next(train)
-    data = input_pipeline.create_eval_iterator(
+    data = helpers.eval_iterator(
         config, CAFFE, process_index=0, process_count=1)
   assert batch["image"].shape == (4, 16, 16, 3)
   assert data.num_examples == 10 and len(data) == 3

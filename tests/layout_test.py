@@ -68,8 +68,8 @@ def test_premove_workdir_resumes_to_the_premove_result(tmp_path):
                                                        atol=1e-6),
                resumed.params, premove_step2.params)
 
-  report = evaluator.evaluate_checkpoint(config, str(PREMOVE / "workdir"),
-                                         step=2)
+  report = evaluator.evaluate_checkpoint(*evaluator.load_checkpoint(
+      config, str(PREMOVE / "workdir"), step=2))
   saved = json.loads((PREMOVE / "workdir" / "metrics.jsonl").read_text()
                      .splitlines()[-1])
   assert saved["split"] == "eval" and saved["step"] == 2

@@ -25,7 +25,6 @@ from fcn_jax import parallel
 from fcn_jax import predict
 from fcn_jax import readers
 from fcn_jax import run_config
-from fcn_jax.data import input_pipeline
 from fcn_jax.data import preprocessing
 from fcn_jax.evaluation import evaluator
 from fcn_jax.evaluation import metrics
@@ -587,7 +586,8 @@ def test_color_d_conv1_1_bgrd_from_vgg16(tmp_path):
   config.model.width_divisor = DIVISOR
   config.init_from = str(tmp_path / "vgg16_caffe")
   model = run_config.model_spec(config).create()
-  params, metadata = state_lib.initial_params(config, model, jax.random.key(0))
+  params, metadata = state_lib.initial_params(
+      model, jax.random.key(0), {"": config.init_from}, "he_normal")
   np.testing.assert_allclose(params["conv1_1_bgrd"]["kernel"],
                              w.transpose(2, 3, 1, 0), rtol=1e-5, atol=1e-8)
   assert not np.asarray(params["score_fr"]["kernel"]).any()
@@ -664,7 +664,8 @@ def _train_setup(name, num_classes=4, **optim_overrides):
                         models.init_variables(model, image_size=8)["params"])
   tx = optim.create_model_optimizer(config.optim, params, model, 10)
   devices = jax.local_devices()[:1]
-  step = step_lib.make_train_fn(model, tx, config, devices, donate_state=False)
+  step = step_lib.make_train_fn(model, tx, helpers.resolved(config), devices,
+                                donate_state=False)
   state = parallel.replicate(
       state_lib.create_train_state(params, tx, jax.random.key(1)), devices)
   return config, model, params, step, state
@@ -800,7 +801,7 @@ def _tiny_random(name, num_classes=4, seed=0):
 def test_evaluate_reports_every_head_of_sift_flow():
   model, variables = _tiny_random("siftflow_fcn32s")
   config = default_config.get_config()
-  p_eval, devices = evaluator.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
   batches = [_batch(model, seed) for seed in range(2)]
   for batch in batches:  # One image per batch (eval_batch_size 1).
     batch["image"] = batch["image"][:1]
@@ -974,5 +975,4 @@ def test_config_is_the_reference_solver_and_waits_for_its_data(name,
   with pytest.raises(FileNotFoundError,
                      match=f"Dataset {dataset} is not prepared.*prepare_data "
                      f"--dataset {dataset}"):
-    input_pipeline.create_train_iterator(
-        config, run_config.resolve_preprocessing(config, None))
+    run_config.resolve(config, "train", process_count=1)

@@ -22,11 +22,12 @@ import numpy as np
 from PIL import Image
 import pytest
 
+from fcn_jax import default_config
+from fcn_jax import models
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import data_sources
 from fcn_jax.data import input_config
-from fcn_jax.data import input_pipeline
 from fcn_jax.evaluation import metrics
 from fcn_jax import predict
 from fcn_jax.data import preprocessing
@@ -156,18 +157,17 @@ def test_padding_fills_every_input_and_head():
 
 
 def _config(model_name, **dataset):
-  config = ml_collections.ConfigDict()
-  config.model = ml_collections.ConfigDict({"name": model_name})
-  config.dataset = ml_collections.ConfigDict(dict(
-      name="x", data_dir="", train_split="train", eval_split="test",
+  config = default_config.get_config()
+  config.model.name = model_name
+  config.model.num_classes = models.NETS[model_name].num_classes
+  config.dataset.update(dict(
+      name="x", train_split="train", eval_split="test",
       label_features=ml_collections.ConfigDict(dataset)))
   config.batch_size = 4
   config.eval_batch_size = 2
-  config.seed = 0
-  config.input = ml_collections.ConfigDict(dict(
+  config.input.update(dict(
       train_mode="epochs", crop_size=16, random_mirror=True,
-      scale_range=(0.8, 1.2), eval_pad_size=32, num_workers=0,
-      sampling_seed=1337))
+      scale_range=(0.8, 1.2), eval_pad_size=32))
   return config
 
 
@@ -180,11 +180,11 @@ def test_host_shards_and_the_saved_position_with_two_heads():
   config = _config("siftflow_fcn32s", sem="semantic_mask",
                    geo="geometric_mask")
   source = _split(3)
-  whole = input_pipeline.create_train_iterator(
+  whole = helpers.train_iterator(
       config, preprocessing.SIFT_FLOW, process_index=0, process_count=1,
       source=source)
   batches = [next(whole) for _ in range(3)]
-  halves = [input_pipeline.create_train_iterator(
+  halves = [helpers.train_iterator(
       config, preprocessing.SIFT_FLOW, process_index=p, process_count=2,
       source=source) for p in range(2)]
   for batch in batches:
@@ -196,7 +196,7 @@ def test_host_shards_and_the_saved_position_with_two_heads():
           np.concatenate([p["label"][head] for p in parts]))
   state = whole.get_state()
   following = next(whole)
-  resumed = input_pipeline.create_train_iterator(
+  resumed = helpers.train_iterator(
       config, preprocessing.SIFT_FLOW, process_index=0, process_count=1,
       source=source)
   resumed.set_state(state)
@@ -213,7 +213,7 @@ def test_reference_mode_feeds_color_hha_at_native_size():
                       random_mirror=False, scale_range=(1.0, 1.0))
   records = [{**_position_record(), "segmentation_mask": _png(
       np.full((HEIGHT, WIDTH), 3, np.uint8))}]
-  batch = next(input_pipeline.create_train_iterator(
+  batch = next(helpers.train_iterator(
       config, preprocessing.NYUD, process_index=0, process_count=1,
       source=data_sources.SplitSource(records, "nyud:x", False)))
   assert set(batch["image"]) == {"color", "hha"}
@@ -227,7 +227,7 @@ def test_a_split_without_the_features_is_one_clear_error():
   records[0]["segmentation_mask"] = records[0]["semantic_mask"]
   with pytest.raises(ValueError, match=r"nyud_fcn32s_color_d reads the "
                      r"feature\(s\) \['depth'\], which voc:x does not have"):
-    input_pipeline.create_eval_iterator(
+    helpers.eval_iterator(
         config, preprocessing.NYUD, process_index=0, process_count=1,
         source=data_sources.SplitSource(records, "voc:x", False))
 
@@ -411,8 +411,9 @@ def test_sift_flow_two_heads_end_to_end(tmp_path):
   assert sorted(heads["geo"]["per_class_iu"]) == sorted(geometric)
 
   # Evaluation of the saved model (the one path, evaluate_checkpoint).
-  report = evaluator.evaluate_checkpoint(config, str(workdir),
-                                     output_dir=str(tmp_path / "ev"))
+  report = evaluator.evaluate_checkpoint(
+      *evaluator.load_checkpoint(config, str(workdir)),
+      output_dir=str(tmp_path / "ev"))
   assert report["metrics"]["heads"]["sem"]["mean_iu"] == pytest.approx(
       result["mean_iu"])
   assert (tmp_path / "ev" / "confusion_geo.png").exists()

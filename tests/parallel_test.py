@@ -17,6 +17,7 @@ from fcn_jax.evaluation import evaluator
 from fcn_jax import run_config
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
+from tests import helpers
 
 NUM_CLASSES = 5
 IMAGE_SIZE = 32
@@ -65,14 +66,15 @@ def _train_and_evaluate(mode):
   assert len(devices) == NUM_DEVICES
   state = parallel.replicate(
       state_lib.create_train_state(params, tx, jax.random.PRNGKey(1)), devices)
-  step = step_lib.make_train_fn(model, tx, config, devices)
+  run = helpers.resolved(config)
+  step = step_lib.make_train_fn(model, tx, run, devices)
   losses = []
   for seed in range(NUM_STEPS):
     batch = _batch(seed)
     state, metrics = step(state, parallel.shard(
         {"image": batch["image"], "label": batch["label"]}, len(devices)))
     losses.append(float(metrics["loss"]))
-  eval_step, eval_devices = evaluator.make_eval_fn(model, config)
+  eval_step, eval_devices = evaluator.make_eval_fn(model, run)
   batch = _batch(10)
   totals, predictions = eval_step(state.params,
                                   parallel.shard(batch, len(eval_devices)))

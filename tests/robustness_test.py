@@ -23,6 +23,7 @@ from fcn_jax import datasets
 from fcn_jax.data import data_sources
 from fcn_jax.datasets import common
 from fcn_jax import default_config
+from fcn_jax import errors
 from fcn_jax.data import input_pipeline
 from fcn_jax import models
 from fcn_jax import parallel
@@ -32,6 +33,7 @@ from fcn_jax.training import loop
 from fcn_jax import run_config
 from fcn_jax.training import optim
 from fcn_jax.training import state as state_lib
+from tests import helpers
 
 # Orbax's asyncio threads report the failed reads of damaged checkpoints
 # once more when their event loop closes; the errors themselves are tested.
@@ -203,16 +205,17 @@ def test_resume_sets_a_non_finite_checkpoint_aside(trained, tmp_path):
   template = parallel.to_host(_template(config).to_dict())
   source = checkpointing.Checkpointer(str(trained["workdir"]), read_only=True)
   target = checkpointing.Checkpointer(str(tmp_path / "run"), keep_best=0)
+  run = run_config.resolve(config, "train")
   try:
     for step in (2, 4):
       data_iter = input_pipeline.create_train_iterator(
-          config, preprocessing.TORCHVISION)
+          run, preprocessing.TORCHVISION)
       state, metadata = source.restore(step, template, data_iterator=data_iter)
       if step == 4:
         state["params"]["fc6"]["kernel"].flat[7] = np.inf
       target.save(step, state, metadata=metadata, data_iterator=data_iter)
       target.wait()
-    resumed = loop._resume(run_config.resolve(config, "train"), target,
+    resumed = loop._resume(run, target,
                            lambda: _template(config))
     assert target.all_steps() == [2]
   finally:
@@ -283,7 +286,7 @@ def test_model_and_dataset_class_counts_must_match(trained, tmp_path):
       checkpointing.make_metadata(spec, preprocessing.TORCHVISION))
   with pytest.raises(ValueError, match=r"five has num_classes=5, but the "
                      r"dataset synthetic_shapes/tiny has 21"):
-    evaluator.evaluate_checkpoint(_config(trained["data_dir"]),
+    evaluator.load_checkpoint(_config(trained["data_dir"]),
                               str(tmp_path / "five"))
 
 
@@ -411,6 +414,10 @@ def test_a_second_training_on_a_held_workdir_is_refused_before_writing(
     assert _files(workdir) == before  # Nothing written, nothing replaced.
     config.mode = "eval"  # Evaluating into the workdir: refused as well.
     with pytest.raises(checkpointing.WorkdirLockedError):
+      loop.run(config, str(workdir))
+    # A config mistake is named first: checked before the lock is tried.
+    config.eval.exclude_classes = ("unicorn",)
+    with pytest.raises(errors.UserError, match="no class 'unicorn'"):
       loop.run(config, str(workdir))
   finally:
     holder.release()
@@ -580,13 +587,15 @@ def test_a_small_eval_pad_size_is_found_before_step_1(trained, tmp_path):
 def test_a_crop_far_larger_than_every_image_is_warned_about(trained, caplog):
   config = _config(trained["data_dir"])
   config.input.crop_size = 4096
-  input_pipeline.check_image_sizes(config, evaluate=False)
+  run = helpers.resolved(config)  # A dry run: no check of the sizes.
+  input_pipeline.check_image_sizes(run.input, run.dataset, evaluate=False)
   assert ("config.input.crop_size=4096 is larger than every training image"
           in caplog.text)
   assert "at least 99.9% of every crop is padding" in caplog.text
   caplog.clear()
   config.input.crop_size = 32
-  input_pipeline.check_image_sizes(config, evaluate=False)
+  run = helpers.resolved(config)
+  input_pipeline.check_image_sizes(run.input, run.dataset, evaluate=False)
   assert "crop_size" not in caplog.text
 
 
@@ -823,12 +832,17 @@ def test_evaluate_into_a_held_workdir_is_refused(trained, tmp_path):
   workdir = _copy(trained, tmp_path)
   holder = checkpointing.WorkdirLock(str(workdir), "a training").acquire()
   try:
-    result = subprocess.run(
+    result, mistake = [subprocess.run(
         [sys.executable, "-m", "fcn_jax.evaluate", "--checkpoint",
-         str(workdir)], cwd=tmp_path, env=_cli_env(), capture_output=True,
-        text=True, timeout=300)
+         str(workdir), *flags], cwd=tmp_path, env=_cli_env(),
+        capture_output=True, text=True, timeout=300)
+        for flags in ([], ["--split", "no_such_split"])]
   finally:
     holder.release()
+  # A config mistake is named first: checked before the lock is tried.
+  assert _the_error(mistake.stderr, mistake.returncode).startswith(
+      "error: config.dataset.eval_split='no_such_split': "
+      "synthetic_shapes/tiny has no such split")
   error = _the_error(result.stderr, result.returncode)
   assert f"the workdir {workdir} is in use by a training (PID " in error
   assert error.endswith("pass --output DIR to write the report elsewhere (if "

@@ -8,10 +8,13 @@ from unittest import mock
 import pytest
 
 from fcn_jax import checkpointing
+from fcn_jax import datasets
 from fcn_jax import default_config
 from fcn_jax import errors
 from fcn_jax import models
 from fcn_jax import run_config
+from fcn_jax.data import data_sources
+from fcn_jax.data import input_pipeline
 from fcn_jax.training import loop
 
 
@@ -140,3 +143,30 @@ def test_resuming_with_other_buckets_says_what_changed(tmp_path):
   with mock.patch.object(loop.logging, "info") as info:
     loop._log_input_changes(run, {"config": run.recorded})  # The same.
   info.assert_not_called()
+
+
+def test_a_run_opens_the_dataset_once(tmp_path, monkeypatch):
+  # The builder is opened once per command (by resolve), and each split
+  # once: the image-size checks, the training iterator and every evaluation
+  # read what resolve opened (before, each opened the dataset by name).
+  builders, splits = [], []
+  open_builder, open_split = datasets.builder, data_sources.open_split
+  monkeypatch.setattr(datasets, "builder", lambda *args, **kwargs: (
+      builders.append(args[0]), open_builder(*args, **kwargs))[1])
+  monkeypatch.setattr(data_sources, "open_split", lambda *args, **kwargs: (
+      splits.append(args[1]), open_split(*args, **kwargs))[1])
+  config = _config(tmp_path)
+  config.input.eval_pad_size = 64  # Checked against the eval split too.
+  run = run_config.resolve(config, "train", process_count=1)
+  assert builders == ["synthetic_shapes/tiny"]
+  assert sorted(splits) == ["synthetic_train", "synthetic_val"]
+  caffe = run_config.resolve_preprocessing(run.config, None)
+  batch = next(input_pipeline.create_train_iterator(
+      run, caffe, process_index=0, process_count=1))
+  assert batch["image"].shape == (1, 32, 32, 3)
+  for _ in range(2):  # Two evaluations.
+    data = input_pipeline.create_eval_iterator(run, caffe, process_index=0,
+                                               process_count=1)
+    assert sum(int(b["valid"].sum()) for b in data) == data.num_examples > 0
+  assert builders == ["synthetic_shapes/tiny"]
+  assert sorted(splits) == ["synthetic_train", "synthetic_val"]

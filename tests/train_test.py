@@ -22,7 +22,7 @@ from fcn_jax import run_config
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from fcn_jax.models import weights
-from tests.helpers import jit_apply
+from tests import helpers
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32
@@ -106,7 +106,7 @@ def test_eight_devices_equal_one_device(runs):
 def test_reported_loss_is_the_global_batch_loss(runs):
   """Step 1 loss equals the loss of the whole batch at the initial params."""
   model, batch = runs["model"], runs["batches"][0]
-  logits = jit_apply(model, {"params": runs["params0"]}, jnp.asarray(batch["image"]))
+  logits = helpers.jit_apply(model, {"params": runs["params0"]}, jnp.asarray(batch["image"]))
   want = losses.segmentation_loss(logits, jnp.asarray(batch["label"]),
                                   normalization=runs["normalization"])
   # The eager forward pass runs each convolution as its own program: float32
@@ -135,15 +135,15 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
       size=params["score_fr"]["kernel"].shape).astype(np.float32)
   batch = _batch(seed=4)
   batch["valid"] = np.array([True] * 6 + [False] * 2)
-  p_eval, devices = evaluator.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
   assert len(devices) == 1  # eval_batch_size 1 -> one device.
   config.eval_batch_size = 8
-  p_eval, devices = evaluator.make_eval_fn(model, config)
+  p_eval, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
   assert len(devices) == 8
   totals, predictions = p_eval(params, parallel.shard(batch, 8))
   predictions = parallel.unshard(predictions)
 
-  logits = np.asarray(jit_apply(model, {"params": params},
+  logits = np.asarray(helpers.jit_apply(model, {"params": params},
                                   jnp.asarray(batch["image"])))
   np.testing.assert_array_equal(predictions, logits.argmax(-1))
   want = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -222,8 +222,8 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
   config = _config("fcn16s")
   config.init_from = str(tmp_path)
   target_model = run_config.model_spec(config).create()
-  params, metadata = state_lib.initial_params(config, target_model,
-                                          jax.random.PRNGKey(5))
+  params, metadata = state_lib.initial_params(
+      target_model, jax.random.PRNGKey(5), {"": config.init_from}, "he_normal")
   assert metadata["model"] == "fcn32s"
   for layer in source_params:
     if layer == "upscore":
@@ -249,7 +249,8 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   config.init_from = str(tmp_path / "dense")
   model = run_config.model_spec(config).create()
   assert model.upsample_mode == "depthwise"
-  params, _ = state_lib.initial_params(config, model, jax.random.PRNGKey(5))
+  params, _ = state_lib.initial_params(
+      model, jax.random.PRNGKey(5), {"": config.init_from}, "he_normal")
   c = NUM_CLASSES
   dense_upscore2 = np.asarray(source_params["upscore2"]["kernel"])
   np.testing.assert_array_equal(
@@ -264,8 +265,8 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   assert np.asarray(dense_params["upscore8"]["kernel"]).shape == (16, 16, c, c)
   x = np.random.default_rng(0).normal(size=(1, 37, 45, 3)).astype(np.float32)
   np.testing.assert_allclose(
-      np.asarray(jit_apply(model, {"params": params}, x)),
-      np.asarray(jit_apply(dense_model, {"params": dense_params}, x)),
+      np.asarray(helpers.jit_apply(model, {"params": params}, x)),
+      np.asarray(helpers.jit_apply(dense_model, {"params": dense_params}, x)),
       rtol=1e-5, atol=1e-5)
 
   # A depthwise checkpoint rebuilds a depthwise model.

@@ -28,7 +28,6 @@ from fcn_jax.aot import search as search_lib
 from fcn_jax.aot.measure import StepReport
 from fcn_jax.aot.measure import compile_step
 from fcn_jax.data import buckets as buckets_lib
-from fcn_jax.data import input_config
 from fcn_jax.evaluation import evaluator
 from fcn_jax.training import loop
 from fcn_jax.training import step as step_lib
@@ -67,7 +66,7 @@ def setup(config: ml_collections.ConfigDict | run_config.Run) -> Setup:
   """Builds a run's state as shapes, with training's own function."""
   run = resolve(config)
   model = run.spec.create()
-  state, tx = loop.abstract_train_state(run.config, model)
+  state, tx = loop.abstract_train_state(run, model)
   return Setup(run, model, tx, state)
 
 
@@ -133,9 +132,8 @@ def native_shape(run: run_config.Run,
 def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
                  capacity: int, native_size: int | str) -> StepReport:
   """Compiles the train step for ``per_chip_batch`` images per chip."""
-  config = built.config
-  size = config.input.crop_size or native_shape(built.run, native_size)
-  step = step_lib.make_train_fn(built.model, built.tx, config, devices)
+  size = built.run.input.crop_size or native_shape(built.run, native_size)
+  step = step_lib.make_train_fn(built.model, built.tx, built.run, devices)
   batch = batch_shapes(built.spec, len(devices), per_chip_batch, size,
                        with_valid=False, with_sizes=built.run.train_bucketed)
   return compile_step("train", step, (built.state, batch),
@@ -147,16 +145,16 @@ def train_report(built: Setup, devices: Sequence[Any], per_chip_batch: int,
 def eval_report(built: Setup, devices: Sequence[Any], capacity: int,
                 native_size: int | str) -> StepReport:
   """Compiles the eval step for ``config.eval_batch_size`` over the chips."""
-  config = built.config
-  per_chip_batch = per_chip(config.eval_batch_size, len(devices),
+  cfg = built.run.input
+  per_chip_batch = per_chip(cfg.eval_batch_size, len(devices),
                             "eval_batch_size")
-  size = config.input.eval_pad_size or native_shape(built.run, native_size)
-  step, _ = evaluator.make_eval_fn(built.model, config, devices=devices)
+  size = cfg.eval_pad_size or native_shape(built.run, native_size)
+  step, _ = evaluator.make_eval_fn(built.model, built.run, devices=devices)
   batch = batch_shapes(built.spec, len(devices), per_chip_batch, size,
                        with_valid=True, with_sizes=built.run.eval_bucketed)
   return compile_step("eval", step, (built.state.params, batch),
                       per_chip_batch=per_chip_batch,
-                      global_batch=config.eval_batch_size, image_size=size,
+                      global_batch=cfg.eval_batch_size, image_size=size,
                       capacity_bytes=capacity)
 
 
@@ -185,16 +183,15 @@ def dry_run(config: ml_collections.ConfigDict | run_config.Run,
     DryRunError: A batch does not split over the chips.
   """
   num_chips = len(devices)
-  raw = config.config if isinstance(config, run_config.Run) else config
-  per_chip_batch = per_chip(raw.batch_size, num_chips, "batch_size")
-  if (not raw.input.crop_size and per_chip_batch != 1
-      and not input_config.InputConfig.from_config(raw).train_buckets):
+  run = resolve(config, devices)
+  per_chip_batch = per_chip(run.input.batch_size, num_chips, "batch_size")
+  if not run.input.crop_size and per_chip_batch != 1 and not run.train_bucketed:
     raise DryRunError(
         f"config.input.crop_size=0 (native image size) trains one image per "
-        f"chip, but config.batch_size={raw.batch_size} gives "
+        f"chip, but config.batch_size={run.input.batch_size} gives "
         f"{per_chip_batch} per chip on {num_chips} chips: pass "
         f"--config.batch_size={num_chips} or set a crop size.")
-  built = setup(resolve(config, devices))
+  built = setup(run)
 
   def train_batch(batch: int) -> StepReport:
     report = train_report(built, devices, batch, capacity, native_size)

@@ -145,7 +145,9 @@ class SplitSource:
 
 
 def open_split(dataset_name: str, split: str, data_dir: str = "", *,
-               prepare_synthetic: bool = True) -> SplitSource:
+               prepare_synthetic: bool = True,
+               builder: "tfds.core.DatasetBuilder | None" = None
+               ) -> SplitSource:
   """Opens a prepared split as a random-access data source.
 
   Args:
@@ -156,6 +158,8 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
     prepare_synthetic: Generate a ``synthetic_shapes`` dataset that is not
       there yet (it needs no download). Real datasets are never prepared
       here.
+    builder: The dataset's builder, already opened (:class:`Dataset`);
+      default: opened here (:func:`check_prepared`).
 
   Returns:
     A :class:`SplitSource` whose records keep every image feature
@@ -167,7 +171,8 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
       command that prepares it.
     ValueError: Unknown split.
   """
-  builder = check_prepared(dataset_name, data_dir)
+  if builder is None:
+    builder = check_prepared(dataset_name, data_dir)
   if not builder.is_prepared():  # synthetic_shapes: generated here.
     if not prepare_synthetic:
       raise FileNotFoundError(f"Dataset {dataset_name} is not generated in "
@@ -201,6 +206,40 @@ def open_split(dataset_name: str, split: str, data_dir: str = "", *,
       dataset_name, split, data_dir)
   records.check_files()
   return SplitSource(records, f"{dataset_name}:{split}", synthetic)
+
+
+class Dataset:
+  """A dataset opened once: its builder (:func:`check_prepared`, metadata
+  only) and its splits, each opened on first use (:func:`open_split`) and
+  kept.
+
+  :func:`fcn_jax.run_config.resolve` opens it and the run carries it: the
+  checks of the run, the training iterator and every evaluation read the
+  same builder and split sources instead of opening the dataset by name
+  again (each open re-reads the builder's files and every shard's index).
+  """
+
+  def __init__(self, name: str, data_dir: str = ""):
+    self.name = name
+    self.data_dir = data_dir
+    self.builder = check_prepared(name, data_dir)
+    self._splits: dict[str, SplitSource] = {}
+
+  @property
+  def metadata(self) -> Any:
+    """The builder's metadata (class names and counts, ``synthetic``)."""
+    return self.builder.info.metadata
+
+  def split(self, split: str) -> SplitSource:
+    """The split as a random-access source, opened once (see
+    :func:`open_split`, whose errors it raises)."""
+    if split not in self._splits:
+      self._splits[split] = open_split(self.name, split, self.data_dir,
+                                       builder=self.builder)
+    return self._splits[split]
+
+  def __repr__(self) -> str:
+    return f"Dataset({self.name!r}, {self.data_dir!r})"
 
 
 def check_prepared(dataset_name: str, data_dir: str = ""

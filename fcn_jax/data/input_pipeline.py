@@ -48,10 +48,12 @@ and make every host yield the same number of batches. Images are padded to
 ``eval_pad_size = 0`` (exact mode), kept at native size with one image per
 host and batch.
 
-Config fields read: ``dataset.*``, ``model.name`` (which features make the
-inputs), ``batch_size``, ``eval_batch_size``, ``seed`` and ``input.*``; their
-meaning and defaults are in :mod:`fcn_jax.default_config`, the one field
-reference.
+The factories take a resolved run (:class:`ResolvedInput`, which
+:class:`fcn_jax.run_config.Run` is): its input fields (``dataset.*``,
+``batch_size``, ``eval_batch_size``, ``seed`` and ``input.*``, whose meaning
+and defaults are in :mod:`fcn_jax.default_config`, the one field reference),
+its example layout (from ``model.name``: which features make the inputs), and
+its dataset, opened once, whose splits they read.
 
 Modules, one role each: :mod:`fcn_jax.data.input_config` (the fields above),
 :mod:`fcn_jax.data.data_sources` (opening the TFDS split),
@@ -76,15 +78,15 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Iterator
+from typing import Iterator, Protocol
 
 from absl import flags
 from absl import logging
 import grain
-import ml_collections
 import numpy as np
 
 from fcn_jax import errors
+from fcn_jax import models
 from fcn_jax.data import augmentations
 from fcn_jax.data import batch_transforms
 from fcn_jax.data import buckets as buckets_lib
@@ -92,6 +94,35 @@ from fcn_jax.data import data_sources
 from fcn_jax.data import input_config
 from fcn_jax.data import preprocessing as preprocessing_lib
 from fcn_jax.data import sampling
+
+
+class ResolvedInput(Protocol):
+  """What the pipeline reads of a resolved run: a
+  :class:`fcn_jax.run_config.Run` (which imports this module, so it is
+  named here by what it holds)."""
+
+  @property
+  def input(self) -> input_config.InputConfig: ...
+
+  @property
+  def layout(self) -> input_config.ExampleLayout: ...
+
+  @property
+  def spec(self) -> models.ModelSpec: ...
+
+  @property
+  def eval_bucketed(self) -> bool: ...
+
+  @property
+  def dataset(self) -> data_sources.Dataset | None: ...
+
+
+def _split(run: ResolvedInput, split: str) -> data_sources.SplitSource:
+  """``split`` of the run's dataset, as the run opened it."""
+  if run.dataset is None:
+    raise RuntimeError("this run was resolved without its dataset (a dry "
+                       "run); it has no batches")
+  return run.dataset.split(split)
 
 
 def _local_batch(global_batch: int, process_count: int, field: str) -> int:
@@ -197,36 +228,33 @@ def _to_iter_dataset(ds: grain.MapDataset, cfg: input_config.InputConfig
           worker_init_fn=batch_transforms.use_shared_memory_canvases)
 
 
-def _check_features(layout: input_config.ExampleLayout,
-                    source: data_sources.SplitSource,
-                    config: ml_collections.ConfigDict) -> None:
+def _check_features(run: ResolvedInput,
+                    source: data_sources.SplitSource) -> None:
   """Refuses a split that lacks a feature the model reads (its first
   record's keys)."""
-  model = config.model.name if "model" in config else "the model"
-  layout.check_features(source.records[0].keys(), source.description, model)
+  run.layout.check_features(source.records[0].keys(), source.description,
+                            run.spec.name)
 
 
 def _seed32(seed: int) -> int:
   return seed % 2**32
 
 
-def create_train_dataset(config: ml_collections.ConfigDict,
+def create_train_dataset(run: ResolvedInput,
                          preprocessing: preprocessing_lib.Preprocessing, *,
                          process_index: int | None = None,
                          process_count: int | None = None,
                          source: data_sources.SplitSource | None = None
                          ) -> grain.IterDataset:
   """The training pipeline as a grain ``IterDataset`` (see the iterator)."""
-  cfg = input_config.InputConfig.from_config(config)
+  cfg, layout = run.input, run.layout
   process_index, process_count = _process_info(process_index, process_count)
   local_batch = check_train_batches(cfg, process_count)
-  layout = input_config.ExampleLayout.from_config(config)
-  source = source or data_sources.open_split(cfg.dataset_name,
-                                             cfg.train_split, cfg.data_dir)
+  source = source or _split(run, cfg.train_split)
   ds = grain.MapDataset.source(source.records)
   if not len(ds):  # pylint: disable=g-explicit-length-test
     raise ValueError(f"{source.description} has no examples to train on.")
-  _check_features(layout, source, config)
+  _check_features(run, source)
   def in_training_order(dataset: grain.MapDataset) -> grain.MapDataset:
     if cfg.train_mode == "reference":
       return sampling.SampleWithReplacement(dataset, seed=cfg.sampling_seed)
@@ -266,7 +294,7 @@ def create_train_dataset(config: ml_collections.ConfigDict,
   return _to_iter_dataset(ds, cfg)
 
 
-def create_train_iterator(config: ml_collections.ConfigDict,
+def create_train_iterator(run: ResolvedInput,
                           preprocessing: preprocessing_lib.Preprocessing, *,
                           process_index: int | None = None,
                           process_count: int | None = None,
@@ -275,13 +303,13 @@ def create_train_iterator(config: ml_collections.ConfigDict,
   """Returns an endless iterator of host-local training batches.
 
   Args:
-    config: The run config (fields in the module docstring).
+    run: The resolved run (its input fields are in the module docstring).
     preprocessing: How uint8 RGB becomes network input (from the weights'
       metadata; e.g. ``preprocessing.CAFFE_VGG``).
     process_index: This host; default ``jax.process_index()``.
     process_count: Hosts; default ``jax.process_count()``.
-    source: Use this split instead of opening ``config.dataset.train_split``
-      (tests and benchmarks).
+    source: Use this split instead of the run's
+      ``config.dataset.train_split`` (tests and benchmarks).
 
   Returns:
     A grain ``DatasetIterator`` (``get_state()``/``set_state()``) yielding
@@ -289,7 +317,7 @@ def create_train_iterator(config: ml_collections.ConfigDict,
     ``B = config.batch_size // process_count``; ``H = W = crop_size``, or
     the native size when ``crop_size`` is 0 (then ``B`` must be 1).
   """
-  return iter(create_train_dataset(config, preprocessing,
+  return iter(create_train_dataset(run, preprocessing,
                                    process_index=process_index,
                                    process_count=process_count, source=source))
 
@@ -323,7 +351,7 @@ def num_eval_batches(num_examples: int, local_batch: int,
   return math.ceil(math.ceil(num_examples / process_count) / local_batch)
 
 
-def create_eval_iterator(config: ml_collections.ConfigDict,
+def create_eval_iterator(run: ResolvedInput,
                          preprocessing: preprocessing_lib.Preprocessing, *,
                          process_index: int | None = None,
                          process_count: int | None = None,
@@ -336,11 +364,13 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
   examples (``valid`` False, label all 255, which the metrics ignore).
 
   Args:
-    config: The run config (fields in the module docstring).
+    run: The resolved run (its input fields are in the module docstring;
+      it says whether evaluation runs at shape buckets).
     preprocessing: As for training.
     process_index: This host; default ``jax.process_index()``.
     process_count: Hosts; default ``jax.process_count()``.
-    source: Use this split instead of opening ``config.dataset.eval_split``.
+    source: Use this split instead of the run's
+      ``config.dataset.eval_split``.
     include_ids: Also yield ``'image_id'`` (str array; ``''`` for padding).
 
   Returns:
@@ -350,21 +380,13 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
     ``S = eval_pad_size``, or in exact mode (``eval_pad_size`` 0) ``B = 1``
     and native sizes.
   """
-  cfg = input_config.InputConfig.from_config(config)
+  cfg, layout, bucketed = run.input, run.layout, run.eval_bucketed
   process_index, process_count = _process_info(process_index, process_count)
-  bucketed = eval_at_buckets(cfg, tta_identity=True)
-  if bucketed and _has_tta(config):
-    logging.info("Test-time augmentation moves and resamples the padded "
-                 "margin of a bucket: evaluating at native sizes, one image "
-                 "per host.")
-    bucketed = False
   local_batch = check_eval_batches(cfg, process_count, bucketed)
-  layout = input_config.ExampleLayout.from_config(config)
-  source = source or data_sources.open_split(cfg.dataset_name,
-                                             cfg.eval_split, cfg.data_dir)
+  source = source or _split(run, cfg.eval_split)
   num_examples = len(source.records)
   if num_examples:
-    _check_features(layout, source, config)
+    _check_features(run, source)
   if bucketed and num_examples:
     sizes = buckets_lib.read_sizes(source.records)
     positions, shapes = sampling.bucketed_eval_plan(
@@ -400,14 +422,8 @@ def create_eval_iterator(config: ml_collections.ConfigDict,
                   end - start)
 
 
-def _has_tta(config: ml_collections.ConfigDict) -> bool:
-  """Whether ``config.tta`` asks for flips or rescaled copies."""
-  if "tta" not in config:
-    return False
-  return bool(config.tta.flip) or tuple(config.tta.scales) != (1.0,)
-
-
-def check_image_sizes(config: ml_collections.ConfigDict, *,
+def check_image_sizes(cfg: input_config.InputConfig,
+                      dataset: data_sources.Dataset, *,
                       evaluate: bool) -> None:
   """Checks the crop and evaluation sizes against the split's images, before
   the first training step (not at the first evaluation, after hours).
@@ -422,14 +438,18 @@ def check_image_sizes(config: ml_collections.ConfigDict, *,
     buys nothing); up to 1000 evenly spread training records are looked
     at.
 
+  Args:
+    cfg: The input fields.
+    dataset: The run's dataset (its splits are opened here, once for the
+      whole run).
+    evaluate: Whether the run evaluates.
+
   Raises:
     ValueError: ``eval_pad_size`` is smaller than an evaluation image.
     fcn_jax.data.data_sources.DamagedDatasetError: A record cannot be read.
   """
-  cfg = input_config.InputConfig.from_config(config)
   if evaluate and cfg.eval_pad_size:
-    source = data_sources.open_split(cfg.dataset_name, cfg.eval_split,
-                                     cfg.data_dir)
+    source = dataset.split(cfg.eval_split)
     height, width, image_id = data_sources.largest_image(source)
     if max(height, width) > cfg.eval_pad_size:
       raise ValueError(
@@ -437,8 +457,7 @@ def check_image_sizes(config: ml_collections.ConfigDict, *,
           f"image {image_id} ({height}x{width}) of {source.description}; "
           f"set it to at least {max(height, width)} (or 0 for native sizes)")
   if cfg.crop_size and cfg.train_mode != "reference":
-    source = data_sources.open_split(cfg.dataset_name, cfg.train_split,
-                                     cfg.data_dir)
+    source = dataset.split(cfg.train_split)
     height, width, image_id = data_sources.largest_image(source, limit=1000)
     side = max(height, width) * max(cfg.scale_range)
     if side and cfg.crop_size > 2 * side:

@@ -106,30 +106,29 @@ def eval_step(params: Any, batch: Mapping[str, Any], *,
   return totals, predictions
 
 
-def make_eval_fn(model: models.FCN, config: ml_collections.ConfigDict,
-                 tta: tta_lib.TestTimeAugmentation | None = None,
+def make_eval_fn(model: models.FCN, run: run_config.Run,
                  devices: Sequence[jax.Device] | None = None
                  ) -> tuple[Callable[..., Any], list[jax.Device]]:
   """The data-parallel eval step and the devices it runs on.
 
   Args:
     model: The FCN.
-    config: Reads ``eval_batch_size``, ``optim.loss_normalization`` and
-      ``tta`` and ``parallel``.
-    tta: Overrides ``config.tta``.
+    run: The resolved run: its ``eval_batch_size``,
+      ``optim.loss_normalization``, test-time augmentation and
+      ``parallel``.
     devices: The devices to run on; default: those
       :func:`fcn_jax.parallel.devices_for_batch` picks for
       ``eval_batch_size``.
   """
   if devices is None:
-    devices = parallel.devices_for_batch(config.eval_batch_size,
+    devices = parallel.devices_for_batch(run.config.eval_batch_size,
                                          "eval_batch_size")
   step = functools.partial(eval_step, model=model,
-                           loss_normalization=config.optim.loss_normalization,
-                           tta=tta or run_config.tta_from_config(config))
+                           loss_normalization=run.optim.loss_normalization,
+                           tta=run.tta)
   return parallel.replicate_step(step, devices,
                                  per_device_outputs=(False, True),
-                                 mode=config.parallel), devices
+                                 mode=run.config.parallel), devices
 
 
 def evaluate(p_eval_step: Callable[..., Any], devices: Sequence[jax.Device],
@@ -247,24 +246,43 @@ def report_eval(writer: logging_utils.MetricWriter, step: int,
   writer.flush()
 
 
-def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
-                        step: str | int = checkpointing.DEFAULT_STEP,
+def load_checkpoint(config: ml_collections.ConfigDict, source: str,
+                    step: str | int = checkpointing.DEFAULT_STEP
+                    ) -> tuple[run_config.Run, checkpointing.LoadedModel]:
+  """The saved model to evaluate and its resolved run: every check, before
+  anything is written or locked.
+
+  The checkpoint (step picked by :func:`fcn_jax.checkpointing.load`'s rule)
+  rebuilds its own model, in ``config.model.dtype``, which replaces
+  ``config.model`` (its name picks the input features and heads).
+
+  Args:
+    config: The run config (dataset, input, eval batch, tta, preprocessing).
+    source: A training workdir, checkpoint directory or weights export.
+    step: ``"best"`` (default), ``"latest"`` or a step number.
+
+  Returns:
+    ``(run, loaded)`` for :func:`evaluate_checkpoint`.
+  """
+  loaded = checkpointing.load(source, step, dtype=config.model.dtype)
+  return run_config.resolve(config, "eval", loaded), loaded
+
+
+def evaluate_checkpoint(run: run_config.Run,
+                        loaded: checkpointing.LoadedModel, *,
                         output_dir: str | None = None,
                         log_to_workdir: bool = False,
                         progress: bool = False) -> dict[str, Any]:
   """Evaluates a saved model on ``config.dataset.eval_split``.
 
   The one evaluation of a saved model, run by ``--config.mode=eval`` and by
-  ``python -m fcn_jax.evaluate``: the checkpoint (step picked by
-  :func:`fcn_jax.checkpointing.load`'s rule) rebuilds its own model, in
-  ``config.model.dtype``; its recorded preprocessing is checked against
-  ``config.preprocessing``; the split is scored by :func:`evaluate`, as
-  during training, with ``config.tta``.
+  ``python -m fcn_jax.evaluate``: its recorded preprocessing is checked
+  against ``config.preprocessing``; the split is scored by :func:`evaluate`,
+  as during training, with ``config.tta``.
 
   Args:
-    config: The run config (dataset, input, eval batch, tta, preprocessing).
-    source: A training workdir, checkpoint directory or weights export.
-    step: ``"best"`` (default), ``"latest"`` or a step number.
+    run: The resolved run and the model, from :func:`load_checkpoint`.
+    loaded: See ``run``.
     output_dir: Where to write ``eval_results.json`` and ``confusion.png``
       (None: nowhere).
     log_to_workdir: Also write the metrics line, scalars and tiles to
@@ -276,15 +294,11 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, source: str, *,
     ``step_reason``, ``dataset``, ``split``, ``tta``, ``class_names`` and
     ``metrics`` (the results of :func:`evaluate`).
   """
-  loaded = checkpointing.load(source, step, dtype=config.model.dtype)
-  # The saved model replaces config.model (its name picks the input
-  # features and heads); every check runs before anything is written.
-  run = run_config.resolve(config, "eval", loaded)
   config, tta = run.config, run.tta
   logging.info("Evaluating %s.", loaded.describe())
   preprocessing = run_config.resolve_preprocessing(config, loaded.metadata)
-  p_eval_step, devices = make_eval_fn(loaded.model, config, tta)
-  batches = input_pipeline.create_eval_iterator(config, preprocessing)
+  p_eval_step, devices = make_eval_fn(loaded.model, run)
+  batches = input_pipeline.create_eval_iterator(run, preprocessing)
   results, tiles = evaluate(
       p_eval_step, devices, loaded.params,
       logging_utils.track(batches, "batches", "evaluating", progress),

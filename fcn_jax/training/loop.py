@@ -212,8 +212,7 @@ def _resume(run: run_config.Run,
       metadata = checkpointer.read_metadata(step)
       run_config.check_same_model(run.spec, metadata, where)
       preprocessing = run_config.resolve_preprocessing(run.config, metadata)
-      train_iter = input_pipeline.create_train_iterator(run.config,
-                                                        preprocessing)
+      train_iter = input_pipeline.create_train_iterator(run, preprocessing)
       restored, _ = checkpointer.restore(step, template,
                                          data_iterator=train_iter)
       if int(restored["step"]) != step * iter_size:
@@ -251,34 +250,34 @@ def _resume(run: run_config.Run,
   return resumed
 
 
-def initial_rngs(config: ml_collections.ConfigDict) -> tuple[jax.Array, jax.Array]:
+def initial_rngs(run: run_config.Run) -> tuple[jax.Array, jax.Array]:
   """The keys of the parameters' initialisation and of the train state."""
-  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(config.seed))
+  init_rng, state_rng = jax.random.split(jax.random.PRNGKey(run.config.seed))
   return init_rng, state_rng
 
 
-def new_train_state(config: ml_collections.ConfigDict, model: models.FCN,
+def new_train_state(run: run_config.Run, model: models.FCN,
                     params: Any, state_rng: jax.Array
                     ) -> tuple[state_lib.TrainState, Any]:
   """The train state at step 0 around ``params``, and its optimizer."""
-  tx = state_lib.create_optimizer(config, params, model)
+  tx = state_lib.create_optimizer(run, params, model)
   return state_lib.create_train_state(params, tx, state_rng), tx
 
 
-def abstract_train_state(config: ml_collections.ConfigDict, model: models.FCN
+def abstract_train_state(run: run_config.Run, model: models.FCN
                          ) -> tuple[state_lib.TrainState, Any]:
   """What :func:`train_and_evaluate` starts from, as shapes only
   (``jax.ShapeDtypeStruct`` leaves), and its optimizer: the state a
   deviceless compile (``python -m fcn_jax.dry_run``) takes. Weights from
   ``config.init_from`` are copied by name into the model's own shapes, so
   they change nothing here."""
-  init_rng, state_rng = initial_rngs(config)
+  init_rng, state_rng = initial_rngs(run)
   params = jax.eval_shape(
       lambda: models.init_variables(model, init_rng)["params"])
   optimizer = []
 
   def build(p):
-    state, tx = new_train_state(config, model, p, state_rng)
+    state, tx = new_train_state(run, model, p, state_rng)
     optimizer.append(tx)
     return state
 
@@ -364,7 +363,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
         workdir, f"a training (config.mode={config.mode})").acquire()
     _stop_if_preempted(preemption, ctrl_c)
     model = run.spec.create()
-    init_rng, state_rng = initial_rngs(config)
+    init_rng, state_rng = initial_rngs(run)
     checkpointer = checkpointing.Checkpointer(
         workdir, max_to_keep=config.checkpoint.max_to_keep,
         keep_best=config.checkpoint.keep_best if evaluate_during_training
@@ -377,8 +376,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
         params = models.init_variables(model, init_rng)["params"]
         metadata = None
       else:
-        params, metadata = state_lib.initial_params(config, model, init_rng)
-      return (*new_train_state(config, model, params, state_rng), metadata)
+        params, metadata = state_lib.initial_params(
+            model, init_rng, run.init_sources, config.scratch_init)
+      return (*new_train_state(run, model, params, state_rng), metadata)
 
     _stop_if_preempted(preemption, ctrl_c)
     resumed = _resume(run, checkpointer, lambda: initial_state()[0])
@@ -388,7 +388,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
       start_step = 0
       preprocessing = run_config.resolve_preprocessing(config, source_metadata)
       run_config.warn_if_scratch_with_caffe_inputs(config, preprocessing)
-      train_iter = input_pipeline.create_train_iterator(config, preprocessing)
+      train_iter = input_pipeline.create_train_iterator(run, preprocessing)
     else:
       start_step, state = resumed.step, resumed.state
       preprocessing, train_iter = resumed.preprocessing, resumed.train_iter
@@ -414,9 +414,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
 
     train_devices = parallel.devices_for_batch(config.batch_size)
     state = parallel.replicate(state, train_devices)  # Else step 2 recompiles.
-    p_train_step = step_lib.make_train_fn(model, tx, config, train_devices)
-    p_eval_step, eval_devices = evaluator.make_eval_fn(model, config,
-                                                       run.tta)
+    p_train_step = step_lib.make_train_fn(model, tx, run, train_devices)
+    p_eval_step, eval_devices = evaluator.make_eval_fn(model, run)
     lr_fn = optim.create_learning_rate_fn(config.optim, num_steps)
     writer = logging_utils.MetricWriter(workdir, enabled=is_main,
                                         resume_step=start_step)
@@ -464,7 +463,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
       if do_eval:
         eval_results, tiles = evaluator.evaluate(
             p_eval_step, eval_devices, state.params,
-            input_pipeline.create_eval_iterator(config, preprocessing),
+            input_pipeline.create_eval_iterator(run, preprocessing),
             num_classes=evaluator.eval_classes(run.spec), class_names=class_names,
             preprocessing=preprocessing, num_tiles=config.num_eval_tiles,
             exclude_classes=run.exclusions)
@@ -536,8 +535,10 @@ def run(config: ml_collections.ConfigDict, workdir: str,
           f"nothing to evaluate: {workdir} has no "
           f"{checkpointing.CHECKPOINT_DIR}/ and config.init_from is empty")
     source = config.init_from
+  # Every check first: a config mistake never waits on the lock.
+  run, loaded = evaluator.load_checkpoint(config, source, step)
   with workdir_lock.WorkdirLock(workdir, "an evaluation (config.mode=eval)"):
     report = evaluator.evaluate_checkpoint(
-        config, source, step=step, output_dir=workdir, log_to_workdir=True)
+        run, loaded, output_dir=workdir, log_to_workdir=True)
   logging.info("Wrote %s.", os.path.join(workdir, evaluator.EVAL_RESULTS_FILE))
   return report

@@ -9,7 +9,6 @@ from absl import logging
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from fcn_jax import checkpointing
@@ -74,22 +73,24 @@ def scratch_init(params: Any, scheme: str, rng: jax.Array) -> Any:
   return params
 
 
-def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
-                   rng: jax.Array) -> tuple[Any, dict[str, Any] | None]:
-  """Fresh parameters, overwritten by name from ``config.init_from``
-  (:func:`init_sources`; renamed first layers such as color-D's
-  ``conv1_1_bgrd`` from the source's ``conv1_1``, §8.2).
+def initial_params(model: models.FCN, rng: jax.Array,
+                   sources: Mapping[str, str], scheme: str
+                   ) -> tuple[Any, dict[str, Any] | None]:
+  """Fresh parameters, overwritten by name from the ``config.init_from``
+  sources (a run's ``init_sources``: :func:`fcn_jax.run_config.init_sources`;
+  renamed first layers such as color-D's ``conv1_1_bgrd`` from the source's
+  ``conv1_1``, §8.2), or re-drawn by ``scheme`` (``config.scratch_init``,
+  :func:`scratch_init`) without them.
 
   Returns:
     ``(params, source_metadata)``; the metadata (of the first source) is None
     without init_from.
   """
   params = models.init_variables(model, rng)["params"]
-  sources = run_config.init_sources(config.init_from, run_config.model_spec(config))
   if not sources:
     logging.warning("No init_from: the trunk starts from random weights "
-                    "(%s).", config.scratch_init)
-    return scratch_init(params, config.scratch_init, rng), None
+                    "(%s).", scheme)
+    return scratch_init(params, scheme, rng), None
   metadata = None
   for suffix, path in sources.items():
     source = checkpointing.load(path)
@@ -109,12 +110,12 @@ def initial_params(config: ml_collections.ConfigDict, model: models.FCN,
   return params, metadata
 
 
-def create_optimizer(config: ml_collections.ConfigDict, params: Any,
+def create_optimizer(run: run_config.Run, params: Any,
                      model: models.FCN) -> optax.GradientTransformation:
-  """The optimizer training uses for ``model`` (Caffe SGD of
-  ``config.optim`` over ``config.num_train_steps`` updates)."""
-  return optim.create_model_optimizer(config.optim, params, model,
-                                      int(config.num_train_steps))
+  """The optimizer training uses for ``model`` (Caffe SGD of the run's
+  ``config.optim`` over its ``config.num_train_steps`` updates)."""
+  return optim.create_model_optimizer(run.optim, params, model,
+                                      int(run.config.num_train_steps))
 
 
 def create_train_state(params: Any, tx: optax.GradientTransformation,

@@ -13,11 +13,11 @@ from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 
 from fcn_jax import models
 from fcn_jax import parallel
+from fcn_jax import run_config
 from fcn_jax.data import batch_transforms
 from fcn_jax.models import losses
 from fcn_jax.training import state as state_lib
@@ -125,7 +125,7 @@ def train_step(state: state_lib.TrainState, batch: Mapping[str, Any], *,
 
 
 def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
-                  config: ml_collections.ConfigDict,
+                  run: run_config.Run,
                   devices: Sequence[jax.Device], *,
                   donate_state: bool = True) -> Callable[..., Any]:
   """The data-parallel train step over ``devices``, as training runs it.
@@ -133,8 +133,8 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
   Args:
     model: The FCN.
     tx: The optimizer (:func:`fcn_jax.training.optim.create_model_optimizer`).
-    config: Reads ``optim.loss_normalization``, ``optim.loss_sampling_p``,
-      ``optim.class_weights`` and ``parallel``.
+    run: The resolved run: its ``optim.loss_normalization``,
+      ``optim.loss_sampling_p``, ``optim.class_weights`` and ``parallel``.
     devices: From :func:`fcn_jax.parallel.devices_for_batch`.
     donate_state: Reuse the state's buffers for the new state.
 
@@ -143,10 +143,10 @@ def make_train_fn(model: models.FCN, tx: optax.GradientTransformation,
   """
   step = functools.partial(
       train_step, model=model, tx=tx,
-      loss_normalization=config.optim.loss_normalization,
-      loss_sampling_p=float(config.optim.loss_sampling_p),
-      class_weights=tuple(config.optim.class_weights) or None)
+      loss_normalization=run.optim.loss_normalization,
+      loss_sampling_p=float(run.optim.loss_sampling_p),
+      class_weights=tuple(run.optim.class_weights) or None)
   return parallel.replicate_step(step, devices,
                                  per_device_outputs=(False, False),
                                  donate_state=donate_state,
-                                 mode=config.parallel)
+                                 mode=run.config.parallel)
