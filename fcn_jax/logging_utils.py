@@ -22,6 +22,7 @@ import math
 import os
 import sys
 import time
+import traceback
 import uuid
 from typing import Any, Iterable, Iterator, Mapping
 
@@ -444,6 +445,23 @@ class _OrbaxThreadErrors(std_logging.Filter):
     return True
 
 
+class _UnretrievedOrbaxTasks(std_logging.Filter):
+  """Keeps asyncio's "Task exception was never retrieved" reports of Orbax's
+  tasks (a failed write's sibling writes, garbage-collected after the
+  failure was raised: each an ``OSError`` with its traceback) out of the
+  console; they become debug records."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    if (str(record.msg).startswith("Task exception was never retrieved")
+        and record.exc_info and isinstance(record.exc_info[1], OSError)
+        and any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in
+                traceback.extract_tb(record.exc_info[2]))):
+      logging.debug("An Orbax task failed after the failure that was "
+                    "reported: %s", record.exc_info[1])
+      return False
+    return True
+
+
 def quiet_async_errors() -> None:
   """Keeps the after-effects of a failed asynchronous read or write out of
   the console (once per process); they go to the debug log.
@@ -456,6 +474,9 @@ def quiet_async_errors() -> None:
     failure itself was raised (and is reported in one line).
   * Orbax's save threads log each failure with its traceback before the
     main thread raises it (:class:`_OrbaxThreadErrors`).
+  * The other writes of a failed save (a full disk) end in asyncio tasks
+    whose exceptions nobody reads; asyncio reports each when it is garbage
+    collected (:class:`_UnretrievedOrbaxTasks`).
 
   Process-wide, so a command installs it (training and evaluation, which
   resume from or write checkpoints); a library call such as
@@ -479,5 +500,6 @@ def quiet_async_errors() -> None:
 
   sys.unraisablehook = hook
   std_logging.getLogger("absl").addFilter(_OrbaxThreadErrors())
+  std_logging.getLogger("asyncio").addFilter(_UnretrievedOrbaxTasks())
 
 

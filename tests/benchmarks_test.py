@@ -17,6 +17,7 @@ from benchmarks import jax_bench
 from benchmarks import plot
 from fcn_jax import models
 from fcn_jax import parallel
+from tests.helpers import jit_apply
 
 # docs/reference.md §10: weights per layer (21 classes).
 SPEC_WEIGHTS = {
@@ -160,7 +161,7 @@ def test_train_step_is_the_real_one():
   batch = parallel.shard({"image": images, "label": labels}, 1)
 
   state, metrics = step(state, batch)
-  logits = model.apply({"params": before}, jnp.asarray(images))
+  logits = jit_apply(model, {"params": before}, jnp.asarray(images))
   np.testing.assert_allclose(float(metrics["loss"]),
                              _naive_valid_loss(logits, labels), rtol=1e-4)
   assert int(state.step) == 1

@@ -144,7 +144,7 @@ def test_a_batch_over_8_devices_equals_accumulating_one_by_one():
 
 
 def _native_logits(model, variables, image):
-  return np.asarray(model.apply(variables, jnp.asarray(CAFFE(image))[None],
+  return np.asarray(helpers.jit_apply(model, variables, jnp.asarray(CAFFE(image))[None],
                                 train=False))[0]
 
 

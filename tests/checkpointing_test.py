@@ -5,7 +5,10 @@ workdir lock (fcn_jax.training.workdir_lock): stale, unreadable, and a
 multi-process race for one stale lock."""
 
 import argparse
+import asyncio
+import gc
 import json
+import logging
 import multiprocessing
 import os
 import pathlib
@@ -20,6 +23,7 @@ import pytest
 
 from fcn_jax import checkpointing
 from fcn_jax import errors
+from fcn_jax import logging_utils
 from fcn_jax import models
 from fcn_jax.data import iterator_state
 from fcn_jax.data import preprocessing
@@ -138,6 +142,41 @@ print("ok")
   result = subprocess.run([sys.executable, "-c", script], env=env,
                           capture_output=True, text=True, timeout=300)
   assert result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def _unretrieved_task_error(filename):
+  """Has asyncio report a task that failed with a full disk, in code from
+  ``filename``, and whose exception nobody read (collected at once)."""
+  code = compile("async def write():\n  raise OSError(28, 'No space left')\n",
+                 filename, "exec")
+  namespace = {}
+  exec(code, namespace)  # pylint: disable=exec-used
+  loop = asyncio.new_event_loop()
+  try:
+    task = loop.create_task(namespace["write"]())
+    loop.run_until_complete(asyncio.sleep(0))
+    assert task.done()
+    del task
+    gc.collect()
+  finally:
+    loop.close()
+
+
+def test_a_failed_saves_unread_orbax_tasks_stay_out_of_the_console(caplog):
+  """The other writes of a save that filled the disk: asyncio would print
+  each one's traceback after the one-line error (seen on a full tmpfs)."""
+  logging_utils.quiet_async_errors()
+  caplog.set_level(logging.DEBUG)
+  _unretrieved_task_error(os.path.join(os.sep, "site-packages", "orbax",
+                                       "checkpoint", "writer.py"))
+  assert not [r for r in caplog.records
+             if r.name == "asyncio" and r.levelno >= logging.WARNING]
+  # Anyone else's unread task error is still reported.
+  _unretrieved_task_error(os.path.join(os.sep, "somewhere", "mine.py"))
+  reported = [r for r in caplog.records
+              if r.name == "asyncio" and r.levelno >= logging.WARNING]
+  assert len(reported) == 1 and reported[0].levelno == logging.ERROR
+  assert "Task exception was never retrieved" in reported[0].getMessage()
 
 
 # --------------------------------------------------------------------------

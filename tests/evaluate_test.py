@@ -19,6 +19,7 @@ from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests import helpers
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
+from tests.helpers import jit_apply
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -55,9 +56,9 @@ def test_score_split_skips_padding_examples_and_void(flip):
                               batches, num_classes=5,
                               class_names=[str(k) for k in range(5)])
   hist = np.asarray(results["confusion_matrix"])
-  logits = np.asarray(model.apply(variables, jnp.asarray(images[:3])))
+  logits = np.asarray(jit_apply(model, variables, jnp.asarray(images[:3])))
   if flip:
-    mirrored = np.asarray(model.apply(variables,
+    mirrored = np.asarray(jit_apply(model, variables,
                                       jnp.asarray(images[:3, :, ::-1])))
     logits = (logits + mirrored[:, :, ::-1]) / 2
   np.testing.assert_array_equal(hist, _naive_confusion(labels[:3], logits, 5))
@@ -112,7 +113,7 @@ def test_evaluate_command_end_to_end(tmp_path):
   want = np.zeros((21, 21), np.int64)
   for i in range(len(source)):
     example = source[i]
-    logits = model.apply(variables, CAFFE_VGG(example["image"])[None])
+    logits = jit_apply(model, variables, CAFFE_VGG(example["image"])[None])
     want += _naive_confusion(example["segmentation_mask"][..., 0],
                              np.asarray(logits)[0], 21)
   np.testing.assert_array_equal(hist, want)

@@ -21,6 +21,7 @@ from fcn_jax import errors
 from fcn_jax import export
 from fcn_jax.data import preprocessing
 from tests import tiny_fcn  # pylint: disable=g-bad-import-order
+from tests.helpers import jit_apply
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 # float32 logits of O(1..10); the artifact fuses the preprocessing into XLA
@@ -40,7 +41,7 @@ def exported(tmp_path_factory):
 
 
 def _expected(model, variables, images):
-  return np.asarray(model.apply(variables,
+  return np.asarray(jit_apply(model, variables,
                                 preprocessing.CAFFE_VGG(images)))
 
 

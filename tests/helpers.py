@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import pathlib
 from typing import Any
 
+import jax
 import ml_collections
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -39,6 +41,16 @@ def flat_values(tree: Any, prefix: str = "") -> dict[str, Any]:
       flat.update(flat_values(value, f"{prefix}{key}."))
     return flat
   return {prefix[:-1]: tree}
+
+
+def jit_apply(model: Any, variables: Any, *inputs: Any, **kwargs: Any) -> Any:
+  """``model.apply(variables, *inputs, **kwargs)`` compiled as one program.
+
+  The tests' reference forward passes: run eagerly, Flax dispatches (and
+  XLA:CPU compiles) a VGG trunk op by op, tens of seconds on 2 cores for
+  what compiles in a few as one program. The same computation either way.
+  """
+  return jax.jit(functools.partial(model.apply, **kwargs))(variables, *inputs)
 
 
 def resolved(config: ml_collections.ConfigDict) -> Any:

@@ -11,6 +11,7 @@ from fcn_jax.inference import tta
 import tta_test  # naive_resize: the antialiased linear filter by definition.
 from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import random_image, tiny_fcn
+from tests.helpers import jit_apply
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def fcn32s():
 def _direct(model, variables, image):
   """Logits of one image by a plain model.apply at its native size."""
   x = jnp.asarray(CAFFE_VGG(image)[None])
-  return np.asarray(model.apply(variables, x, train=False))[0]
+  return np.asarray(jit_apply(model, variables, x, train=False))[0]
 
 
 def test_bucket_shape_rounds_up_or_picks_the_smallest_fitting_size():
@@ -84,7 +85,7 @@ def test_fast_mode_pads_to_buckets_and_compiles_once_per_bucket(fcn32s):
     bh, bw = predictor_lib.bucket_shape(h, w, 32)
     padded = np.zeros((1, bh, bw, 3), np.float32)
     padded[0, :h, :w] = CAFFE_VGG(image)
-    want = np.asarray(model.apply(variables, jnp.asarray(padded)))[0, :h, :w]
+    want = np.asarray(jit_apply(model, variables, jnp.asarray(padded)))[0, :h, :w]
     assert got.shape == (h, w, 21)
     np.testing.assert_allclose(got, want, atol=1e-4)
   # An image that fills its bucket is not padded: same as exact.
@@ -179,7 +180,7 @@ def test_stitching_with_f1_is_the_bilinear_upsampler(name):
   image = random_image(np.random.default_rng(6), 45, 70)
   x = jnp.asarray(CAFFE_VGG(image)[None])
   got = np.asarray(shift_stitch.stitched_scores(model, variables, x, 1))[0]
-  want = np.asarray(model.apply(variables, x))[0]
+  want = np.asarray(jit_apply(model, variables, x))[0]
   cells = np.asarray(shift_stitch.coarse_scores(model, variables, x)).shape[1:3]
   inside = lambda n, size: ((np.arange(size) >= center)
                             & (np.arange(size) <= center + stride * (n - 1)))

@@ -58,19 +58,20 @@ def test_patch_conv_equals_nn_conv(kernel, size):
   x = jax.random.normal(jax.random.key(1), (2, size, size + 1, 5))
   conv = nn.Conv(6, (kernel, kernel), padding="VALID", name="fc6")
   patch = layers.PatchConv(6, kernel, name="fc6")
-  variables = conv.init(jax.random.key(2), x)
+  variables = jax.jit(conv.init)(jax.random.key(2), x)
   # Same variable tree and the same initial values from the same key.
   jax.tree.map(np.testing.assert_array_equal, variables,
-               patch.init(jax.random.key(2), x))
+               jax.jit(patch.init)(jax.random.key(2), x))
   variables = jax.tree.map(
       lambda v: v + jax.random.normal(jax.random.key(3), v.shape), variables)
-  np.testing.assert_allclose(patch.apply(variables, x),
-                             conv.apply(variables, x), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(jax.jit(patch.apply)(variables, x),
+                             jax.jit(conv.apply)(variables, x), rtol=1e-5,
+                             atol=1e-4)
 
   def loss(module):
     return lambda v, x: jnp.sum(jnp.sin(module.apply(v, x)))
-  got = jax.grad(loss(patch), argnums=(0, 1))(variables, x)
-  want = jax.grad(loss(conv), argnums=(0, 1))(variables, x)
+  got = jax.jit(jax.grad(loss(patch), argnums=(0, 1)))(variables, x)
+  want = jax.jit(jax.grad(loss(conv), argnums=(0, 1)))(variables, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4,
                                                        atol=1e-4), got, want)
 
@@ -106,9 +107,9 @@ def test_padded_input_conv_equals_the_padded_convolution(kernel, stride,
                    padding=100, name="conv1_1")
     first = layers.PaddedInputConv(5, kernel, 100, stride,
                                    as_matmul=as_matmul, name="conv1_1")
-    variables = conv.init(jax.random.key(2), x)
+    variables = jax.jit(conv.init)(jax.random.key(2), x)
     jax.tree.map(np.testing.assert_array_equal, variables,
-                 first.init(jax.random.key(2), x))
+                 jax.jit(first.init)(jax.random.key(2), x))
     # A non-zero bias: the skipped outputs must be exactly it.
     variables = jax.tree.map(
         lambda v: v + jax.random.normal(jax.random.key(3), v.shape),

@@ -6,6 +6,7 @@ cross-correlation, ceil-mode pooling by brute force, Deconvolution by its
 scatter-add definition on Caffe-layout blobs, crops by slicing).
 """
 
+import functools
 import math
 
 from flax import linen as nn
@@ -16,6 +17,7 @@ import pytest
 
 from fcn_jax import errors
 from fcn_jax import models
+from tests.helpers import jit_apply
 
 # --------------------------------------------------------------------------
 # Parameter counts (docs/reference.md §10).
@@ -160,15 +162,23 @@ def _output_shapes_match(name, heights):
   model = models.create_model(name, width_divisor=64)
   variables = {"params": _param_shapes(model)}
   for h in heights:
-    w = 601 - h  # every height and every width from 1 to 600 once
+    w = 601 - h  # the heights reversed: small heights with large widths
     out = jax.eval_shape(model.apply, variables,
                          jax.ShapeDtypeStruct((2, h, w, 3), jnp.float32))
     assert out.shape == (2, h, w, 21), (name, h, w)
     assert out.dtype == jnp.float32
 
 
-def test_fcn8s_output_matches_input_for_every_size_up_to_600():
-  _output_shapes_match("fcn8s", range(1, 601))
+def test_fcn8s_output_matches_input_for_every_residue_of_32():
+  """Every size up to 64 and the last 32 up to 600, both dimensions.
+
+  Each blob's extent is floor or ceil of (size + c) / s with s dividing 32,
+  and the crop offsets do not depend on the size, so adding 32 to an input
+  side adds 32 / s to every blob's: what holds for each residue mod 32 at
+  the smallest sizes (where a blob's extent bottoms out at 1) and at the
+  largest holds for every size between.
+  """
+  _output_shapes_match("fcn8s", [*range(1, 65), *range(569, 601)])
 
 
 @pytest.mark.parametrize("name", ["fcn32s", "fcn16s", "fcn8s_atonce"])
@@ -383,7 +393,7 @@ def test_forward_equals_numpy_caffe_graph(name):
   blobs = _random_caffe_blobs(model, rng)
   image = rng.normal(0, 50, (37, 53, 3))
   expected = _np_fcn(blobs, image, name)
-  got = np.asarray(model.apply({"params": _to_flax(blobs)},
+  got = np.asarray(jit_apply(model, {"params": _to_flax(blobs)},
                                jnp.asarray(image[None], jnp.float32)))[0]
   assert got.shape == expected.shape == (37, 53, 21)
   rel = np.abs(got - expected).max() / np.abs(expected).max()
@@ -399,7 +409,7 @@ def test_deconvolution_without_flip_would_differ():
   params = _to_flax(blobs)
   params["upscore"]["kernel"] = jnp.asarray(
       blobs["upscore"][0].transpose(2, 3, 0, 1), jnp.float32)  # no flip
-  got = np.asarray(model.apply({"params": params}, image[None]))[0]
+  got = np.asarray(jit_apply(model, {"params": params}, image[None]))[0]
   expected = _np_fcn(blobs, image, "fcn32s")
   assert np.abs(got - expected).max() / np.abs(expected).max() > 1e-2
 
@@ -409,7 +419,7 @@ def test_initial_scores_are_zero():
   variables = models.init_variables(model)
   x = jax.random.normal(jax.random.key(0), (1, 40, 40, 3)) * 50
   # Zero-initialised score layers: the untrained net predicts all zeros.
-  assert not np.asarray(model.apply(variables, x)).any()
+  assert not np.asarray(jax.jit(model.apply)(variables, x)).any()
 
 
 def test_inverted_dropout_after_fc6_and_fc7_only_in_training():
@@ -423,10 +433,14 @@ def test_inverted_dropout_after_fc6_and_fc7_only_in_training():
   variables = {"params": params}
   x = jax.random.normal(jax.random.key(0), (1, 40, 40, 3)) * 50
 
-  def fc7(train, key=0):
+  @functools.partial(jax.jit, static_argnums=0)  # One program, not op by op.
+  def fc7_blob(train, key):
     _, state = model.apply(variables, x, train=train, mutable=["intermediates"],
-                           rngs={"dropout": jax.random.key(key)})
-    return np.asarray(state["intermediates"]["blobs"][0]["fc7"])
+                           rngs={"dropout": key})
+    return state["intermediates"]["blobs"][0]["fc7"]
+
+  def fc7(train, key=0):
+    return np.asarray(fc7_blob(train, jax.random.key(key)))
 
   test = fc7(False)
   np.testing.assert_array_equal(test, fc7(False, key=5))  # identity at test
@@ -444,8 +458,8 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   model = models.create_model("fcn8s", width_divisor=16, dtype="bfloat16")
   variables = models.init_variables(model)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
-  out, state = model.apply(variables, jnp.ones((1, 33, 35, 3)),
-                           mutable=["intermediates"])
+  out, state = jax.jit(functools.partial(model.apply, mutable=[
+      "intermediates"]))(variables, jnp.ones((1, 33, 35, 3)))
   assert out.dtype == jnp.float32 and out.shape == (1, 33, 35, 21)
   assert state["intermediates"]["blobs"][0]["fc7"].dtype == jnp.bfloat16
 

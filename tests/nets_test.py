@@ -415,7 +415,7 @@ def _inputs(model, rng, height=21, width=26):
 
 def _apply(model, params, inputs):
   batch = {n: jnp.asarray(x[None], jnp.float32) for n, x in inputs.items()}
-  out = model.apply({"params": params}, batch if model.multi_input
+  out = helpers.jit_apply(model, {"params": params}, batch if model.multi_input
                     else next(iter(batch.values())))
   return {h: np.asarray(v)[0] for h, v in model.per_head(out).items()}
 
@@ -708,7 +708,7 @@ def test_a_tiny_net_of_each_family_trains(name):
         params[layer])
   state = state.replace(params=jax.tree.map(jnp.asarray, params))
   batch = _batch(model)
-  logits = model.per_head(model.apply({"params": params}, batch["image"]))
+  logits = model.per_head(helpers.jit_apply(model, {"params": params}, batch["image"]))
   labels = model.per_head(batch["label"])
   # SIFT Flow: the sum of the two losses, each normalised on its own, weight
   # 1 each (§8.3; the reference's are unnormalised, "sum", the same sum).
@@ -811,7 +811,7 @@ def test_evaluate_reports_every_head_of_sift_flow():
   for head, c in model.head_classes.items():
     hist = np.zeros((c, c), np.int64)
     for batch in batches:
-      logits = model.per_head(model.apply(variables, batch["image"]))[head]
+      logits = model.per_head(helpers.jit_apply(model, variables, batch["image"]))[head]
       label = batch["label"][head]
       valid = label != 255
       np.add.at(hist, (label[valid], np.asarray(logits).argmax(-1)[valid]), 1)
@@ -844,7 +844,7 @@ def test_predict_writes_one_png_per_head(tmp_path):
                         tmp_path / "out", names, save_logits=True,
                         progress=False)
   assert summary.num_images == 1 and not summary.failures
-  want = model.per_head(model.apply(variables, jnp.asarray(
+  want = model.per_head(helpers.jit_apply(model, variables, jnp.asarray(
       preprocessing.SIFT_FLOW(image)[None])))
   saved = np.load(tmp_path / "out" / "coast.npz")
   for head in ("sem", "geo"):
@@ -886,7 +886,7 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
   assert [(p.split("/")[-1], "no img_3" in m) for p, m in summary.failures
           ] == [("img_3.png", True)]
   logits = np.load(tmp_path / "out_hha" / "img_1.npz")["logits"]
-  want = model.apply(variables, {
+  want = helpers.jit_apply(model, variables, {
       "color": jnp.asarray(preprocessing.NYUD(color["img_1"])[None]),
       "hha": jnp.asarray(preprocessing.NYUD_HHA(hha["img_1"])[None])})
   np.testing.assert_allclose(logits, np.asarray(want)[0], rtol=1e-2,
@@ -907,7 +907,7 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
   stacked = np.concatenate([preprocessing.NYUD(color["img_1"]),
                             np.log(depth["img_1"].astype(np.float64)
                                    )[..., None] - 7.844], -1)
-  want = model.apply(variables, jnp.asarray(stacked[None], jnp.float32))
+  want = helpers.jit_apply(model, variables, jnp.asarray(stacked[None], jnp.float32))
   np.testing.assert_allclose(
       np.load(tmp_path / "out_d" / "img_1.npz")["logits"], np.asarray(want)[0],
       rtol=1e-2, atol=1e-2 * np.abs(want).max())

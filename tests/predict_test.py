@@ -12,6 +12,7 @@ from fcn_jax import voc
 from fcn_jax.data.preprocessing import CAFFE_VGG
 from tests.tiny_fcn import (random_image, run_module, save_tiny_checkpoint,
                             tiny_fcn)
+from tests.helpers import jit_apply
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -224,7 +225,7 @@ def test_an_output_that_cannot_be_written_is_one_line(tmp_path, capsys,
 
 def _native_logits(model, variables, image):
   """The reference deploy net's logits: model.apply at the native size."""
-  return np.asarray(model.apply(variables, CAFFE_VGG(image)[None],
+  return np.asarray(jit_apply(model, variables, CAFFE_VGG(image)[None],
                                 train=False))[0]
 
 

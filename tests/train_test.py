@@ -107,7 +107,7 @@ def test_eight_devices_equal_one_device(runs):
 def test_reported_loss_is_the_global_batch_loss(runs):
   """Step 1 loss equals the loss of the whole batch at the initial params."""
   model, batch = runs["model"], runs["batches"][0]
-  logits = model.apply({"params": runs["params0"]}, jnp.asarray(batch["image"]))
+  logits = helpers.jit_apply(model, {"params": runs["params0"]}, jnp.asarray(batch["image"]))
   want = losses.segmentation_loss(logits, jnp.asarray(batch["label"]),
                                   normalization=runs["normalization"])
   # The eager forward pass runs each convolution as its own program: float32
@@ -144,7 +144,7 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
   totals, predictions = p_eval(params, parallel.shard(batch, 8))
   predictions = parallel.unshard(predictions)
 
-  logits = np.asarray(model.apply({"params": params},
+  logits = np.asarray(helpers.jit_apply(model, {"params": params},
                                   jnp.asarray(batch["image"])))
   np.testing.assert_array_equal(predictions, logits.argmax(-1))
   want = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
@@ -266,8 +266,8 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   assert np.asarray(dense_params["upscore8"]["kernel"]).shape == (16, 16, c, c)
   x = np.random.default_rng(0).normal(size=(1, 37, 45, 3)).astype(np.float32)
   np.testing.assert_allclose(
-      np.asarray(model.apply({"params": params}, x)),
-      np.asarray(dense_model.apply({"params": dense_params}, x)),
+      np.asarray(helpers.jit_apply(model, {"params": params}, x)),
+      np.asarray(helpers.jit_apply(dense_model, {"params": dense_params}, x)),
       rtol=1e-5, atol=1e-5)
 
   # A depthwise checkpoint rebuilds a depthwise model.

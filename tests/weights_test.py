@@ -32,6 +32,7 @@ from fcn_jax.models import weights
 from fcn_jax.readers import WeightFileError
 from fcn_jax.checkpointing import CheckpointError
 from fcn_jax.models.weights import WeightsError
+from tests.helpers import jit_apply
 
 
 def _load_export(directory):
@@ -373,7 +374,7 @@ def test_converted_fcn8s_forward_equals_numpy_caffe_graph(tmp_path, capsys):
   model = checkpointing.model_spec(metadata).create()
   rng = np.random.default_rng(5)
   x = image(rng)
-  got = np.asarray(model.apply({"params": params}, x[None].astype(np.float32)))
+  got = np.asarray(jit_apply(model, {"params": params}, x[None].astype(np.float32)))
   expected = models_test._np_fcn(blobs, x, "fcn8s")
   assert got[0].shape == expected.shape == (37, 53, 21)
   assert relative_error(got[0], expected) < 1e-5
