@@ -24,7 +24,6 @@ from fcn_jax import errors
 from fcn_jax.data import data_sources
 from fcn_jax.datasets import common
 from fcn_jax import default_config
-from fcn_jax import errors
 from fcn_jax.data import input_pipeline
 from fcn_jax import models
 from fcn_jax import parallel
