@@ -430,6 +430,11 @@ _EVENT_LOOP_CLOSED = "Event loop is closed"
 _quiet_installed = False
 
 
+def _in_orbax(path: str) -> bool:
+  """Whether a source file is Orbax's."""
+  return f"{os.sep}orbax{os.sep}" in path
+
+
 class _OrbaxThreadErrors(std_logging.Filter):
   """Keeps Orbax's background-thread error reports (each with a traceback)
   out of the console: the same error reaches the main thread, which
@@ -438,7 +443,7 @@ class _OrbaxThreadErrors(std_logging.Filter):
 
   def filter(self, record: std_logging.LogRecord) -> bool:
     if (record.levelno >= std_logging.ERROR and record.exc_info
-        and f"{os.sep}orbax{os.sep}" in record.pathname):
+        and _in_orbax(record.pathname)):
       if not std_logging.getLogger("absl").isEnabledFor(std_logging.DEBUG):
         return False
       record.levelno, record.levelname = std_logging.DEBUG, "DEBUG"
@@ -454,8 +459,8 @@ class _UnretrievedOrbaxTasks(std_logging.Filter):
   def filter(self, record: std_logging.LogRecord) -> bool:
     if (str(record.msg).startswith("Task exception was never retrieved")
         and record.exc_info and isinstance(record.exc_info[1], OSError)
-        and any(f"{os.sep}orbax{os.sep}" in frame.filename for frame in
-                traceback.extract_tb(record.exc_info[2]))):
+        and any(_in_orbax(frame.filename)
+                for frame in traceback.extract_tb(record.exc_info[2]))):
       logging.debug("An Orbax task failed after the failure that was "
                     "reported: %s", record.exc_info[1])
       return False

@@ -419,7 +419,7 @@ def test_initial_scores_are_zero():
   variables = models.init_variables(model)
   x = jax.random.normal(jax.random.key(0), (1, 40, 40, 3)) * 50
   # Zero-initialised score layers: the untrained net predicts all zeros.
-  assert not np.asarray(jax.jit(model.apply)(variables, x)).any()
+  assert not np.asarray(jit_apply(model, variables, x)).any()
 
 
 def test_inverted_dropout_after_fc6_and_fc7_only_in_training():
@@ -458,8 +458,8 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
   model = models.create_model("fcn8s", width_divisor=16, dtype="bfloat16")
   variables = models.init_variables(model)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
-  out, state = jax.jit(functools.partial(model.apply, mutable=[
-      "intermediates"]))(variables, jnp.ones((1, 33, 35, 3)))
+  out, state = jit_apply(model, variables, jnp.ones((1, 33, 35, 3)),
+                         mutable=["intermediates"])
   assert out.dtype == jnp.float32 and out.shape == (1, 33, 35, 21)
   assert state["intermediates"]["blobs"][0]["fc7"].dtype == jnp.bfloat16
 
