@@ -231,3 +231,10 @@ def test_every_commands_help_exits_0(command, tmp_path):
   result = _run(f"fcn_jax.{command}", ["--help"], tmp_path)
   assert result.returncode == 0, result.stderr[-2000:]  # Not absl's 1.
   assert "--" in result.stdout and "Traceback" not in result.stderr
+  if command in ("main", "evaluate", "dry_run"):  # The absl commands.
+    assert "--config" in result.stdout
+  if command == "evaluate":  # One spelling shown; no --[no]no-progress.
+    assert "--data_dir" in result.stdout
+    assert "--eval_pad_size" in result.stdout
+    assert "data-dir" not in result.stdout
+    assert "no-progress" not in result.stdout

@@ -8,10 +8,7 @@ closing summary, a finished run rerun) is in tests/main_test.py.
 """
 
 import logging as std_logging
-import os
 import pathlib
-import subprocess
-import sys
 from unittest import mock
 
 from absl import logging
@@ -122,21 +119,6 @@ def test_progress_estimates_the_time_left_after_the_measured_steps():
 # --------------------------------------------------------------------------
 # Item 5: one command-line style.
 # --------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("module", ["main", "evaluate", "dry_run"])
-def test_help_of_the_absl_commands_exits_0(module):
-  env = dict(os.environ, PYTHONPATH=str(REPO), JAX_PLATFORMS="cpu")
-  result = subprocess.run([sys.executable, "-m", f"fcn_jax.{module}",
-                           "--help"], cwd=REPO, env=env, capture_output=True,
-                          text=True, timeout=300)
-  assert result.returncode == 0, result.stderr[-2000:]
-  assert "--config" in result.stdout
-  if module == "evaluate":  # One spelling shown; no --[no]no-progress.
-    assert "--data_dir" in result.stdout and "--eval_pad_size" in (
-        result.stdout)
-    assert "data-dir" not in result.stdout and "no-progress" not in (
-        result.stdout)
 
 
 @pytest.mark.parametrize("command", [predict, export, prepare_data,

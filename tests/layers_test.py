@@ -55,7 +55,8 @@ def test_tiled_max_pool_equals_reduce_window_forward_in_bfloat16():
 
 @pytest.mark.parametrize("kernel,size", [(7, 9), (1, 3), (3, 3)])
 def test_patch_conv_equals_nn_conv(kernel, size):
-  x = jax.random.normal(jax.random.key(1), (2, size, size + 1, 5))
+  rng = np.random.default_rng(1)
+  x = rng.normal(size=(2, size, size + 1, 5)).astype(np.float32)
   conv = nn.Conv(6, (kernel, kernel), padding="VALID", name="fc6")
   patch = layers.PatchConv(6, kernel, name="fc6")
   variables = jax.jit(conv.init)(jax.random.key(2), x)
@@ -63,7 +64,7 @@ def test_patch_conv_equals_nn_conv(kernel, size):
   jax.tree.map(np.testing.assert_array_equal, variables,
                jax.jit(patch.init)(jax.random.key(2), x))
   variables = jax.tree.map(
-      lambda v: v + jax.random.normal(jax.random.key(3), v.shape), variables)
+      lambda v: v + rng.normal(size=v.shape).astype(np.float32), variables)
   np.testing.assert_allclose(jax.jit(patch.apply)(variables, x),
                              jax.jit(conv.apply)(variables, x), rtol=1e-5,
                              atol=1e-4)
@@ -100,20 +101,21 @@ def test_padded_input_conv_equals_the_padded_convolution(kernel, stride,
   """Outputs whose window sees only the 100-pixel padding are the bias; the
   others, and every gradient, are nn.Conv's, at odd sizes, 1x1 and one side
   1, with the real padding."""
+  conv = nn.Conv(5, (kernel, kernel), strides=(stride, stride), padding=100,
+                 name="conv1_1")
+  first = layers.PaddedInputConv(5, kernel, 100, stride, as_matmul=as_matmul,
+                                 name="conv1_1")
+  # The variables do not depend on the input's size: initialised once.
+  x = np.zeros((2, 5, 3, channels), np.float32)
+  variables = jax.jit(conv.init)(jax.random.key(2), x)
+  jax.tree.map(np.testing.assert_array_equal, variables,
+               jax.jit(first.init)(jax.random.key(2), x))
+  # A non-zero bias: the skipped outputs must be exactly it.
+  rng = np.random.default_rng(3)
+  variables = jax.tree.map(
+      lambda v: v + rng.normal(size=v.shape).astype(np.float32), variables)
   for height, width in [(1, 1), (1, 70), (37, 53), (5, 3), (64, 64)]:
-    x = jax.random.normal(jax.random.key(height * width),
-                          (2, height, width, channels))
-    conv = nn.Conv(5, (kernel, kernel), strides=(stride, stride),
-                   padding=100, name="conv1_1")
-    first = layers.PaddedInputConv(5, kernel, 100, stride,
-                                   as_matmul=as_matmul, name="conv1_1")
-    variables = jax.jit(conv.init)(jax.random.key(2), x)
-    jax.tree.map(np.testing.assert_array_equal, variables,
-                 jax.jit(first.init)(jax.random.key(2), x))
-    # A non-zero bias: the skipped outputs must be exactly it.
-    variables = jax.tree.map(
-        lambda v: v + jax.random.normal(jax.random.key(3), v.shape),
-        variables)
+    x = rng.normal(size=(2, height, width, channels)).astype(np.float32)
     want = jax.jit(conv.apply)(variables, x)
     got = jax.jit(first.apply)(variables, x)
     assert got.shape == want.shape

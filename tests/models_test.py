@@ -18,6 +18,7 @@ import pytest
 from fcn_jax import errors
 from fcn_jax import models
 from tests.helpers import jit_apply
+from tests.tiny_fcn import random_variables
 
 # --------------------------------------------------------------------------
 # Parameter counts (docs/reference.md §10).
@@ -424,7 +425,7 @@ def test_initial_scores_are_zero():
 
 def test_inverted_dropout_after_fc6_and_fc7_only_in_training():
   model = models.create_model("fcn32s", width_divisor=16)
-  params = dict(models.init_variables(model)["params"])
+  params = dict(random_variables(model)["params"])
   width = params["fc7"]["bias"].shape[0]
   # fc7 = identity, so fc7 in training is drop7(drop6(relu(fc6))): each unit is
   # either 0 or (1/0.5)**2 = 4 times its test-time value.

@@ -226,10 +226,13 @@ def test_only_process_0_writes_logs_and_metrics(two_hosts):
   assert not list(two_hosts.workdir.glob("*.tmp"))
 
 
-def test_sigterm_saves_and_the_rerun_resumes_to_the_same_params(
-    tmp_dir, data_dir, two_hosts):
-  args = (2, 2, data_dir, "--config.mode=train")
-  run = Run(tmp_dir, "preempted", *args)
+def test_sigterm_saves_and_a_rerun_on_one_process_resumes_to_the_same_params(
+    tmp_dir, data_dir, two_hosts, one_host):
+  """SIGTERM stops both hosts at one step and saves it; the rerun, on 1
+  process x 4 devices (a checkpoint saved by N processes resumes on M),
+  continues from the same global data position: the uninterrupted result.
+  (one_host first: the 1-process rerun loads its compiled steps.)"""
+  run = Run(tmp_dir, "preempted", 2, 2, data_dir, "--config.mode=train")
   deadline = time.time() + TIMEOUT
   while not run.records("train"):  # Training is under way on both hosts.
     assert run.proc.poll() is None, run.tail()
@@ -248,15 +251,24 @@ def test_sigterm_saves_and_the_rerun_resumes_to_the_same_params(
   checkpointer = checkpointing.Checkpointer(str(run.workdir), read_only=True)
   assert checkpointer.latest_step() == stop_step
   checkpointer.close()
+  saved = sorted(p.name for p in (run.workdir / "checkpoints" /
+                                  str(stop_step) / "data_iter").glob("*.json"))
+  assert saved == ["process_0-of-2.json", "process_1-of-2.json"]
 
-  resumed = Run(tmp_dir, "resumed", *args,  # The same command again.
+  resumed = Run(tmp_dir, "resumed", 1, 4, data_dir, "--config.mode=train",
                 workdir=run.workdir).wait()
-  for log in resumed.logs():
-    assert f"Resumed from {run.workdir}/checkpoints/{stop_step}." in log
+  log, = resumed.logs()
+  assert ("was saved by 2 processes; resuming on 1 from the same global data "
+          "position") in log
+  assert f"Resumed from {run.workdir}/checkpoints/{stop_step}." in log
   assert [r["step"] for r in resumed.records("train")] == list(
       range(1, NUM_STEPS + 1))  # One line per step, over both runs.
   _assert_params_close(_checkpoint_params(run.workdir, NUM_STEPS),
                        _checkpoint_params(two_hosts.workdir, NUM_STEPS))
+  np.testing.assert_allclose(
+      [r["loss"] for r in resumed.records("train")],
+      [r["loss"] for r in two_hosts.records("train")], rtol=1e-5)
+  assert not (run.workdir / checkpointing.LOCK_FILE).exists()
 
 
 def _val_label_counts(data_dir):
@@ -355,31 +367,26 @@ def _resumable_copy(source, target):
   return target
 
 
-@pytest.mark.parametrize("saved_by, resumed_on", [(2, 1), (1, 2)],
-                         ids=["2_to_1_processes", "1_to_2_processes"])
-def test_resume_on_another_process_count_equals_the_uninterrupted_run(
-    tmp_dir, data_dir, two_hosts, one_host, saved_by, resumed_on):
-  """A checkpoint saved by N processes resumes on M: each new host continues
-  from the same global data position, so the result equals the
-  uninterrupted run (both counts train alike)."""
-  source = two_hosts if saved_by == 2 else one_host
-  name = f"resumed_{saved_by}_to_{resumed_on}"
-  workdir = _resumable_copy(source, tmp_dir / name)
+def test_resume_on_two_processes_equals_the_uninterrupted_run(
+    tmp_dir, data_dir, one_host):
+  """A checkpoint saved by 1 process resumes on 2 (the other direction is in
+  the SIGTERM test): each new host continues from the same global data
+  position, so the result equals the uninterrupted run."""
+  workdir = _resumable_copy(one_host, tmp_dir / "resumed_1_to_2")
   saved = sorted(p.name for p in
                  (workdir / "checkpoints" / str(NUM_STEPS // 2) /
                   "data_iter").glob("*.json"))
-  assert saved == [f"process_{k}-of-{saved_by}.json" for k in range(saved_by)]
-  mode = [] if source is two_hosts else ["--config.mode=train"]
-  resumed = Run(tmp_dir, name, resumed_on, 4 // resumed_on, data_dir, *mode,
-                workdir=workdir).wait()
+  assert saved == ["process_0-of-1.json"]
+  resumed = Run(tmp_dir, "resumed_1_to_2", 2, 2, data_dir,
+                "--config.mode=train", workdir=workdir).wait()
   for log in resumed.logs():
-    assert (f"was saved by {saved_by} processes; resuming on {resumed_on} "
-            "from the same global data position") in log
+    assert ("was saved by 1 processes; resuming on 2 from the same global "
+            "data position") in log
     assert f"Resumed from {workdir}/checkpoints/{NUM_STEPS // 2}." in log
   _assert_params_close(_checkpoint_params(workdir, NUM_STEPS),
-                       _checkpoint_params(source.workdir, NUM_STEPS))
+                       _checkpoint_params(one_host.workdir, NUM_STEPS))
   np.testing.assert_allclose(
       [r["loss"] for r in resumed.records("train")][NUM_STEPS // 2:],
-      [r["loss"] for r in source.records("train")][NUM_STEPS // 2:],
+      [r["loss"] for r in one_host.records("train")][NUM_STEPS // 2:],
       rtol=1e-5)
   assert not (workdir / checkpointing.LOCK_FILE).exists()

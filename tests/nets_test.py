@@ -34,6 +34,7 @@ from fcn_jax.training import optim
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from tests import helpers
+from tests.tiny_fcn import random_variables
 
 DIVISOR = 16
 NEW_NETS = ("fcn_alexnet", "nyud_fcn32s_color", "nyud_fcn32s_hha",
@@ -660,8 +661,10 @@ def _train_setup(name, num_classes=4, **optim_overrides):
     setattr(config.optim, key, value)
   run_config.validate_config(config)
   model = run_config.model_spec(config).create()
-  params = jax.tree.map(np.asarray,
-                        models.init_variables(model, image_size=8)["params"])
+  # Flax's default init in distribution (LeCun normal, zero biases), without
+  # compiling it for each net.
+  params = jax.tree.map(np.asarray, random_variables(
+      model, kernel_gain=1.0, bias_std=0.0)["params"])
   tx = optim.create_model_optimizer(config.optim, params, model, 10)
   devices = jax.local_devices()[:1]
   step = step_lib.make_train_fn(model, tx, helpers.resolved(config), devices,

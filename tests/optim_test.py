@@ -70,8 +70,9 @@ def _run(tx, params, grads_seq):
 
 
 def test_param_labels_follow_the_model_tree():
+  # Labels depend on the tree only: its shapes, without computing an init.
   model = models.create_model("fcn8s_atonce", width_divisor=64)
-  params = models.init_variables(model)["params"]
+  params = models.param_shapes(model)
   labels = optim.param_labels(params, model.frozen_layers())
   for layer, leaves in labels.items():
     for name, label in leaves.items():
@@ -83,7 +84,7 @@ def test_param_labels_follow_the_model_tree():
         assert (name, label) == ("bias", optim.BIAS), (layer, name)
   learned = models.create_model("fcn8s", width_divisor=64,
                                 learn_upsampling=True)
-  labels = optim.param_labels(models.init_variables(learned)["params"],
+  labels = optim.param_labels(models.param_shapes(learned),
                               learned.frozen_layers())
   assert labels["upscore2"]["kernel"] == optim.WEIGHT
   assert labels["upscore_pool4"]["kernel"] == optim.WEIGHT

@@ -11,7 +11,6 @@ import pytest
 
 from fcn_jax import default_config
 from fcn_jax import errors
-from fcn_jax import models
 from fcn_jax.training import optim
 from fcn_jax import parallel
 from fcn_jax.evaluation import evaluator
@@ -19,6 +18,7 @@ from fcn_jax import run_config
 from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from tests import helpers
+from tests.tiny_fcn import random_variables
 
 NUM_CLASSES = 5
 IMAGE_SIZE = 32
@@ -54,7 +54,7 @@ def _train_and_evaluate(mode):
   """NUM_STEPS train steps, then one eval step, as training.loop runs them."""
   config = _config(mode)
   model = run_config.model_spec(config).create()
-  params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
+  params = random_variables(model, bias_std=0.0)["params"]  # He normal.
   rng = np.random.default_rng(0)
   for layer in ("score_fr", "score_pool4", "score_pool3"):
     # Non-zero scores, so that the trunk gets gradients from step 1 on.

@@ -34,6 +34,7 @@ from fcn_jax import run_config
 from fcn_jax.training import optim
 from fcn_jax.training import state as state_lib
 from tests import helpers
+from tests.tiny_fcn import random_variables
 
 # Orbax's asyncio threads report the failed reads of damaged checkpoints
 # once more when their event loop closes; the errors themselves are tested.
@@ -102,7 +103,7 @@ def _train_records(workdir):
 
 def _template(config):
   model = run_config.model_spec(config).create()
-  params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
+  params = random_variables(model)["params"]  # A restore target's tree.
   tx = optim.create_optimizer(config.optim, params,
                               model.frozen_layers(), NUM_STEPS)
   return state_lib.create_train_state(params, tx, jax.random.PRNGKey(1))

@@ -26,27 +26,36 @@ def tiny_fcn(name: str = "fcn32s", width_divisor: int = 16, seed: int = 0,
   """``(model, variables)`` of a narrow FCN with random weights."""
   model = models.create_model(name, num_classes=num_classes,
                               width_divisor=width_divisor)
-  shapes = jax.eval_shape(
-      lambda: model.init(jax.random.key(0), jnp.zeros((1, 32, 32, 3)),
-                         train=False))["params"]
-  scales = {skip.scale_layer: skip.scale for skip in model.head.skips}
+  return model, random_variables(model, seed)
+
+
+def random_variables(model: models.FCN, seed: int = 0, kernel_gain: float = 2.0,
+                     bias_std: float = 0.1) -> dict:
+  """Random variables of ``model`` from its shapes alone (nothing compiled).
+
+  For tests that need parameters of the right tree, not the model's own init
+  (``models.init_variables``: a program of seconds to compile per net and
+  width on CPU). Kernels are ``N(0, kernel_gain / fan_in)`` (2: He, 1: LeCun
+  as Flax's default init), biases ``N(0, bias_std)``, score layers random
+  too; upsamplers and Scale layers start as the reference does
+  (``model.reference_init``: bilinear kernels, dense or depthwise; constants).
+  """
   rng = np.random.default_rng(seed)
+  frozen = set(model.frozen_layers())
   params = {}
+  shapes = jax.eval_shape(lambda: models.init_variables(model))["params"]
   for layer, leaves in shapes.items():
-    if layer in scales:
-      params[layer] = {"scale": np.full(leaves["scale"].shape, scales[layer])}
-    elif "bias" not in leaves:  # Upsamplers: the fixed bilinear kernels.
-      size = leaves["kernel"].shape[0]
-      params[layer] = {"kernel": models.bilinear_kernel(
-          size, leaves["kernel"].shape[-1])}  # Each head's own classes.
+    if layer in frozen:
+      params[layer] = model.reference_init(
+          layer, {k: v.shape for k, v in leaves.items()})[0]
     else:
       kernel = leaves["kernel"].shape
       fan_in = np.prod(kernel[:3])
       params[layer] = {
-          "kernel": rng.normal(0, np.sqrt(2.0 / fan_in), kernel),
-          "bias": rng.normal(0, 0.1, leaves["bias"].shape)}
+          "kernel": rng.normal(0, np.sqrt(kernel_gain / fan_in), kernel),
+          "bias": rng.normal(0, bias_std, leaves["bias"].shape)}
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float32), params)
-  return model, {"params": params}
+  return {"params": params}
 
 
 def random_image(rng: np.random.Generator, height: int,

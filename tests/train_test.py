@@ -24,6 +24,7 @@ from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from fcn_jax.models import weights
 from tests import helpers
+from tests.tiny_fcn import random_variables
 
 NUM_CLASSES = 4
 IMAGE_SIZE = 32
@@ -56,7 +57,7 @@ def _batch(seed=0, batch=GLOBAL_BATCH):
 def _train(config, num_devices, batches):
   """Runs train_step data-parallel on the first ``num_devices`` devices."""
   model = run_config.model_spec(config).create()
-  params = models.init_variables(model, jax.random.PRNGKey(0))["params"]
+  params = random_variables(model, kernel_gain=1.0, bias_std=0.0)["params"]
   tx = optim.create_optimizer(config.optim, params, model.frozen_layers(),
                               num_train_steps=len(batches))
   devices = jax.local_devices()[:num_devices]
@@ -130,7 +131,7 @@ def test_eval_step_counts_only_valid_pixels_of_valid_examples():
   config = _config("fcn32s")
   model = run_config.model_spec(config).create()
   rng = np.random.default_rng(3)
-  params = models.init_variables(model, jax.random.PRNGKey(2))["params"]
+  params = random_variables(model, kernel_gain=1.0, bias_std=0.0)["params"]
   # Non-zero scores, so predictions vary.
   params["score_fr"]["kernel"] = rng.normal(
       size=params["score_fr"]["kernel"].shape).astype(np.float32)
@@ -187,7 +188,7 @@ def _save_checkpoint(workdir, config, params, step, metrics=None):
 def test_checkpoints_keep_latest_and_best(tmp_path):
   config = _config("fcn32s")
   model = run_config.model_spec(config).create()
-  params = models.init_variables(model)["params"]
+  params = random_variables(model)["params"]
   for step, mean_iu in [(1, 0.5), (2, None), (3, 0.2), (4, 0.3), (5, None)]:
     _save_checkpoint(str(tmp_path), config, params, step,
                      None if mean_iu is None else {"mean_iu": mean_iu})
@@ -198,13 +199,40 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
   checkpointer.close()
 
 
+def test_scratch_init_is_he_normal_per_trunk_layer_in_one_program():
+  """Without init_from, each conv/fc kernel is He-normal (std sqrt(2/fan_in)),
+  drawn layer by layer from fold_in(rng, index of the layer in sorted order),
+  the rest the model's own init: initial_params computes it as one compiled
+  program; here each draw is made on its own, eagerly."""
+  model = models.create_model("fcn_alexnet", NUM_CLASSES, width_divisor=16)
+  rng = jax.random.PRNGKey(3)
+  got, metadata = state_lib.initial_params(model, rng, {}, "he_normal")
+  assert metadata is None
+  own = models.init_variables(model, rng)["params"]
+  he_normal = jax.nn.initializers.he_normal(in_axis=(0, 1, 2), out_axis=3)
+  redrawn = 0
+  for index, layer in enumerate(sorted(own)):
+    for name, value in own[layer].items():
+      if name == "kernel" and layer.startswith(("conv", "fc")):
+        value = he_normal(jax.random.fold_in(rng, index), value.shape)
+        fan_in = math.prod(value.shape[:3])
+        assert np.std(value) == pytest.approx(math.sqrt(2 / fan_in), rel=0.2)
+        redrawn += 1
+      np.testing.assert_array_equal(got[layer][name], value,
+                                    err_msg=f"{layer}/{name}")
+  assert redrawn == 7  # conv1-5, fc6, fc7.
+  flax_default, _ = state_lib.initial_params(model, rng, {}, "flax_default")
+  for a, b in zip(jax.tree.leaves(flax_default), jax.tree.leaves(own)):
+    np.testing.assert_array_equal(a, b)
+
+
 def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
   source_config = _config("fcn32s")
   source_model = run_config.model_spec(source_config).create()
   rng = np.random.default_rng(0)
   source_params = jax.tree_util.tree_map(
       lambda x: rng.normal(size=x.shape).astype(np.float32),
-      models.init_variables(source_model)["params"])
+      models.param_shapes(source_model))
   _save_checkpoint(str(tmp_path), source_config, source_params, 7,
                    {"mean_iu": 0.1})
 
@@ -241,8 +269,7 @@ def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
 def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   source_config = _config("fcn16s")
   source_model = run_config.model_spec(source_config).create()
-  source_params = models.init_variables(source_model,
-                                        jax.random.PRNGKey(3))["params"]
+  source_params = random_variables(source_model, seed=3)["params"]
   _save_checkpoint(str(tmp_path / "dense"), source_config, source_params, 1)
 
   config = _config("fcn8s")
@@ -262,7 +289,7 @@ def test_depthwise_upsampling_stages_from_dense_and_round_trips(tmp_path):
   dense_config = _config("fcn8s")
   dense_model = run_config.model_spec(dense_config).create()
   dense_params, _ = weights.copy_by_name(
-      params, models.init_variables(dense_model)["params"])
+      params, random_variables(dense_model)["params"])
   assert np.asarray(dense_params["upscore8"]["kernel"]).shape == (16, 16, c, c)
   x = np.random.default_rng(0).normal(size=(1, 37, 45, 3)).astype(np.float32)
   np.testing.assert_allclose(

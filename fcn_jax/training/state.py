@@ -86,11 +86,16 @@ def initial_params(model: models.FCN, rng: jax.Array,
     ``(params, source_metadata)``; the metadata (of the first source) is None
     without init_from.
   """
-  params = models.init_variables(model, rng)["params"]
   if not sources:
     logging.warning("No init_from: the trunk starts from random weights "
                     "(%s).", scheme)
-    return scratch_init(params, scheme, rng), None
+    # One program for the model's init and the re-draw: XLA drops the
+    # initial draws that the scheme replaces, and each random kernel shape
+    # is not compiled a second time, eagerly (seconds per process on CPU).
+    # The same numbers as the two steps apart (tests/train_test.py).
+    return jax.jit(lambda key: scratch_init(
+        models.init_variables(model, key)["params"], scheme, key))(rng), None
+  params = models.init_variables(model, rng)["params"]
   metadata = None
   for suffix, path in sources.items():
     source = checkpointing.load(path)
