@@ -1,6 +1,10 @@
 """plot_metrics on metrics.jsonl files written by the training MetricWriter."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import numpy as np
 from PIL import Image
@@ -118,3 +122,38 @@ def test_cli_writes_a_png_and_reports_errors(tmp_path, capsys):
   assert plot_metrics.main([str(path)]) == 2
   assert "metrics.jsonl is not a metrics.jsonl (not UTF-8 text" in (
       capsys.readouterr().err)
+
+
+WRITER_WITHOUT_TORCH = r"""
+import importlib.util, pathlib, sys
+from fcn_jax import logging_utils
+writer = logging_utils.MetricWriter(sys.argv[1])
+writer.write_scalars(1, "train", {"loss": 0.5})
+writer.close()
+print("torch imported:", "torch" in sys.modules)
+if importlib.util.find_spec("torch") is not None:
+  import torch  # Still importable afterwards.
+  print("torch after:", torch.zeros(2).sum().item())
+"""
+
+
+def test_the_writer_leaves_pytorch_unimported(tmp_path):
+  """tensorboardX would import torch (1.8 s of every start) when installed;
+  the writer's TensorBoard file is written all the same."""
+  script = tmp_path / "write.py"
+  script.write_text(WRITER_WITHOUT_TORCH)
+  env = dict(os.environ, JAX_PLATFORMS="cpu",
+             PYTHONPATH=str(pathlib.Path(__file__).resolve().parents[1]))
+  result = subprocess.run([sys.executable, str(script), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path, env=env)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "torch imported: False" in result.stdout
+  try:
+    import torch  # pylint: disable=g-import-not-at-top,unused-import
+    assert "torch after: 0.0" in result.stdout
+  except ImportError:
+    pass
+  (events,) = (tmp_path / "run" / logging_utils.TENSORBOARD_DIR).iterdir()
+  assert b"train/loss" in events.read_bytes()
+
