@@ -202,28 +202,36 @@ def test_checkpoints_keep_latest_and_best(tmp_path):
 def test_scratch_init_is_he_normal_per_trunk_layer_in_one_program():
   """Without init_from, each conv/fc kernel is He-normal (std sqrt(2/fan_in)),
   drawn layer by layer from fold_in(rng, index of the layer in sorted order),
-  the rest the model's own init: initial_params computes it as one compiled
-  program; here each draw is made on its own, eagerly."""
+  the rest as the reference starts it (zero biases and score layers, bilinear
+  upsamplers): initial_params computes it as one compiled program; here each
+  draw is made on its own, eagerly."""
   model = models.create_model("fcn_alexnet", NUM_CLASSES, width_divisor=16)
   rng = jax.random.PRNGKey(3)
   got, metadata = state_lib.initial_params(model, rng, {}, "he_normal")
   assert metadata is None
-  own = models.init_variables(model, rng)["params"]
   he_normal = jax.nn.initializers.he_normal(in_axis=(0, 1, 2), out_axis=3)
+  shapes = models.param_shapes(model)
+  assert set(got) == set(shapes)
   redrawn = 0
-  for index, layer in enumerate(sorted(own)):
-    for name, value in own[layer].items():
-      if name == "kernel" and layer.startswith(("conv", "fc")):
-        value = he_normal(jax.random.fold_in(rng, index), value.shape)
-        fan_in = math.prod(value.shape[:3])
-        assert np.std(value) == pytest.approx(math.sqrt(2 / fan_in), rel=0.2)
-        redrawn += 1
+  for index, layer in enumerate(sorted(shapes)):
+    leaves = {name: s.shape for name, s in shapes[layer].items()}
+    if layer.startswith(("conv", "fc")):
+      want = {"kernel": he_normal(jax.random.fold_in(rng, index),
+                                  leaves["kernel"]),
+              "bias": np.zeros(leaves["bias"], np.float32)}
+      fan_in = math.prod(leaves["kernel"][:3])
+      assert np.std(want["kernel"]) == pytest.approx(math.sqrt(2 / fan_in),
+                                                     rel=0.2)
+      redrawn += 1
+    elif layer in model.frozen_layers():
+      want = model.reference_init(layer, leaves)[0]
+    else:  # Score layers.
+      want = {name: np.zeros(shape, np.float32)
+              for name, shape in leaves.items()}
+    for name, value in want.items():
       np.testing.assert_array_equal(got[layer][name], value,
                                     err_msg=f"{layer}/{name}")
   assert redrawn == 7  # conv1-5, fc6, fc7.
-  flax_default, _ = state_lib.initial_params(model, rng, {}, "flax_default")
-  for a, b in zip(jax.tree.leaves(flax_default), jax.tree.leaves(own)):
-    np.testing.assert_array_equal(a, b)
 
 
 def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
