@@ -94,7 +94,8 @@ def test_report_and_files_for_the_demo(tmp_path):
 
 
 def test_evaluate_command_end_to_end(tmp_path):
-  model, variables = save_tiny_checkpoint(tmp_path / "run")
+  # FCN-AlexNet: the fewest layers to compile at each native size below.
+  model, variables = save_tiny_checkpoint(tmp_path / "run", "fcn_alexnet")
   result = run_module(
       ["fcn_jax.evaluate", "--checkpoint", str(tmp_path / "run"),
        "--dataset", "synthetic_shapes/tiny", "--split", "synthetic_val",
