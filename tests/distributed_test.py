@@ -134,19 +134,45 @@ def _assert_all_exited(tmp_path):
       pass
 
 
-def test_processes_start_a_step_together_however_late_one_is(tmp_path):
+@pytest.fixture(scope="module")
+def step_runs(tmp_path_factory):
+  """The 2-process runs of the tests below, started at once: each mostly
+  waits (a late process, a timeout), so their waits overlap.
+
+  Returns:
+    ``{name: (folder, launcher process)}``.
+  """
+  root = tmp_path_factory.mktemp("step_runs")
+  runs = {}
+  # Process 0 comes 35 s late, to its first step (pmap) and to a later new
+  # step (jit, after a pmap step).
+  for name, modes in (("late_first", "pmap"), ("late_later", "pmap,jit")):
+    (root / name).mkdir()
+    runs[name] = (root / name, _launch_steps(root / name, "late", modes,
+                                             skew=35))
+  (root / "absent").mkdir()
+  runs["absent"] = (root / "absent", _launch_steps(
+      root / "absent", "absent", "pmap", kill_after=5,
+      FCN_JAX_BARRIER_TIMEOUT="5"))
+  (root / "stuck").mkdir()
+  runs["stuck"] = (root / "stuck", _launch_steps(
+      root / "stuck", "stuck", "pmap", kill_after=5,
+      FCN_JAX_HANG_TIMEOUT="5"))
+  yield runs
+  for _, proc in runs.values():  # A failed test's leftovers.
+    if proc.poll() is None:
+      proc.kill()
+      proc.wait()
+
+
+def test_processes_start_a_step_together_however_late_one_is(step_runs):
   # Process 0 comes 35 s late, past Gloo's fixed 30 s deadline for setting
   # up a collective: without the meeting before a new step's first run,
-  # process 1 fails (DEADLINE_EXCEEDED) or hangs. Late to its first step
-  # (pmap), and to a later new step (jit, after a pmap step): two runs of 2
-  # processes at once (the wait is the test, not the work).
-  runs = {}
-  for modes in ("pmap", "pmap,jit"):
-    (tmp_path / modes).mkdir()
-    runs[modes] = _launch_steps(tmp_path / modes, "late", modes, skew=35)
-  for modes, proc in runs.items():
+  # process 1 fails (DEADLINE_EXCEEDED) or hangs.
+  for name, modes in (("late_first", "pmap"), ("late_later", "pmap,jit")):
+    folder, proc = step_runs[name]
     stderr = _finish(proc, 300)
-    logs = _logs(tmp_path / modes, 2)
+    logs = _logs(folder, 2)
     assert proc.returncode == 0, stderr + "\n".join(logs)
     for log in logs:
       for mode in modes.split(","):
@@ -156,12 +182,11 @@ def test_processes_start_a_step_together_however_late_one_is(tmp_path):
         assert f"{mode}: state 54.0 after 1 compile(s)" in log, log
 
 
-def test_a_process_that_does_not_come_is_named(tmp_path):
-  proc = _launch_steps(tmp_path, "absent", "pmap", kill_after=5,
-                       FCN_JAX_BARRIER_TIMEOUT="5")
+def test_a_process_that_does_not_come_is_named(step_runs):
+  folder, proc = step_runs["absent"]
   stderr = _finish(proc, 240)
   assert proc.returncode != 0
-  log0 = _logs(tmp_path, 2)[0]
+  log0 = _logs(folder, 2)[0]
   assert ("process(es) 1 of 2 did not reach the first run of step within "
           "5 s (process 0 waited): a slow or stuck host (see its log); if it "
           "is only slow, raise $FCN_JAX_BARRIER_TIMEOUT (seconds).") in log0, (
@@ -170,14 +195,13 @@ def test_a_process_that_does_not_come_is_named(tmp_path):
   # (sleeping through SIGTERM, which JAX's preemption notifier takes) lost
   # its coordinator and aborted, or the launcher killed it.
   assert "process 0 exited with 1" in stderr, stderr
-  _assert_all_exited(tmp_path)
+  _assert_all_exited(folder)
 
 
-def test_a_process_stuck_in_a_collective_exits_with_one_line(tmp_path):
-  proc = _launch_steps(tmp_path, "stuck", "pmap", kill_after=5,
-                       FCN_JAX_HANG_TIMEOUT="5")
+def test_a_process_stuck_in_a_collective_exits_with_one_line(step_runs):
+  folder, proc = step_runs["stuck"]
   stderr = _finish(proc, 240)
-  log0 = _logs(tmp_path, 2)[0]
+  log0 = _logs(folder, 2)[0]
   assert proc.returncode == 1, stderr + log0
   assert "the stuck step returned" not in log0
   assert re.search(
@@ -185,7 +209,7 @@ def test_a_process_stuck_in_a_collective_exits_with_one_line(tmp_path):
       r"step \(stuck at \S+\.py:\d+ .*\): another process is probably stuck "
       r"or gone, see its log; exiting\. If a step can take that long, raise "
       r"\$FCN_JAX_HANG_TIMEOUT \(seconds; 0: never\)\.", log0), log0
-  _assert_all_exited(tmp_path)
+  _assert_all_exited(folder)
 
 
 def test_no_process_outlives_the_launcher(tmp_path):
