@@ -8,6 +8,7 @@ no command handles is one line and exit status 130; ``--help`` exits 0.
 
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -17,13 +18,23 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.py")
 
 
+def _as_in_a_terminal():
+  """The child's SIGINT as a terminal's foreground command has it: handled
+  by default and not blocked. A test worker's own state (a blocked or
+  ignored SIGINT, inherited across exec) would otherwise make a Ctrl-C test
+  depend on the tests that ran before it (seen in full clean-clone runs:
+  the command never got the signal)."""
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+  signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run(command, args, cwd, timeout=300):
   env = dict(os.environ)
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run([sys.executable, "-m", command, *args], cwd=cwd,
                         env=env, capture_output=True, text=True,
-                        timeout=timeout)
+                        timeout=timeout, preexec_fn=_as_in_a_terminal)
 
 
 def _error_lines(stderr):
@@ -128,9 +139,9 @@ import numpy as np
 from fcn_jax import visualize
 def bug(*args, **kwargs):  # fcn_jax's own code, called wrongly: a bug.
   return visualize.colorize(np.zeros((2, 2, 2)))
-def ctrl_c(*args, **kwargs):  # Handled during the sleep, in this frame.
+def ctrl_c(*args, **kwargs):  # Interrupted at once: handled in this frame.
   os.kill(os.getpid(), signal.SIGINT)
-  time.sleep(30)
+  time.sleep(10)
 figure.Figure.savefig = {replacement}
 sys.argv = ["plot_metrics", "run"]
 runpy.run_module("fcn_jax.plot_metrics", run_name="__main__")
@@ -145,7 +156,8 @@ def _run_patched(replacement, cwd):
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.run(
       [sys.executable, "-c", _PATCHED_COMMAND.format(replacement=replacement)],
-      cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
+      preexec_fn=_as_in_a_terminal)
 
 
 def test_a_value_error_of_fcn_jax_itself_keeps_its_traceback(tmp_path):
@@ -165,12 +177,7 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path):
   (tmp_path / "cfg.py").write_text(
       "import os, signal, time\n\ndef get_config():\n"
       "  os.kill(os.getpid(), signal.SIGINT)\n"
-      # Handled in this frame, during the sleep: without it, a signal that
-      # lands on another of JAX's threads is raised a few bytecodes later in
-      # the main thread, where a library's broad except can swallow it (seen
-      # once in CI: get_config returned None, exit 2). A lost signal still
-      # fails here.
-      "  time.sleep(30)\n")
+      "  time.sleep(10)\n")  # Interrupted at once: handled in this frame.
   main = _run("fcn_jax.main", ["--config=cfg.py", "--workdir",
                                str(tmp_path / "main")], tmp_path)
   # The others (predict, export, convert, prepare_data, plot_metrics).
