@@ -6,6 +6,7 @@ Bad input is one line on stderr, ``error: ...``, and exit status 2; a bug
 no command handles is one line and exit status 130; ``--help`` exits 0.
 """
 
+import contextlib
 import os
 import pathlib
 import signal
@@ -18,14 +19,20 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 QUICKSTART = str(REPO / "configs" / "quickstart.py")
 
 
-def _as_in_a_terminal():
-  """The child's SIGINT as a terminal's foreground command has it: handled
-  by default and not blocked. A test worker's own state (a blocked or
-  ignored SIGINT, inherited across exec) would otherwise make a Ctrl-C test
-  depend on the tests that ran before it (seen in full clean-clone runs:
-  the command never got the signal)."""
-  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
-  signal.signal(signal.SIGINT, signal.SIG_DFL)
+@contextlib.contextmanager
+def _sigint_as_in_a_terminal():
+  """Children started inside get SIGINT as a terminal's foreground command
+  has it: handled by default and not blocked. A worker's own state (a
+  SIGINT blocked by an earlier test's library, or ignored), inherited
+  across exec, would make a Ctrl-C test depend on the tests that ran before
+  it (seen in full clean-clone runs: the command never got the signal)."""
+  mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+  handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    yield
+  finally:
+    signal.signal(signal.SIGINT, handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _run(command, args, cwd, timeout=300):
@@ -34,7 +41,7 @@ def _run(command, args, cwd, timeout=300):
   env["JAX_PLATFORMS"] = "cpu"
   return subprocess.run([sys.executable, "-m", command, *args], cwd=cwd,
                         env=env, capture_output=True, text=True,
-                        timeout=timeout, preexec_fn=_as_in_a_terminal)
+                        timeout=timeout)
 
 
 def _error_lines(stderr):
@@ -156,8 +163,7 @@ def _run_patched(replacement, cwd):
   env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
   return subprocess.run(
       [sys.executable, "-c", _PATCHED_COMMAND.format(replacement=replacement)],
-      cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
-      preexec_fn=_as_in_a_terminal)
+      cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
 def test_a_value_error_of_fcn_jax_itself_keeps_its_traceback(tmp_path):
@@ -178,10 +184,11 @@ def test_ctrl_c_at_start_up_is_one_line_and_exit_130(tmp_path):
       "import os, signal, time\n\ndef get_config():\n"
       "  os.kill(os.getpid(), signal.SIGINT)\n"
       "  time.sleep(10)\n")  # Interrupted at once: handled in this frame.
-  main = _run("fcn_jax.main", ["--config=cfg.py", "--workdir",
-                               str(tmp_path / "main")], tmp_path)
-  # The others (predict, export, convert, prepare_data, plot_metrics).
-  plot = _run_patched("ctrl_c", tmp_path)
+  with _sigint_as_in_a_terminal():
+    main = _run("fcn_jax.main", ["--config=cfg.py", "--workdir",
+                                 str(tmp_path / "main")], tmp_path)
+    # The others (predict, export, convert, prepare_data, plot_metrics).
+    plot = _run_patched("ctrl_c", tmp_path)
   for result, line in (
       (main, "Interrupted (Ctrl-C); the checkpoints saved before are kept; "
              "the same command resumes from the last one."),
