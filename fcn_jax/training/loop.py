@@ -373,9 +373,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict | run_config.Run,
     @functools.cache
     def initial_state():  # When resuming, only a template to restore into.
       if resuming:  # Zeros of the right shapes: nothing to compile.
-        params = jax.tree.map(
-            lambda s: np.zeros(s.shape, s.dtype), jax.eval_shape(
-                lambda: models.init_variables(model, init_rng)["params"]))
+        params = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype),
+                              models.param_shapes(model))
         metadata = None
       else:
         params, metadata = state_lib.initial_params(
