@@ -134,10 +134,11 @@ def _assert_all_exited(tmp_path):
       pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", autouse=True)
 def step_runs(tmp_path_factory):
-  """The 2-process runs of the tests below, started at once: each mostly
-  waits (a late process, a timeout), so their waits overlap.
+  """The 2-process runs of the last tests of this file, started at the first
+  test: each mostly waits (a late process, a timeout), so their waits overlap
+  each other and this file's other tests.
 
   Returns:
     ``{name: (folder, launcher process)}``.
@@ -163,53 +164,6 @@ def step_runs(tmp_path_factory):
     if proc.poll() is None:
       proc.kill()
       proc.wait()
-
-
-def test_processes_start_a_step_together_however_late_one_is(step_runs):
-  # Process 0 comes 35 s late, past Gloo's fixed 30 s deadline for setting
-  # up a collective: without the meeting before a new step's first run,
-  # process 1 fails (DEADLINE_EXCEEDED) or hangs.
-  for name, modes in (("late_first", "pmap"), ("late_later", "pmap,jit")):
-    folder, proc = step_runs[name]
-    stderr = _finish(proc, 300)
-    logs = _logs(folder, 2)
-    assert proc.returncode == 0, stderr + "\n".join(logs)
-    for log in logs:
-      for mode in modes.split(","):
-        # Each step adds the sum over 4 devices x 3 values: 2x3x1 + 2x3x2 =
-        # 18. Compiled once per process: the first call reuses the
-        # ahead-of-time compile that preceded the meeting.
-        assert f"{mode}: state 54.0 after 1 compile(s)" in log, log
-
-
-def test_a_process_that_does_not_come_is_named(step_runs):
-  folder, proc = step_runs["absent"]
-  stderr = _finish(proc, 240)
-  assert proc.returncode != 0
-  log0 = _logs(folder, 2)[0]
-  assert ("process(es) 1 of 2 did not reach the first run of step within "
-          "5 s (process 0 waited): a slow or stuck host (see its log); if it "
-          "is only slow, raise $FCN_JAX_BARRIER_TIMEOUT (seconds).") in log0, (
-              log0)
-  # Process 0 left without waiting for process 1 at JAX's exit; process 1
-  # (sleeping through SIGTERM, which JAX's preemption notifier takes) lost
-  # its coordinator and aborted, or the launcher killed it.
-  assert "process 0 exited with 1" in stderr, stderr
-  _assert_all_exited(folder)
-
-
-def test_a_process_stuck_in_a_collective_exits_with_one_line(step_runs):
-  folder, proc = step_runs["stuck"]
-  stderr = _finish(proc, 240)
-  log0 = _logs(folder, 2)[0]
-  assert proc.returncode == 1, stderr + log0
-  assert "the stuck step returned" not in log0
-  assert re.search(
-      r"error: process 0 of 2 made no progress for \d+ s after starting "
-      r"step \(stuck at \S+\.py:\d+ .*\): another process is probably stuck "
-      r"or gone, see its log; exiting\. If a step can take that long, raise "
-      r"\$FCN_JAX_HANG_TIMEOUT \(seconds; 0: never\)\.", log0), log0
-  _assert_all_exited(folder)
 
 
 def test_no_process_outlives_the_launcher(tmp_path):
@@ -286,3 +240,50 @@ def test_cluster_detection(monkeypatch):
   assert distributed.detected_cluster() is None  # one task: nothing to join
   monkeypatch.setenv("SLURM_NTASKS", "16")
   assert distributed.detected_cluster() == "slurm"
+
+
+def test_processes_start_a_step_together_however_late_one_is(step_runs):
+  # Process 0 comes 35 s late, past Gloo's fixed 30 s deadline for setting
+  # up a collective: without the meeting before a new step's first run,
+  # process 1 fails (DEADLINE_EXCEEDED) or hangs.
+  for name, modes in (("late_first", "pmap"), ("late_later", "pmap,jit")):
+    folder, proc = step_runs[name]
+    stderr = _finish(proc, 300)
+    logs = _logs(folder, 2)
+    assert proc.returncode == 0, stderr + "\n".join(logs)
+    for log in logs:
+      for mode in modes.split(","):
+        # Each step adds the sum over 4 devices x 3 values: 2x3x1 + 2x3x2 =
+        # 18. Compiled once per process: the first call reuses the
+        # ahead-of-time compile that preceded the meeting.
+        assert f"{mode}: state 54.0 after 1 compile(s)" in log, log
+
+
+def test_a_process_that_does_not_come_is_named(step_runs):
+  folder, proc = step_runs["absent"]
+  stderr = _finish(proc, 240)
+  assert proc.returncode != 0
+  log0 = _logs(folder, 2)[0]
+  assert ("process(es) 1 of 2 did not reach the first run of step within "
+          "5 s (process 0 waited): a slow or stuck host (see its log); if it "
+          "is only slow, raise $FCN_JAX_BARRIER_TIMEOUT (seconds).") in log0, (
+              log0)
+  # Process 0 left without waiting for process 1 at JAX's exit; process 1
+  # (sleeping through SIGTERM, which JAX's preemption notifier takes) lost
+  # its coordinator and aborted, or the launcher killed it.
+  assert "process 0 exited with 1" in stderr, stderr
+  _assert_all_exited(folder)
+
+
+def test_a_process_stuck_in_a_collective_exits_with_one_line(step_runs):
+  folder, proc = step_runs["stuck"]
+  stderr = _finish(proc, 240)
+  log0 = _logs(folder, 2)[0]
+  assert proc.returncode == 1, stderr + log0
+  assert "the stuck step returned" not in log0
+  assert re.search(
+      r"error: process 0 of 2 made no progress for \d+ s after starting "
+      r"step \(stuck at \S+\.py:\d+ .*\): another process is probably stuck "
+      r"or gone, see its log; exiting\. If a step can take that long, raise "
+      r"\$FCN_JAX_HANG_TIMEOUT \(seconds; 0: never\)\.", log0), log0
+  _assert_all_exited(folder)

@@ -31,8 +31,6 @@ from fcn_jax.data import preprocessing
 from fcn_jax.evaluation import evaluator
 from fcn_jax.training import loop
 from fcn_jax import run_config
-from fcn_jax.training import optim
-from fcn_jax.training import state as state_lib
 from tests import helpers
 from tests.tiny_fcn import random_variables
 
@@ -48,6 +46,8 @@ NUM_STEPS = 4  # Checkpoints 2 and 4.
 def _config(data_dir, num_train_steps=NUM_STEPS, **optim):
   config = default_config.get_config()
   config.mode = "train"
+  # The net is not the subject here: FCN-AlexNet compiles quickest.
+  config.model.name = "fcn_alexnet"
   config.model.width_divisor = 64
   config.model.dropout_rate = 0.0
   config.dataset.name = "synthetic_shapes/tiny"
@@ -102,11 +102,11 @@ def _train_records(workdir):
 
 
 def _template(config):
-  model = run_config.model_spec(config).create()
-  params = random_variables(model)["params"]  # A restore target's tree.
-  tx = optim.create_optimizer(config.optim, params,
-                              model.frozen_layers(), NUM_STEPS)
-  return state_lib.create_train_state(params, tx, jax.random.PRNGKey(1))
+  """A restore target: the train state training builds, random values."""
+  run = run_config.resolve(config, "train")
+  model = run.spec.create()
+  params = random_variables(model)["params"]
+  return loop.new_train_state(run, model, params, jax.random.PRNGKey(1))[0]
 
 
 # --------------------------------------------------------------------------
@@ -356,7 +356,7 @@ def test_sigterm_during_start_up_exits_cleanly(trained, tmp_path):
       [sys.executable, "-m", "fcn_jax.main",
        "--config", str(REPO / "configs" / "quickstart.py"),
        "--workdir", str(workdir), "--config.mode=train",
-       "--config.model.name=fcn32s", "--config.model.width_divisor=64",
+       "--config.model.name=fcn_alexnet", "--config.model.width_divisor=64",
        "--config.dataset.name=synthetic_shapes/tiny",
        f"--config.dataset.data_dir={trained['data_dir']}",
        "--config.num_train_steps=6", "--config.batch_size=4",
@@ -623,7 +623,7 @@ def _main_flags(trained, num_train_steps, every_steps):
   """``python -m fcn_jax.main``'s flags for the ``trained`` run's model."""
   return ["--config", str(REPO / "configs" / "quickstart.py"),
           "--config.mode=train",
-          "--config.model.name=fcn32s", "--config.model.width_divisor=64",
+          "--config.model.name=fcn_alexnet", "--config.model.width_divisor=64",
           "--config.model.dropout_rate=0",
           "--config.dataset.name=synthetic_shapes/tiny",
           f"--config.dataset.data_dir={trained['data_dir']}",
