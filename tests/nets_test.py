@@ -787,18 +787,9 @@ def test_multi_head_class_weights_are_rejected():
 
 
 def _tiny_random(name, num_classes=4, seed=0):
-  """``(model, variables)`` with random weights and bilinear upsamplers."""
+  """``(model, variables)``: random weights, reference upsamplers."""
   model = models.create_model(name, num_classes, width_divisor=64)
-  rng = np.random.default_rng(seed)
-  params = {}
-  for layer, leaves in models.param_shapes(model).items():
-    shapes = {k: v.shape for k, v in leaves.items()}
-    if layer in model.frozen_layers():
-      params[layer] = model.reference_init(layer, shapes)[0]
-    else:
-      params[layer] = {k: rng.normal(0, math.sqrt(2 / max(1, math.prod(
-          s[:-1]))), s).astype(np.float32) for k, s in shapes.items()}
-  return model, {"params": params}
+  return model, random_variables(model, seed)
 
 
 def test_evaluate_reports_every_head_of_sift_flow():
