@@ -12,6 +12,7 @@ import json
 import pathlib
 import re
 import tarfile
+import tempfile
 
 import numpy as np
 from PIL import Image
@@ -506,3 +507,18 @@ def test_images_of_other_modes_are_stored_as_rgb(mode, file_format):
   assert common.make_example("y", rgb_buffer.getvalue(),
                              np.zeros((20, 30), np.uint8), "folder",
                              "m.png")[common.IMAGE] == rgb_buffer.getvalue()
+
+
+def test_opening_unbuilt_builders_leaves_no_temporary_folders(tmp_path,
+                                                                monkeypatch):
+  """TFDS makes a /tmp folder to fetch the info of an unbuilt dataset from its
+  GCS bucket and never removes it; none of these datasets is there."""
+  from fcn_jax import datasets  # pylint: disable=g-import-not-at-top
+  temp = tmp_path / "tmp"
+  temp.mkdir()
+  monkeypatch.setattr(tempfile, "tempdir", str(temp))
+  for name in datasets.BUILDERS:
+    builder = datasets.builder(name, str(tmp_path / "tfds"))
+    assert not builder.data_path.exists()  # Not built: the case in point.
+    assert isinstance(builder.info, common.LocalDatasetInfo), name
+  assert not list(temp.iterdir())

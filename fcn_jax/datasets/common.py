@@ -53,6 +53,19 @@ SEMANTIC_MASK = "semantic_mask"
 GEOMETRIC_MASK = "geometric_mask"
 
 
+class LocalDatasetInfo(tfds.core.DatasetInfo):
+  """The DatasetInfo of every fcn_jax builder: data built from local files.
+
+  TFDS looks for the info of a builder whose data is not built yet on its
+  GCS bucket, in a ``/tmp/tmp*tfds`` folder that it makes first and never
+  removes (one per command that opens such a builder). None of these
+  datasets is on that bucket: there is nothing to look up.
+  """
+
+  def initialize_from_bucket(self) -> None:
+    return None
+
+
 class InvalidExampleError(errors.UserError):
   """An image or mask that cannot be used as it is; the message names the id."""
 

@@ -96,7 +96,7 @@ class FolderDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
   def _info(self) -> tfds.core.DatasetInfo:
     scan = self._scan
-    return tfds.core.DatasetInfo(
+    return common.LocalDatasetInfo(
         builder=self,
         description=(f"Folder dataset {self.name} from {scan.root}: "
                      f"{scan.num_classes} classes "

@@ -197,7 +197,7 @@ class Nyud(manual.ManualBuilder):
   SPLIT_SIZES = SPLIT_SIZES
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return common.LocalDatasetInfo(
         builder=self,
         description=(
             "NYU Depth v2 labelled set, 40-class task of Gupta et al. "

@@ -208,7 +208,7 @@ class PascalContext(manual.ManualBuilder):
   SPLIT_SIZES = SPLIT_SIZES
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return common.LocalDatasetInfo(
         builder=self,
         description=(
             "PASCAL-Context: full-scene labels of PASCAL VOC 2010, mapped to "

@@ -196,7 +196,7 @@ class SiftFlow(manual.ManualBuilder):
 
   def _info(self) -> tfds.core.DatasetInfo:
     semantic, geometric = read_class_names()
-    return tfds.core.DatasetInfo(
+    return common.LocalDatasetInfo(
         builder=self,
         description=(
             "SIFT Flow: 256x256 outdoor scenes labelled with 33 semantic "

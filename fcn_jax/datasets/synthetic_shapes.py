@@ -118,7 +118,7 @@ class SyntheticShapes(tfds.core.GeneratorBasedBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return common.LocalDatasetInfo(
         builder=self,
         description=("SYNTHETIC data, not PASCAL VOC: random shapes of the 20 "
                      "VOC classes on a textured background, in the voc_seg "

@@ -260,7 +260,7 @@ class VocSeg(manual.ManualBuilder):
     super().__init__(**kwargs)
 
   def _info(self) -> tfds.core.DatasetInfo:
-    return tfds.core.DatasetInfo(
+    return common.LocalDatasetInfo(
         builder=self,
         description=("PASCAL VOC 2012 semantic segmentation and the Semantic "
                      "Boundaries Dataset (SBD): 21 classes (0 = background), "
