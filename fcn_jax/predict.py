@@ -68,18 +68,6 @@ from fcn_jax.inference import outputs as outputs_lib
 from fcn_jax.inference import predictor as predictor_lib
 from fcn_jax.inference import driver
 from fcn_jax.inference import inputs
-from fcn_jax.inference.outputs import output_names, planned_outputs
-
-# The library's names, also reachable here for scripts written against this
-# module before they moved into fcn_jax.inference.
-InputError = inputs.InputError
-find_inputs = inputs.find_inputs
-load_image = inputs.load_image
-check_extra_inputs = inputs.check_extra_inputs
-Summary = driver.Summary
-run = driver.run
-too_large = driver.too_large
-check_inference_flags = command_line.check_predictor_flags
 
 
 def _define(values: flags.FlagValues) -> None:
@@ -148,19 +136,20 @@ def trained_dataset(metadata: dict) -> str | None:
 def _main(args: argparse.Namespace) -> int:
   # Every check that needs no model first; nothing is created until the
   # checkpoint has loaded.
-  check_inference_flags(args)
-  paths = find_inputs(args.input)
+  command_line.check_predictor_flags(args)
+  paths = inputs.find_inputs(args.input)
   outputs_lib.check_output_folder(args.output)
   loaded = checkpointing.load(args.checkpoint, args.step)
   predictor = command_line.make_predictor(args, loaded.model, loaded.variables,
                                           loaded.preprocessing)
-  extras = check_extra_inputs(predictor, loaded.spec.name,
-                              {"hha": args.hha, "depth": args.depth})
+  extras = inputs.check_extra_inputs(predictor, loaded.spec.name,
+                                     {"hha": args.hha, "depth": args.depth})
   heads = sorted(loaded.spec.head_classes) if loaded.spec.multi_head else None
   cli.check_overwrite(
-      planned_outputs(args.output, output_names(paths), heads,
-                      save_logits=args.save_logits,
-                      write_overlay=not args.no_overlay), args.overwrite)
+      outputs_lib.planned_outputs(
+          args.output, outputs_lib.output_names(paths), heads,
+          save_logits=args.save_logits, write_overlay=not args.no_overlay),
+      args.overwrite)
   print(f"Segmenting with {loaded.describe()}.")
   dataset = trained_dataset(loaded.metadata)
   if dataset and dataset.split("/")[0].split(":")[0] == "synthetic_shapes":
@@ -168,11 +157,11 @@ def _main(args: argparse.Namespace) -> int:
           "classes mean nothing on photos.")
   memory_limit = (predictor_lib.available_memory() if args.max_memory is None
                   else int(args.max_memory * 2**30))
-  summary = run(predictor, paths, args.output, loaded.class_names,
-                save_logits=args.save_logits, overlay_alpha=args.alpha,
-                write_overlay=not args.no_overlay,
-                progress=not args.no_progress, memory_limit=memory_limit,
-                extra_inputs=extras)
+  summary = driver.run(predictor, paths, args.output, loaded.class_names,
+                       save_logits=args.save_logits, overlay_alpha=args.alpha,
+                       write_overlay=not args.no_overlay,
+                       progress=not args.no_progress,
+                       memory_limit=memory_limit, extra_inputs=extras)
   print(summary.report())
   print(f"Outputs in {os.path.abspath(args.output)}")
   return 1 if summary.failures else 0

@@ -22,12 +22,13 @@ from fcn_jax import checkpointing
 from fcn_jax import default_config
 from fcn_jax import models
 from fcn_jax import parallel
-from fcn_jax import predict
 from fcn_jax import readers
 from fcn_jax import run_config
 from fcn_jax.data import preprocessing
 from fcn_jax.evaluation import evaluator
 from fcn_jax.evaluation import metrics
+from fcn_jax.inference import inputs as inputs_lib
+from fcn_jax.inference import driver as driver_lib
 from fcn_jax.inference import predictor as predictor_lib
 from fcn_jax.models import weights
 from fcn_jax.training import optim
@@ -834,7 +835,7 @@ def test_predict_writes_one_png_per_head(tmp_path):
   predictor = predictor_lib.Predictor(model, variables, preprocessing.SIFT_FLOW,
                                   mode="exact")
   names = {"sem": [f"s{i}" for i in range(4)], "geo": ["sky", "h", "v"]}
-  summary = predict.run(predictor, predict.find_inputs([str(tmp_path / "in")]),
+  summary = driver_lib.run(predictor, inputs_lib.find_inputs([str(tmp_path / "in")]),
                         tmp_path / "out", names, save_logits=True,
                         progress=False)
   assert summary.num_images == 1 and not summary.failures
@@ -866,14 +867,14 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
     _write_png(tmp_path / "hha" / f"{n}.png", hha[n])
   for n in depth:
     _write_png(tmp_path / "depth" / f"{n}.png", depth[n])
-  paths = predict.find_inputs([str(tmp_path / "images")])
+  paths = inputs_lib.find_inputs([str(tmp_path / "images")])
 
   model, variables = _tiny_random("nyud_fcn32s_color_hha")
   predictor = predictor_lib.Predictor(model, variables, preprocessing.NYUD,
                                   mode="exact")
-  extras = predict.check_extra_inputs(predictor, "nyud_fcn32s_color_hha",
+  extras = inputs_lib.check_extra_inputs(predictor, "nyud_fcn32s_color_hha",
                                       {"hha": str(tmp_path / "hha")})
-  summary = predict.run(predictor, paths, tmp_path / "out_hha", ["c"] * 4,
+  summary = driver_lib.run(predictor, paths, tmp_path / "out_hha", ["c"] * 4,
                         save_logits=True, progress=False,
                         extra_inputs=extras)
   assert summary.num_images == 2
@@ -889,7 +890,7 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
   model, variables = _tiny_random("nyud_fcn32s_color_d")
   predictor = predictor_lib.Predictor(model, variables, preprocessing.NYUD,
                                   mode="exact")
-  summary = predict.run(
+  summary = driver_lib.run(
       predictor, paths, tmp_path / "out_d", ["c"] * 4, save_logits=True,
       progress=False,
       extra_inputs={"depth": str(tmp_path / "depth" / "{name}.png")})
@@ -906,10 +907,10 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
       np.load(tmp_path / "out_d" / "img_1.npz")["logits"], np.asarray(want)[0],
       rtol=1e-2, atol=1e-2 * np.abs(want).max())
 
-  with pytest.raises(predict.InputError, match="pass --depth FOLDER"):
-    predict.check_extra_inputs(predictor, "nyud_fcn32s_color_d", {})
-  with pytest.raises(predict.InputError, match="does not read hha"):
-    predict.check_extra_inputs(predictor, "nyud_fcn32s_color_d",
+  with pytest.raises(inputs_lib.InputError, match="pass --depth FOLDER"):
+    inputs_lib.check_extra_inputs(predictor, "nyud_fcn32s_color_d", {})
+  with pytest.raises(inputs_lib.InputError, match="does not read hha"):
+    inputs_lib.check_extra_inputs(predictor, "nyud_fcn32s_color_d",
                                {"hha": str(tmp_path), "depth": str(tmp_path)})
 
 

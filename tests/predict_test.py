@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fcn_jax.inference import inputs as inputs_lib
+from fcn_jax.inference import driver as driver_lib
+from fcn_jax.inference import outputs as outputs_lib
 from fcn_jax.inference import predictor as predictor_lib
 from fcn_jax import predict
 from fcn_jax import voc
@@ -53,11 +56,11 @@ def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
   images = _write_folder(tmp_path / "in", np.random.default_rng(0))
   predictor = predictor_lib.Predictor(model, variables, CAFFE_VGG, mode="fast",
                                   buckets=32, batch_size=2)
-  paths = predict.find_inputs([str(tmp_path / "in")])
+  paths = inputs_lib.find_inputs([str(tmp_path / "in")])
   assert [p.name for p in paths] == ["a.jpg", "b.png", "c.png", "corrupt.jpg",
                                      "d.jpg", "grey.png", "rotated.jpg"]
   out = tmp_path / "out"
-  summary = predict.run(predictor, paths, out, voc.VOC_CLASSES,
+  summary = driver_lib.run(predictor, paths, out, voc.VOC_CLASSES,
                         save_logits=True, progress=False)
   assert summary.num_images == 6
   assert [pathlib.Path(p).name for p, _ in summary.failures] == ["corrupt.jpg"]
@@ -88,20 +91,20 @@ def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
 def test_find_inputs_takes_globs_and_reports_no_match(tmp_path):
   for name in ["x.jpg", "y.png", "z.txt"]:
     (tmp_path / name).write_bytes(b"")
-  found = predict.find_inputs([str(tmp_path / "*.jpg"),
+  found = inputs_lib.find_inputs([str(tmp_path / "*.jpg"),
                                str(tmp_path / "y.png")])
   assert [p.name for p in found] == ["x.jpg", "y.png"]
-  with pytest.raises(predict.InputError, match="matches no file"):
-    predict.find_inputs([str(tmp_path / "*.webp")])
-  with pytest.raises(predict.InputError, match="no images"):
+  with pytest.raises(inputs_lib.InputError, match="matches no file"):
+    inputs_lib.find_inputs([str(tmp_path / "*.webp")])
+  with pytest.raises(inputs_lib.InputError, match="no images"):
     (tmp_path / "empty").mkdir()
-    predict.find_inputs([str(tmp_path / "empty")])
+    inputs_lib.find_inputs([str(tmp_path / "empty")])
 
 
 def test_output_names_disambiguate_clashing_stems():
   paths = [pathlib.Path("a/x.jpg"), pathlib.Path("a/x.png"),
            pathlib.Path("b/y.jpg")]
-  assert predict.output_names(paths) == ["x_jpg", "x_png", "y"]
+  assert outputs_lib.output_names(paths) == ["x_jpg", "x_png", "y"]
 
 
 def test_predict_command_end_to_end(tmp_path):
@@ -157,19 +160,19 @@ def test_16_bit_images_are_scaled_to_8_bits(tmp_path):
   _png16(tmp_path / "grey.png", grey)
   _png16(tmp_path / "colour.png", colour)
   # Not clipped at 255: the high byte, as PIL reads 16-bit colour PNGs.
-  np.testing.assert_array_equal(predict.load_image(tmp_path / "grey.png"),
+  np.testing.assert_array_equal(inputs_lib.load_image(tmp_path / "grey.png"),
                                 np.repeat((grey >> 8)[..., None], 3, -1))
-  np.testing.assert_array_equal(predict.load_image(tmp_path / "colour.png"),
+  np.testing.assert_array_equal(inputs_lib.load_image(tmp_path / "colour.png"),
                                 colour >> 8)
   # A 16-bit PGM (PIL mode I).
   (tmp_path / "grey.pgm").write_bytes(b"P5\n7 6\n65535\n"
                                       + grey.astype(">u2").tobytes())
-  np.testing.assert_array_equal(predict.load_image(tmp_path / "grey.pgm"),
+  np.testing.assert_array_equal(inputs_lib.load_image(tmp_path / "grey.pgm"),
                                 np.repeat((grey >> 8)[..., None], 3, -1))
   Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float.tif")
-  with pytest.raises(predict.InputError, match=r"float\.tif: a floating-point"
+  with pytest.raises(inputs_lib.InputError, match=r"float\.tif: a floating-point"
                      r" image .*convert it to 8-bit"):
-    predict.load_image(tmp_path / "float.tif")
+    inputs_lib.load_image(tmp_path / "float.tif")
 
 
 def test_an_image_too_large_for_the_memory_is_refused_before_running(
@@ -187,7 +190,7 @@ def test_an_image_too_large_for_the_memory_is_refused_before_running(
   rng = np.random.default_rng(1)
   Image.fromarray(random_image(rng, 30, 20)).save(inputs / "small.png")
   Image.fromarray(random_image(rng, 250, 190)).save(inputs / "large.png")
-  summary = predict.run(predictor, predict.find_inputs([str(inputs)]),
+  summary = driver_lib.run(predictor, inputs_lib.find_inputs([str(inputs)]),
                         tmp_path / "out", voc.VOC_CLASSES, progress=False,
                         memory_limit=(small + large) // 2)
   assert summary.num_images == 1 and (tmp_path / "out" / "small.png").exists()

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from fcn_jax.inference import inputs as inputs_lib
+from fcn_jax.inference import driver as driver_lib
+from fcn_jax.inference import command_line
 from fcn_jax.inference import predictor as predictor_lib
 from fcn_jax import predict
 from fcn_jax.inference import sliding_window
@@ -49,7 +52,7 @@ def fcn8s():
 def _args(*flags):
   args = predict.parse_args(["--checkpoint", "c", "--input", "i", "--output",
                              "o", *flags])
-  predict.check_inference_flags(args)
+  command_line.check_predictor_flags(args)
   return args
 
 
@@ -175,23 +178,23 @@ def test_an_image_too_large_for_whole_inference_is_told_to_slide(
   Image.fromarray(random_image(np.random.default_rng(4), 300, 260)).save(
       inputs / "big.png")
   limit = (slide_need + whole_need) // 2
-  summary = predict.run(fast, predict.find_inputs([str(inputs)]),
+  summary = driver_lib.run(fast, inputs_lib.find_inputs([str(inputs)]),
                         tmp_path / "fast", voc.VOC_CLASSES, progress=False,
                         memory_limit=limit)
   [(_, message)] = summary.failures
   assert "run it in tiles with --mode slide (e.g. --window 512 --stride " \
       "384)" in message
-  summary = predict.run(slide, predict.find_inputs([str(inputs)]),
+  summary = driver_lib.run(slide, inputs_lib.find_inputs([str(inputs)]),
                         tmp_path / "slide", voc.VOC_CLASSES, progress=False,
                         memory_limit=limit, write_overlay=False)
   assert not summary.failures and summary.num_images == 1
   assert summary.run_shapes == {(64, 64)}
   with Image.open(tmp_path / "slide" / "big.png") as png:
     np.testing.assert_array_equal(
-        np.asarray(png), slide.predict([predict.load_image(
+        np.asarray(png), slide.predict([inputs_lib.load_image(
             inputs / "big.png")])[0])
   # Too little even for one batch of windows: says what to shrink.
-  message = predict.too_large(slide, 300, 260, slide_need // 2)
+  message = driver_lib.too_large(slide, 300, 260, slide_need // 2)
   assert message.startswith("windows of 64x64 (batch 1) over this 300x260 "
                             "image need about")
   assert "give a smaller --window than 64" in message
@@ -221,7 +224,7 @@ def test_predict_command_in_slide_mode_writes_the_whole_mode_files(tmp_path):
     with Image.open(out / f"{stem}.png") as png:
       assert png.mode == "P" and png.size == (w, h)
       labels = np.asarray(png)
-    image = predict.load_image(inputs / name)
+    image = inputs_lib.load_image(inputs / name)
     np.testing.assert_array_equal(labels, predictor.predict([image])[0])
     logits = np.load(out / f"{stem}.npz")["logits"]
     assert logits.dtype == np.float16 and logits.shape == (h, w, 21)
