@@ -36,6 +36,7 @@ from fcn_jax.training import state as state_lib
 from fcn_jax.training import step as step_lib
 from tests import helpers
 from tests.tiny_fcn import random_variables
+from tests.tiny_fcn import tiny_fcn
 
 DIVISOR = 16
 NEW_NETS = ("fcn_alexnet", "nyud_fcn32s_color", "nyud_fcn32s_hha",
@@ -787,14 +788,9 @@ def test_multi_head_class_weights_are_rejected():
 # --------------------------------------------------------------------------
 
 
-def _tiny_random(name, num_classes=4, seed=0):
-  """``(model, variables)``: random weights, reference upsamplers."""
-  model = models.create_model(name, num_classes, width_divisor=64)
-  return model, random_variables(model, seed)
-
-
 def test_evaluate_reports_every_head_of_sift_flow():
-  model, variables = _tiny_random("siftflow_fcn32s")
+  model, variables = tiny_fcn("siftflow_fcn32s", width_divisor=64,
+                              num_classes=4)
   config = default_config.get_config()
   p_eval, devices = evaluator.make_eval_fn(model, helpers.resolved(config))
   batches = [_batch(model, seed) for seed in range(2)]
@@ -827,7 +823,8 @@ def _write_png(path, array):
 def test_predict_writes_one_png_per_head(tmp_path):
   from PIL import Image  # pylint: disable=g-import-not-at-top
   from tests.tiny_fcn import random_image  # pylint: disable=g-import-not-at-top
-  model, variables = _tiny_random("siftflow_fcn8s")
+  model, variables = tiny_fcn("siftflow_fcn8s", width_divisor=64,
+                              num_classes=4)
   rng = np.random.default_rng(0)
   (tmp_path / "in").mkdir()
   image = random_image(rng, 30, 41)
@@ -835,9 +832,10 @@ def test_predict_writes_one_png_per_head(tmp_path):
   predictor = predictor_lib.Predictor(model, variables, preprocessing.SIFT_FLOW,
                                   mode="exact")
   names = {"sem": [f"s{i}" for i in range(4)], "geo": ["sky", "h", "v"]}
-  summary = driver_lib.run(predictor, inputs_lib.find_inputs([str(tmp_path / "in")]),
-                        tmp_path / "out", names, save_logits=True,
-                        progress=False)
+  summary = driver_lib.run(predictor,
+                           inputs_lib.find_inputs([str(tmp_path / "in")]),
+                           tmp_path / "out", names, save_logits=True,
+                           progress=False)
   assert summary.num_images == 1 and not summary.failures
   want = model.per_head(helpers.jit_apply(model, variables, jnp.asarray(
       preprocessing.SIFT_FLOW(image)[None])))
@@ -869,14 +867,15 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
     _write_png(tmp_path / "depth" / f"{n}.png", depth[n])
   paths = inputs_lib.find_inputs([str(tmp_path / "images")])
 
-  model, variables = _tiny_random("nyud_fcn32s_color_hha")
+  model, variables = tiny_fcn("nyud_fcn32s_color_hha", width_divisor=64,
+                              num_classes=4)
   predictor = predictor_lib.Predictor(model, variables, preprocessing.NYUD,
                                   mode="exact")
   extras = inputs_lib.check_extra_inputs(predictor, "nyud_fcn32s_color_hha",
-                                      {"hha": str(tmp_path / "hha")})
+                                         {"hha": str(tmp_path / "hha")})
   summary = driver_lib.run(predictor, paths, tmp_path / "out_hha", ["c"] * 4,
-                        save_logits=True, progress=False,
-                        extra_inputs=extras)
+                           save_logits=True, progress=False,
+                           extra_inputs=extras)
   assert summary.num_images == 2
   assert [(p.split("/")[-1], "no img_3" in m) for p, m in summary.failures
           ] == [("img_3.png", True)]
@@ -887,7 +886,8 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
   np.testing.assert_allclose(logits, np.asarray(want)[0], rtol=1e-2,
                              atol=1e-2 * np.abs(want).max())  # float16
 
-  model, variables = _tiny_random("nyud_fcn32s_color_d")
+  model, variables = tiny_fcn("nyud_fcn32s_color_d", width_divisor=64,
+                              num_classes=4)
   predictor = predictor_lib.Predictor(model, variables, preprocessing.NYUD,
                                   mode="exact")
   summary = driver_lib.run(
@@ -910,8 +910,9 @@ def test_predict_reads_hha_and_depth_from_matching_files(tmp_path):
   with pytest.raises(inputs_lib.InputError, match="pass --depth FOLDER"):
     inputs_lib.check_extra_inputs(predictor, "nyud_fcn32s_color_d", {})
   with pytest.raises(inputs_lib.InputError, match="does not read hha"):
-    inputs_lib.check_extra_inputs(predictor, "nyud_fcn32s_color_d",
-                               {"hha": str(tmp_path), "depth": str(tmp_path)})
+    inputs_lib.check_extra_inputs(
+        predictor, "nyud_fcn32s_color_d",
+        {"hha": str(tmp_path), "depth": str(tmp_path)})
 
 
 # --------------------------------------------------------------------------

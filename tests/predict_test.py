@@ -61,7 +61,7 @@ def test_run_writes_palette_pngs_overlays_and_logits(tmp_path):
                                      "d.jpg", "grey.png", "rotated.jpg"]
   out = tmp_path / "out"
   summary = driver_lib.run(predictor, paths, out, voc.VOC_CLASSES,
-                        save_logits=True, progress=False)
+                           save_logits=True, progress=False)
   assert summary.num_images == 6
   assert [pathlib.Path(p).name for p, _ in summary.failures] == ["corrupt.jpg"]
   assert "corrupt.jpg" in summary.report()
@@ -92,7 +92,7 @@ def test_find_inputs_takes_globs_and_reports_no_match(tmp_path):
   for name in ["x.jpg", "y.png", "z.txt"]:
     (tmp_path / name).write_bytes(b"")
   found = inputs_lib.find_inputs([str(tmp_path / "*.jpg"),
-                               str(tmp_path / "y.png")])
+                                  str(tmp_path / "y.png")])
   assert [p.name for p in found] == ["x.jpg", "y.png"]
   with pytest.raises(inputs_lib.InputError, match="matches no file"):
     inputs_lib.find_inputs([str(tmp_path / "*.webp")])
@@ -170,8 +170,9 @@ def test_16_bit_images_are_scaled_to_8_bits(tmp_path):
   np.testing.assert_array_equal(inputs_lib.load_image(tmp_path / "grey.pgm"),
                                 np.repeat((grey >> 8)[..., None], 3, -1))
   Image.fromarray(grey.astype(np.float32)).save(tmp_path / "float.tif")
-  with pytest.raises(inputs_lib.InputError, match=r"float\.tif: a floating-point"
-                     r" image .*convert it to 8-bit"):
+  with pytest.raises(inputs_lib.InputError,
+                     match=r"float\.tif: a floating-point image .*convert it "
+                     r"to 8-bit"):
     inputs_lib.load_image(tmp_path / "float.tif")
 
 
@@ -191,8 +192,8 @@ def test_an_image_too_large_for_the_memory_is_refused_before_running(
   Image.fromarray(random_image(rng, 30, 20)).save(inputs / "small.png")
   Image.fromarray(random_image(rng, 250, 190)).save(inputs / "large.png")
   summary = driver_lib.run(predictor, inputs_lib.find_inputs([str(inputs)]),
-                        tmp_path / "out", voc.VOC_CLASSES, progress=False,
-                        memory_limit=(small + large) // 2)
+                           tmp_path / "out", voc.VOC_CLASSES, progress=False,
+                           memory_limit=(small + large) // 2)
   assert summary.num_images == 1 and (tmp_path / "out" / "small.png").exists()
   assert not (tmp_path / "out" / "large.png").exists()
   [(path, message)] = summary.failures

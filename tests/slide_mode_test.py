@@ -179,14 +179,14 @@ def test_an_image_too_large_for_whole_inference_is_told_to_slide(
       inputs / "big.png")
   limit = (slide_need + whole_need) // 2
   summary = driver_lib.run(fast, inputs_lib.find_inputs([str(inputs)]),
-                        tmp_path / "fast", voc.VOC_CLASSES, progress=False,
-                        memory_limit=limit)
+                           tmp_path / "fast", voc.VOC_CLASSES, progress=False,
+                           memory_limit=limit)
   [(_, message)] = summary.failures
   assert "run it in tiles with --mode slide (e.g. --window 512 --stride " \
       "384)" in message
   summary = driver_lib.run(slide, inputs_lib.find_inputs([str(inputs)]),
-                        tmp_path / "slide", voc.VOC_CLASSES, progress=False,
-                        memory_limit=limit, write_overlay=False)
+                           tmp_path / "slide", voc.VOC_CLASSES, progress=False,
+                           memory_limit=limit, write_overlay=False)
   assert not summary.failures and summary.num_images == 1
   assert summary.run_shapes == {(64, 64)}
   with Image.open(tmp_path / "slide" / "big.png") as png:

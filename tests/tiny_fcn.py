@@ -43,6 +43,8 @@ def random_variables(model: models.FCN, seed: int = 0, kernel_gain: float = 2.0,
   rng = np.random.default_rng(seed)
   frozen = set(model.frozen_layers())
   params = {}
+  # The init's own (sorted) layer order, not models.param_shapes' forward
+  # order: the order of the draws, and so every test's random values.
   shapes = jax.eval_shape(lambda: models.init_variables(model))["params"]
   for layer, leaves in shapes.items():
     if layer in frozen:
