@@ -6,6 +6,7 @@ multi-process race for one stale lock."""
 
 import argparse
 import asyncio
+import errno
 import gc
 import json
 import logging
@@ -216,6 +217,46 @@ def test_the_step_rule_picks_best_latest_or_a_number(tmp_path):
     checkpointer.close()
   assert checkpointing.load(str(tmp_path)).step == 3
   assert checkpointing.load(str(tmp_path), "latest").step == 4
+
+
+def _wrapped_enospc():
+  try:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  except OSError as e:
+    try:
+      raise RuntimeError("a background write failed") from e
+    except RuntimeError as wrapped:
+      return wrapped
+
+
+@pytest.mark.parametrize("failure", [
+    OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),  # Python's own write.
+    _wrapped_enospc(),  # An OSError inside a library's error.
+    ValueError("Error writing \"params/x/0.0\": NOT_FOUND: Error writing "
+               "local file \"/w/checkpoints/6/params/x/0.0\": No space left "
+               "on device [os_error_code='28'] [source locations='...']"),
+], ids=["oserror", "wrapped", "tensorstore"])
+def test_a_failed_save_names_the_os_error_however_it_comes(tmp_path,
+                                                          failure):
+  """Which write meets a full disk first varies between runs; the line
+  the user reads does not."""
+  checkpointer = checkpointing.Checkpointer(str(tmp_path), max_to_keep=3)
+  try:
+    _save(checkpointer, 2)
+
+    def fail(*args, **kwargs):
+      raise failure
+    checkpointer._manager.save = fail  # pylint: disable=protected-access
+    with pytest.raises(checkpointing.CheckpointSaveError) as error:
+      _save(checkpointer, 4)
+  finally:
+    del checkpointer._manager.save  # pylint: disable=protected-access
+    checkpointer.close()
+  assert str(error.value) == (
+      f"could not save the checkpoint of step 4 in {tmp_path / 'checkpoints'} "
+      "(No space left on device); the earlier checkpoints are intact (steps "
+      "2): free space or fix the file system, then rerun the same command to "
+      "resume from step 2")
 
 
 # Orbax's asyncio threads report the failed reads once more when their event

@@ -199,12 +199,9 @@ class Checkpointer:
               "system, then rerun the same command to resume from step "
               f"{kept[-1]}" if kept else "no earlier checkpoint was saved: "
               "free space or fix the file system, then rerun")
-    # tensorstore's messages end with the OS error after a long path.
-    os_error = re.search(r"([A-Z][^:\[]*) \[os_error_code='\d+'\]",
-                         str(error))
     self._reported = CheckpointSaveError(
         f"could not save the checkpoint of step {step} in {self.directory} "
-        f"({os_error[1] if os_error else one_line(error, 200)}); {resume}")
+        f"({_save_failure_reason(error)}); {resume}")
     return self._reported
 
   def restore(self, step: int, state_template: Mapping[str, Any], *,
@@ -313,6 +310,24 @@ class Checkpointer:
 
   def close(self) -> None:
     self._manager.close()
+
+
+def _save_failure_reason(error: BaseException) -> str:
+  """What made a save fail, in words: the OS error's own text (e.g. "No space
+  left on device") however it reached us, else the library's first line.
+
+  Which write meets a full disk first (a tensorstore array, Orbax's JSON, the
+  data iterator's state) varies from run to run; the user's line should not.
+  """
+  chain, cause = [], error  # An OSError raised as is or wrapped by Orbax.
+  while cause is not None and cause not in chain:
+    if isinstance(cause, OSError) and cause.strerror:
+      return cause.strerror
+    chain.append(cause)
+    cause = cause.__cause__ or cause.__context__
+  # tensorstore's messages end with the OS error after a long path.
+  os_error = re.search(r"([A-Z][^:\[]*) \[os_error_code='\d+'\]", str(error))
+  return os_error[1] if os_error else one_line(error, 200)
 
 
 def _metadata_dict(value: Any, directory: str) -> dict[str, Any]:
