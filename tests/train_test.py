@@ -232,6 +232,8 @@ def test_scratch_init_is_he_normal_per_trunk_layer_in_one_program():
       np.testing.assert_array_equal(got[layer][name], value,
                                     err_msg=f"{layer}/{name}")
   assert redrawn == 7  # conv1-5, fc6, fc7.
+  # "flax_default" keeps the model's own init: nothing re-drawn.
+  assert state_lib.scratch_init(got, "flax_default", rng) is got
 
 
 def test_init_from_a_fcn32s_checkpoint_stages_fcn16s(tmp_path):
